@@ -1,0 +1,178 @@
+// child_process: the handle of one launched child (Node's ChildProcess).
+#pragma once
+
+#include <childproc/error.hpp>
+#include <childproc/exit_status.hpp>
+#include <childproc/stream.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <csignal>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace childproc {
+inline namespace v1 {
+namespace asio = boost::asio;
+} // namespace v1
+
+namespace detail {
+struct child_state;
+
+// A pending async_wait, type-erased so that the state machine is compiled once.
+struct exit_waiter {
+  virtual ~exit_waiter() = default;
+  virtual void complete(boost::system::error_code ec, const exit_status& status) = 0;
+  bool cancelled = false;
+};
+
+void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w);
+void cancel_exit_waiter(const std::weak_ptr<child_state>& state, exit_waiter* w);
+asio::any_io_executor state_executor(const child_state& state);
+
+template <class Handler>
+struct exit_waiter_for final : exit_waiter {
+  using work_executor = asio::associated_executor_t<Handler, asio::any_io_executor>;
+
+  exit_waiter_for(Handler&& h, const asio::any_io_executor& ex)
+      : handler(std::move(h)), work(asio::get_associated_executor(handler, ex)) {}
+
+  void complete(boost::system::error_code ec, const exit_status& status) override {
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected())
+      slot.clear();
+    auto ex = work.get_executor();
+    work.reset();
+    asio::post(ex, asio::append(std::move(handler), ec, status));
+  }
+
+  Handler handler;
+  asio::executor_work_guard<work_executor> work;
+};
+} // namespace detail
+
+inline namespace v1 {
+
+/// Event handler types, with Node's argument lists.
+using exit_handler = std::function<void(std::optional<int> code, std::optional<int> signal)>;
+using error_handler = std::function<void(const process_error& error)>;
+using spawn_handler = std::function<void()>;
+
+/// The handle of a launched child: its pid, its stdio streams and its events.
+///
+/// Events come in Node's order: `spawn` (before any output, never after a failed launch), the
+/// streams' data, `exit(code, signal)`, then `close(code, signal)` once the child exited and every
+/// piped output stream reached EOF. A launch that failed with ENOENT, EACCES, EAGAIN, EMFILE or
+/// ENFILE gives `error`, then `close` with the negative errno as code, and no `spawn` or `exit`.
+/// Handlers added after an event has fired are not called for it (as in Node).
+///
+/// Lifetime: the handle is move-only. Dropping it does not kill the child (Node's rule) unless
+/// spawn_options::kill_on_destroy was set; either way the child is reaped, by the executor while
+/// it runs and otherwise by the library's background reaper, so no zombie is left. The handle
+/// and its streams are used from the child's executor only (one thread, or a strand).
+class child_process {
+public:
+  using executor_type = asio::any_io_executor;
+
+  /// An empty handle: no child.
+  child_process() noexcept = default;
+  child_process(child_process&&) noexcept = default;
+  child_process& operator=(child_process&& other) noexcept;
+  ~child_process();
+
+  /// False for an empty handle.
+  explicit operator bool() const noexcept { return state_ != nullptr; }
+
+  /// The child's pid while it is not yet reaped; empty after a failed launch and once reaped.
+  std::optional<pid_t> pid() const noexcept;
+  /// The pid the child had, also after it was reaped; empty after a failed launch.
+  std::optional<pid_t> original_pid() const noexcept;
+
+  /// Sends `signal` to the child. Returns true when it was delivered; false when the child was
+  /// already reaped (never signals a pid that may have been reused), or the launch failed.
+  /// Invalid signals and permission errors are passed to on_error handlers (or thrown by the
+  /// error_code-less form when there are none) and return false. Signal 0 only probes.
+  bool kill(int signal = SIGTERM);
+  bool kill(int signal, std::error_code& ec) noexcept;
+
+  /// True once a signal sent through kill() (or by the library's timeout) was delivered.
+  bool killed() const noexcept;
+  /// The exit code once the child exited normally (or the negative errno of a failed launch).
+  std::optional<int> exit_code() const noexcept;
+  /// The signal that ended the child, once it ended by one.
+  std::optional<int> signal_code() const noexcept;
+  /// The full status once known (with resource usage).
+  std::optional<exit_status> status() const noexcept;
+
+  /// The program that was launched ("/bin/sh" for shell: true).
+  const std::string& spawn_file() const;
+  /// The full argv, argv[0] included (Node's spawnargs).
+  const std::vector<std::string>& spawn_args() const;
+
+  /// The stdin pipe. Throws std::logic_error when slot 0 is not a pipe.
+  writable_stream& in();
+  /// The stdout / stderr pipes. Throw std::logic_error when the slot is not a pipe.
+  readable_stream& out();
+  readable_stream& err();
+  /// An extra pipe slot (n >= 3), read by the parent. Throws std::logic_error when not a pipe.
+  readable_stream& stdio(int n);
+  /// True when slot n is a pipe.
+  bool has_pipe(int n) const noexcept;
+
+  /// Adds an event handler; returns *this for chaining.
+  child_process& on_spawn(spawn_handler handler);
+  child_process& on_exit(exit_handler handler);
+  child_process& on_close(exit_handler handler);
+  child_process& on_error(error_handler handler);
+
+  executor_type get_executor() const;
+
+  /// Waits for the child's exit and reaps it. Completion: void(error_code, exit_status).
+  /// The error is the launch failure for a child that never ran. Works with callbacks,
+  /// asio::use_future, asio::use_awaitable and asio::deferred.
+  /// Cancelling (terminal, partial or total) signals the child with kill_signal (escalating per
+  /// kill_after) and completes with operation_aborted once it has exited and was reaped, so
+  /// cancellation never leaves a zombie.
+  template <class CompletionToken>
+  auto async_wait(CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, void(boost::system::error_code, exit_status)>(
+        [](auto handler, std::shared_ptr<detail::child_state> state) {
+          using handler_type = std::decay_t<decltype(handler)>;
+          auto ex = detail::state_executor(*state);
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto waiter =
+              std::make_unique<detail::exit_waiter_for<handler_type>>(std::move(handler), ex);
+          if (slot.is_connected()) {
+            slot.assign([weak = std::weak_ptr<detail::child_state>(state), w = waiter.get()](
+                            asio::cancellation_type) { detail::cancel_exit_waiter(weak, w); });
+          }
+          detail::add_exit_waiter(state, std::move(waiter));
+        },
+        token, checked_state());
+  }
+
+  /// For the library's own parts (exec, fork): the shared state.
+  explicit child_process(std::shared_ptr<detail::child_state> state) noexcept
+      : state_(std::move(state)) {}
+  const std::shared_ptr<detail::child_state>& state() const noexcept { return state_; }
+
+private:
+  const std::shared_ptr<detail::child_state>& checked_state() const;
+  void release() noexcept;
+
+  std::shared_ptr<detail::child_state> state_;
+};
+
+} // namespace v1
+} // namespace childproc

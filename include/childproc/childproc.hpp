@@ -1,0 +1,10 @@
+// childproc: Node.js's child_process for C++20, on Boost.Asio. The umbrella header.
+#pragma once
+
+#include <childproc/child_process.hpp>
+#include <childproc/error.hpp>
+#include <childproc/exit_status.hpp>
+#include <childproc/options.hpp>
+#include <childproc/spawn.hpp>
+#include <childproc/stream.hpp>
+#include <childproc/version.hpp>

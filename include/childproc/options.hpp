@@ -1,0 +1,112 @@
+// Options of spawn() and spawn_sync(): aggregates meant for designated initializers.
+//
+//   auto child = childproc::spawn(io, "ls", {"-lh"}, {.cwd = "/tmp", .timeout = 5s});
+#pragma once
+
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <variant>
+#include <vector>
+
+namespace childproc {
+inline namespace v1 {
+
+/// How one stdio slot of the child is set up.
+enum class stdio_kind {
+  pipe,    ///< a new pipe; the parent's end is a child_process stream
+  inherit, ///< the parent's own fd of the same number
+  ignore,  ///< /dev/null
+  fd,      ///< a descriptor of the parent's, given by number (it stays owned by the caller)
+};
+
+/// One stdio slot. Use the constants in childproc::stdio.
+struct stdio_spec {
+  stdio_kind kind = stdio_kind::pipe;
+  int fd = -1; ///< for stdio_kind::fd only
+
+  friend bool operator==(const stdio_spec&, const stdio_spec&) = default;
+};
+
+namespace stdio {
+inline constexpr stdio_spec pipe{stdio_kind::pipe};
+inline constexpr stdio_spec inherit{stdio_kind::inherit};
+inline constexpr stdio_spec ignore{stdio_kind::ignore};
+/// The parent's descriptor `fd` in this slot; the child gets its own copy, the caller keeps `fd`.
+constexpr stdio_spec fd(int fd) noexcept {
+  return {stdio_kind::fd, fd};
+}
+} // namespace stdio
+
+/// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
+using env_map = std::map<std::string, std::optional<std::string>, std::less<>>;
+
+/// The parent's environment as an env_map (a snapshot of `environ`).
+env_map current_env();
+
+/// Options of spawn(). Every field has Node's default.
+struct spawn_options {
+  /// Working directory of the child. Default: empty, the parent's. A missing or non-directory cwd
+  /// fails the spawn() call itself (process_error with spawn_step::chdir).
+  std::string cwd{};
+
+  /// The child's whole environment, replacing the parent's (Node's `env`). Default: nullopt,
+  /// inherit the parent's. PATH lookup uses the PATH of the resulting environment.
+  std::optional<env_map> env{};
+
+  /// Variables set (or, with nullopt, removed) on top of `env` or the inherited environment.
+  /// Default: none. Beyond Node: saves copying the environment to change one variable.
+  env_map env_overrides{};
+
+  /// What the child sees as argv[0]. Default: the file (or the shell with `shell`). Does not
+  /// change what is executed.
+  std::optional<std::string> argv0{};
+
+  /// One entry per child fd: 0, 1, 2 and any number of extra slots. Default: three pipes.
+  /// Missing entries among 0..2 are pipes. Extra pipe slots are read by the parent (child writes).
+  /// (Not a braced list: g++ 12 cannot build one inside a coroutine frame.)
+  std::vector<stdio_spec> stdio = std::vector<stdio_spec>(3, stdio::pipe);
+
+  /// Start the child in a new session (setsid), so it outlives the parent's terminal.
+  /// Default: false. Cannot be combined with process_group.
+  bool detached = false;
+
+  /// Run the child as this user / group (setuid / setgid after dropping supplementary groups).
+  /// Default: unchanged. A refused change fails the spawn() call (spawn_step::setuid / setgid).
+  std::optional<uid_t> uid{};
+  std::optional<gid_t> gid{};
+
+  /// Run through a shell: false (default), true for "/bin/sh", or a shell's path. The file and the
+  /// args are joined with spaces, unquoted, and passed to `<shell> -c` as Node does.
+  std::variant<bool, std::string> shell = false;
+
+  /// Kill the child with kill_signal after this long. Default: zero, no timeout.
+  std::chrono::milliseconds timeout{0};
+
+  /// The signal used by timeout, cancellation and kill_on_destroy. Default: SIGTERM.
+  int kill_signal = SIGTERM;
+
+  /// Beyond Node: after the library signalled the child with kill_signal (timeout, cancellation),
+  /// send SIGKILL if it is still running this long after. Default: zero, never escalate.
+  std::chrono::milliseconds kill_after{0};
+
+  /// Beyond Node: put the child in a process group: 0 makes a new group led by the child, a
+  /// positive value joins that group. Default: nullopt, the parent's group. Signals from the
+  /// library's timeout then reach the whole group. Cannot be combined with detached.
+  std::optional<pid_t> process_group{};
+
+  /// Beyond Node: the child gets SIGKILL when the thread that spawned it ends (PR_SET_PDEATHSIG).
+  /// Default: false.
+  bool kill_on_parent_death = false;
+
+  /// Beyond Node: dropping the child_process handle sends kill_signal to a running child (RAII
+  /// ownership). Default: false, dropping the handle leaves the child running (Node's rule).
+  bool kill_on_destroy = false;
+};
+
+} // namespace v1
+} // namespace childproc

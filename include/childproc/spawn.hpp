@@ -1,0 +1,80 @@
+// spawn() and spawn_sync(): launch a program with an argv, no shell unless asked (Node's spawn).
+#pragma once
+
+#include <childproc/child_process.hpp>
+#include <childproc/options.hpp>
+
+#include <boost/asio/execution_context.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace childproc {
+inline namespace v1 {
+
+/// Launches `file` with `args` (argv[1..]) and returns its handle at once.
+///
+/// `file` without a '/' is looked up in the PATH of the child's environment with execvp's rules;
+/// a file that is not a valid executable format runs through /bin/sh, as with execvp.
+///
+/// Throws process_error (or sets `ec`) for failures that are the caller's: invalid arguments (a
+/// NUL byte, a bad fd or signal), a cwd that cannot be entered, a refused setuid/setgid, an
+/// stdio fd that is not open. A program that is missing or not executable, and a lack of
+/// processes or fds (ENOENT, EACCES, EAGAIN, EMFILE, ENFILE), are not thrown: the handle reports
+/// them through on_error and on_close, as Node does.
+child_process spawn(const asio::any_io_executor& ex, std::string file,
+                    std::vector<std::string> args = {}, spawn_options options = {});
+child_process spawn(const asio::any_io_executor& ex, std::string file,
+                    std::vector<std::string> args, spawn_options options,
+                    std::error_code& ec) noexcept;
+
+template <class ExecutionContext>
+requires std::derived_from<ExecutionContext, asio::execution_context>
+    child_process spawn(ExecutionContext& ctx, std::string file, std::vector<std::string> args = {},
+                        spawn_options options = {}) {
+  return spawn(asio::any_io_executor(ctx.get_executor()), std::move(file), std::move(args),
+               std::move(options));
+}
+template <class ExecutionContext>
+requires std::derived_from<ExecutionContext, asio::execution_context>
+    child_process spawn(ExecutionContext& ctx, std::string file, std::vector<std::string> args,
+                        spawn_options options, std::error_code& ec)
+noexcept {
+  return spawn(asio::any_io_executor(ctx.get_executor()), std::move(file), std::move(args),
+               std::move(options), ec);
+}
+
+/// Options of spawn_sync(): spawn_options plus what a blocking run needs.
+struct spawn_sync_options : spawn_options {
+  /// Written to the child's stdin, which is then closed. Default: empty. Needs stdio[0] == pipe.
+  std::string input{};
+  /// Largest number of bytes kept per output stream; past it the child is killed with
+  /// kill_signal and `error` is ENOBUFS (what was read is kept). Default: 1 MiB, Node's.
+  std::size_t max_buffer = 1024 * 1024;
+};
+
+/// The outcome of spawn_sync(), as Node's spawnSync returns it.
+struct spawn_sync_result {
+  std::optional<pid_t> pid{};  ///< empty when the launch failed
+  std::string out{};           ///< everything read from stdout (empty when not a pipe)
+  std::string err{};           ///< everything read from stderr (empty when not a pipe)
+  std::optional<int> status{}; ///< exit code (Node's status), empty when ended by a signal
+  std::optional<int> signal{}; ///< the signal that ended the child
+  exit_status exit{};          ///< the full status, with resource usage
+  /// ENOENT/EACCES/... of a failed launch, ETIMEDOUT when the timeout killed the child, ENOBUFS
+  /// when max_buffer was exceeded; empty otherwise. A non-zero exit is not an error here.
+  std::error_code error{};
+};
+
+/// Runs `file` to completion on a private io_context and returns its output and status.
+/// Throws (or sets `ec`) in the cases where spawn() throws; everything else is in the result.
+spawn_sync_result spawn_sync(std::string file, std::vector<std::string> args = {},
+                             spawn_sync_options options = {});
+spawn_sync_result spawn_sync(std::string file, std::vector<std::string> args,
+                             spawn_sync_options options, std::error_code& ec) noexcept;
+
+} // namespace v1
+} // namespace childproc

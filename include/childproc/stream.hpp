@@ -1,0 +1,111 @@
+// The parent's ends of a child's stdio pipes, with Node's stream events.
+//
+// Both stream types live inside the child_process's shared state and are reached through
+// child_process::in() / out() / err() / stdio(n). Like the child_process, they are used from the
+// child's executor only (one thread, or a strand).
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace childproc {
+namespace detail {
+struct child_state;
+}
+
+inline namespace v1 {
+
+/// A pipe the child writes and the parent reads (stdout, stderr, extra slots).
+///
+/// The library drains it from the moment the child is spawned until EOF, whether or not anybody
+/// listens, so a child never blocks on a full pipe and `close` can come (Node's rule). Each chunk
+/// goes to every on_data handler; the string_view is valid only during the call.
+class readable_stream {
+public:
+  using data_handler = std::function<void(std::string_view chunk)>;
+  using end_handler = std::function<void()>;
+
+  /// Adds a handler for each chunk read (Node's 'data').
+  readable_stream& on_data(data_handler handler);
+  /// Adds a handler for EOF (Node's 'end'); called once, after the last on_data.
+  readable_stream& on_end(end_handler handler);
+
+  /// True while the pipe is open (a pipe slot that has not reached EOF).
+  bool is_open() const noexcept { return fd_.is_open(); }
+  /// The child fd this stream is connected to.
+  int slot() const noexcept { return slot_; }
+
+  readable_stream(const readable_stream&) = delete;
+  readable_stream& operator=(const readable_stream&) = delete;
+  ~readable_stream();
+
+private:
+  friend struct detail::child_state;
+  readable_stream(detail::child_state& owner, int slot, boost::asio::any_io_executor ex, int fd);
+  void start();
+  void wait_readable();
+  void drain();
+  void finish();
+
+  detail::child_state* owner_;
+  int slot_;
+  boost::asio::posix::stream_descriptor fd_;
+  std::vector<data_handler> data_handlers_;
+  std::vector<end_handler> end_handlers_;
+  bool started_ = false;
+};
+
+/// A pipe the parent writes and the child reads (stdin).
+///
+/// Writes are queued and performed asynchronously in order; each write's handler gets the
+/// result. Writing to a child that closed its stdin (or exited) completes with EPIPE; SIGPIPE
+/// never kills the parent (the library ignores SIGPIPE process-wide on the first spawn with a
+/// piped stdin if its disposition was the default, as Node does).
+class writable_stream {
+public:
+  using write_handler = std::function<void(std::error_code)>;
+
+  /// Queues `data`; `done` (optional) gets the result once it is written or has failed.
+  void write(std::string data, write_handler done = {});
+  /// Closes the pipe once the queued writes are done (the child then reads EOF).
+  void end(write_handler done = {});
+  /// True until end() completed or the pipe failed.
+  bool is_open() const noexcept { return fd_.is_open() && !ending_; }
+  /// Bytes queued and not yet written.
+  std::size_t pending_bytes() const noexcept { return pending_bytes_; }
+
+  writable_stream(const writable_stream&) = delete;
+  writable_stream& operator=(const writable_stream&) = delete;
+  ~writable_stream();
+
+private:
+  friend struct detail::child_state;
+  writable_stream(detail::child_state& owner, boost::asio::any_io_executor ex, int fd);
+  void write_next();
+  void fail_all(std::error_code ec);
+  void close_now();
+
+  struct pending {
+    std::string data;
+    write_handler done;
+    bool is_end = false;
+  };
+  detail::child_state* owner_;
+  boost::asio::posix::stream_descriptor fd_;
+  std::deque<pending> queue_;
+  std::size_t pending_bytes_ = 0;
+  std::size_t front_offset_ = 0;
+  bool writing_ = false;
+  bool ending_ = false;
+};
+
+} // namespace v1
+} // namespace childproc

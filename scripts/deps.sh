@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages the build needs, when missing. Sourced by demo.sh and test.sh.
+set -euo pipefail
+
+childproc_packages=(g++ cmake ninja-build libboost1.81-dev libboost-json1.81-dev libfmt-dev catch2)
+if [ "${CHILDPROC_WITH_CLANG:-0}" = 1 ]; then
+  childproc_packages+=(clang-14)
+fi
+
+missing=()
+for p in "${childproc_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" > /dev/null
+fi

@@ -1,0 +1,317 @@
+// child_process: the handle, and the state machine that orders its events.
+#include "child_state.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
+
+#include <cerrno>
+#include <stdexcept>
+
+namespace childproc::detail {
+
+child_state::child_state(asio::any_io_executor ex, std::string file_,
+                         std::vector<std::string> args_, const spawn_options& options)
+    : executor(std::move(ex)), file(std::move(file_)), args(std::move(args_)),
+      kill_signal(options.kill_signal), timeout(options.timeout), kill_after(options.kill_after),
+      kill_on_destroy(options.kill_on_destroy), timeout_timer(executor),
+      escalation_timer(executor) {}
+
+child_state::~child_state() {
+  // The executor went away (or was never run) before the child's exit was seen.
+  if (watcher && !watcher->reaped())
+    watcher->orphan();
+}
+
+void child_state::launched(pid_t child_pid, posix::unique_fd pidfd,
+                           std::vector<posix::unique_fd> pipe_fds) {
+  pid = child_pid;
+  watcher.emplace(executor, child_pid, std::move(pidfd));
+  readers.resize(pipe_fds.size());
+  for (std::size_t slot = 0; slot < pipe_fds.size(); ++slot) {
+    if (!pipe_fds[slot])
+      continue;
+    if (slot == 0) {
+      in.reset(new writable_stream(*this, executor, pipe_fds[slot].release()));
+    } else {
+      readers[slot].reset(
+          new readable_stream(*this, static_cast<int>(slot), executor, pipe_fds[slot].release()));
+      ++open_readers;
+    }
+  }
+  asio::post(executor, [self = shared_from_this()] { self->start(); });
+}
+
+void child_state::launch_failed(process_error error) {
+  launch_error.emplace(std::move(error));
+  asio::post(executor, [self = shared_from_this()] {
+    // Node: exitCode is the negative errno; 'error', then 'close'; no 'spawn', no 'exit'.
+    self->status.emplace();
+    self->status->code = -self->launch_error->code().value();
+    self->emit_error(*self->launch_error);
+    self->complete_waiters();
+    self->maybe_close();
+  });
+}
+
+void child_state::start() {
+  emit(spawn_handlers);
+  for (auto& r : readers)
+    if (r)
+      r->start();
+  if (timeout.count() > 0 && running()) {
+    timeout_timer.expires_after(timeout);
+    timeout_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec && self->running()) {
+        self->timed_out = true;
+        self->kill_by_library();
+      }
+    });
+  }
+  wait_for_exit();
+}
+
+void child_state::wait_for_exit() {
+  watcher->async_wait_exit([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec == asio::error::operation_aborted)
+      return;
+    self->on_exited();
+  });
+}
+
+void child_state::on_exited() {
+  exit_status st;
+  if (!watcher->try_reap(st)) {
+    wait_for_exit(); // spurious wake-up
+    return;
+  }
+  status = st;
+  timeout_timer.cancel();
+  escalation_timer.cancel();
+  emit(exit_handlers, status->code, status->signal);
+  complete_waiters();
+  maybe_close();
+}
+
+void child_state::reader_ended() {
+  --open_readers;
+  maybe_close();
+}
+
+void child_state::maybe_close() {
+  if (close_emitted || !status || open_readers > 0)
+    return;
+  close_emitted = true;
+  emit(close_handlers, status->code, status->signal);
+  if (in)
+    in->close_now();
+  // The pidfd is no longer needed once the exit was delivered.
+  if (watcher && watcher->reaped())
+    watcher.reset();
+}
+
+void child_state::complete_waiters() {
+  auto pending = std::move(waiters);
+  waiters.clear();
+  boost::system::error_code ec;
+  if (launch_error)
+    ec = launch_error->code();
+  for (auto& w : pending) {
+    auto result = ec;
+    if (w->cancelled && !result)
+      result = asio::error::operation_aborted;
+    w->complete(result, *status);
+  }
+}
+
+int child_state::send_signal(int signal) noexcept {
+  if (!running() || !watcher)
+    return ESRCH;
+  int err = watcher->send_signal(signal);
+  if (err == 0 && signal != 0)
+    killed = true;
+  return err;
+}
+
+void child_state::kill_by_library() {
+  if (send_signal(kill_signal) != 0 || kill_after.count() <= 0)
+    return;
+  escalation_timer.expires_after(kill_after);
+  escalation_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec && self->running())
+      self->send_signal(SIGKILL);
+  });
+}
+
+void child_state::emit_error(const process_error& error) {
+  emit(error_handlers, error);
+}
+
+void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w) {
+  if (state->status) {
+    boost::system::error_code ec;
+    if (state->launch_error)
+      ec = state->launch_error->code();
+    w->complete(ec, *state->status);
+    return;
+  }
+  state->waiters.push_back(std::move(w));
+}
+
+void cancel_exit_waiter(const std::weak_ptr<child_state>& weak, exit_waiter* w) {
+  auto state = weak.lock();
+  if (!state)
+    return;
+  for (auto& waiter : state->waiters) {
+    if (waiter.get() == w && !w->cancelled) {
+      w->cancelled = true;
+      if (state->running())
+        state->kill_by_library();
+    }
+  }
+}
+
+asio::any_io_executor state_executor(const child_state& state) {
+  return state.executor;
+}
+
+} // namespace childproc::detail
+
+namespace childproc {
+inline namespace v1 {
+
+child_process& child_process::operator=(child_process&& other) noexcept {
+  if (this != &other) {
+    release();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+child_process::~child_process() {
+  release();
+}
+
+void child_process::release() noexcept {
+  if (state_ && state_->kill_on_destroy && state_->running())
+    state_->kill_by_library();
+  state_.reset();
+}
+
+const std::shared_ptr<detail::child_state>& child_process::checked_state() const {
+  if (!state_)
+    throw std::logic_error("childproc: empty child_process handle");
+  return state_;
+}
+
+std::optional<pid_t> child_process::pid() const noexcept {
+  if (!state_ || state_->pid <= 0 || state_->status)
+    return std::nullopt;
+  return state_->pid;
+}
+
+std::optional<pid_t> child_process::original_pid() const noexcept {
+  if (!state_ || state_->pid <= 0)
+    return std::nullopt;
+  return state_->pid;
+}
+
+bool child_process::kill(int signal, std::error_code& ec) noexcept {
+  ec.clear();
+  if (!state_)
+    return false;
+  int err = state_->send_signal(signal);
+  if (err == 0)
+    return true;
+  if (err != ESRCH) // a dead child is not an error (Node returns false)
+    ec.assign(err, std::system_category());
+  return false;
+}
+
+bool child_process::kill(int signal) {
+  std::error_code ec;
+  const bool delivered = kill(signal, ec);
+  if (!ec)
+    return delivered;
+  process_error error(ec, "kill", state_->file, {});
+  if (state_->error_handlers.empty())
+    throw error;
+  state_->emit_error(error);
+  return false;
+}
+
+bool child_process::killed() const noexcept {
+  return state_ && state_->killed;
+}
+
+std::optional<int> child_process::exit_code() const noexcept {
+  return state_ && state_->status ? state_->status->code : std::nullopt;
+}
+
+std::optional<int> child_process::signal_code() const noexcept {
+  return state_ && state_->status ? state_->status->signal : std::nullopt;
+}
+
+std::optional<exit_status> child_process::status() const noexcept {
+  return state_ ? state_->status : std::nullopt;
+}
+
+const std::string& child_process::spawn_file() const {
+  return checked_state()->file;
+}
+
+const std::vector<std::string>& child_process::spawn_args() const {
+  return checked_state()->args;
+}
+
+writable_stream& child_process::in() {
+  auto& s = checked_state();
+  if (!s->in)
+    throw std::logic_error("childproc: stdin is not a pipe");
+  return *s->in;
+}
+
+readable_stream& child_process::stdio(int n) {
+  auto& s = checked_state();
+  if (n < 1 || static_cast<std::size_t>(n) >= s->readers.size() || !s->readers[n])
+    throw std::logic_error("childproc: stdio slot " + std::to_string(n) + " is not a pipe");
+  return *s->readers[n];
+}
+
+readable_stream& child_process::out() {
+  return stdio(1);
+}
+readable_stream& child_process::err() {
+  return stdio(2);
+}
+
+bool child_process::has_pipe(int n) const noexcept {
+  if (!state_ || n < 0)
+    return false;
+  if (n == 0)
+    return state_->in != nullptr;
+  return static_cast<std::size_t>(n) < state_->readers.size() && state_->readers[n] != nullptr;
+}
+
+child_process& child_process::on_spawn(spawn_handler h) {
+  checked_state()->spawn_handlers.push_back(std::move(h));
+  return *this;
+}
+child_process& child_process::on_exit(exit_handler h) {
+  checked_state()->exit_handlers.push_back(std::move(h));
+  return *this;
+}
+child_process& child_process::on_close(exit_handler h) {
+  checked_state()->close_handlers.push_back(std::move(h));
+  return *this;
+}
+child_process& child_process::on_error(error_handler h) {
+  checked_state()->error_handlers.push_back(std::move(h));
+  return *this;
+}
+
+child_process::executor_type child_process::get_executor() const {
+  return checked_state()->executor;
+}
+
+} // namespace v1
+} // namespace childproc

@@ -1,0 +1,89 @@
+// The state machine behind a child_process handle (internal).
+//
+// Owned by the handle and by every pending operation (the exit wait, the stream reads, the
+// timers), so the events of a child whose handle was dropped still run while the executor runs.
+// When the executor is destroyed first, the state goes with it and the child is handed to the
+// SIGCHLD hub for reaping.
+#pragma once
+
+#include "posix/exit_watcher.hpp"
+
+#include <childproc/child_process.hpp>
+#include <childproc/options.hpp>
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace childproc::detail {
+
+struct child_state : std::enable_shared_from_this<child_state> {
+  child_state(asio::any_io_executor executor, std::string file, std::vector<std::string> args,
+              const spawn_options& options);
+  ~child_state();
+
+  // After a successful launch: takes the pid and pidfd, wraps the parent's pipe ends
+  // (pipe_fds[i] >= 0 for pipe slots), and posts start().
+  void launched(pid_t pid, posix::unique_fd pidfd, std::vector<posix::unique_fd> pipe_fds);
+  // After a launch failure that Node reports as events: posts the error and close events.
+  void launch_failed(process_error error);
+
+  void start();
+  void wait_for_exit();
+  void on_exited();
+  void reader_ended();
+  void maybe_close();
+  void complete_waiters();
+
+  // Sends `signal`; returns 0 or an errno. Marks killed on delivery.
+  int send_signal(int signal) noexcept;
+  // The library's own kill (timeout, cancellation, kill_on_destroy): kill_signal, then SIGKILL
+  // after kill_after if still running.
+  void kill_by_library();
+  void emit_error(const process_error& error);
+
+  bool running() const noexcept { return pid > 0 && !status; }
+
+  asio::any_io_executor executor;
+  std::string file;
+  std::vector<std::string> args;
+  int kill_signal;
+  std::chrono::milliseconds timeout;
+  std::chrono::milliseconds kill_after;
+  bool kill_on_destroy;
+
+  pid_t pid = 0;
+  std::optional<posix::exit_watcher> watcher;
+  std::optional<exit_status> status;
+  std::optional<process_error> launch_error;
+  bool killed = false;
+  bool timed_out = false; // the timeout option fired and the child was signalled
+  bool close_emitted = false;
+
+  std::unique_ptr<writable_stream> in;
+  std::vector<std::unique_ptr<readable_stream>> readers; // by slot; null where not a pipe
+  int open_readers = 0;
+
+  std::vector<spawn_handler> spawn_handlers;
+  std::vector<exit_handler> exit_handlers;
+  std::vector<exit_handler> close_handlers;
+  std::vector<error_handler> error_handlers;
+  std::vector<std::unique_ptr<exit_waiter>> waiters;
+
+  asio::steady_timer timeout_timer;
+  asio::steady_timer escalation_timer;
+};
+
+// Handlers may add handlers while being called: call by index over the list as it was.
+template <class List, class... Args>
+void emit(List& handlers, const Args&... args) {
+  const std::size_t n = handlers.size();
+  for (std::size_t i = 0; i < n; ++i)
+    if (handlers[i])
+      handlers[i](args...);
+}
+
+} // namespace childproc::detail

@@ -1,0 +1,117 @@
+// childproc's error category and process_error.
+#include <childproc/error.hpp>
+
+#include <cstring>
+#include <string>
+
+namespace childproc {
+inline namespace v1 {
+namespace {
+
+class category final : public std::error_category {
+public:
+  const char* name() const noexcept override { return "childproc"; }
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+    case errc::invalid_argument:
+      return "invalid argument";
+    case errc::max_buffer_exceeded:
+      return "maxBuffer length exceeded";
+    case errc::timed_out:
+      return "timed out";
+    case errc::nonzero_exit:
+      return "child exited with a non-zero code";
+    case errc::killed:
+      return "child was killed by a signal";
+    case errc::channel_closed:
+      return "channel closed";
+    case errc::message_too_large:
+      return "message too large";
+    case errc::malformed_message:
+      return "malformed message";
+    case errc::stream_flowing:
+      return "stream is already drained by the library";
+    }
+    return "unknown childproc error";
+  }
+  std::error_condition default_error_condition(int value) const noexcept override {
+    switch (static_cast<errc>(value)) {
+    case errc::invalid_argument:
+      return std::errc::invalid_argument;
+    case errc::timed_out:
+      return std::errc::timed_out;
+    case errc::max_buffer_exceeded:
+      return std::errc::no_buffer_space;
+    case errc::message_too_large:
+      return std::errc::message_size;
+    default:
+      return {value, *this};
+    }
+  }
+};
+
+// "ENOENT" for system errors (Node's err.code), the message otherwise.
+std::string code_name(const std::error_code& ec) {
+  if (ec.category() == std::system_category() || ec.category() == std::generic_category()) {
+    if (const char* name = ::strerrorname_np(ec.value()))
+      return name;
+  }
+  return ec.message();
+}
+
+std::string what_text(const std::error_code& ec, const std::string& syscall, spawn_step step) {
+  std::string text = syscall + ' ' + code_name(ec);
+  if (step != spawn_step::none) {
+    text += " (";
+    text += to_string(step);
+    text += ')';
+  }
+  return text;
+}
+
+} // namespace
+
+const std::error_category& error_category() noexcept {
+  static const category instance;
+  return instance;
+}
+
+std::string_view to_string(spawn_step step) noexcept {
+  switch (step) {
+  case spawn_step::none:
+    return "none";
+  case spawn_step::pipe:
+    return "pipe";
+  case spawn_step::clone:
+    return "clone";
+  case spawn_step::dup2:
+    return "dup2";
+  case spawn_step::close_fds:
+    return "close_fds";
+  case spawn_step::setsid:
+    return "setsid";
+  case spawn_step::setpgid:
+    return "setpgid";
+  case spawn_step::pdeathsig:
+    return "pdeathsig";
+  case spawn_step::chdir:
+    return "chdir";
+  case spawn_step::setgroups:
+    return "setgroups";
+  case spawn_step::setgid:
+    return "setgid";
+  case spawn_step::setuid:
+    return "setuid";
+  case spawn_step::execve:
+    return "execve";
+  }
+  return "unknown";
+}
+
+process_error::process_error(std::error_code code, std::string syscall, std::string path,
+                             std::vector<std::string> args, spawn_step step)
+    : std::system_error(code, what_text(code, syscall, step)), syscall_(std::move(syscall)),
+      path_(std::move(path)), args_(std::move(args)), step_(step) {}
+
+} // namespace v1
+} // namespace childproc

@@ -1,0 +1,24 @@
+// The parts of the options that need code.
+#include <childproc/options.hpp>
+
+#include <cstring>
+
+extern char** environ;
+
+namespace childproc {
+inline namespace v1 {
+
+env_map current_env() {
+  env_map env;
+  for (char** p = environ; p && *p; ++p) {
+    const char* eq = std::strchr(*p, '=');
+    if (!eq)
+      continue;
+    // The first definition wins, as getenv() sees it.
+    env.emplace(std::string(*p, static_cast<std::size_t>(eq - *p)), std::string(eq + 1));
+  }
+  return env;
+}
+
+} // namespace v1
+} // namespace childproc

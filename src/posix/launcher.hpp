@@ -1,0 +1,45 @@
+// The parent side of a launch: turn a request into a child_plan, clone, read the error pipe.
+#pragma once
+
+#include "unique_fd.hpp"
+
+#include <childproc/error.hpp>
+
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <system_error>
+#include <vector>
+
+namespace childproc::detail::posix {
+
+struct launch_request {
+  std::vector<std::string> candidates; // paths to execve, in order (PATH lookup already done)
+  std::vector<std::string> argv;       // argv[0] included
+  std::vector<std::string> envp;       // "NAME=value"
+  std::vector<int> sources;            // stdio: child fd i gets sources[i]; -1 leaves it closed
+  std::string cwd;                     // empty: the parent's
+  bool new_session = false;
+  std::optional<pid_t> process_group;
+  bool parent_death_kill = false;
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  bool want_pidfd = true;      // false: the caller watches the exit without a pidfd
+  bool use_close_range = true; // false: walk /proc/self/fd (test switch)
+};
+
+struct launch_result {
+  pid_t pid = 0;
+  unique_fd pidfd; // empty when not wanted or not available
+};
+
+// Launches the child. On failure returns nullopt with `ec` set and `step` naming the failed step
+// (in the parent or, through the error pipe, in the child); a child that failed was reaped.
+std::optional<launch_result> launch(const launch_request& request, std::error_code& ec,
+                                    spawn_step& step) noexcept;
+
+// execvp's candidate list for `file` over `path_env` (the child's PATH; nullopt: unset).
+std::vector<std::string> exec_candidates(const std::string& file,
+                                         const std::optional<std::string>& path_env);
+
+} // namespace childproc::detail::posix

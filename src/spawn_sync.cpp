@@ -1,0 +1,89 @@
+// spawn_sync(): spawn() on a private io_context, run to the child's close.
+#include "child_state.hpp"
+
+#include <childproc/spawn.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+namespace childproc {
+inline namespace v1 {
+namespace {
+
+spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
+                           spawn_sync_options options) {
+  asio::io_context io;
+  spawn_sync_result result;
+  // The caller's options with stdin piped when there is input to feed.
+  if (!options.input.empty()) {
+    if (options.stdio.empty())
+      options.stdio.push_back(stdio::pipe);
+    if (options.stdio[0] != stdio::pipe)
+      throw process_error(make_error_code(errc::invalid_argument), "spawnSync " + file, file, args);
+  }
+  child_process child = spawn(io, std::move(file), std::move(args), options);
+  auto& state = *child.state();
+  bool over_limit = false;
+  const auto collect = [&](std::string& sink) {
+    return [&, max = options.max_buffer](std::string_view chunk) {
+      // Node keeps what it read, also past the limit, and kills the child once.
+      sink.append(chunk);
+      if (sink.size() > max && !over_limit) {
+        over_limit = true;
+        if (state.running())
+          state.kill_by_library();
+      }
+    };
+  };
+  if (child.has_pipe(1))
+    child.out().on_data(collect(result.out));
+  if (child.has_pipe(2))
+    child.err().on_data(collect(result.err));
+  child.on_error([&](const process_error& e) { result.error = e.code(); });
+  if (child.has_pipe(0)) {
+    if (!options.input.empty())
+      child.in().write(std::move(options.input), [](std::error_code) {
+        // A child that exits without reading its input is not an error (EPIPE is ignored).
+      });
+    child.in().end();
+  }
+  io.run();
+
+  result.pid = child.original_pid();
+  if (auto st = child.status()) {
+    result.exit = *st;
+    result.status = st->code;
+    result.signal = st->signal;
+  }
+  if (!result.error) {
+    if (state.timed_out)
+      result.error = std::make_error_code(std::errc::timed_out);
+    else if (over_limit)
+      result.error = std::make_error_code(std::errc::no_buffer_space);
+  } else {
+    result.status.reset(); // a launch failure has no exit code
+  }
+  return result;
+}
+
+} // namespace
+
+spawn_sync_result spawn_sync(std::string file, std::vector<std::string> args,
+                             spawn_sync_options options) {
+  return run_sync(std::move(file), std::move(args), std::move(options));
+}
+
+spawn_sync_result spawn_sync(std::string file, std::vector<std::string> args,
+                             spawn_sync_options options, std::error_code& ec) noexcept {
+  ec.clear();
+  try {
+    return run_sync(std::move(file), std::move(args), std::move(options));
+  } catch (const std::system_error& e) {
+    ec = e.code();
+  } catch (const std::bad_alloc&) {
+    ec = std::make_error_code(std::errc::not_enough_memory);
+  }
+  return {};
+}
+
+} // namespace v1
+} // namespace childproc

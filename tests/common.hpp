@@ -1,0 +1,121 @@
+// Shared by the test files: the helper's path, running a child to its close, fd and zombie
+// checks.
+#pragma once
+
+#include <childproc/childproc.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <optional>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace asio = boost::asio;
+
+namespace test {
+
+inline const std::string helper = CHILDPROC_TEST_HELPER;
+
+// Everything observable about one child run to its close event.
+struct outcome {
+  std::vector<std::string> events; // "spawn", "exit", "close", "error", "out", "err"
+  std::string out, err;
+  std::optional<int> exit_code, exit_signal, close_code, close_signal;
+  std::optional<childproc::process_error> error;
+};
+
+// Attaches recorders to every event of `child`.
+inline void record(childproc::child_process& child, outcome& o) {
+  child.on_spawn([&] { o.events.push_back("spawn"); });
+  child.on_exit([&](std::optional<int> c, std::optional<int> s) {
+    o.events.push_back("exit");
+    o.exit_code = c;
+    o.exit_signal = s;
+  });
+  child.on_close([&](std::optional<int> c, std::optional<int> s) {
+    o.events.push_back("close");
+    o.close_code = c;
+    o.close_signal = s;
+  });
+  child.on_error([&](const childproc::process_error& e) {
+    o.events.push_back("error");
+    o.error = e;
+  });
+  if (child.has_pipe(1))
+    child.out().on_data([&](std::string_view d) {
+      if (o.events.empty() || o.events.back() != "out")
+        o.events.push_back("out");
+      o.out += d;
+    });
+  if (child.has_pipe(2))
+    child.err().on_data([&](std::string_view d) { o.err += d; });
+}
+
+// Spawns, records and runs the io_context until everything is done.
+inline outcome run(std::string file, std::vector<std::string> args,
+                   childproc::spawn_options options = {}) {
+  asio::io_context io;
+  outcome o;
+  auto child = childproc::spawn(io, std::move(file), std::move(args), std::move(options));
+  record(child, o);
+  io.run();
+  return o;
+}
+
+inline outcome run_helper(std::vector<std::string> args, childproc::spawn_options options = {}) {
+  return run(helper, std::move(args), std::move(options));
+}
+
+// The descriptors open in this process.
+inline std::vector<int> open_fds() {
+  std::vector<int> fds;
+  DIR* d = ::opendir("/proc/self/fd");
+  const int self = ::dirfd(d);
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.' && std::atoi(e->d_name) != self)
+      fds.push_back(std::atoi(e->d_name));
+  ::closedir(d);
+  return fds;
+}
+
+// True when `pid` is no child of ours any more (reaped, not a zombie).
+inline bool reaped(pid_t pid) {
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) < 0 &&
+         errno == ECHILD;
+}
+
+// The number of zombie children of this process.
+inline int zombie_children() {
+  int zombies = 0;
+  DIR* d = ::opendir("/proc");
+  const std::string me = std::to_string(::getpid());
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    FILE* f = std::fopen(("/proc/" + std::string(e->d_name) + "/stat").c_str(), "r");
+    if (!f)
+      continue;
+    char buf[512] = {};
+    std::fgets(buf, sizeof buf, f);
+    std::fclose(f);
+    std::string stat(buf);
+    auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos)
+      continue;
+    char state = 0;
+    int ppid = 0;
+    std::sscanf(stat.c_str() + close_paren + 2, "%c %d", &state, &ppid);
+    if (state == 'Z' && std::to_string(ppid) == me)
+      ++zombies;
+  }
+  ::closedir(d);
+  return zombies;
+}
+
+} // namespace test

@@ -1,0 +1,187 @@
+// The one helper child the tests drive. Its first argument names a mode; the rest are the
+// mode's arguments. It prints plain text so that the tests can assert exact bytes.
+//
+//   args A B...        prints each argument as "[A]\n"
+//   argv0              prints argv[0]
+//   exit N             exits with N
+//   raise SIG          raises signal SIG (a number) with its default action
+//   echo TEXT          writes TEXT to stdout
+//   echo-err TEXT      writes TEXT to stderr
+//   write-fd FD TEXT   writes TEXT to descriptor FD
+//   cat                copies stdin to stdout until EOF
+//   flood N            writes N bytes to stdout and N to stderr, interleaved in 64 KiB blocks
+//   fds                prints the open descriptors, one per line (from /proc/self/fd)
+//   fd-info FD         prints "open nonblock=<0|1>" or "closed"
+//   env NAME           prints the variable's value, or "<unset>"
+//   cwd                prints the working directory
+//   ids                prints "uid gid"
+//   sid                prints "pid pgid sid"
+//   signals            prints the blocked and ignored signal masks (from /proc/self/status)
+//   sleep MS           sleeps MS milliseconds, then exits 0
+//   ignore-term MS     ignores SIGTERM, says "ready", sleeps MS milliseconds, exits 0
+//   close-in-exit      closes stdin and exits 0 at once
+//   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
+//                      the error it gets
+#include <childproc/spawn.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+void write_all(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      std::exit(3);
+    }
+    data += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+void say(int fd, const std::string& s) {
+  write_all(fd, s.data(), s.size());
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2)
+    return 2;
+  const std::string mode = argv[1];
+  auto arg = [&](int i) { return i < argc ? std::string(argv[i]) : std::string(); };
+
+  if (mode == "args") {
+    for (int i = 2; i < argc; ++i)
+      say(1, "[" + std::string(argv[i]) + "]\n");
+    return 0;
+  }
+  if (mode == "argv0")
+    return say(1, std::string(argv[0]) + "\n"), 0;
+  if (mode == "exit")
+    return std::atoi(argv[2]);
+  if (mode == "raise") {
+    const int sig = std::atoi(argv[2]);
+    std::signal(sig, SIG_DFL);
+    ::raise(sig);
+    return 4;
+  }
+  if (mode == "echo")
+    return say(1, arg(2)), 0;
+  if (mode == "echo-err")
+    return say(2, arg(2)), 0;
+  if (mode == "write-fd")
+    return say(std::atoi(argv[2]), arg(3)), 0;
+  if (mode == "cat") {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(0, buf, sizeof buf);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return n < 0 ? 5 : 0;
+      write_all(1, buf, static_cast<std::size_t>(n));
+    }
+  }
+  if (mode == "flood") {
+    std::size_t left = std::strtoull(argv[2], nullptr, 10);
+    std::vector<char> block(65536, 'x');
+    while (left > 0) {
+      const std::size_t n = std::min(left, block.size());
+      write_all(1, block.data(), n);
+      write_all(2, block.data(), n);
+      left -= n;
+    }
+    return 0;
+  }
+  if (mode == "fds") {
+    DIR* d = ::opendir("/proc/self/fd");
+    const int self = ::dirfd(d);
+    std::vector<int> fds;
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.' && std::atoi(e->d_name) != self)
+        fds.push_back(std::atoi(e->d_name));
+    ::closedir(d);
+    std::sort(fds.begin(), fds.end());
+    for (int fd : fds)
+      say(1, std::to_string(fd) + "\n");
+    return 0;
+  }
+  if (mode == "fd-info") {
+    const int flags = ::fcntl(std::atoi(argv[2]), F_GETFL);
+    say(1, flags < 0 ? "closed\n"
+                     : std::string("open nonblock=") + ((flags & O_NONBLOCK) ? "1" : "0") + "\n");
+    return 0;
+  }
+  if (mode == "env") {
+    const char* v = std::getenv(argv[2]);
+    return say(1, std::string(v ? v : "<unset>") + "\n"), 0;
+  }
+  if (mode == "cwd") {
+    char buf[4096];
+    return say(1, std::string(::getcwd(buf, sizeof buf)) + "\n"), 0;
+  }
+  if (mode == "ids")
+    return say(1, std::to_string(::getuid()) + " " + std::to_string(::getgid()) + "\n"), 0;
+  if (mode == "sid")
+    return say(1, std::to_string(::getpid()) + " " + std::to_string(::getpgid(0)) + " " +
+                      std::to_string(::getsid(0)) + "\n"),
+           0;
+  if (mode == "signals") {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line))
+      // (SigCgt is not printed: exec resets caught signals anyway, and a sanitizer runtime in
+      // this helper installs handlers of its own.)
+      if (line.rfind("SigBlk:", 0) == 0 || line.rfind("SigIgn:", 0) == 0)
+        say(1, line + "\n");
+    return 0;
+  }
+  if (mode == "sleep") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(argv[2])));
+    return 0;
+  }
+  if (mode == "ignore-term") {
+    std::signal(SIGTERM, SIG_IGN);
+    say(1, "ready\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(argv[2])));
+    return 0;
+  }
+  if (mode == "close-in-exit") {
+    ::close(0);
+    return 0;
+  }
+  if (mode == "drop-and-spawn") {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0)
+      return 6;
+    try {
+      auto r = childproc::spawn_sync(argv[0], {"ids"}, {{.uid = 0}});
+      say(1, "no error\n");
+    } catch (const childproc::process_error& e) {
+      say(1, std::string(childproc::to_string(e.step())) + " " + std::to_string(e.code().value()) +
+                 "\n");
+    }
+    return 0;
+  }
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  return run(argc, argv);
+}

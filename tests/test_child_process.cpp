@@ -1,0 +1,314 @@
+// child_process: kill, timeouts, async_wait with every completion style, lifetime, scale.
+#include "common.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+using namespace std::chrono_literals;
+namespace stdio = childproc::stdio;
+using clock_type = std::chrono::steady_clock;
+
+TEST_CASE("kill sends SIGTERM by default and killed becomes true once delivered", "[kill]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"sleep", "30000"});
+  test::outcome o;
+  test::record(child, o);
+  CHECK_FALSE(child.killed());
+  child.on_spawn([&] { CHECK(child.kill()); });
+  io.run();
+  CHECK(child.killed());
+  CHECK(o.exit_signal == SIGTERM);
+  CHECK_FALSE(o.exit_code);
+}
+
+TEST_CASE("kill returns false after the child was reaped and never signals its pid", "[kill]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"exit", "0"});
+  const pid_t pid = *child.pid();
+  io.run();
+  CHECK_FALSE(child.pid());
+  CHECK(child.original_pid() == pid);
+  CHECK_FALSE(child.kill());
+  CHECK_FALSE(child.kill(SIGKILL));
+  CHECK_FALSE(child.killed());
+  CHECK(test::reaped(pid));
+}
+
+TEST_CASE("kill of a launch that failed returns false", "[kill]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "childproc-no-such-program");
+  CHECK_FALSE(child.kill());
+  io.run();
+  CHECK_FALSE(child.kill());
+}
+
+TEST_CASE("kill with an invalid signal is an error, not a crash", "[kill][errors]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"sleep", "30000"});
+  std::error_code ec;
+  CHECK_FALSE(child.kill(12345, ec));
+  CHECK(ec == std::errc::invalid_argument);
+  CHECK_THROWS_AS(child.kill(12345), childproc::process_error);
+  std::optional<std::string> reported;
+  child.on_error([&](const childproc::process_error& e) { reported = e.syscall(); });
+  CHECK_FALSE(child.kill(12345));
+  CHECK(reported == "kill");
+  CHECK(child.kill(0)); // probing does not count as killing
+  CHECK_FALSE(child.killed());
+  child.kill(SIGKILL);
+  io.run();
+}
+
+TEST_CASE("a child that survives its signal is not an error", "[kill]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"ignore-term", "300"});
+  child.out().on_data([&](std::string_view) { CHECK(child.kill(SIGTERM)); });
+  test::outcome o;
+  child.on_exit([&](std::optional<int> c, std::optional<int> s) {
+    o.exit_code = c;
+    o.exit_signal = s;
+  });
+  io.run();
+  CHECK(child.killed());
+  CHECK(o.exit_code == 0);
+  CHECK_FALSE(o.exit_signal);
+}
+
+TEST_CASE("timeout kills the child with kill_signal", "[timeout]") {
+  const auto start = clock_type::now();
+  auto o = test::run_helper({"sleep", "10000"}, {.timeout = 100ms, .kill_signal = SIGINT});
+  CHECK(clock_type::now() - start < 5s);
+  CHECK(o.exit_signal == SIGINT);
+  CHECK_FALSE(o.exit_code);
+}
+
+TEST_CASE("kill_after escalates to SIGKILL when the child ignores kill_signal", "[timeout]") {
+  const auto start = clock_type::now();
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"ignore-term", "20000"},
+                                {.timeout = 200ms, .kill_after = 200ms});
+  test::outcome o;
+  test::record(child, o);
+  io.run();
+  CHECK(clock_type::now() - start < 10s);
+  CHECK(o.exit_signal == SIGKILL);
+  CHECK(child.killed());
+}
+
+TEST_CASE("async_wait works with a callback", "[async_wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"exit", "7"},
+                                {.stdio = {stdio::ignore, stdio::ignore, stdio::ignore}});
+  std::optional<childproc::exit_status> got;
+  child.async_wait([&](boost::system::error_code ec, childproc::exit_status st) {
+    CHECK_FALSE(ec);
+    got = st;
+  });
+  io.run();
+  REQUIRE(got);
+  CHECK(got->code == 7);
+  CHECK_FALSE(got->signal);
+  CHECK_FALSE(got->success());
+  CHECK(got->usage.max_rss_kib > 0);
+}
+
+TEST_CASE("async_wait works with use_future", "[async_wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"raise", std::to_string(SIGUSR1)});
+  auto fut = child.async_wait(asio::use_future);
+  std::thread runner([&] { io.run(); });
+  auto st = fut.get();
+  runner.join();
+  CHECK(st.signal == SIGUSR1);
+
+  asio::io_context io2;
+  auto missing = childproc::spawn(io2, "childproc-no-such-program");
+  auto failed = missing.async_wait(asio::use_future);
+  io2.run();
+  CHECK_THROWS_AS(failed.get(), boost::system::system_error);
+}
+
+TEST_CASE("async_wait works with use_awaitable", "[async_wait]") {
+  asio::io_context io;
+  std::optional<int> code;
+  const std::vector<std::string> args{"exit", "3"};
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        // g++ 12 miscompiles temporaries when co_await sits inside a call's argument list, and
+        // cannot build a braced list of string literals in a coroutine frame: await the
+        // executor in its own statement, build the argv outside.
+        auto ex = co_await asio::this_coro::executor;
+        auto child = childproc::spawn(ex, test::helper, args);
+        auto st = co_await child.async_wait(asio::use_awaitable);
+        code = st.code;
+      },
+      asio::detached);
+  io.run();
+  CHECK(code == 3);
+}
+
+TEST_CASE("async_wait after the exit completes at once with the status", "[async_wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"exit", "5"});
+  io.run();
+  std::optional<int> code;
+  child.async_wait([&](boost::system::error_code, childproc::exit_status st) { code = st.code; });
+  io.restart();
+  io.run();
+  CHECK(code == 5);
+}
+
+TEST_CASE("cancelling async_wait kills the child and completes with operation_aborted once "
+          "it is reaped",
+          "[async_wait][cancel]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"sleep", "30000"});
+  const pid_t pid = *child.pid();
+  asio::cancellation_signal cancel;
+  boost::system::error_code got;
+  std::optional<childproc::exit_status> status;
+  child.async_wait(asio::bind_cancellation_slot(
+      cancel.slot(), [&](boost::system::error_code ec, childproc::exit_status st) {
+        got = ec;
+        status = st;
+      }));
+  asio::steady_timer t(io, 50ms);
+  t.async_wait([&](auto) { cancel.emit(asio::cancellation_type::terminal); });
+  io.run();
+  CHECK(got == asio::error::operation_aborted);
+  REQUIRE(status);
+  CHECK(status->signal == SIGTERM);
+  CHECK(test::reaped(pid));
+}
+
+TEST_CASE("dropping the handle neither kills the child nor leaks it", "[lifetime]") {
+  asio::io_context io;
+  std::optional<int> code;
+  pid_t pid;
+  {
+    auto child = childproc::spawn(io, test::helper, {"sleep", "100"});
+    pid = *child.pid();
+    child.on_exit([&](std::optional<int> c, auto) { code = c; });
+  } // handle dropped: the events still come
+  io.run();
+  CHECK(code == 0);
+  CHECK(test::reaped(pid));
+}
+
+TEST_CASE("kill_on_destroy kills the child when the handle is dropped", "[lifetime]") {
+  asio::io_context io;
+  std::optional<int> sig;
+  pid_t pid;
+  {
+    auto child = childproc::spawn(io, test::helper, {"sleep", "30000"}, {.kill_on_destroy = true});
+    pid = *child.pid();
+    child.on_exit([&](auto, std::optional<int> s) { sig = s; });
+  }
+  io.run();
+  CHECK(sig == SIGTERM);
+  CHECK(test::reaped(pid));
+}
+
+TEST_CASE("a child whose io_context is destroyed first is still reaped", "[lifetime]") {
+  pid_t pid;
+  {
+    asio::io_context io;
+    auto child = childproc::spawn(io, test::helper, {"sleep", "100"});
+    pid = *child.pid();
+  } // neither the handle nor the context waits for the child
+  const auto deadline = clock_type::now() + 10s;
+  while (!test::reaped(pid) && clock_type::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(test::reaped(pid));
+}
+
+TEST_CASE("a child reaped by a foreign reaper ends as exited, status unknown", "[exit]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"exit", "4"});
+  const pid_t pid = *child.pid();
+  // Someone else in the process reaps it before our executor runs.
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  std::optional<childproc::exit_status> st;
+  bool exited = false, closed = false;
+  child.on_exit([&](auto, auto) { exited = true; });
+  child.on_close([&](auto, auto) { closed = true; });
+  child.async_wait([&](boost::system::error_code ec, childproc::exit_status s) {
+    CHECK_FALSE(ec);
+    st = s;
+  });
+  io.run();
+  CHECK(exited);
+  CHECK(closed);
+  REQUIRE(st);
+  CHECK(st->unknown);
+  CHECK_FALSE(st->code);
+  CHECK_FALSE(st->signal);
+}
+
+TEST_CASE("500 concurrent children on one io_context leave no zombie and no fd open", "[scale]") {
+  // Process-wide state made on first use (the SIGCHLD hub's self-pipe) is not a leak.
+  childproc::spawn_sync(test::helper, {"exit", "0"});
+  const auto fds_before = test::open_fds().size();
+  {
+    asio::io_context io;
+    std::vector<childproc::child_process> children;
+    int closed = 0, ok = 0;
+    std::size_t bytes = 0;
+    for (int i = 0; i < 500; ++i) {
+      children.push_back(childproc::spawn(io, test::helper, {"echo", "x"},
+                                          {.stdio = {stdio::ignore, stdio::pipe}}));
+      children.back().out().on_data([&](std::string_view d) { bytes += d.size(); });
+      children.back().on_close([&](std::optional<int> c, auto) {
+        ++closed;
+        ok += c == 0;
+      });
+    }
+    io.run();
+    CHECK(closed == 500);
+    CHECK(ok == 500);
+    CHECK(bytes == 500);
+  }
+  CHECK(test::zombie_children() == 0);
+  CHECK(test::open_fds().size() == fds_before);
+}
+
+TEST_CASE("two threads spawning on one io_context at once do not deadlock or leak",
+          "[scale][threads]") {
+  asio::io_context io;
+  std::atomic<int> exits{0};
+  auto work = asio::make_work_guard(io);
+  std::thread runner([&] { io.run(); });
+  const auto spawn_many = [&] {
+    for (int i = 0; i < 50; ++i) {
+      // Handlers are attached on the executor, as the handle is not thread-safe.
+      asio::post(io, [&] {
+        auto child = childproc::spawn(io, test::helper, {"exit", "0"},
+                                      {.stdio = {stdio::ignore, stdio::ignore, stdio::ignore}});
+        child.on_exit([&](auto, auto) { ++exits; });
+      });
+      auto direct = childproc::spawn(io, test::helper, {"exit", "0"},
+                                     {.stdio = {stdio::ignore, stdio::ignore, stdio::ignore}});
+    }
+  };
+  std::thread a(spawn_many), b(spawn_many);
+  a.join();
+  b.join();
+  const auto deadline = clock_type::now() + 60s;
+  while (exits < 100 && clock_type::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  work.reset();
+  runner.join();
+  CHECK(exits == 100);
+  CHECK(test::zombie_children() == 0);
+}

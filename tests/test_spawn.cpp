@@ -1,0 +1,267 @@
+// spawn(): events, their order, and the launch errors Node reports as events or throws.
+#include "common.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+
+using namespace std::chrono_literals;
+using Catch::Matchers::Contains;
+
+TEST_CASE("spawn streams the child's stdout and ends with exit 0", "[spawn]") {
+  auto o = test::run_helper({"echo", "hello world"});
+  CHECK(o.out == "hello world");
+  CHECK(o.err.empty());
+  CHECK(o.exit_code == 0);
+  CHECK_FALSE(o.exit_signal);
+  CHECK(o.close_code == 0);
+  CHECK_FALSE(o.error);
+}
+
+TEST_CASE("events come in Node's order: spawn, data, exit, close", "[spawn]") {
+  auto o = test::run_helper({"echo", "x"});
+  REQUIRE(o.events.size() == 4);
+  CHECK(o.events[0] == "spawn");
+  // Data may arrive before or after exit, but always after spawn and before close.
+  CHECK(((o.events[1] == "out" && o.events[2] == "exit") ||
+         (o.events[1] == "exit" && o.events[2] == "out")));
+  CHECK(o.events[3] == "close");
+}
+
+TEST_CASE("a missing program gives error then close with -ENOENT, and no spawn or exit",
+          "[spawn][errors]") {
+  asio::io_context io;
+  test::outcome o;
+  auto child = childproc::spawn(io, "childproc-no-such-program", {"a", "b"});
+  test::record(child, o);
+  CHECK_FALSE(child.pid());
+  io.run();
+  REQUIRE(o.events == std::vector<std::string>{"error", "close"});
+  REQUIRE(o.error);
+  CHECK(o.error->code() == std::errc::no_such_file_or_directory);
+  CHECK(o.error->syscall() == "spawn childproc-no-such-program");
+  CHECK(o.error->path() == "childproc-no-such-program");
+  CHECK(o.error->spawn_args() == std::vector<std::string>{"a", "b"});
+  CHECK(o.error->step() == childproc::spawn_step::execve);
+  CHECK_THAT(std::string(o.error->what()), Contains("spawn childproc-no-such-program ENOENT"));
+  CHECK(o.close_code == -ENOENT);
+  CHECK(child.exit_code() == -ENOENT);
+  CHECK(test::zombie_children() == 0);
+}
+
+TEST_CASE("a file without execute permission gives EACCES as an event, and no zombie",
+          "[spawn][errors]") {
+  auto path = std::filesystem::temp_directory_path() / "childproc-not-executable.sh";
+  std::ofstream(path) << "#!/bin/sh\necho hi\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
+                                         std::filesystem::perms::owner_write);
+  auto o = test::run(path.string(), {});
+  std::filesystem::remove(path);
+  REQUIRE(o.events == std::vector<std::string>{"error", "close"});
+  CHECK(o.error->code() == std::errc::permission_denied);
+  CHECK(o.close_code == -EACCES);
+  CHECK(test::zombie_children() == 0);
+}
+
+TEST_CASE("async_wait reports the launch error of a missing program", "[spawn][errors]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "childproc-no-such-program");
+  boost::system::error_code got;
+  child.async_wait([&](boost::system::error_code ec, childproc::exit_status) { got = ec; });
+  io.run();
+  CHECK(got == boost::system::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("a missing cwd fails the spawn call itself and names the chdir step", "[spawn][errors]") {
+  asio::io_context io;
+  try {
+    childproc::spawn(io, test::helper, {"cwd"}, {.cwd = "/no/such/dir"});
+    FAIL("spawn did not throw");
+  } catch (const childproc::process_error& e) {
+    CHECK(e.code() == std::errc::no_such_file_or_directory);
+    CHECK(e.step() == childproc::spawn_step::chdir);
+    CHECK_THAT(std::string(e.what()), Contains("(chdir)"));
+  }
+  std::error_code ec;
+  auto child = childproc::spawn(io, test::helper, {"cwd"}, {.cwd = "/no/such/dir"}, ec);
+  CHECK(ec == std::errc::no_such_file_or_directory);
+  CHECK_FALSE(child);
+  CHECK(io.poll() == 0);
+  CHECK(test::zombie_children() == 0);
+}
+
+TEST_CASE("a cwd that is a file fails with ENOTDIR", "[spawn][errors]") {
+  asio::io_context io;
+  std::error_code ec;
+  auto child = childproc::spawn(io, test::helper, {"cwd"}, {.cwd = "/etc/passwd"}, ec);
+  CHECK(ec == std::errc::not_a_directory);
+  CHECK_FALSE(child);
+}
+
+TEST_CASE("cwd changes the child's working directory", "[spawn]") {
+  auto o = test::run_helper({"cwd"}, {.cwd = "/usr"});
+  CHECK(o.out == "/usr\n");
+}
+
+TEST_CASE("NUL bytes in any argument are rejected before anything is launched", "[spawn][errors]") {
+  asio::io_context io;
+  const std::string with_nul("a\0b", 3);
+  std::error_code ec;
+  childproc::spawn(io, test::helper, {"args", with_nul}, {}, ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  CHECK(ec == std::errc::invalid_argument);
+  childproc::spawn(io, with_nul, {}, {}, ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  childproc::spawn(io, test::helper, {}, {.env_overrides = {{"X", with_nul}}}, ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  childproc::spawn(io, test::helper, {}, {.cwd = with_nul}, ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  CHECK_THROWS_AS(childproc::spawn(io, "", {}), childproc::process_error);
+  CHECK(io.poll() == 0); // nothing was launched, so nothing was posted
+}
+
+TEST_CASE("invalid options are rejected: bad kill_signal, detached with process_group, bad fd",
+          "[spawn][errors]") {
+  asio::io_context io;
+  std::error_code ec;
+  childproc::spawn(io, test::helper, {"exit", "0"}, {.kill_signal = 0}, ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  childproc::spawn(io, test::helper, {"exit", "0"}, {.detached = true, .process_group = 0}, ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  childproc::spawn(io, test::helper, {"exit", "0"},
+                   {.stdio = {childproc::stdio::pipe, childproc::stdio::fd(987)}}, ec);
+  CHECK(ec == std::errc::bad_file_descriptor);
+}
+
+TEST_CASE("a child killed by SIGTERM has a signal and no code, while exit 143 is a code",
+          "[spawn][exit]") {
+  auto killed = test::run_helper({"raise", std::to_string(SIGTERM)});
+  CHECK_FALSE(killed.exit_code);
+  CHECK(killed.exit_signal == SIGTERM);
+  CHECK(killed.close_signal == SIGTERM);
+
+  auto exited = test::run("/bin/sh", {"-c", "exit 143"});
+  CHECK(exited.exit_code == 143);
+  CHECK_FALSE(exited.exit_signal);
+
+  auto sigkill = test::run_helper({"raise", std::to_string(SIGKILL)});
+  auto exit9 = test::run_helper({"exit", "9"});
+  CHECK(sigkill.exit_signal == SIGKILL);
+  CHECK_FALSE(sigkill.exit_code);
+  CHECK(exit9.exit_code == 9);
+  CHECK_FALSE(exit9.exit_signal);
+}
+
+TEST_CASE("spawn_file and spawn_args are Node's spawnfile and spawnargs", "[spawn]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "echo", {"a", "b"}, {.stdio = {childproc::stdio::ignore}});
+  CHECK(child.spawn_file() == "echo");
+  CHECK(child.spawn_args() == std::vector<std::string>{"echo", "a", "b"});
+  auto shell = childproc::spawn(io, "echo", {"a", "b"},
+                                {.stdio = {childproc::stdio::ignore}, .shell = true});
+  CHECK(shell.spawn_file() == "/bin/sh");
+  CHECK(shell.spawn_args() == std::vector<std::string>{"/bin/sh", "-c", "echo a b"});
+  io.run();
+}
+
+TEST_CASE("shell: true joins file and args with spaces, unquoted, for /bin/sh -c", "[spawn]") {
+  auto o = test::run("echo", {"$((1+2))", "|", "tr", "3", "x"}, {.shell = true});
+  CHECK(o.out == "x\n");
+  auto named = test::run("echo $0", {}, {.shell = std::string("/bin/bash")});
+  CHECK(named.out == "/bin/bash\n");
+}
+
+TEST_CASE("an empty-string argument survives an argv launch", "[spawn]") {
+  auto o = test::run_helper({"args", "", "a b", "", "'q'"});
+  CHECK(o.out == "[]\n[a b]\n[]\n['q']\n");
+}
+
+TEST_CASE("argv0 changes what the child sees as argv[0], not what runs", "[spawn]") {
+  auto o = test::run_helper({"argv0"}, {.argv0 = "custom-name"});
+  CHECK(o.out == "custom-name\n");
+}
+
+TEST_CASE("env replaces the environment and leaves out undefined values", "[spawn][env]") {
+  childproc::env_map env{{"ONLY", "this"}, {"GONE", std::nullopt}};
+  CHECK(test::run_helper({"env", "ONLY"}, {.env = env}).out == "this\n");
+  CHECK(test::run_helper({"env", "GONE"}, {.env = env}).out == "<unset>\n");
+  CHECK(test::run_helper({"env", "HOME"}, {.env = env}).out == "<unset>\n");
+}
+
+TEST_CASE("env_overrides set and remove variables on top of the inherited environment",
+          "[spawn][env]") {
+  ::setenv("CHILDPROC_TEST_INHERITED", "yes", 1);
+  ::setenv("CHILDPROC_TEST_REMOVED", "yes", 1);
+  childproc::spawn_options o{
+      .env_overrides = {{"CHILDPROC_TEST_ADDED", "1"}, {"CHILDPROC_TEST_REMOVED", std::nullopt}}};
+  CHECK(test::run_helper({"env", "CHILDPROC_TEST_INHERITED"}, o).out == "yes\n");
+  CHECK(test::run_helper({"env", "CHILDPROC_TEST_ADDED"}, o).out == "1\n");
+  CHECK(test::run_helper({"env", "CHILDPROC_TEST_REMOVED"}, o).out == "<unset>\n");
+}
+
+TEST_CASE("PATH lookup uses the PATH of the child's environment", "[spawn][env]") {
+  auto dir = std::filesystem::temp_directory_path() / "childproc-path-test";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(test::helper, dir / "childproc-helper-copy",
+                             std::filesystem::copy_options::overwrite_existing);
+  // Not on the parent's PATH: found only through the child's.
+  auto found = test::run("childproc-helper-copy", {"echo", "found"},
+                         {.env_overrides = {{"PATH", "/nonexistent:" + dir.string()}}});
+  CHECK(found.out == "found");
+  auto missing = test::run("childproc-helper-copy", {"echo", "found"});
+  CHECK(missing.error);
+  // With PATH unset, execvp's default path (/bin:/usr/bin) applies.
+  auto default_path = test::run("sh", {"-c", "echo ok"}, {.env = childproc::env_map{}});
+  CHECK(default_path.out == "ok\n");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a script without a #! line runs through /bin/sh, as with execvp", "[spawn]") {
+  auto path = std::filesystem::temp_directory_path() / "childproc-no-shebang";
+  std::ofstream(path) << "echo \"from sh: $1\"\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  auto o = test::run(path.string(), {"arg1"});
+  std::filesystem::remove(path);
+  CHECK(o.out == "from sh: arg1\n");
+  CHECK(o.exit_code == 0);
+}
+
+TEST_CASE("detached starts a new session and process_group 0 a new group", "[spawn]") {
+  const auto fields = [](const std::string& s) {
+    pid_t pid = 0, pgid = 0, sid = 0;
+    std::sscanf(s.c_str(), "%d %d %d", &pid, &pgid, &sid);
+    return std::array<pid_t, 3>{pid, pgid, sid};
+  };
+  auto d = fields(test::run_helper({"sid"}, {.detached = true}).out);
+  CHECK(d[0] == d[1]);
+  CHECK(d[0] == d[2]);
+  auto g = fields(test::run_helper({"sid"}, {.process_group = 0}).out);
+  CHECK(g[0] == g[1]);
+  CHECK(g[2] == ::getsid(0));
+  auto plain = fields(test::run_helper({"sid"}).out);
+  CHECK(plain[1] == ::getpgid(0));
+}
+
+TEST_CASE("uid and gid run the child as another user", "[spawn][ids]") {
+  if (::geteuid() != 0) {
+    WARN("not root: uid/gid change cannot be tested");
+    return;
+  }
+  auto o = test::run_helper({"ids"}, {.uid = 65534, .gid = 65534});
+  CHECK(o.out == "65534 65534\n");
+}
+
+TEST_CASE("a refused setuid fails the spawn call with EPERM and the setuid step",
+          "[spawn][ids][errors]") {
+  if (::geteuid() != 0) {
+    WARN("not root: the helper cannot drop privileges first");
+    return;
+  }
+  // The helper drops to uid 65534, then asks to spawn as root.
+  auto o = test::run_helper({"drop-and-spawn"});
+  CHECK(o.out == "setuid " + std::to_string(EPERM) + "\n");
+}

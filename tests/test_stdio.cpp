@@ -1,0 +1,225 @@
+// stdio: pipes, inherit, ignore, fds, extra slots, and what the child does and does not inherit.
+#include "common.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <set>
+#include <sstream>
+
+using namespace std::chrono_literals;
+namespace stdio = childproc::stdio;
+
+namespace {
+
+std::set<int> parse_fds(const std::string& text) {
+  std::set<int> fds;
+  std::istringstream in(text);
+  for (int fd; in >> fd;)
+    fds.insert(fd);
+  return fds;
+}
+
+} // namespace
+
+TEST_CASE("stdin pipes data to the child and end() gives it EOF", "[stdio]") {
+  asio::io_context io;
+  test::outcome o;
+  auto child = childproc::spawn(io, test::helper, {"cat"});
+  test::record(child, o);
+  std::error_code first, second;
+  child.in().write("hello ", [&](std::error_code ec) { first = ec; });
+  child.in().write(std::string(100000, 'z'), [&](std::error_code ec) { second = ec; });
+  child.in().end();
+  io.run();
+  CHECK_FALSE(first);
+  CHECK_FALSE(second);
+  CHECK(o.out == "hello " + std::string(100000, 'z'));
+  CHECK(o.exit_code == 0);
+}
+
+// Reads everything from `fd` until EOF.
+static std::string slurp(int fd) {
+  std::string all;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    all.append(buf, static_cast<std::size_t>(n));
+  return all;
+}
+
+TEST_CASE("stdout and stderr can be swapped", "[stdio]") {
+  // Slot 1 gets the parent's fd 2 and slot 2 the parent's fd 1. The parent's 1 and 2 are
+  // pipes for the test, so the output can be checked.
+  int out[2], err[2];
+  REQUIRE(::pipe(out) == 0);
+  REQUIRE(::pipe(err) == 0);
+  const int saved1 = ::dup(1), saved2 = ::dup(2);
+  ::dup2(out[1], 1);
+  ::dup2(err[1], 2);
+  ::close(out[1]);
+  ::close(err[1]);
+  auto swapped = test::run("/bin/sh", {"-c", "echo via-stdout; echo via-stderr >&2"},
+                           {.stdio = {stdio::ignore, stdio::fd(2), stdio::fd(1)}});
+  ::dup2(saved1, 1);
+  ::dup2(saved2, 2);
+  ::close(saved1);
+  ::close(saved2);
+  CHECK(slurp(err[0]) == "via-stdout\n");
+  CHECK(slurp(out[0]) == "via-stderr\n");
+  ::close(out[0]);
+  ::close(err[0]);
+  CHECK(swapped.exit_code == 0);
+}
+
+TEST_CASE("one fd can fill several slots", "[stdio]") {
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  auto o = test::run("/bin/sh", {"-c", "echo a; echo b >&2"},
+                     {.stdio = {stdio::ignore, stdio::fd(p[1]), stdio::fd(p[1])}});
+  ::close(p[1]);
+  CHECK(slurp(p[0]) == "a\nb\n");
+  ::close(p[0]);
+  CHECK(o.exit_code == 0);
+}
+
+TEST_CASE("a child sees none of the parent's non-CLOEXEC fds except those asked for",
+          "[stdio][fds]") {
+  // Leaky descriptors the parent forgot to mark CLOEXEC.
+  int leaky = ::open("/dev/null", O_RDONLY);
+  int leaky_pipe[2];
+  REQUIRE(::pipe(leaky_pipe) == 0);
+  int handed = ::open("/dev/null", O_RDONLY);
+  REQUIRE(leaky >= 0);
+
+  for (const char* mode : {"close_range", "proc"}) {
+    INFO("fd sweep: " << mode);
+    if (std::string(mode) == "proc")
+      ::setenv("CHILDPROC_CLOSE_FDS", "proc", 1);
+    auto o = test::run_helper({"fds"}, {.stdio = {stdio::pipe, stdio::pipe, stdio::pipe,
+                                                  stdio::ignore, stdio::fd(handed)}});
+    ::unsetenv("CHILDPROC_CLOSE_FDS");
+    CHECK(parse_fds(o.out) == std::set<int>{0, 1, 2, 3, 4});
+  }
+  ::close(leaky);
+  ::close(leaky_pipe[0]);
+  ::close(leaky_pipe[1]);
+  ::close(handed);
+}
+
+TEST_CASE("an extra pipe slot is read by the parent", "[stdio]") {
+  asio::io_context io;
+  auto child =
+      childproc::spawn(io, test::helper, {"write-fd", "3", "on fd three"},
+                       {.stdio = {stdio::ignore, stdio::ignore, stdio::ignore, stdio::pipe}});
+  std::string got;
+  bool closed = false;
+  child.stdio(3).on_data([&](std::string_view d) { got += d; });
+  child.on_close([&](auto, auto) { closed = true; });
+  CHECK(child.has_pipe(3));
+  CHECK_FALSE(child.has_pipe(1));
+  CHECK_THROWS_AS(child.out(), std::logic_error);
+  io.run();
+  CHECK(got == "on fd three");
+  CHECK(closed);
+}
+
+TEST_CASE("ignore gives the child /dev/null and inherit the parent's own fd", "[stdio]") {
+  auto ignored = test::run_helper({"echo", "lost"}, {.stdio = {stdio::ignore, stdio::ignore}});
+  CHECK(ignored.out.empty());
+  CHECK(ignored.exit_code == 0);
+
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  const int saved = ::dup(1);
+  ::dup2(p[1], 1);
+  auto inherited = test::run_helper({"echo", "through the parent's fd 1"},
+                                    {.stdio = {stdio::ignore, stdio::inherit}});
+  ::dup2(saved, 1);
+  ::close(saved);
+  ::close(p[1]);
+  char buf[64] = {};
+  CHECK(std::string(buf, ::read(p[0], buf, sizeof buf)) == "through the parent's fd 1");
+  ::close(p[0]);
+  CHECK(inherited.exit_code == 0);
+}
+
+TEST_CASE("fds handed to the child are blocking while the parent's ends are not", "[stdio]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"fd-info", "0"});
+  std::string out;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  io.run();
+  CHECK(out == "open nonblock=0\n");
+  CHECK(test::run_helper({"fd-info", "1"}).out == "open nonblock=0\n");
+}
+
+TEST_CASE("a child writing 64 MiB on stdout and stderr at once does not deadlock",
+          "[stdio][large]") {
+  asio::io_context io;
+  std::size_t out = 0, err = 0;
+  std::optional<int> code;
+  constexpr std::size_t size = 64u << 20;
+  auto child = childproc::spawn(io, test::helper, {"flood", std::to_string(size)});
+  child.out().on_data([&](std::string_view d) { out += d.size(); });
+  child.err().on_data([&](std::string_view d) { err += d.size(); });
+  child.on_close([&](std::optional<int> c, auto) { code = c; });
+  io.run();
+  CHECK(out == size);
+  CHECK(err == size);
+  CHECK(code == 0);
+}
+
+TEST_CASE("a stdout nobody reads is still drained, so close comes", "[stdio]") {
+  asio::io_context io;
+  bool closed = false;
+  auto child = childproc::spawn(io, test::helper, {"flood", std::to_string(4u << 20)});
+  child.on_close([&](auto, auto) { closed = true; });
+  io.run();
+  CHECK(closed);
+}
+
+TEST_CASE("writing to a child that already exited fails with EPIPE, and the parent lives",
+          "[stdio][errors]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"close-in-exit"});
+  std::error_code write_error;
+  bool wrote = false;
+  child.on_exit([&](auto, auto) {
+    // The child is gone: its end of the pipe is closed.
+    child.in().write(std::string(1 << 20, 'x'), [&](std::error_code ec) {
+      wrote = true;
+      write_error = ec;
+    });
+  });
+  io.run();
+  CHECK(wrote);
+  CHECK(write_error == std::errc::broken_pipe);
+
+  // After close, the stream is closed: still EPIPE, reported asynchronously.
+  std::error_code late;
+  child.in().write("late", [&](std::error_code ec) { late = ec; });
+  io.restart();
+  io.run();
+  CHECK(late == std::errc::broken_pipe);
+}
+
+TEST_CASE("the child starts with default signal dispositions and an empty mask", "[stdio]") {
+  // The parent ignores SIGPIPE (the library does) and SIGUSR1, blocks SIGUSR2 and handles SIGHUP.
+  struct sigaction ignore {
+  }, handle{}, old_usr1{}, old_hup{};
+  ignore.sa_handler = SIG_IGN;
+  handle.sa_handler = [](int) {};
+  ::sigaction(SIGUSR1, &ignore, &old_usr1);
+  ::sigaction(SIGHUP, &handle, &old_hup);
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR2);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+
+  auto o = test::run_helper({"signals"});
+
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGUSR1, &old_usr1, nullptr);
+  ::sigaction(SIGHUP, &old_hup, nullptr);
+  CHECK(o.out == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}

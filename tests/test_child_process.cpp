@@ -9,8 +9,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -311,4 +313,73 @@ TEST_CASE("two threads spawning on one io_context at once do not deadlock or lea
   runner.join();
   CHECK(exits == 100);
   CHECK(test::zombie_children() == 0);
+}
+
+namespace {
+std::atomic<int> application_sigchld_calls{0};
+
+// True while `pid` exists and is not a zombie.
+bool alive(pid_t pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f)
+    return false;
+  char buf[512] = {};
+  std::fgets(buf, sizeof buf, f);
+  std::fclose(f);
+  const char* close_paren = std::strrchr(buf, ')');
+  return close_paren && close_paren[2] != 'Z' && close_paren[2] != 'X';
+}
+} // namespace
+
+TEST_CASE("the SIGCHLD hub chains the handler the application installed before it",
+          "[exit][sigchld]") {
+  struct sigaction app {
+  }, old{}, current{};
+  ::sigaction(SIGCHLD, nullptr, &current);
+  if (current.sa_handler != SIG_DFL) {
+    WARN("the SIGCHLD hub already exists in this process: run this case alone (ctest does)");
+    return;
+  }
+  app.sa_handler = [](int) { ++application_sigchld_calls; };
+  ::sigaction(SIGCHLD, &app, &old);
+  // An orphaned child makes the hub (in both modes): its io_context is gone before it exits.
+  pid_t pid;
+  {
+    asio::io_context io;
+    pid = *childproc::spawn(io, test::helper, {"sleep", "100"}).pid();
+  }
+  const auto deadline = clock_type::now() + 10s;
+  while (!test::reaped(pid) && clock_type::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  CHECK(test::reaped(pid));
+  // The hub's handler sits in front of the application's, so each call below went through it.
+  ::sigaction(SIGCHLD, nullptr, &current);
+  CHECK(current.sa_handler != app.sa_handler);
+  CHECK(application_sigchld_calls > 0);
+  // The application's handler still runs for children the library does not own.
+  const int before = application_sigchld_calls;
+  const pid_t own = ::fork();
+  if (own == 0)
+    ::_exit(0);
+  int status;
+  ::waitpid(own, &status, 0);
+  const auto deadline2 = clock_type::now() + 10s;
+  while (application_sigchld_calls == before && clock_type::now() < deadline2)
+    std::this_thread::sleep_for(10ms);
+  CHECK(application_sigchld_calls > before);
+}
+
+TEST_CASE("kill_on_parent_death kills the child when the spawning process dies", "[lifetime]") {
+  for (const bool on : {true, false}) {
+    INFO("kill_on_parent_death = " << on);
+    auto r = childproc::spawn_sync(test::helper, {"spawn-sleeper", on ? "1" : "0"});
+    REQUIRE(r.status == 0);
+    const pid_t grandchild = std::stoi(r.out);
+    const auto deadline = clock_type::now() + 10s;
+    while (on && alive(grandchild) && clock_type::now() < deadline)
+      std::this_thread::sleep_for(10ms);
+    CHECK(alive(grandchild) == !on);
+    if (!on)
+      ::kill(grandchild, SIGKILL);
+  }
 }

@@ -23,8 +23,63 @@
 #define CLONE_PIDFD 0x00001000
 #endif
 
+// clone() without going through glibc's symbol: sanitizer runtimes intercept clone() and treat it
+// as a fork (TSan runs its fork-child bookkeeping in the child), which corrupts their state when
+// the child shares our memory. This is glibc's clone.S reduced to what we use: the child pops
+// fn and arg from its new stack, calls fn, and exits with its result.
+#if defined(__x86_64__)
+extern "C" long childproc_raw_clone(unsigned long flags, void* stack_top, int* parent_tid,
+                                    int (*fn)(void*) noexcept, void* arg);
+__asm__(R"(
+  .text
+  .globl childproc_raw_clone
+  .hidden childproc_raw_clone
+  .type childproc_raw_clone, @function
+childproc_raw_clone:
+  .cfi_startproc
+  and $-16, %rsi
+  sub $16, %rsi
+  mov %rcx, 0(%rsi)
+  mov %r8, 8(%rsi)
+  xor %r10d, %r10d
+  xor %r8d, %r8d
+  mov $56, %eax
+  syscall
+  test %rax, %rax
+  jnz 1f
+  .cfi_undefined %rip
+  xor %ebp, %ebp
+  pop %rax
+  pop %rdi
+  call *%rax
+  mov %eax, %edi
+  mov $60, %eax
+  syscall
+  hlt
+1:
+  ret
+  .cfi_endproc
+  .size childproc_raw_clone, .-childproc_raw_clone
+)");
+#endif
+
 namespace childproc::detail::posix {
 namespace {
+
+// Returns the pid, or -1 with errno set.
+pid_t clone_child(int flags, void* stack_top, child_plan* plan, int* pidfd) noexcept {
+#if defined(__x86_64__)
+  long r =
+      childproc_raw_clone(static_cast<unsigned long>(flags), stack_top, pidfd, child_main, plan);
+  if (r < 0) {
+    errno = static_cast<int>(-r);
+    return -1;
+  }
+  return static_cast<pid_t>(r);
+#else
+  return ::clone(child_main, stack_top, flags, plan, pidfd);
+#endif
+}
 
 // The child's stack: one per thread, kept for the thread's life (a launch uses a few KiB of it).
 class clone_stack {
@@ -173,10 +228,9 @@ std::optional<launch_result> launch(const launch_request& req, std::error_code& 
     {
       all_signals_blocked blocked;
       int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
-      pid = ::clone(child_main, stack.top(), flags | (req.want_pidfd ? CLONE_PIDFD : 0), &plan,
-                    &pidfd);
+      pid = clone_child(flags | (req.want_pidfd ? CLONE_PIDFD : 0), stack.top(), &plan, &pidfd);
       if (pid < 0 && errno == EINVAL && req.want_pidfd) // a kernel without CLONE_PIDFD
-        pid = ::clone(child_main, stack.top(), flags, &plan, nullptr);
+        pid = clone_child(flags, stack.top(), &plan, nullptr);
     }
     if (pid < 0) {
       ec.assign(errno, std::system_category());

@@ -20,9 +20,13 @@
 //   sleep MS           sleeps MS milliseconds, then exits 0
 //   ignore-term MS     ignores SIGTERM, says "ready", sleeps MS milliseconds, exits 0
 //   close-in-exit      closes stdin and exits 0 at once
+//   spawn-sleeper PDS  spawn()s "sleep 30000" of itself (with kill_on_parent_death when PDS is 1),
+//                      prints its pid and exits at once without waiting for it
 //   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
 //                      the error it gets
 #include <childproc/spawn.hpp>
+
+#include <boost/asio/io_context.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -164,6 +168,15 @@ int run(int argc, char** argv) {
   if (mode == "close-in-exit") {
     ::close(0);
     return 0;
+  }
+  if (mode == "spawn-sleeper") {
+    boost::asio::io_context io;
+    auto child = childproc::spawn(
+        io, argv[0], {"sleep", "30000"},
+        {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore, childproc::stdio::ignore},
+         .kill_on_parent_death = arg(2) == "1"});
+    say(1, std::to_string(*child.pid()) + "\n");
+    ::_exit(0);
   }
   if (mode == "drop-and-spawn") {
     if (::setgid(65534) != 0 || ::setuid(65534) != 0)

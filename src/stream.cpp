@@ -68,8 +68,6 @@ void readable_stream::drain() {
     if (n > 0) {
       const std::string_view chunk(buf, static_cast<std::size_t>(n));
       detail::emit(data_handlers_, chunk);
-      if (!fd_.is_open()) // a handler cannot close it, but stay safe
-        return;
       continue;
     }
     if (n < 0 && errno == EINTR)

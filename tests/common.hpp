@@ -8,10 +8,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <dirent.h>
 #include <optional>
 #include <string>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -88,6 +90,14 @@ inline bool reaped(pid_t pid) {
   siginfo_t info{};
   return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) < 0 &&
          errno == ECHILD;
+}
+
+// Waits (up to a generous bound) until `pid` is reaped; returns whether it was.
+inline bool wait_reaped(pid_t pid, std::chrono::seconds bound = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!reaped(pid) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return reaped(pid);
 }
 
 // The number of zombie children of this process.

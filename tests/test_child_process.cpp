@@ -228,10 +228,7 @@ TEST_CASE("a child whose io_context is destroyed first is still reaped", "[lifet
     auto child = childproc::spawn(io, test::helper, {"sleep", "100"});
     pid = *child.pid();
   } // neither the handle nor the context waits for the child
-  const auto deadline = clock_type::now() + 10s;
-  while (!test::reaped(pid) && clock_type::now() < deadline)
-    std::this_thread::sleep_for(20ms);
-  CHECK(test::reaped(pid));
+  CHECK(test::wait_reaped(pid));
 }
 
 TEST_CASE("a child reaped by a foreign reaper ends as exited, status unknown", "[exit]") {
@@ -348,10 +345,7 @@ TEST_CASE("the SIGCHLD hub chains the handler the application installed before i
     asio::io_context io;
     pid = *childproc::spawn(io, test::helper, {"sleep", "100"}).pid();
   }
-  const auto deadline = clock_type::now() + 10s;
-  while (!test::reaped(pid) && clock_type::now() < deadline)
-    std::this_thread::sleep_for(10ms);
-  CHECK(test::reaped(pid));
+  CHECK(test::wait_reaped(pid));
   // The hub's handler sits in front of the application's, so each call below went through it.
   ::sigaction(SIGCHLD, nullptr, &current);
   CHECK(current.sa_handler != app.sa_handler);

@@ -5,6 +5,7 @@
 #include <boost/asio/error.hpp>
 
 #include <cerrno>
+#include <csignal>
 #include <stdexcept>
 
 namespace childproc::detail {
@@ -13,7 +14,8 @@ child_state::child_state(asio::any_io_executor ex, std::string file_,
                          std::vector<std::string> args_, const spawn_options& options)
     : executor(std::move(ex)), file(std::move(file_)), args(std::move(args_)),
       kill_signal(options.kill_signal), timeout(options.timeout), kill_after(options.kill_after),
-      kill_on_destroy(options.kill_on_destroy), timeout_timer(executor),
+      kill_on_destroy(options.kill_on_destroy),
+      leads_group(options.detached || options.process_group == 0), timeout_timer(executor),
       escalation_timer(executor) {}
 
 child_state::~child_state() {
@@ -132,13 +134,25 @@ int child_state::send_signal(int signal) noexcept {
   return err;
 }
 
+int child_state::signal_by_library(int signal) noexcept {
+  if (!leads_group)
+    return send_signal(signal);
+  if (!running())
+    return ESRCH;
+  // The group's id is the child's pid, which cannot be reused while the child is unreaped.
+  if (::kill(-pid, signal) < 0)
+    return errno;
+  killed = true;
+  return 0;
+}
+
 void child_state::kill_by_library() {
-  if (send_signal(kill_signal) != 0 || kill_after.count() <= 0)
+  if (signal_by_library(kill_signal) != 0 || kill_after.count() <= 0)
     return;
   escalation_timer.expires_after(kill_after);
   escalation_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec && self->running())
-      self->send_signal(SIGKILL);
+      self->signal_by_library(SIGKILL);
   });
 }
 

@@ -40,9 +40,11 @@ struct child_state : std::enable_shared_from_this<child_state> {
 
   // Sends `signal`; returns 0 or an errno. Marks killed on delivery.
   int send_signal(int signal) noexcept;
-  // The library's own kill (timeout, cancellation, kill_on_destroy): kill_signal, then SIGKILL
-  // after kill_after if still running.
+  // The library's own kill (timeout, cancellation, max_buffer, kill_on_destroy): kill_signal,
+  // then SIGKILL after kill_after if still running. Reaches the whole group when the child leads
+  // one, so a shell's children do not keep the pipes (and `close`) open.
   void kill_by_library();
+  int signal_by_library(int signal) noexcept;
   void emit_error(const process_error& error);
 
   bool running() const noexcept { return pid > 0 && !status; }
@@ -54,6 +56,7 @@ struct child_state : std::enable_shared_from_this<child_state> {
   std::chrono::milliseconds timeout;
   std::chrono::milliseconds kill_after;
   bool kill_on_destroy;
+  bool leads_group; // detached or process_group 0: library kills signal the whole group
 
   pid_t pid = 0;
   std::optional<posix::exit_watcher> watcher;

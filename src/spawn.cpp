@@ -136,6 +136,8 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   std::vector<stdio_spec> slots = o.stdio;
   while (slots.size() < 3)
     slots.push_back(stdio::pipe);
+  if (!o.input.empty() && slots[0] != stdio::pipe)
+    return invalid(); // input needs a stdin pipe
   p.request.sources.assign(slots.size(), -1);
   p.parent_ends.resize(slots.size());
   for (std::size_t i = 0; i < slots.size(); ++i) {
@@ -234,6 +236,11 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
         process_error(ec, "spawn " + p.file, p.file, args_after_argv0(p.argv), step));
   } else {
     state->launched(launched->pid, std::move(launched->pidfd), std::move(p.parent_ends));
+    if (!options.input.empty()) {
+      // A child that exits without reading its input is not an error: the result is ignored.
+      state->in->write(options.input);
+      state->in->end();
+    }
   }
   return child_process(std::move(state));
 }

@@ -13,13 +13,6 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
                            spawn_sync_options options) {
   asio::io_context io;
   spawn_sync_result result;
-  // The caller's options with stdin piped when there is input to feed.
-  if (!options.input.empty()) {
-    if (options.stdio.empty())
-      options.stdio.push_back(stdio::pipe);
-    if (options.stdio[0] != stdio::pipe)
-      throw process_error(make_error_code(errc::invalid_argument), "spawnSync " + file, file, args);
-  }
   child_process child = spawn(io, std::move(file), std::move(args), options);
   auto& state = *child.state();
   bool over_limit = false;
@@ -39,13 +32,9 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
   if (child.has_pipe(2))
     child.err().on_data(collect(result.err));
   child.on_error([&](const process_error& e) { result.error = e.code(); });
-  if (child.has_pipe(0)) {
-    if (!options.input.empty())
-      child.in().write(std::move(options.input), [](std::error_code) {
-        // A child that exits without reading its input is not an error (EPIPE is ignored).
-      });
-    child.in().end();
-  }
+  if (child.has_pipe(0))
+    child.in().end(); // after the input, if any: spawn() queued it
+
   io.run();
 
   result.pid = child.original_pid();

@@ -20,13 +20,13 @@ TEST_CASE("spawn_sync returns pid, output and status", "[spawn_sync]") {
 TEST_CASE("spawn_sync feeds input to stdin", "[spawn_sync]") {
   std::string input(300000, 'q');
   input += "end";
-  auto r = childproc::spawn_sync(test::helper, {"cat"}, {{}, input});
+  auto r = childproc::spawn_sync(test::helper, {"cat"}, {.input = input});
   CHECK(r.out == input);
   CHECK(r.status == 0);
 }
 
 TEST_CASE("spawn_sync input to a child that never reads is not an error", "[spawn_sync]") {
-  auto r = childproc::spawn_sync(test::helper, {"exit", "0"}, {{}, std::string(1 << 20, 'x')});
+  auto r = childproc::spawn_sync(test::helper, {"exit", "0"}, {.input = std::string(1 << 20, 'x')});
   CHECK(r.status == 0);
   CHECK_FALSE(r.error);
 }

@@ -106,7 +106,21 @@ struct spawn_options {
   /// Beyond Node: dropping the child_process handle sends kill_signal to a running child (RAII
   /// ownership). Default: false, dropping the handle leaves the child running (Node's rule).
   bool kill_on_destroy = false;
+
+  /// Written to the child's stdin, which is then closed (Node's `input` of the sync forms;
+  /// honoured by every form here). Default: empty; spawn() then leaves stdin open for writing,
+  /// the sync forms close it. Needs stdio[0] to be a pipe.
+  std::string input{};
+
+  /// Largest number of bytes buffered per output stream by exec, exec_file and the sync forms
+  /// (Node's `maxBuffer`); past it the child is killed with kill_signal. Default: 1 MiB, Node's.
+  /// spawn() does not buffer and ignores it.
+  std::size_t max_buffer = 1024 * 1024;
 };
+
+/// The options of spawn_sync(), exec and exec_file: the same fields (see spawn_options).
+using spawn_sync_options = spawn_options;
+using exec_options = spawn_options;
 
 } // namespace v1
 } // namespace childproc

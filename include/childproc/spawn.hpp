@@ -47,15 +47,6 @@ noexcept {
                std::move(options), ec);
 }
 
-/// Options of spawn_sync(): spawn_options plus what a blocking run needs.
-struct spawn_sync_options : spawn_options {
-  /// Written to the child's stdin, which is then closed. Default: empty. Needs stdio[0] == pipe.
-  std::string input{};
-  /// Largest number of bytes kept per output stream; past it the child is killed with
-  /// kill_signal and `error` is ENOBUFS (what was read is kept). Default: 1 MiB, Node's.
-  std::size_t max_buffer = 1024 * 1024;
-};
-
 /// The outcome of spawn_sync(), as Node's spawnSync returns it.
 struct spawn_sync_result {
   std::optional<pid_t> pid{};  ///< empty when the launch failed

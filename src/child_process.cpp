@@ -63,7 +63,7 @@ void child_state::start() {
   if (timeout.count() > 0 && running()) {
     timeout_timer.expires_after(timeout);
     timeout_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec && self->running()) {
+      if (!ec && self->library_can_signal()) {
         self->timed_out = true;
         self->kill_by_library();
       }
@@ -82,13 +82,15 @@ void child_state::wait_for_exit() {
 
 void child_state::on_exited() {
   exit_status st;
-  if (!watcher->try_reap(st)) {
+  if (!watcher->try_reap(st, /*keep_zombie=*/leads_group)) {
     wait_for_exit(); // spurious wake-up
     return;
   }
   status = st;
-  timeout_timer.cancel();
-  escalation_timer.cancel();
+  if (!timeout_until_close) {
+    timeout_timer.cancel();
+    escalation_timer.cancel();
+  }
   emit(exit_handlers, status->code, status->signal);
   complete_waiters();
   maybe_close();
@@ -103,12 +105,15 @@ void child_state::maybe_close() {
   if (close_emitted || !status || open_readers > 0)
     return;
   close_emitted = true;
+  timeout_timer.cancel();
+  escalation_timer.cancel();
+  if (watcher && watcher->exited()) {
+    watcher->reap_zombie(); // a group leader kept until now
+    watcher.reset();        // the pidfd is no longer needed
+  }
   emit(close_handlers, status->code, status->signal);
   if (in)
     in->close_now();
-  // The pidfd is no longer needed once the exit was delivered.
-  if (watcher && watcher->reaped())
-    watcher.reset();
 }
 
 void child_state::complete_waiters() {
@@ -134,12 +139,19 @@ int child_state::send_signal(int signal) noexcept {
   return err;
 }
 
+bool child_state::library_can_signal() const noexcept {
+  if (!leads_group)
+    return running();
+  // The group's id is the child's pid, which cannot be reused while the child is unreaped
+  // (it stays a zombie until close).
+  return pid > 0 && watcher && !watcher->reaped() && !close_emitted;
+}
+
 int child_state::signal_by_library(int signal) noexcept {
   if (!leads_group)
     return send_signal(signal);
-  if (!running())
+  if (!library_can_signal())
     return ESRCH;
-  // The group's id is the child's pid, which cannot be reused while the child is unreaped.
   if (::kill(-pid, signal) < 0)
     return errno;
   killed = true;
@@ -151,7 +163,7 @@ void child_state::kill_by_library() {
     return;
   escalation_timer.expires_after(kill_after);
   escalation_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-    if (!ec && self->running())
+    if (!ec && self->library_can_signal())
       self->signal_by_library(SIGKILL);
   });
 }

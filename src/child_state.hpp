@@ -45,6 +45,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   // one, so a shell's children do not keep the pipes (and `close`) open.
   void kill_by_library();
   int signal_by_library(int signal) noexcept;
+  // Whether the library may still signal the child (or its group).
+  bool library_can_signal() const noexcept;
   void emit_error(const process_error& error);
 
   bool running() const noexcept { return pid > 0 && !status; }
@@ -56,7 +58,11 @@ struct child_state : std::enable_shared_from_this<child_state> {
   std::chrono::milliseconds timeout;
   std::chrono::milliseconds kill_after;
   bool kill_on_destroy;
-  bool leads_group; // detached or process_group 0: library kills signal the whole group
+  // Detached or process_group 0: library kills signal the whole group, and the child is kept a
+  // zombie from its exit to `close`, so the group id cannot be reused while we may signal it.
+  bool leads_group;
+  // exec: the timeout keeps running after `exit`, until `close` (a grandchild may hold the pipes).
+  bool timeout_until_close = false;
 
   pid_t pid = 0;
   std::optional<posix::exit_watcher> watcher;

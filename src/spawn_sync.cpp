@@ -5,6 +5,8 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <cerrno>
+
 namespace childproc {
 inline namespace v1 {
 namespace {
@@ -44,10 +46,11 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
     result.signal = st->signal;
   }
   if (!result.error) {
+    // Node's spawnSync reports these as errno codes (ETIMEDOUT, ENOBUFS).
     if (state.timed_out)
-      result.error = std::make_error_code(std::errc::timed_out);
+      result.error = std::error_code(ETIMEDOUT, std::system_category());
     else if (over_limit)
-      result.error = std::make_error_code(std::errc::no_buffer_space);
+      result.error = std::error_code(ENOBUFS, std::system_category());
   } else {
     result.status.reset(); // a launch failure has no exit code
   }

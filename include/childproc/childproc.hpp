@@ -3,6 +3,7 @@
 
 #include <childproc/child_process.hpp>
 #include <childproc/error.hpp>
+#include <childproc/exec.hpp>
 #include <childproc/exit_status.hpp>
 #include <childproc/options.hpp>
 #include <childproc/spawn.hpp>

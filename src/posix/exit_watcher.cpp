@@ -209,29 +209,43 @@ exit_watcher::~exit_watcher() {
   // fd_ closes after the hub has let go of it.
 }
 
-bool exit_watcher::try_reap(exit_status& status) noexcept {
+bool exit_watcher::try_reap(exit_status& status, bool keep_zombie) noexcept {
   if (reaped_)
     return true;
   siginfo_t info{};
   rusage usage{};
-  // The raw waitid takes a rusage; glibc's wrapper does not.
-  long r = uses_pidfd_ ? ::syscall(SYS_waitid, P_PIDFD, fd_.native_handle(), &info,
-                                   WEXITED | WNOHANG, &usage)
-                       : ::syscall(SYS_waitid, P_PID, pid_, &info, WEXITED | WNOHANG, &usage);
+  const int options = WEXITED | WNOHANG | (keep_zombie ? WNOWAIT : 0);
+  // The raw waitid takes a rusage; glibc's wrapper does not. The kernel fills it with WNOWAIT
+  // too (checked on this machine), so a child kept as a zombie still reports its usage.
+  long r = uses_pidfd_
+               ? ::syscall(SYS_waitid, P_PIDFD, fd_.native_handle(), &info, options, &usage)
+               : ::syscall(SYS_waitid, P_PID, pid_, &info, options, &usage);
   if (r < 0) {
     if (errno == EINTR)
       return false;
     // ECHILD: reaped by someone else (a foreign waitpid(-1), SIGCHLD set to SIG_IGN).
     status = exit_status{};
     status.unknown = true;
-    reaped_ = true;
+    reaped_ = exited_ = true;
     return true;
   }
   if (info.si_pid == 0)
     return false;
   status = decode(info, usage);
-  reaped_ = true;
+  exited_ = true;
+  reaped_ = !keep_zombie;
   return true;
+}
+
+void exit_watcher::reap_zombie() noexcept {
+  if (reaped_ || !exited_)
+    return;
+  siginfo_t info{};
+  if (uses_pidfd_)
+    ::syscall(SYS_waitid, P_PIDFD, fd_.native_handle(), &info, WEXITED | WNOHANG, nullptr);
+  else
+    ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG);
+  reaped_ = true;
 }
 
 int exit_watcher::send_signal(int signal) noexcept {

@@ -42,8 +42,12 @@ public:
   }
 
   // Reaps the child without blocking. Returns false while it is still running; `unknown` in the
-  // status means someone else reaped it (ECHILD).
-  bool try_reap(exit_status& status) noexcept;
+  // status means someone else reaped it (ECHILD). With keep_zombie, reads the status but leaves
+  // the child a zombie (WNOWAIT), so its pid (and the group id it leads) cannot be reused until
+  // reap_zombie(); exited() is then true and reaped() false.
+  bool try_reap(exit_status& status, bool keep_zombie = false) noexcept;
+  void reap_zombie() noexcept;
+  bool exited() const noexcept { return exited_; }
 
   // Sends a signal: pidfd_send_signal, or kill() while the pid is still ours (not reaped).
   // Returns 0 or an errno value.
@@ -59,6 +63,7 @@ private:
   pid_t pid_;
   bool uses_pidfd_ = false;
   bool reaped_ = false;
+  bool exited_ = false;
   std::uint64_t hub_registration_ = 0;
   boost::asio::posix::stream_descriptor fd_;
 };

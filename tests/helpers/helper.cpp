@@ -9,6 +9,8 @@
 //   echo-err TEXT      writes TEXT to stderr
 //   write-fd FD TEXT   writes TEXT to descriptor FD
 //   cat                copies stdin to stdout until EOF
+//   out N              writes N bytes ('a') to stdout
+//   bytes              writes the 256 byte values 0..255 to stdout
 //   flood N            writes N bytes to stdout and N to stderr, interleaved in 64 KiB blocks
 //   fds                prints the open descriptors, one per line (from /proc/self/fd)
 //   fd-info FD         prints "open nonblock=<0|1>" or "closed"
@@ -104,6 +106,16 @@ int run(int argc, char** argv) {
         return n < 0 ? 5 : 0;
       write_all(1, buf, static_cast<std::size_t>(n));
     }
+  }
+  if (mode == "out") {
+    std::string block(std::strtoull(argv[2], nullptr, 10), 'a');
+    return write_all(1, block.data(), block.size()), 0;
+  }
+  if (mode == "bytes") {
+    char all[256];
+    for (int i = 0; i < 256; ++i)
+      all[i] = static_cast<char>(i);
+    return write_all(1, all, sizeof all), 0;
   }
   if (mode == "flood") {
     std::size_t left = std::strtoull(argv[2], nullptr, 10);

@@ -1,0 +1,33 @@
+// The source document's exec("find /") snippet, which shows the cost of buffering: the output of
+// `find /` is larger than exec's default max_buffer (1 MiB, Node's maxBuffer), so the child is
+// killed and the callback gets "stdout maxBuffer length exceeded", with exactly 1 MiB kept.
+//
+//   exec("find /", (error, stdout, stderr) => {
+//       if (error) { console.log(`error: ${error.message}`); return }
+//       ...
+//   })
+#include <childproc/childproc.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <fmt/core.h>
+
+int main() {
+  boost::asio::io_context io;
+
+  childproc::async_exec(io, "find /",
+                        [](boost::system::error_code ec, childproc::exec_result result) {
+                          if (ec) {
+                            fmt::print("error: {}\n", childproc::exec_error(ec, result).what());
+                            fmt::print("kept {} bytes of stdout; child killed: {}\n",
+                                       result.out.size(), result.killed);
+                            return;
+                          }
+                          if (!result.err.empty()) {
+                            fmt::print("error: {}\n", result.err);
+                            return;
+                          }
+                          fmt::print("stdout: {} \n", result.out);
+                        });
+
+  io.run();
+}

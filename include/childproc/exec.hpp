@@ -1,0 +1,217 @@
+// exec and exec_file (Node's exec / execFile) and their sync forms: run a command to its end and
+// buffer its output.
+#pragma once
+
+#include <childproc/child_process.hpp>
+#include <childproc/options.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+#include <concepts>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <vector>
+
+namespace childproc {
+inline namespace v1 {
+
+/// What a finished exec run produced. Delivered on success and on failure alike: nothing
+/// captured is lost.
+struct exec_result {
+  std::string out{};               ///< stdout bytes (binary-safe)
+  std::string err{};               ///< stderr bytes
+  exit_status status{};            ///< code or signal, resource usage
+  std::optional<pid_t> pid{};      ///< empty when the launch failed
+  bool killed = false;             ///< a signal was delivered (by kill(), timeout or max_buffer)
+  bool timed_out = false;          ///< beyond Node: the timeout fired
+  std::string command{};           ///< Node's err.cmd: the command line, or file and args joined
+  std::string max_buffer_stream{}; ///< "stdout" or "stderr" when max_buffer was exceeded
+};
+
+/// The failure of an exec run, with everything Node's error carries (code, signal, killed, cmd,
+/// stdout, stderr) in result(). code() is:
+///  - the launch failure (ENOENT of a missing program for exec_file, a bad cwd, ...);
+///  - errc::max_buffer_exceeded for the async forms, ENOBUFS for the sync forms;
+///  - errc::timed_out when the timeout killed the child;
+///  - errc::killed when another signal ended it; errc::nonzero_exit for an exit code other than 0
+///    (exec of a missing command is the shell's exit 127);
+///  - operation_aborted when the async operation was cancelled.
+class exec_error : public std::system_error {
+public:
+  exec_error(std::error_code code, exec_result result);
+
+  const exec_result& result() const noexcept { return result_; }
+  const std::string& cmd() const noexcept { return result_.command; }
+  std::optional<int> exit_code() const noexcept { return result_.status.code; }
+  std::optional<int> signal() const noexcept { return result_.status.signal; }
+  bool killed() const noexcept { return result_.killed; }
+  /// Node's message: "Command failed: <cmd>\n<stderr>", "stdout maxBuffer length exceeded", or
+  /// "spawn <file> ENOENT".
+  const char* what() const noexcept override { return message_.c_str(); }
+
+private:
+  exec_result result_;
+  std::string message_;
+};
+
+} // namespace v1
+
+namespace detail {
+
+struct exec_run;
+
+// A pending exec completion, type-erased so that the run is compiled once.
+struct exec_completion {
+  virtual ~exec_completion() = default;
+  virtual void complete(boost::system::error_code ec, exec_result result) = 0;
+};
+
+template <class Handler>
+struct exec_completion_for final : exec_completion {
+  using work_executor = asio::associated_executor_t<Handler, asio::any_io_executor>;
+  exec_completion_for(Handler&& h, const asio::any_io_executor& ex)
+      : handler(std::move(h)), work(asio::get_associated_executor(handler, ex)) {}
+  void complete(boost::system::error_code ec, exec_result result) override {
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected())
+      slot.clear();
+    auto ex = work.get_executor();
+    work.reset();
+    asio::post(ex, asio::append(std::move(handler), ec, std::move(result)));
+  }
+  Handler handler;
+  asio::executor_work_guard<work_executor> work;
+};
+
+struct exec_request {
+  std::string file;
+  std::vector<std::string> args;
+  exec_options options;
+  bool via_shell = false; // exec: `file` is a command line for the shell
+  bool sync = false;      // the sync forms' max_buffer rules (keep what was read, ENOBUFS)
+};
+
+// Launches and starts collecting; `handle` (may be null) receives the child. Returns the run, for
+// cancellation. Never completes inline.
+std::shared_ptr<exec_run> start_exec(const asio::any_io_executor& ex, exec_request request,
+                                     child_process* handle, std::unique_ptr<exec_completion> done);
+void cancel_exec(const std::weak_ptr<exec_run>& run);
+
+template <class T>
+asio::any_io_executor executor_of(T& target) {
+  if constexpr (std::is_convertible_v<T&, asio::execution_context&>)
+    return target.get_executor();
+  else
+    return asio::any_io_executor(target);
+}
+
+template <class Token>
+auto initiate_exec(asio::any_io_executor ex, exec_request request, child_process* handle,
+                   Token&& token) {
+  return asio::async_initiate<Token, void(boost::system::error_code, exec_result)>(
+      [](auto handler, asio::any_io_executor ex, exec_request request, child_process* handle) {
+        using handler_type = std::decay_t<decltype(handler)>;
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        auto done = std::make_unique<exec_completion_for<handler_type>>(std::move(handler), ex);
+        auto run = start_exec(ex, std::move(request), handle, std::move(done));
+        if (slot.is_connected())
+          slot.assign([weak = std::weak_ptr<exec_run>(run)](asio::cancellation_type) {
+            cancel_exec(weak);
+          });
+      },
+      token, std::move(ex), std::move(request), handle);
+}
+
+} // namespace detail
+
+inline namespace v1 {
+
+/// An executor, or an execution context such as asio::io_context.
+template <class T>
+concept executor_or_context =
+    std::is_convertible_v<T&, asio::execution_context&> || asio::execution::executor<T>;
+
+/// Node's exec: runs `command` through `/bin/sh -c` (or options.shell when it names a shell),
+/// buffers stdout and stderr, and completes with void(error_code, exec_result) once the child
+/// has exited and its output ended (Node's callback). The second form also gives the child's
+/// handle in `child` as soon as it is launched (Node's return value), to stream, kill() or read
+/// the pid while it runs.
+///
+/// Beyond Node, the child runs in a new process group unless options.process_group or
+/// options.detached says otherwise, so that a timeout or max_buffer kill reaches the shell's own
+/// children and the completion never waits on a grandchild holding the pipes.
+/// Cancelling kills the child (its group) with kill_signal and completes with operation_aborted
+/// once it has ended, with what was captured.
+template <executor_or_context Target, class Token>
+auto async_exec(Target& target, std::string command, exec_options options, Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(command), {}, std::move(options), true, false}, nullptr,
+                               std::forward<Token>(token));
+}
+template <executor_or_context Target, class Token>
+auto async_exec(Target& target, std::string command, exec_options options, child_process& child,
+                Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(command), {}, std::move(options), true, false}, &child,
+                               std::forward<Token>(token));
+}
+
+/// async_exec with default options. (With g++ 12, prefer this, or options in a named variable,
+/// inside `co_await`: g++ 12 destroys an aggregate temporary such as `{}` twice when it is built
+/// in a co_await expression.)
+template <executor_or_context Target, class Token>
+auto async_exec(Target& target, std::string command, Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(command), {}, exec_options(), true, false}, nullptr,
+                               std::forward<Token>(token));
+}
+
+/// Node's execFile: as async_exec, without a shell (unless options.shell asks for one); `args`
+/// reach the program byte for byte. A missing program completes with ENOENT.
+template <executor_or_context Target, class Token>
+auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+                     exec_options options, Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(file), std::move(args), std::move(options), false, false},
+                               nullptr, std::forward<Token>(token));
+}
+template <executor_or_context Target, class Token>
+auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+                     exec_options options, child_process& child, Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(file), std::move(args), std::move(options), false, false},
+                               &child, std::forward<Token>(token));
+}
+
+/// async_exec_file with default options (see async_exec about g++ 12 and co_await).
+template <executor_or_context Target, class Token>
+auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+                     Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(file), std::move(args), exec_options(), false, false},
+                               nullptr, std::forward<Token>(token));
+}
+
+/// Node's execSync / execFileSync: run to the end on a private io_context. Return the result;
+/// throw exec_error on any failure (the error_code forms set `ec` and still return what was
+/// captured). `options.input` is written to stdin, which is then closed. max_buffer keeps what
+/// was read and fails with ENOBUFS, as Node's sync forms do.
+exec_result exec_sync(std::string command, exec_options options = {});
+exec_result exec_sync(std::string command, exec_options options, std::error_code& ec) noexcept;
+exec_result exec_file_sync(std::string file, std::vector<std::string> args = {},
+                           exec_options options = {});
+exec_result exec_file_sync(std::string file, std::vector<std::string> args, exec_options options,
+                           std::error_code& ec) noexcept;
+
+} // namespace v1
+} // namespace childproc

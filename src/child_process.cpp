@@ -50,6 +50,7 @@ void child_state::launch_failed(process_error error) {
     self->status.emplace();
     self->status->code = -self->launch_error->code().value();
     self->emit_error(*self->launch_error);
+    self->exit_delivered = true; // there is no `exit` to wait for
     self->complete_waiters();
     self->maybe_close();
   });
@@ -60,6 +61,8 @@ void child_state::start() {
   for (auto& r : readers)
     if (r)
       r->start();
+  if (ipc)
+    ipc->start();
   if (timeout.count() > 0 && running()) {
     timeout_timer.expires_after(timeout);
     timeout_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -91,7 +94,14 @@ void child_state::on_exited() {
     timeout_timer.cancel();
     escalation_timer.cancel();
   }
+  if (ipc && ipc->open) {
+    // Node's order: every message the child sent before it died, then `disconnect`, then
+    // `exit`. The child is gone, so what it wrote is already in the socket: read it all now.
+    ipc->drain_now();
+    ipc->close({}, /*emit_now=*/true);
+  }
   emit(exit_handlers, status->code, status->signal);
+  exit_delivered = true;
   complete_waiters();
   maybe_close();
 }
@@ -102,7 +112,7 @@ void child_state::reader_ended() {
 }
 
 void child_state::maybe_close() {
-  if (close_emitted || !status || open_readers > 0)
+  if (close_emitted || !status || !exit_delivered || open_readers > 0)
     return;
   close_emitted = true;
   timeout_timer.cancel();
@@ -332,6 +342,50 @@ child_process& child_process::on_close(exit_handler h) {
 }
 child_process& child_process::on_error(error_handler h) {
   checked_state()->error_handlers.push_back(std::move(h));
+  return *this;
+}
+
+childproc::channel child_process::channel() const {
+  auto& s = checked_state();
+  if (!s->ipc)
+    throw std::logic_error("childproc: this child has no IPC channel (use fork)");
+  return childproc::channel(s->ipc);
+}
+
+bool child_process::has_channel() const noexcept {
+  return state_ && state_->ipc;
+}
+
+bool child_process::send(const message& msg, send_handler done) {
+  auto& s = checked_state();
+  if (s->ipc)
+    return s->ipc->send(msg, std::move(done));
+  // No channel at all: the same answer as a closed one, reported once.
+  const auto ec = make_error_code(errc::channel_closed);
+  if (done)
+    asio::post(s->executor, [done = std::move(done), ec] { done(ec); });
+  else
+    asio::post(s->executor,
+               [state = s, ec] { state->emit_error(process_error(ec, "send", state->file, {})); });
+  return false;
+}
+
+void child_process::disconnect() {
+  if (state_ && state_->ipc)
+    state_->ipc->disconnect();
+}
+
+bool child_process::connected() const noexcept {
+  return state_ && state_->ipc && state_->ipc->connected;
+}
+
+child_process& child_process::on_message(message_handler handler) {
+  channel().on_message(std::move(handler));
+  return *this;
+}
+
+child_process& child_process::on_disconnect(disconnect_handler handler) {
+  channel().on_disconnect(std::move(handler));
   return *this;
 }
 

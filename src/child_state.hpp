@@ -6,6 +6,7 @@
 // SIGCHLD hub for reaping.
 #pragma once
 
+#include "channel_state.hpp"
 #include "posix/exit_watcher.hpp"
 
 #include <childproc/child_process.hpp>
@@ -69,9 +70,11 @@ struct child_state : std::enable_shared_from_this<child_state> {
   std::optional<exit_status> status;
   std::optional<process_error> launch_error;
   bool killed = false;
-  bool timed_out = false; // the timeout option fired and the child was signalled
+  bool exit_delivered = false; // `exit` was emitted (or, for a failed launch, will never be)
+  bool timed_out = false;      // the timeout option fired and the child was signalled
   bool close_emitted = false;
 
+  std::shared_ptr<channel_state> ipc; // fork(): the channel; `close` waits for it too
   std::unique_ptr<writable_stream> in;
   std::vector<std::unique_ptr<readable_stream>> readers; // by slot; null where not a pipe
   int open_readers = 0;

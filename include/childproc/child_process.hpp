@@ -1,6 +1,7 @@
 // child_process: the handle of one launched child (Node's ChildProcess).
 #pragma once
 
+#include <childproc/channel.hpp>
 #include <childproc/error.hpp>
 #include <childproc/exit_status.hpp>
 #include <childproc/stream.hpp>
@@ -129,6 +130,24 @@ public:
   readable_stream& stdio(int n);
   /// True when slot n is a pipe.
   bool has_pipe(int n) const noexcept;
+
+  /// fork(): the IPC channel (a shared handle). Throws std::logic_error when there is none.
+  childproc::channel channel() const;
+  bool has_channel() const noexcept;
+  /// Node's child.send(): the channel's send. Without a channel, returns false and reports
+  /// errc::channel_closed once (to `done`, or else to on_error).
+  bool send(const message& msg, send_handler done = {});
+  template <class T>
+  requires(!std::is_convertible_v<const T&, message>) bool send(const T& value,
+                                                                send_handler done = {}) {
+    return send(message::from(value), std::move(done));
+  }
+  /// Node's child.disconnect() and child.connected.
+  void disconnect();
+  bool connected() const noexcept;
+  /// Node's 'message' and 'disconnect' events (on the channel; logic_error without one).
+  child_process& on_message(message_handler handler);
+  child_process& on_disconnect(disconnect_handler handler);
 
   /// Adds an event handler; returns *this for chaining.
   child_process& on_spawn(spawn_handler handler);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <childproc/child_process.hpp>
+#include <childproc/executor.hpp>
 #include <childproc/options.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -107,14 +108,6 @@ std::shared_ptr<exec_run> start_exec(const asio::any_io_executor& ex, exec_reque
                                      child_process* handle, std::unique_ptr<exec_completion> done);
 void cancel_exec(const std::weak_ptr<exec_run>& run);
 
-template <class T>
-asio::any_io_executor executor_of(T& target) {
-  if constexpr (std::is_convertible_v<T&, asio::execution_context&>)
-    return target.get_executor();
-  else
-    return asio::any_io_executor(target);
-}
-
 template <class Token>
 auto initiate_exec(asio::any_io_executor ex, exec_request request, child_process* handle,
                    Token&& token) {
@@ -135,11 +128,6 @@ auto initiate_exec(asio::any_io_executor ex, exec_request request, child_process
 } // namespace detail
 
 inline namespace v1 {
-
-/// An executor, or an execution context such as asio::io_context.
-template <class T>
-concept executor_or_context =
-    std::is_convertible_v<T&, asio::execution_context&> || asio::execution::executor<T>;
 
 /// Node's exec: runs `command` through `/bin/sh -c` (or options.shell when it names a shell),
 /// buffers stdout and stderr, and completes with void(error_code, exec_result) once the child

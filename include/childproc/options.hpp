@@ -42,6 +42,12 @@ constexpr stdio_spec fd(int fd) noexcept {
 }
 } // namespace stdio
 
+/// How messages travel over a fork() channel.
+enum class serialization {
+  framed,    ///< childproc's own: 4-byte length + kind + payload; JSON or raw bytes
+  node_json, ///< Node's own channel protocol: one JSON text per line (NODE_CHANNEL_FD)
+};
+
 /// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
 using env_map = std::map<std::string, std::optional<std::string>, std::less<>>;
 
@@ -116,11 +122,31 @@ struct spawn_options {
   /// (Node's `maxBuffer`); past it the child is killed with kill_signal. Default: 1 MiB, Node's.
   /// spawn() does not buffer and ignores it.
   std::size_t max_buffer = 1024 * 1024;
+
+  /// fork() only: the channel's protocol. Default: nullopt, which means node_json for a script
+  /// (.js, .mjs, .cjs) or when exec_path is set, framed otherwise.
+  std::optional<childproc::serialization> serialization{};
+
+  /// fork() only: the program that runs a script, as Node's execPath. Default: empty, which
+  /// means "node" (found on PATH) for a .js/.mjs/.cjs program and none otherwise.
+  std::string exec_path{};
+
+  /// fork() only: arguments for exec_path before the script (Node's execArgv). Default: none.
+  std::vector<std::string> exec_argv{};
+
+  /// fork() only: pipe the child's stdin/stdout/stderr instead of inheriting them (Node's
+  /// `silent`). Default: false. An stdio other than the default three pipes is used as given.
+  bool silent = false;
+
+  /// fork() only: the largest message the parent accepts (the child applies the same limit);
+  /// a larger frame ends the channel with errc::message_too_large. Default: 64 MiB.
+  std::size_t max_message_size = 64u << 20;
 };
 
-/// The options of spawn_sync(), exec and exec_file: the same fields (see spawn_options).
+/// The options of spawn_sync(), exec, exec_file and fork: the same fields (see spawn_options).
 using spawn_sync_options = spawn_options;
 using exec_options = spawn_options;
+using fork_options = spawn_options;
 
 } // namespace v1
 } // namespace childproc

@@ -24,11 +24,24 @@
 //   close-in-exit      closes stdin and exits 0 at once
 //   spawn-sleeper PDS  spawn()s "sleep 30000" of itself (with kill_on_parent_death when PDS is 1),
 //                      prints its pid and exits at once without waiting for it
+//   ipc-echo           sends back every message it gets on its parent channel; a message
+//                      {"order": ...} is answered with {"total": sum, "customer": name}; ends
+//                      when the parent disconnects
+//   ipc-send-exit N    sends N messages {"i": k} and exits once they are written
+//   ipc-big N          sends one bytes message of N bytes (byte k is k % 251), then waits
+//   ipc-disconnect     sends "bye", disconnects, and exits 0 a little later
+//   ipc-raw HEX        writes the bytes HEX to the channel fd as they are, then waits for EOF
+//   ipc-crash          writes half a frame to the channel fd, then aborts
 //   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
 //                      the error it gets
 #include <childproc/spawn.hpp>
 
+#include <childproc/channel.hpp>
+
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "order.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -193,6 +206,67 @@ int run(int argc, char** argv) {
          .kill_on_parent_death = arg(2) == "1"});
     say(1, std::to_string(*child.pid()) + "\n");
     ::_exit(0);
+  }
+  if (mode.rfind("ipc-raw", 0) == 0 || mode == "ipc-crash") {
+    const char* fd_text = std::getenv("CHILDPROC_CHANNEL_FD");
+    if (!fd_text)
+      return 7;
+    const int fd = std::atoi(fd_text);
+    std::string bytes;
+    if (mode == "ipc-crash") {
+      bytes = std::string("\x64\x00\x00\x00\x02", 5) + "only part of it";
+    } else {
+      const std::string hex = arg(2);
+      for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+        bytes += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+    }
+    write_all(fd, bytes.data(), bytes.size());
+    if (mode == "ipc-crash")
+      std::abort();
+    char buf[256];
+    while (::read(fd, buf, sizeof buf) > 0) {
+    }
+    return 0;
+  }
+  if (mode.rfind("ipc-", 0) == 0) {
+    boost::asio::io_context io;
+    auto channel = childproc::parent_channel(io);
+    if (mode == "ipc-echo") {
+      channel.on_message([&](const childproc::message& m) {
+        if (m.is_json() && m.json().is_object() && m.json().as_object().contains("order")) {
+          auto o = boost::json::value_to<shop::order>(m.json().at("order"));
+          int total = 0;
+          for (int p : o.item_prices)
+            total += p;
+          channel.send(boost::json::value{{"total", total}, {"customer", o.customer}});
+          return;
+        }
+        channel.send(m);
+      });
+    } else if (mode == "ipc-send-exit") {
+      const int n = std::atoi(argv[2]);
+      for (int i = 0; i < n; ++i)
+        channel.send(boost::json::value{{"i", i}}, [i, n](std::error_code ec) {
+          if (i == n - 1)
+            std::exit(ec ? 8 : 0);
+        });
+    } else if (mode == "ipc-big") {
+      std::string data(std::strtoull(argv[2], nullptr, 10), '\0');
+      for (std::size_t k = 0; k < data.size(); ++k)
+        data[k] = static_cast<char>(k % 251);
+      channel.send(childproc::message::bytes(std::move(data)));
+    } else if (mode == "ipc-disconnect") {
+      channel.send("bye");
+      channel.disconnect();
+      boost::asio::steady_timer t(io, std::chrono::milliseconds(200));
+      t.async_wait([](auto) {});
+      io.run();
+      return 0;
+    } else {
+      return 2;
+    }
+    io.run(); // ends when the parent disconnects or dies
+    return 0;
   }
   if (mode == "drop-and-spawn") {
     if (::setgid(65534) != 0 || ::setuid(65534) != 0)

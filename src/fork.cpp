@@ -1,0 +1,105 @@
+// fork(): spawn with a socketpair after the stdio slots, and a channel on the parent's end.
+#include "child_state.hpp"
+
+#include <childproc/fork.hpp>
+#include <childproc/spawn.hpp>
+
+#include <cerrno>
+#include <climits>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace childproc {
+inline namespace v1 {
+namespace {
+
+using detail::posix::unique_fd;
+
+bool is_script(const std::string& program) {
+  for (const char* ext : {".js", ".mjs", ".cjs"}) {
+    const std::string_view e(ext);
+    if (program.size() > e.size() && program.compare(program.size() - e.size(), e.size(), e) == 0)
+      return true;
+  }
+  return false;
+}
+
+} // namespace
+
+std::string self_exe() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf);
+  if (n < 0)
+    throw std::system_error(errno, std::system_category(), "childproc: readlink /proc/self/exe");
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+child_process fork(const asio::any_io_executor& ex, std::string program,
+                   std::vector<std::string> args, fork_options options) {
+  const bool via_exec_path = is_script(program) || !options.exec_path.empty();
+  const detail::wire format =
+      options.serialization
+          ? (*options.serialization == serialization::node_json ? detail::wire::node_json
+                                                                : detail::wire::framed)
+          : (via_exec_path ? detail::wire::node_json : detail::wire::framed);
+  std::string file = std::move(program);
+  if (via_exec_path) {
+    std::vector<std::string> argv = options.exec_argv;
+    argv.push_back(std::move(file));
+    argv.insert(argv.end(), std::make_move_iterator(args.begin()),
+                std::make_move_iterator(args.end()));
+    args = std::move(argv);
+    file = options.exec_path.empty() ? "node" : options.exec_path;
+  }
+
+  // Node's fork: stdio inherited unless silent; the channel goes right after it.
+  if (options.stdio == spawn_options{}.stdio && !options.silent)
+    options.stdio = {stdio::inherit, stdio::inherit, stdio::inherit};
+  while (options.stdio.size() < 3)
+    options.stdio.push_back(options.silent ? stdio::pipe : stdio::inherit);
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+    throw process_error(std::error_code(errno, std::system_category()), "spawn " + file, file, args,
+                        spawn_step::pipe);
+  unique_fd parent_end(pair[0]), child_end(pair[1]);
+  const std::string slot = std::to_string(options.stdio.size());
+  options.stdio.push_back(stdio::fd(child_end.get()));
+  if (format == detail::wire::framed) {
+    options.env_overrides["CHILDPROC_CHANNEL_FD"] = slot;
+    options.env_overrides["CHILDPROC_CHANNEL_MAX_MESSAGE"] =
+        std::to_string(options.max_message_size);
+  } else {
+    options.env_overrides["NODE_CHANNEL_FD"] = slot;
+    options.env_overrides["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
+  }
+  const std::size_t max_message = options.max_message_size;
+
+  child_process child = spawn(ex, file, std::move(args), std::move(options));
+  child_end.reset(); // the child has its copy
+
+  const auto& state = child.state();
+  ::fcntl(parent_end.get(), F_SETFL, ::fcntl(parent_end.get(), F_GETFL) | O_NONBLOCK);
+  auto ipc = std::make_shared<detail::channel_state>(ex, parent_end.release(), format, max_message);
+  state->ipc = ipc;
+  if (state->launch_error) {
+    // Node: a failed fork has a closed channel and emits no `disconnect`.
+    ipc->disconnect_emitted = true;
+    ipc->close({}, true);
+    return child;
+  }
+  std::weak_ptr<detail::child_state> weak = state;
+  ipc->error_sink = [weak](std::error_code ec) {
+    if (auto s = weak.lock())
+      s->emit_error(process_error(ec, "channel", s->file, {}));
+  };
+  ipc->closed_hook = [weak] {
+    if (auto s = weak.lock())
+      s->reader_ended();
+  };
+  ++state->open_readers; // `close` waits for the channel as for a stdio stream
+  return child;
+}
+
+} // namespace v1
+} // namespace childproc

@@ -1,0 +1,132 @@
+// The channel's wire formats. See frame.hpp.
+#include "frame.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <cstring>
+
+namespace childproc::detail {
+namespace {
+
+void put_u32le(std::string& out, std::uint32_t v) {
+  const char bytes[4] = {static_cast<char>(v & 0xff), static_cast<char>((v >> 8) & 0xff),
+                         static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 24) & 0xff)};
+  out.append(bytes, 4);
+}
+
+std::uint32_t get_u32le(const char* p) {
+  const auto* b = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<std::uint32_t>(b[0]) | static_cast<std::uint32_t>(b[1]) << 8 |
+         static_cast<std::uint32_t>(b[2]) << 16 | static_cast<std::uint32_t>(b[3]) << 24;
+}
+
+bool parse_json(std::string_view text, boost::json::value& out) {
+  boost::system::error_code ec;
+  out = boost::json::parse(text, ec);
+  return !ec;
+}
+
+// Node's internal messages ({"cmd": "NODE_..."}) are not the application's.
+bool is_node_internal(const boost::json::value& v) {
+  const auto* obj = v.if_object();
+  if (!obj)
+    return false;
+  const auto it = obj->find("cmd");
+  if (it == obj->end() || !it->value().is_string())
+    return false;
+  return it->value().get_string().starts_with("NODE_");
+}
+
+} // namespace
+
+void encode(const message& m, wire w, std::string& out) {
+  if (w == wire::node_json) {
+    if (m.is_json())
+      out += boost::json::serialize(m.json());
+    else
+      out += boost::json::serialize(boost::json::value(boost::json::string(m.bytes())));
+    out += '\n';
+    return;
+  }
+  const std::size_t start = out.size();
+  out.append(frame_header_size, '\0');
+  frame_kind kind;
+  if (m.is_json()) {
+    out += boost::json::serialize(m.json());
+    kind = frame_kind::json;
+  } else {
+    out += m.bytes();
+    kind = frame_kind::bytes;
+  }
+  std::string header;
+  put_u32le(header, static_cast<std::uint32_t>(out.size() - start - frame_header_size));
+  header += static_cast<char>(kind);
+  out.replace(start, frame_header_size, header);
+}
+
+std::error_code decoder::next(std::string_view data, message& m, std::size_t& consumed,
+                              bool& deliver) {
+  consumed = 0;
+  deliver = false;
+  if (wire_ == wire::node_json) {
+    const std::size_t eol = data.find('\n');
+    if (eol == std::string_view::npos)
+      return data.size() > max_ ? make_error_code(errc::message_too_large) : std::error_code{};
+    if (eol > max_)
+      return make_error_code(errc::message_too_large);
+    consumed = eol + 1;
+    std::string_view line = data.substr(0, eol);
+    if (!line.empty() && line.back() == '\r')
+      line.remove_suffix(1);
+    if (line.empty())
+      return {};
+    boost::json::value v;
+    if (!parse_json(line, v))
+      return make_error_code(errc::malformed_message);
+    if (!is_node_internal(v)) {
+      m = message(std::move(v));
+      deliver = true;
+    }
+    return {};
+  }
+
+  if (data.size() < frame_header_size)
+    return {};
+  const std::uint32_t length = get_u32le(data.data());
+  if (length > max_)
+    return make_error_code(errc::message_too_large);
+  const auto kind = static_cast<frame_kind>(static_cast<unsigned char>(data[4]));
+  if (kind != frame_kind::json && kind != frame_kind::bytes)
+    return make_error_code(errc::malformed_message);
+  if (data.size() - frame_header_size < length)
+    return {}; // incomplete
+  const std::string_view payload = data.substr(frame_header_size, length);
+  if (kind == frame_kind::bytes) {
+    m = message::bytes(std::string(payload));
+  } else {
+    boost::json::value v;
+    if (!parse_json(payload, v))
+      return make_error_code(errc::malformed_message);
+    m = message(std::move(v));
+  }
+  consumed = frame_header_size + length;
+  deliver = true;
+  return {};
+}
+
+void decoder::keep_rest(std::string_view view, std::size_t used) {
+  if (!pending_.empty() && view.data() == pending_.data())
+    pending_.erase(0, used);
+  else
+    pending_.assign(view.substr(used));
+  // A large frame arrives in many reads: make room for all of it once (no view into pending_
+  // is alive any more).
+  if (wire_ == wire::framed && pending_.size() >= frame_header_size) {
+    const std::size_t total = frame_header_size + get_u32le(pending_.data());
+    if (total <= frame_header_size + max_ && pending_.capacity() < total)
+      pending_.reserve(total);
+  }
+}
+
+} // namespace childproc::detail

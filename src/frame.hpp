@@ -1,0 +1,83 @@
+// The channel's wire formats: encoding and an incremental decoder, free of I/O so that they can
+// be tested and fuzzed on their own (tests/fuzz/frame_decoder_fuzz.cpp).
+//
+// framed (childproc to childproc):
+//   [u32 payload length, little-endian][u8 kind][payload]
+//   kind 1: payload is one JSON text; kind 2: payload is raw bytes.
+//   A length above the channel's maximum is message_too_large; an unknown kind or JSON that does
+//   not parse is malformed_message. Either error ends the channel.
+// node_json (Node's own channel, NODE_CHANNEL_SERIALIZATION_MODE=json):
+//   one JSON text per line, '\n'-terminated. Objects whose "cmd" starts with "NODE_" are Node's
+//   internal messages and are not delivered. Bytes are sent as a JSON string.
+#pragma once
+
+#include <childproc/error.hpp>
+#include <childproc/message.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace childproc::detail {
+
+enum class wire { framed, node_json };
+
+inline constexpr std::size_t frame_header_size = 5;
+enum class frame_kind : std::uint8_t { json = 1, bytes = 2 };
+
+// Appends the encoding of `m` to `out`.
+void encode(const message& m, wire w, std::string& out);
+
+class decoder {
+public:
+  decoder(wire w, std::size_t max_message_size) : wire_(w), max_(max_message_size) {}
+
+  // Decodes what `data` completes; calls sink(message&&) for each message, in order. After an
+  // error no more messages come and the decoder must not be fed again.
+  template <class Sink>
+  std::error_code feed(std::string_view data, Sink&& sink) {
+    if (failed_)
+      return failed_;
+    std::string_view view = data;
+    if (!pending_.empty()) {
+      pending_.append(data);
+      view = pending_;
+    }
+    std::size_t used = 0;
+    for (;;) {
+      message m;
+      std::size_t consumed = 0;
+      bool deliver = false;
+      std::error_code ec = next(view.substr(used), m, consumed, deliver);
+      if (ec) {
+        failed_ = ec;
+        pending_.clear();
+        return ec;
+      }
+      if (consumed == 0)
+        break; // incomplete: wait for more
+      used += consumed;
+      if (deliver)
+        sink(std::move(m));
+    }
+    keep_rest(view, used);
+    return {};
+  }
+
+  // True while part of a message is buffered (a peer that stops here died mid-message).
+  bool partial() const noexcept { return !pending_.empty(); }
+
+private:
+  // Decodes one message from the front of `data`. consumed == 0: incomplete.
+  std::error_code next(std::string_view data, message& m, std::size_t& consumed, bool& deliver);
+  void keep_rest(std::string_view view, std::size_t used);
+
+  wire wire_;
+  std::size_t max_;
+  std::string pending_;
+  std::error_code failed_;
+};
+
+} // namespace childproc::detail

@@ -1,0 +1,103 @@
+// The channel's codec on its own: round trips, reassembly from single bytes, and bad input.
+#include "../src/frame.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+using childproc::message;
+using childproc::detail::decoder;
+using childproc::detail::wire;
+
+namespace {
+
+std::vector<message> decode_all(decoder& d, std::string_view bytes, std::size_t step,
+                                std::error_code& ec) {
+  std::vector<message> out;
+  for (std::size_t i = 0; i < bytes.size() && !ec; i += step)
+    ec = d.feed(bytes.substr(i, step), [&](message&& m) { out.push_back(std::move(m)); });
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("framed messages round-trip, also when fed one byte at a time", "[frame]") {
+  std::string wire_bytes;
+  childproc::detail::encode(message(boost::json::value{{"a", 1}}), wire::framed, wire_bytes);
+  childproc::detail::encode(message::bytes(std::string("\0\xff\n", 3)), wire::framed, wire_bytes);
+  childproc::detail::encode(message("text"), wire::framed, wire_bytes);
+  for (std::size_t step : {std::size_t(1), std::size_t(3), wire_bytes.size()}) {
+    decoder d(wire::framed, 1024);
+    std::error_code ec;
+    auto got = decode_all(d, wire_bytes, step, ec);
+    REQUIRE_FALSE(ec);
+    REQUIRE(got.size() == 3);
+    CHECK(got[0].json() == boost::json::value{{"a", 1}});
+    CHECK(got[1].bytes() == std::string("\0\xff\n", 3));
+    CHECK(got[2].json() == "text");
+    CHECK_FALSE(d.partial());
+  }
+}
+
+TEST_CASE("a frame larger than the maximum is message_too_large", "[frame][errors]") {
+  std::string bytes;
+  childproc::detail::encode(message::bytes(std::string(100, 'x')), wire::framed, bytes);
+  decoder d(wire::framed, 99);
+  std::error_code ec;
+  decode_all(d, bytes, bytes.size(), ec);
+  CHECK(ec == childproc::errc::message_too_large);
+  // The header alone is enough to refuse it: nothing is buffered for it.
+  decoder early(wire::framed, 99);
+  CHECK(early.feed(std::string_view(bytes).substr(0, 5), [](message&&) {}) ==
+        childproc::errc::message_too_large);
+  std::string huge("\xf0\xff\xff\xff\x02", 5);
+  decoder d2(wire::framed, 64u << 20);
+  CHECK(d2.feed(huge, [](message&&) {}) == childproc::errc::message_too_large);
+}
+
+TEST_CASE("an unknown kind or bad JSON is malformed_message, and the decoder stays failed",
+          "[frame][errors]") {
+  decoder kind(wire::framed, 1024);
+  CHECK(kind.feed(std::string("\x01\x00\x00\x00\x07x", 6), [](message&&) {}) ==
+        childproc::errc::malformed_message);
+  CHECK(kind.feed(std::string("\x01\x00\x00\x00\x02x", 6), [](message&&) {}) ==
+        childproc::errc::malformed_message);
+  decoder json(wire::framed, 1024);
+  int delivered = 0;
+  CHECK(json.feed(std::string("\x01\x00\x00\x00\x01{", 6), [&](message&&) { ++delivered; }) ==
+        childproc::errc::malformed_message);
+  CHECK(delivered == 0);
+}
+
+TEST_CASE("a truncated frame is reported as partial", "[frame]") {
+  std::string bytes;
+  childproc::detail::encode(message::bytes("abcdef"), wire::framed, bytes);
+  decoder d(wire::framed, 1024);
+  CHECK_FALSE(d.feed(std::string_view(bytes).substr(0, bytes.size() - 1), [](message&&) {}));
+  CHECK(d.partial());
+}
+
+TEST_CASE("node_json: one JSON text per line, Node's internal messages are dropped",
+          "[frame][node]") {
+  decoder d(wire::node_json, 1024);
+  std::vector<message> got;
+  std::string input = "{\"a\":1}\n\"caf\xc3\xa9\"\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n[1,2]\r\n";
+  for (char c : input)
+    REQUIRE_FALSE(d.feed(std::string_view(&c, 1), [&](message&& m) { got.push_back(m); }));
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].json() == boost::json::value{{"a", 1}});
+  CHECK(got[1].json() == "caf\xc3\xa9");
+  CHECK(got[2].json() == boost::json::value{1, 2});
+  std::string encoded;
+  childproc::detail::encode(message(boost::json::value{{"k", "line\nbreak"}}), wire::node_json,
+                            encoded);
+  CHECK(encoded == "{\"k\":\"line\\nbreak\"}\n");
+}
+
+TEST_CASE("node_json: bad JSON is malformed, an endless line is too large", "[frame][node]") {
+  decoder bad(wire::node_json, 1024);
+  CHECK(bad.feed("{oops}\n", [](message&&) {}) == childproc::errc::malformed_message);
+  decoder endless(wire::node_json, 16);
+  CHECK(endless.feed(std::string(17, 'x'), [](message&&) {}) == childproc::errc::message_too_large);
+}

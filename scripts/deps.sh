@@ -4,7 +4,11 @@ set -euo pipefail
 
 childproc_packages=(g++ cmake ninja-build libboost1.81-dev libboost-json1.81-dev libfmt-dev catch2)
 if [ "${CHILDPROC_WITH_CLANG:-0}" = 1 ]; then
-  childproc_packages+=(clang-14)
+  childproc_packages+=(clang-14 libclang-rt-14-dev)
+fi
+if [ "${CHILDPROC_WITH_NODE:-0}" = 1 ]; then
+  # The Node interop tests run the real node binary (any nodejs package provides it).
+  command -v node > /dev/null || childproc_packages+=(nodejs)
 fi
 
 missing=()

@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <cmath>
 #include <cstring>
 
 namespace childproc::detail {
@@ -38,12 +39,57 @@ bool is_node_internal(const boost::json::value& v) {
   return it->value().get_string().starts_with("NODE_");
 }
 
+std::string serialize_json(const boost::json::value& v) {
+  return has_non_finite(v) ? boost::json::serialize(finite_json(v)) : boost::json::serialize(v);
+}
+
 } // namespace
+
+bool has_non_finite(const boost::json::value& v) noexcept {
+  switch (v.kind()) {
+  case boost::json::kind::double_:
+    return !std::isfinite(v.get_double());
+  case boost::json::kind::array:
+    for (const auto& e : v.get_array())
+      if (has_non_finite(e))
+        return true;
+    return false;
+  case boost::json::kind::object:
+    for (const auto& kv : v.get_object())
+      if (has_non_finite(kv.value()))
+        return true;
+    return false;
+  default:
+    return false;
+  }
+}
+
+boost::json::value finite_json(const boost::json::value& v) {
+  switch (v.kind()) {
+  case boost::json::kind::double_:
+    return std::isfinite(v.get_double()) ? v : boost::json::value(nullptr);
+  case boost::json::kind::array: {
+    boost::json::array out;
+    out.reserve(v.get_array().size());
+    for (const auto& e : v.get_array())
+      out.push_back(finite_json(e));
+    return out;
+  }
+  case boost::json::kind::object: {
+    boost::json::object out;
+    for (const auto& kv : v.get_object())
+      out.emplace(kv.key(), finite_json(kv.value()));
+    return out;
+  }
+  default:
+    return v;
+  }
+}
 
 void encode(const message& m, wire w, std::string& out) {
   if (w == wire::node_json) {
     if (m.is_json())
-      out += boost::json::serialize(m.json());
+      out += serialize_json(m.json());
     else
       out += boost::json::serialize(boost::json::value(boost::json::string(m.bytes())));
     out += '\n';
@@ -53,7 +99,7 @@ void encode(const message& m, wire w, std::string& out) {
   out.append(frame_header_size, '\0');
   frame_kind kind;
   if (m.is_json()) {
-    out += boost::json::serialize(m.json());
+    out += serialize_json(m.json());
     kind = frame_kind::json;
   } else {
     out += m.bytes();

@@ -27,8 +27,13 @@ enum class wire { framed, node_json };
 inline constexpr std::size_t frame_header_size = 5;
 enum class frame_kind : std::uint8_t { json = 1, bytes = 2 };
 
-// Appends the encoding of `m` to `out`.
+// Appends the encoding of `m` to `out`. Non-finite doubles are written as null, as Node's
+// JSON.stringify does (Boost.JSON 1.81 would write `Infinity`, which no JSON parser accepts).
 void encode(const message& m, wire w, std::string& out);
+
+// `v` with every non-finite double replaced by null (what encode() sends).
+boost::json::value finite_json(const boost::json::value& v);
+bool has_non_finite(const boost::json::value& v) noexcept;
 
 class decoder {
 public:

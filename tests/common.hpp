@@ -9,6 +9,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <dirent.h>
 #include <optional>
 #include <string>
@@ -98,6 +100,18 @@ inline bool wait_reaped(pid_t pid, std::chrono::seconds bound = std::chrono::sec
   while (!reaped(pid) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   return reaped(pid);
+}
+
+// True while `pid` exists and is not a zombie.
+inline bool alive(pid_t pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f)
+    return false;
+  char buf[512] = {};
+  std::fgets(buf, sizeof buf, f);
+  std::fclose(f);
+  const char* close_paren = std::strrchr(buf, ')');
+  return close_paren && close_paren[2] != 'Z' && close_paren[2] != 'X';
 }
 
 // The number of zombie children of this process.

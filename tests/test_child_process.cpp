@@ -327,17 +327,6 @@ TEST_CASE("two threads spawning on one io_context at once do not deadlock or lea
 namespace {
 std::atomic<int> application_sigchld_calls{0};
 
-// True while `pid` exists and is not a zombie.
-bool alive(pid_t pid) {
-  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (!f)
-    return false;
-  char buf[512] = {};
-  std::fgets(buf, sizeof buf, f);
-  std::fclose(f);
-  const char* close_paren = std::strrchr(buf, ')');
-  return close_paren && close_paren[2] != 'Z' && close_paren[2] != 'X';
-}
 } // namespace
 
 TEST_CASE("the SIGCHLD hub chains the handler the application installed before it",
@@ -382,9 +371,9 @@ TEST_CASE("kill_on_parent_death kills the child when the spawning process dies",
     REQUIRE(r.status == 0);
     const pid_t grandchild = std::stoi(r.out);
     const auto deadline = clock_type::now() + 10s;
-    while (on && alive(grandchild) && clock_type::now() < deadline)
+    while (on && test::alive(grandchild) && clock_type::now() < deadline)
       std::this_thread::sleep_for(10ms);
-    CHECK(alive(grandchild) == !on);
+    CHECK(test::alive(grandchild) == !on);
     if (!on)
       ::kill(grandchild, SIGKILL);
   }

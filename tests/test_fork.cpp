@@ -7,6 +7,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <thread>
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
@@ -46,6 +47,16 @@ TEST_CASE("fork gives a channel both ways and the worker ends when the parent di
   CHECK(events == std::vector<std::string>{"spawn", "message", "disconnect", "exit", "close"});
   CHECK(code == 0);
   CHECK_FALSE(child.connected());
+}
+
+TEST_CASE("a worker ends by itself when its parent dies", "[fork][lifetime]") {
+  auto r = childproc::spawn_sync(test::helper, {"fork-echo-and-die"});
+  REQUIRE(r.status == 0);
+  const pid_t worker = std::stoi(r.out);
+  const auto deadline = clock_type::now() + 10s;
+  while (test::alive(worker) && clock_type::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  CHECK_FALSE(test::alive(worker));
 }
 
 TEST_CASE("100000 small messages each way arrive complete and in order", "[fork][large]") {

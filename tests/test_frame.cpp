@@ -1,6 +1,8 @@
 // The channel's codec on its own: round trips, reassembly from single bytes, and bad input.
 #include "../src/frame.hpp"
 
+#include <boost/json/parse.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -100,4 +102,20 @@ TEST_CASE("node_json: bad JSON is malformed, an endless line is too large", "[fr
   CHECK(bad.feed("{oops}\n", [](message&&) {}) == childproc::errc::malformed_message);
   decoder endless(wire::node_json, 16);
   CHECK(endless.feed(std::string(17, 'x'), [](message&&) {}) == childproc::errc::message_too_large);
+}
+
+TEST_CASE("non-finite numbers are sent as null, as Node's JSON.stringify does",
+          "[frame][node][regression]") {
+  // Regression (found by the fuzzer): Boost.JSON 1.81 reads 1e999 as infinity and would write it
+  // back as `Infinity`, which the peer cannot parse.
+  const auto v = boost::json::parse("[1,1e999,{\"x\":-1e999}]");
+  for (wire w : {wire::framed, wire::node_json}) {
+    std::string bytes;
+    childproc::detail::encode(message(v), w, bytes);
+    decoder d(w, 1024);
+    std::vector<message> got;
+    REQUIRE_FALSE(d.feed(bytes, [&](message&& m) { got.push_back(std::move(m)); }));
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].json() == boost::json::parse("[1,null,{\"x\":null}]"));
+  }
 }

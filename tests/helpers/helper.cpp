@@ -32,11 +32,14 @@
 //   ipc-disconnect     sends "bye", disconnects, and exits 0 a little later
 //   ipc-raw HEX        writes the bytes HEX to the channel fd as they are, then waits for EOF
 //   ipc-crash          writes half a frame to the channel fd, then aborts
+//   fork-echo-and-die  fork()s itself as ipc-echo, prints the worker's pid and exits at once
+//                      without disconnecting (the worker then sees its parent die)
 //   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
 //                      the error it gets
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
+#include <childproc/fork.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -267,6 +270,14 @@ int run(int argc, char** argv) {
     }
     io.run(); // ends when the parent disconnects or dies
     return 0;
+  }
+  if (mode == "fork-echo-and-die") {
+    boost::asio::io_context io;
+    auto child = childproc::fork(
+        io, argv[0], {"ipc-echo"},
+        {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore, childproc::stdio::ignore}});
+    say(1, std::to_string(*child.pid()) + "\n");
+    ::_exit(0);
   }
   if (mode == "drop-and-spawn") {
     if (::setgid(65534) != 0 || ::setuid(65534) != 0)

@@ -99,9 +99,14 @@ bool channel_state::send(const message& m, send_handler done) {
     return false;
   }
   pending_write w;
-  encode(m, format, w.bytes);
+  if (format == wire::framed && m.is_bytes()) {
+    w.bytes = bytes_frame_header(m.bytes().size());
+    w.payload = message_access::payload(m); // shared, immutable: no copy
+  } else {
+    encode(m, format, w.bytes);
+  }
   w.done = std::move(done);
-  pending_bytes += w.bytes.size();
+  pending_bytes += w.size();
   queue_.push_back(std::move(w));
   if (!writing_)
     write_next();
@@ -118,8 +123,11 @@ void channel_state::write_next() {
   writing_ = true;
   gather_.clear();
   in_flight_ = std::min(queue_.size(), max_gather);
-  for (std::size_t i = 0; i < in_flight_; ++i)
+  for (std::size_t i = 0; i < in_flight_; ++i) {
     gather_.push_back(boost::asio::buffer(queue_[i].bytes));
+    if (queue_[i].payload)
+      gather_.push_back(boost::asio::buffer(*queue_[i].payload));
+  }
   boost::asio::async_write(socket, gather_,
                            [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
                              if (ec) {
@@ -134,7 +142,7 @@ void channel_state::write_next() {
                              for (std::size_t i = 0; i < self->in_flight_; ++i) {
                                auto w = std::move(self->queue_.front());
                                self->queue_.pop_front();
-                               self->pending_bytes -= w.bytes.size();
+                               self->pending_bytes -= w.size();
                                if (w.done)
                                  w.done({});
                              }

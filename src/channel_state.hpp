@@ -45,8 +45,10 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 
 private:
   struct pending_write {
-    std::string bytes;
+    std::string bytes;                    // the whole frame, or a bytes message's header
+    std::shared_ptr<std::string> payload; // a bytes message's own buffer (sent without a copy)
     send_handler done;
+    std::size_t size() const { return bytes.size() + (payload ? payload->size() : 0); }
   };
   void wait_readable();
   // Reads until EAGAIN (or `limit` reads, -1: no limit); returns false once the channel closed.

@@ -99,7 +99,7 @@ std::shared_ptr<exec_run> start_exec(const asio::any_io_executor& ex, exec_reque
   run->result.command = request.via_shell ? request.file : joined(request.file, request.args);
 
   exec_options& options = request.options;
-  if (request.via_shell && std::holds_alternative<bool>(options.shell))
+  if (request.via_shell && !options.shell.enabled())
     options.shell = true; // exec always runs through a shell; a named shell is kept
   if (!options.process_group && !options.detached)
     options.process_group = 0; // so that library kills reach the whole command

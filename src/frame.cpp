@@ -86,6 +86,13 @@ boost::json::value finite_json(const boost::json::value& v) {
   }
 }
 
+std::string bytes_frame_header(std::size_t size) {
+  std::string header;
+  put_u32le(header, static_cast<std::uint32_t>(size));
+  header += static_cast<char>(frame_kind::bytes);
+  return header;
+}
+
 void encode(const message& m, wire w, std::string& out) {
   if (w == wire::node_json) {
     if (m.is_json())
@@ -149,7 +156,16 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
     return {}; // incomplete
   const std::string_view payload = data.substr(frame_header_size, length);
   if (kind == frame_kind::bytes) {
-    m = message::bytes(std::string(payload));
+    constexpr std::size_t reuse_from = 64 * 1024;
+    if (payload.size() >= reuse_from) {
+      if (spare_ && spare_.use_count() == 1)
+        spare_->assign(payload); // warm pages, no allocation
+      else
+        spare_ = std::make_shared<std::string>(payload);
+      m = message_access::from_shared(spare_);
+    } else {
+      m = message::bytes(std::string(payload));
+    }
   } else {
     boost::json::value v;
     if (!parse_json(payload, v))

@@ -16,16 +16,33 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
 
 namespace childproc::detail {
 
+// The channel's access to a bytes message's shared buffer (zero-copy sends, buffer reuse).
+struct message_access {
+  static const std::shared_ptr<std::string>& payload(const message& m) {
+    return std::get<1>(m.content_).data;
+  }
+  static message from_shared(std::shared_ptr<std::string> data) {
+    message m;
+    m.content_ = message::raw{std::move(data)};
+    return m;
+  }
+};
+
 enum class wire { framed, node_json };
 
 inline constexpr std::size_t frame_header_size = 5;
 enum class frame_kind : std::uint8_t { json = 1, bytes = 2 };
+
+// The frame header of a bytes message of `size` bytes (the payload is sent from the message's own
+// buffer, without a copy).
+std::string bytes_frame_header(std::size_t size);
 
 // Appends the encoding of `m` to `out`. Non-finite doubles are written as null, as Node's
 // JSON.stringify does (Boost.JSON 1.81 would write `Infinity`, which no JSON parser accepts).
@@ -83,6 +100,9 @@ private:
   std::size_t max_;
   std::string pending_;
   std::error_code failed_;
+  // The buffer of the last large bytes message, reused for the next one when the application
+  // did not keep the message: its pages stay mapped, so large messages do not page-fault.
+  std::shared_ptr<std::string> spare_;
 };
 
 } // namespace childproc::detail

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <limits>
 #include <mutex>
 #include <unistd.h>
 
@@ -66,7 +67,7 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   step = spawn_step::none;
   const auto invalid = [&] { ec = make_error_code(errc::invalid_argument); };
 
-  const bool use_shell = std::holds_alternative<std::string>(o.shell) || std::get<bool>(o.shell);
+  const bool use_shell = o.shell.enabled();
   if (file.empty() || has_nul(file))
     return invalid();
   for (const auto& a : args)
@@ -82,12 +83,12 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
     return invalid();
   if (o.timeout.count() < 0 || o.kill_after.count() < 0)
     return invalid();
+  if (o.pipe_size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    return invalid();
 
   if (use_shell) {
-    std::string shell = std::holds_alternative<std::string>(o.shell)
-                            ? std::get<std::string>(o.shell)
-                            : std::string("/bin/sh");
-    if (shell.empty() || has_nul(shell))
+    std::string shell = o.shell.path();
+    if (has_nul(shell))
       return invalid();
     // Node: the file and the arguments joined by spaces, unquoted.
     std::string command = file;
@@ -155,6 +156,12 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
       unique_fd& parent = slot == 0 ? write_end : read_end;
       unique_fd& child = slot == 0 ? read_end : write_end;
       ::fcntl(parent.get(), F_SETFL, ::fcntl(parent.get(), F_GETFL) | O_NONBLOCK);
+      if (o.pipe_size > 0 &&
+          ::fcntl(parent.get(), F_SETPIPE_SZ, static_cast<int>(o.pipe_size)) < 0) {
+        ec.assign(errno, std::system_category());
+        step = spawn_step::pipe;
+        return;
+      }
       p.request.sources[i] = child.get();
       p.parent_ends[i] = std::move(parent);
       p.child_ends.push_back(std::move(child));

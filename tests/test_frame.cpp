@@ -119,3 +119,26 @@ TEST_CASE("non-finite numbers are sent as null, as Node's JSON.stringify does",
     CHECK(got[0].json() == boost::json::parse("[1,null,{\"x\":null}]"));
   }
 }
+
+TEST_CASE("a large bytes message the application keeps is not overwritten by the next one",
+          "[frame]") {
+  // The decoder reuses the buffer of the previous large message only when nobody holds it.
+  const std::string first(100000, 'a'), second(100000, 'b'), third(100000, 'c');
+  std::string bytes;
+  for (const auto* s : {&first, &second, &third})
+    childproc::detail::encode(message::bytes(*s), wire::framed, bytes);
+  decoder d(wire::framed, 1u << 20);
+  std::vector<message> kept;
+  int seen = 0;
+  REQUIRE_FALSE(d.feed(bytes, [&](message&& m) {
+    ++seen;
+    if (seen != 2) // keep the first and the third, drop the second
+      kept.push_back(std::move(m));
+  }));
+  REQUIRE(kept.size() == 2);
+  CHECK(kept[0].bytes() == first);
+  CHECK(kept[1].bytes() == third);
+  // Copies share the bytes instead of copying them.
+  message copy = kept[0];
+  CHECK(&copy.bytes() == &kept[0].bytes());
+}

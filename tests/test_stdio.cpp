@@ -223,3 +223,12 @@ TEST_CASE("the child starts with default signal dispositions and an empty mask",
   ::sigaction(SIGHUP, &old_hup, nullptr);
   CHECK(o.out == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
 }
+
+TEST_CASE("pipe_size sets the capacity of the library's pipes", "[stdio]") {
+  CHECK(test::run_helper({"pipe-size", "1"}, {.pipe_size = 1024 * 1024}).out == "1048576\n");
+  CHECK(test::run_helper({"pipe-size", "1"}).out == "65536\n");
+  asio::io_context io;
+  std::error_code ec;
+  childproc::spawn(io, test::helper, {"exit", "0"}, {.pipe_size = std::size_t(1) << 40}, ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+}

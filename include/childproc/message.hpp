@@ -5,6 +5,7 @@
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -12,11 +13,17 @@
 #include <variant>
 
 namespace childproc {
+namespace detail {
+struct message_access;
+}
+
 inline namespace v1 {
 
 /// One message of a channel. Node sends JSON values; childproc channels also carry raw bytes
 /// without any encoding (framed serialization only; over a Node channel they travel as a JSON
 /// string). Strings given to the constructor are JSON strings, as `send("start")` is in Node.
+/// The bytes of a bytes message are shared, immutable: copying a message, or sending the same
+/// message many times, does not copy them.
 class message {
 public:
   /// A JSON null.
@@ -31,7 +38,7 @@ public:
   /// Raw bytes, sent without any encoding.
   static message bytes(std::string data) {
     message m;
-    m.content_ = raw{std::move(data)};
+    m.content_ = raw{std::make_shared<std::string>(std::move(data))};
     return m;
   }
   /// A user type, converted with Boost.JSON's value_from (tag_invoke or described types).
@@ -46,7 +53,7 @@ public:
   /// The JSON value. Throws std::bad_variant_access for a bytes message.
   const boost::json::value& json() const { return std::get<0>(content_); }
   /// The raw bytes. Throws std::bad_variant_access for a JSON message.
-  const std::string& bytes() const { return std::get<1>(content_).data; }
+  const std::string& bytes() const { return *std::get<1>(content_).data; }
   /// The JSON value converted to T with Boost.JSON's value_to. Throws on a mismatch.
   template <class T>
   T as() const {
@@ -54,8 +61,9 @@ public:
   }
 
 private:
+  friend struct detail::message_access;
   struct raw {
-    std::string data;
+    std::shared_ptr<std::string> data;
   };
   std::variant<boost::json::value, raw> content_;
 };

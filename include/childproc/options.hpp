@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 #include <sys/types.h>
-#include <variant>
 #include <vector>
 
 namespace childproc {
@@ -46,6 +45,23 @@ constexpr stdio_spec fd(int fd) noexcept {
 enum class serialization {
   framed,    ///< childproc's own: 4-byte length + kind + payload; JSON or raw bytes
   node_json, ///< Node's own channel protocol: one JSON text per line (NODE_CHANNEL_FD)
+};
+
+/// Node's `shell` option: false (no shell), true (/bin/sh) or a shell's path.
+/// (A small type rather than std::variant<bool, std::string>, whose copies make g++ 12 -O3 warn
+/// "may be used uninitialized" in user code.)
+class shell_choice {
+public:
+  shell_choice(bool use = false) : path_(use ? "/bin/sh" : "") {}
+  shell_choice(const char* path) : path_(path ? path : "") {}
+  shell_choice(std::string path) : path_(std::move(path)) {}
+  /// Whether a shell is used; an empty path means no shell.
+  bool enabled() const noexcept { return !path_.empty(); }
+  /// The shell's path ("/bin/sh" for true); empty when no shell is used.
+  const std::string& path() const noexcept { return path_; }
+
+private:
+  std::string path_;
 };
 
 /// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
@@ -88,7 +104,7 @@ struct spawn_options {
 
   /// Run through a shell: false (default), true for "/bin/sh", or a shell's path. The file and the
   /// args are joined with spaces, unquoted, and passed to `<shell> -c` as Node does.
-  std::variant<bool, std::string> shell = false;
+  shell_choice shell = false;
 
   /// Kill the child with kill_signal after this long. Default: zero, no timeout.
   std::chrono::milliseconds timeout{0};
@@ -112,6 +128,12 @@ struct spawn_options {
   /// Beyond Node: dropping the child_process handle sends kill_signal to a running child (RAII
   /// ownership). Default: false, dropping the handle leaves the child running (Node's rule).
   bool kill_on_destroy = false;
+
+  /// Beyond Node: the capacity of each stdio pipe the library creates (F_SETPIPE_SZ), for
+  /// streaming at the machine's limit (1 MiB pipes move several times more per syscall than
+  /// the 64 KiB default). Default: 0, the system's. Above /proc/sys/fs/pipe-max-size it fails the
+  /// spawn() call (EPERM unless privileged).
+  std::size_t pipe_size = 0;
 
   /// Written to the child's stdin, which is then closed (Node's `input` of the sync forms;
   /// honoured by every form here). Default: empty; spawn() then leaves stdin open for writing,

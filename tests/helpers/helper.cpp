@@ -14,6 +14,7 @@
 //   flood N            writes N bytes to stdout and N to stderr, interleaved in 64 KiB blocks
 //   fds                prints the open descriptors, one per line (from /proc/self/fd)
 //   fd-info FD         prints "open nonblock=<0|1>" or "closed"
+//   pipe-size FD       prints the capacity of the pipe on FD (F_GETPIPE_SZ)
 //   env NAME           prints the variable's value, or "<unset>"
 //   cwd                prints the working directory
 //   ids                prints "uid gid"
@@ -163,6 +164,8 @@ int run(int argc, char** argv) {
                      : std::string("open nonblock=") + ((flags & O_NONBLOCK) ? "1" : "0") + "\n");
     return 0;
   }
+  if (mode == "pipe-size")
+    return say(1, std::to_string(::fcntl(std::atoi(argv[2]), F_GETPIPE_SZ)) + "\n"), 0;
   if (mode == "env") {
     const char* v = std::getenv(argv[2]);
     return say(1, std::string(v ? v : "<unset>") + "\n"), 0;

@@ -1,0 +1,334 @@
+// childproc's side of the peer benchmarks: the same workloads as ../shared/bench/peers (the raw
+// C baseline and Node's child_process), through childproc's public API only.
+//
+// Usage: childproc_bench <workload> [quick]
+//   spawn        /bin/true spawned and waited for, one at a time: rate, call median, parent CPU
+//   exec         async_exec("echo hi"): median and p99 latency
+//   concurrency  500 x `sleep 0.2` at once: wall time, parent peak RSS
+//   stdout       `head -c 2G /dev/zero` streamed from stdout: GB/s, default and 1 MiB pipes
+//   ipc          fork IPC ping-pong of 32-byte messages; 1 MiB one-way messages
+//   forkmem      fork() to the first message of a worker; the idle worker's RSS and PSS
+//   bigparent    spawn rate with 1 GiB of touched memory in the parent, vs. without
+// Output: one line per measurement, `childproc <workload> <metric> <value> <unit>`, the format
+// of the peers' programs.
+#include <childproc/childproc.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+using clock_type = std::chrono::steady_clock;
+namespace stdio = childproc::stdio;
+
+bool quick = false;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+void out(const char* workload, const char* metric, double value, const char* unit) {
+  std::printf("childproc %s %s %.6g %s\n", workload, metric, value, unit);
+  std::fflush(stdout);
+}
+
+// Linear-interpolated percentile, as the peers compute it.
+double pct(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const double idx = static_cast<double>(v.size() - 1) * p;
+  const auto lo = static_cast<std::size_t>(idx);
+  const std::size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
+}
+
+double cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+long max_rss_kib() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+// VmRSS and Pss of `pid`, in KiB.
+void proc_mem(pid_t pid, long& rss, long& pss) {
+  rss = pss = 0;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0)
+      rss = std::atol(line.c_str() + 6);
+  std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  for (std::string line; std::getline(smaps, line);)
+    if (line.rfind("Pss:", 0) == 0)
+      pss = std::atol(line.c_str() + 4);
+}
+
+const childproc::spawn_options quiet{.stdio = {stdio::ignore, stdio::ignore, stdio::ignore}};
+
+// Spawns /bin/true n times, one after the other; returns spawns/s and fills the call times.
+double spawn_rate(int n, std::vector<double>* call_ms) {
+  asio::io_context io;
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < n; ++i) {
+    const auto a = clock_type::now();
+    auto child = childproc::spawn(io, "/bin/true", {}, quiet);
+    if (call_ms)
+      call_ms->push_back(seconds_since(a) * 1e3);
+    child.async_wait([](boost::system::error_code, childproc::exit_status) {});
+    io.run();
+    io.restart();
+  }
+  return n / seconds_since(t0);
+}
+
+void bench_spawn() {
+  const int n = quick ? 200 : 2000;
+  spawn_rate(20, nullptr); // warm-up
+  std::vector<double> call;
+  const double cpu0 = cpu_seconds();
+  const double rate = spawn_rate(n, &call);
+  const double cpu = cpu_seconds() - cpu0;
+  out("spawn", "rate", rate, "spawns/s");
+  out("spawn", "call_median", pct(call, 0.5), "ms");
+  out("spawn", "parent_cpu", cpu / n * 1e3, "ms/spawn");
+}
+
+void bench_exec() {
+  const int n = quick ? 100 : 500;
+  asio::io_context io;
+  std::vector<double> lat;
+  for (int i = 0; i < n + 10; ++i) {
+    const auto a = clock_type::now();
+    bool ok = false;
+    childproc::async_exec(io, "echo hi",
+                          [&](boost::system::error_code ec, childproc::exec_result r) {
+                            ok = !ec && r.out == "hi\n";
+                          });
+    io.run();
+    io.restart();
+    if (!ok) {
+      std::fprintf(stderr, "exec: unexpected result\n");
+      std::exit(1);
+    }
+    if (i >= 10) // the first ten warm up
+      lat.push_back(seconds_since(a) * 1e3);
+  }
+  out("exec", "median", pct(lat, 0.5), "ms");
+  out("exec", "p99", pct(lat, 0.99), "ms");
+}
+
+void bench_concurrency() {
+  const int n = quick ? 100 : 500;
+  asio::io_context io;
+  int done = 0;
+  const auto t0 = clock_type::now();
+  {
+    std::vector<childproc::child_process> children;
+    children.reserve(n);
+    for (int i = 0; i < n; ++i) {
+      children.push_back(childproc::spawn(io, "sleep", {"0.2"}, quiet));
+      children.back().on_exit([&](auto, auto) { ++done; });
+    }
+    io.run();
+  }
+  const double wall = seconds_since(t0);
+  if (done != n) {
+    std::fprintf(stderr, "concurrency: %d of %d exited\n", done, n);
+    std::exit(1);
+  }
+  out("concurrency", "wall", wall, "s");
+  out("concurrency", "peak_rss", static_cast<double>(max_rss_kib()) / 1024.0, "MB");
+}
+
+double stream(std::size_t pipe_size) {
+  asio::io_context io;
+  std::uint64_t total = 0;
+  const char* size = quick ? "256M" : "2G";
+  const auto t0 = clock_type::now();
+  auto child = childproc::spawn(
+      io, "head", {"-c", size, "/dev/zero"},
+      {.stdio = {stdio::ignore, stdio::pipe, stdio::inherit}, .pipe_size = pipe_size});
+  child.out().on_data([&](std::string_view chunk) { total += chunk.size(); });
+  io.run();
+  const double dt = seconds_since(t0);
+  const std::uint64_t expected = quick ? (256ull << 20) : (2ull << 30);
+  if (total != expected) {
+    std::fprintf(stderr, "stdout: got %llu bytes\n", static_cast<unsigned long long>(total));
+    std::exit(1);
+  }
+  return static_cast<double>(total) / dt / 1e9;
+}
+
+void bench_stdout() {
+  out("stdout", "head", stream(0), "GB/s");
+  out("stdout", "head_pipe1M", stream(1 << 20), "GB/s");
+}
+
+// The ipc worker: echoes small messages; counts big ones and reports their total on "done".
+int ipc_worker() {
+  asio::io_context io;
+  auto parent = childproc::parent_channel(io);
+  std::uint64_t big_bytes = 0;
+  parent.on_message([&](const childproc::message& m) {
+    if (m.is_bytes() && m.bytes().size() > 64) {
+      big_bytes += m.bytes().size();
+    } else if (m.is_bytes()) {
+      parent.send(m);
+    } else { // "done"
+      parent.send(boost::json::value(big_bytes));
+      big_bytes = 0;
+    }
+  });
+  io.run();
+  return 0;
+}
+
+void bench_ipc(const std::string& self) {
+  const int n = quick ? 10000 : 100000;
+  const int nbig = quick ? 256 : 2048;
+  asio::io_context io;
+  auto child = childproc::fork(io, self, {"ipc-worker"});
+  const auto ping = childproc::message::bytes(std::string(32, 'x'));
+  std::vector<double> lat;
+  lat.reserve(static_cast<std::size_t>(n));
+  int sent = 0;
+  const int warmup = 1000;
+  clock_type::time_point t0, a;
+  std::uint64_t acked = 0;
+  clock_type::time_point big0;
+  double rt_dt = 0;
+  auto send_ping = [&] {
+    a = clock_type::now();
+    child.send(ping);
+  };
+  child.on_message([&](const childproc::message& m) {
+    if (!m.is_bytes()) { // the ack of the bulk phase
+      acked = m.json().to_number<std::uint64_t>();
+      child.disconnect();
+      return;
+    }
+    if (sent > warmup)
+      lat.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - a).count());
+    if (sent == warmup)
+      t0 = clock_type::now();
+    if (sent++ < warmup + n) {
+      send_ping();
+      return;
+    }
+    rt_dt = seconds_since(t0);
+    // One-way bulk: 1 MiB messages, then "done" for the ack.
+    const auto big = childproc::message::bytes(std::string(1 << 20, 'y'));
+    big0 = clock_type::now();
+    for (int i = 0; i < nbig; ++i)
+      child.send(big);
+    child.send("done");
+  });
+  send_ping();
+  io.run();
+  const double big_dt = seconds_since(big0);
+  if (acked != static_cast<std::uint64_t>(nbig) << 20) {
+    std::fprintf(stderr, "ipc: acked %llu\n", static_cast<unsigned long long>(acked));
+    std::exit(1);
+  }
+  out("ipc", "roundtrips", n / rt_dt, "rt/s");
+  out("ipc", "rtt_median", pct(lat, 0.5), "us");
+  out("ipc", "rtt_p99", pct(lat, 0.99), "us");
+  out("ipc", "oneway_1MiB", static_cast<double>(acked) / big_dt / 1e6, "MB/s");
+}
+
+// The forkmem worker: says hello at once, then idles until the parent disconnects.
+int idle_worker() {
+  asio::io_context io;
+  auto parent = childproc::parent_channel(io);
+  parent.send("ready");
+  io.run();
+  return 0;
+}
+
+void bench_forkmem(const std::string& self) {
+  const int k = quick ? 3 : 10;
+  std::vector<double> startup, rss, pss;
+  for (int i = 0; i < k; ++i) {
+    asio::io_context io;
+    const auto t0 = clock_type::now();
+    auto child = childproc::fork(io, self, {"idle-worker"});
+    child.on_message([&](const childproc::message&) {
+      startup.push_back(seconds_since(t0) * 1e3);
+      long r = 0, p = 0;
+      proc_mem(*child.pid(), r, p);
+      rss.push_back(static_cast<double>(r) / 1024.0);
+      pss.push_back(static_cast<double>(p) / 1024.0);
+      child.disconnect();
+    });
+    io.run();
+  }
+  out("forkmem", "fork_startup_median", pct(startup, 0.5), "ms");
+  out("forkmem", "fork_rss", pct(rss, 0.5), "MB");
+  out("forkmem", "fork_pss", pct(pss, 0.5), "MB");
+}
+
+void bench_bigparent() {
+  const int n = quick ? 100 : 500;
+  spawn_rate(20, nullptr);
+  const double small = spawn_rate(n, nullptr);
+  const std::size_t size = quick ? (256u << 20) : (1u << 30);
+  char* ballast = static_cast<char*>(std::malloc(size));
+  std::memset(ballast, 1, size); // touched: resident, as a real parent's heap
+  const double big = spawn_rate(n, nullptr);
+  out("bigparent", "rate_small_parent", small, "spawns/s");
+  out("bigparent", quick ? "rate_256MiB_parent" : "rate_1GiB_parent", big, "spawns/s");
+  out("bigparent", "ratio", big / small, "x");
+  std::free(ballast);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s spawn|exec|concurrency|stdout|ipc|forkmem|bigparent [quick]\n",
+                 argv[0]);
+    return 2;
+  }
+  const std::string_view workload = argv[1];
+  if (workload == "ipc-worker")
+    return ipc_worker();
+  if (workload == "idle-worker")
+    return idle_worker();
+  quick = argc > 2 && std::string_view(argv[2]) == "quick";
+  const std::string self = childproc::self_exe();
+  if (workload == "spawn")
+    bench_spawn();
+  else if (workload == "exec")
+    bench_exec();
+  else if (workload == "concurrency")
+    bench_concurrency();
+  else if (workload == "stdout")
+    bench_stdout();
+  else if (workload == "ipc")
+    bench_ipc(self);
+  else if (workload == "forkmem")
+    bench_forkmem(self);
+  else if (workload == "bigparent")
+    bench_bigparent();
+  else {
+    std::fprintf(stderr, "unknown workload %s\n", argv[1]);
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Turns bench/run's raw lines into the report: a Markdown table of medians (min-max) with the
+ratios childproc / raw baseline and childproc / Node, a JSON file, and the data of the plot.
+
+Raw line: `<rep> <peer> <workload> <metric> <value> <unit>`.
+"""
+import argparse
+import datetime
+import json
+import statistics
+from collections import defaultdict
+
+# label, workload, childproc metric, C metric, Node metric, unit, higher is better,
+# target text, target check (ours, raw) -> bool, or None
+ROWS = [
+    ("spawn rate", "spawn", "rate", "rate", "rate", "spawns/s", True,
+     "≥ 0.95 × raw", lambda o, r: o >= 0.95 * r),
+    ("parent CPU per spawn", "spawn", "parent_cpu", "parent_cpu", "parent_cpu", "ms", False,
+     None, None),
+    ("exec median", "exec", "median", "median", "median", "ms", False,
+     "≤ 1.1 × raw", lambda o, r: o <= 1.1 * r),
+    ("exec p99", "exec", "p99", "p99", "p99", "ms", False,
+     "≤ 1.2 × raw", lambda o, r: o <= 1.2 * r),
+    ("500 concurrent sleeps: wall", "concurrency", "wall", "wall", "wall", "s", False,
+     "≤ 1.1 × raw", lambda o, r: o <= 1.1 * r),
+    ("500 concurrent sleeps: parent peak RSS", "concurrency", "peak_rss", "peak_rss",
+     "peak_rss", "MB", False, "≤ 5 MB", lambda o, r: o <= 5),
+    ("stdout stream, 64 KiB pipe", "stdout", "head", "head", "head", "GB/s", True,
+     "≥ 0.95 × raw", lambda o, r: o >= 0.95 * r),
+    ("stdout stream, 1 MiB pipe", "stdout", "head_pipe1M", "head_pipe1M", None, "GB/s", True,
+     "≥ 0.95 × raw", lambda o, r: o >= 0.95 * r),
+    ("IPC round trip, median", "ipc", "rtt_median", "rtt_median", "rtt_median", "µs", False,
+     "≤ 1.1 × raw", lambda o, r: o <= 1.1 * r),
+    ("IPC round trips", "ipc", "roundtrips", "roundtrips", "roundtrips", "rt/s", True,
+     None, None),
+    ("IPC 1 MiB messages, one way", "ipc", "oneway_1MiB", "oneway_1MiB", "oneway_1MiB", "MB/s",
+     True, "≥ 0.5 × raw", lambda o, r: o >= 0.5 * r),
+    ("fork → first message", "forkmem", "fork_startup_median", "fork_startup_median",
+     "fork_startup_median", "ms", False, "≤ 1.3 × raw", lambda o, r: o <= 1.3 * r),
+    ("idle worker RSS", "forkmem", "fork_rss", "fork_rss", "fork_rss", "MB", False,
+     "≤ 3 MB", lambda o, r: o <= 3),
+    ("idle worker PSS", "forkmem", "fork_pss", "fork_pss", "fork_pss", "MB", False, None, None),
+    ("spawn rate, 1 GiB parent / small parent", "bigparent", "ratio", None, None, "×", True,
+     "≥ 0.9", lambda o, r: o >= 0.9),
+]
+
+
+def load(path):
+    values = defaultdict(list)
+    for line in open(path, encoding="utf-8"):
+        parts = line.split()
+        if len(parts) < 6:
+            continue
+        _, peer, workload, metric, value = parts[:5]
+        try:
+            values[(peer, workload, metric)].append(float(value))
+        except ValueError:
+            continue
+    return values
+
+
+def summary(values, key):
+    v = values.get(key)
+    if not v:
+        return None
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+
+
+def fmt(s):
+    if s is None:
+        return "n/a"
+    m = s["median"]
+    digits = 3 if abs(m) < 10 else (1 if abs(m) < 1000 else 0)
+    text = f"{m:.{digits}f}"
+    if s["n"] > 1:
+        text += f" ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+    return text
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("raw")
+    ap.add_argument("out_dir")
+    ap.add_argument("--machine", default="")
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+
+    values = load(args.raw)
+    rows, table, plot = [], [], []
+    for label, workload, ours_m, c_m, node_m, unit, higher, target, check in ROWS:
+        ours = summary(values, ("childproc", workload, ours_m))
+        raw = summary(values, ("c", workload, c_m)) if c_m else None
+        node = summary(values, ("node", workload, node_m)) if node_m else None
+        r_raw = ours["median"] / raw["median"] if ours and raw and raw["median"] else None
+        r_node = ours["median"] / node["median"] if ours and node and node["median"] else None
+        met = None
+        if target and ours and (raw or c_m is None):
+            met = check(ours["median"], raw["median"] if raw else 0)
+        rows.append({"label": label, "unit": unit, "higher_is_better": higher,
+                     "childproc": ours, "raw": raw, "node": node,
+                     "childproc_over_raw": r_raw, "childproc_over_node": r_node,
+                     "target": target, "target_met": met})
+        verdict = "" if met is None else ("met" if met else "**missed**")
+        table.append(
+            f"| {label} | {unit} | {fmt(ours)} | {fmt(raw)} | {fmt(node)} | "
+            f"{'n/a' if r_raw is None else f'{r_raw:.2f}'} | "
+            f"{'n/a' if r_node is None else f'{r_node:.2f}'} | {target or ''} | {verdict} |")
+        # The plot: advantage (> 1 = childproc better), 0 where there is no peer.
+        def adv(r):
+            if r is None:
+                return 0
+            return r if higher else (1 / r if r else 0)
+        if raw or node:
+            plot.append(f"\"{label}\" {adv(r_raw):.4f} {adv(r_node):.4f}")
+
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    kind = "quick pass (CI smoke test; short workloads, 1 repetition)" if args.quick else \
+        f"{args.reps} repetitions, medians with min–max"
+    md = [
+        f"# childproc benchmarks — {when}",
+        "",
+        f"Machine: {args.machine}. Run: {kind}. Peers run interleaved in the same run, order "
+        "rotated every repetition; compare ratios, not absolute times from different runs.",
+        "",
+        "| workload | unit | childproc | raw POSIX (C) | Node | childproc / raw | childproc / Node "
+        "| target | |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *table,
+        "",
+        "![ratios](ratios.png)",
+        "",
+    ]
+    with open(f"{args.out_dir}/latest.md", "w", encoding="utf-8") as f:
+        f.write("\n".join(md))
+    with open(f"{args.out_dir}/results.json", "w", encoding="utf-8") as f:
+        json.dump({"when": when, "machine": args.machine, "reps": args.reps,
+                   "quick": args.quick, "rows": rows}, f, indent=1)
+    with open(f"{args.out_dir}/ratios.dat", "w", encoding="utf-8") as f:
+        f.write("# label advantage_vs_raw advantage_vs_node\n" + "\n".join(plot) + "\n")
+
+
+if __name__ == "__main__":
+    main()

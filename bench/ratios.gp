@@ -1,13 +1,14 @@
 # The two ratios of every row of the report: childproc / raw baseline and childproc / Node,
-# each oriented so that above 1 means childproc is better.
-set terminal pngcairo size 1100,600 font ",10"
+# each oriented so that above 1 means childproc is better (log scale; NaN: no such peer).
+set terminal pngcairo size 1100,600 font ",10" noenhanced
 set output outfile
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set boxwidth 0.9
-set yrange [0:*]
-set ylabel "childproc advantage (1 = same; > 1 = childproc better)"
+set logscale y
+set yrange [0.05:100]
+set ylabel "childproc advantage, log scale (1 = same; > 1 = childproc better)"
 set xtics rotate by -30 scale 0
 set grid ytics
 set key top left

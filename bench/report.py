@@ -106,11 +106,11 @@ def main():
             f"| {label} | {unit} | {fmt(ours)} | {fmt(raw)} | {fmt(node)} | "
             f"{'n/a' if r_raw is None else f'{r_raw:.2f}'} | "
             f"{'n/a' if r_node is None else f'{r_node:.2f}'} | {target or ''} | {verdict} |")
-        # The plot: advantage (> 1 = childproc better), 0 where there is no peer.
+        # The plot: advantage (> 1 = childproc better), NaN where there is no peer.
         def adv(r):
-            if r is None:
-                return 0
-            return r if higher else (1 / r if r else 0)
+            if not r:
+                return float("nan")
+            return r if higher else 1 / r
         if raw or node:
             plot.append(f"\"{label}\" {adv(r_raw):.4f} {adv(r_node):.4f}")
 

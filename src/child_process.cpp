@@ -27,7 +27,6 @@ child_state::~child_state() {
 void child_state::launched(pid_t child_pid, posix::unique_fd pidfd,
                            std::vector<posix::unique_fd> pipe_fds) {
   pid = child_pid;
-  watcher.emplace(executor, child_pid, std::move(pidfd));
   readers.resize(pipe_fds.size());
   for (std::size_t slot = 0; slot < pipe_fds.size(); ++slot) {
     if (!pipe_fds[slot])
@@ -40,6 +39,8 @@ void child_state::launched(pid_t child_pid, posix::unique_fd pidfd,
       ++open_readers;
     }
   }
+  // After the pipes: output the child writes before it exits then becomes ready before its exit.
+  watcher.emplace(executor, child_pid, std::move(pidfd));
   asio::post(executor, [self = shared_from_this()] { self->start(); });
 }
 
@@ -94,6 +95,11 @@ void child_state::on_exited() {
     timeout_timer.cancel();
     escalation_timer.cancel();
   }
+  // The child is gone: what it wrote is already in its pipes. Deliver it before `exit`, so that
+  // output never comes after the exit that followed it (the source documents' `ls` snippet).
+  for (auto& r : readers)
+    if (r)
+      r->drain_available();
   if (ipc && ipc->open) {
     // Node's order: every message the child sent before it died, then `disconnect`, then
     // `exit`. The child is gone, so what it wrote is already in the socket: read it all now.

@@ -152,12 +152,27 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
   const auto kind = static_cast<frame_kind>(static_cast<unsigned char>(data[4]));
   if (kind != frame_kind::json && kind != frame_kind::bytes)
     return make_error_code(errc::malformed_message);
-  if (data.size() - frame_header_size < length)
+  if (data.size() - frame_header_size < length) {
+    if (kind == frame_kind::bytes && length >= large_frame_) {
+      // A large bytes frame: collect it in the message's buffer from now on (see feed()).
+      if (spare_ && spare_.use_count() == 1) {
+        large_ = std::move(spare_);
+        large_->clear(); // keeps the capacity: warm pages
+      } else {
+        large_ = std::make_shared<std::string>();
+      }
+      spare_.reset();
+      large_->reserve(length);
+      const std::string_view have = data.substr(frame_header_size);
+      large_->append(have);
+      large_need_ = length - have.size();
+      consumed = data.size();
+    }
     return {}; // incomplete
+  }
   const std::string_view payload = data.substr(frame_header_size, length);
   if (kind == frame_kind::bytes) {
-    constexpr std::size_t reuse_from = 64 * 1024;
-    if (payload.size() >= reuse_from) {
+    if (payload.size() >= large_frame_) {
       if (spare_ && spare_.use_count() == 1)
         spare_->assign(payload); // warm pages, no allocation
       else

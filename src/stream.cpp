@@ -62,6 +62,8 @@ void readable_stream::wait_readable() {
 }
 
 void readable_stream::drain() {
+  if (!fd_.is_open())
+    return; // a continuation posted before drain_available() reached the EOF
   char* buf = thread_read_buffer();
   for (int i = 0; i < reads_per_turn; ++i) {
     ssize_t n = ::read(fd_.native_handle(), buf, read_chunk);
@@ -81,6 +83,25 @@ void readable_stream::drain() {
   }
   // Still readable: let other work run first.
   boost::asio::post(fd_.get_executor(), [this, keep = owner_->shared_from_this()] { drain(); });
+}
+
+void readable_stream::drain_available() {
+  if (!started_ || !fd_.is_open())
+    return;
+  char* buf = thread_read_buffer();
+  for (;;) {
+    ssize_t n = ::read(fd_.native_handle(), buf, read_chunk);
+    if (n > 0) {
+      detail::emit(data_handlers_, std::string_view(buf, static_cast<std::size_t>(n)));
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return; // a grandchild still holds the pipe: the pending wait goes on
+    finish();
+    return;
+  }
 }
 
 void readable_stream::finish() {

@@ -78,6 +78,13 @@ TEST_CASE("a truncated frame is reported as partial", "[frame]") {
   decoder d(wire::framed, 1024);
   CHECK_FALSE(d.feed(std::string_view(bytes).substr(0, bytes.size() - 1), [](message&&) {}));
   CHECK(d.partial());
+  // Also a large frame, which is collected in place.
+  std::string large;
+  childproc::detail::encode(message::bytes(std::string(200000, 'z')), wire::framed, large);
+  decoder l(wire::framed, 1u << 20);
+  CHECK_FALSE(l.feed(std::string_view(large).substr(0, 100), [](message&&) {}));
+  CHECK_FALSE(l.feed(std::string_view(large).substr(100, 150000), [](message&&) {}));
+  CHECK(l.partial());
 }
 
 TEST_CASE("node_json: one JSON text per line, Node's internal messages are dropped",
@@ -127,17 +134,28 @@ TEST_CASE("a large bytes message the application keeps is not overwritten by the
   std::string bytes;
   for (const auto* s : {&first, &second, &third})
     childproc::detail::encode(message::bytes(*s), wire::framed, bytes);
-  decoder d(wire::framed, 1u << 20);
+  // Whole (frames complete in one read), and in pieces (large frames collected in place).
+  for (std::size_t step : {bytes.size(), std::size_t(7001), std::size_t(3)}) {
+    INFO("step " << step);
+    decoder d(wire::framed, 1u << 20);
+    std::vector<message> kept;
+    int seen = 0;
+    std::error_code ec;
+    for (std::size_t i = 0; i < bytes.size() && !ec; i += step)
+      ec = d.feed(std::string_view(bytes).substr(i, step), [&](message&& m) {
+        ++seen;
+        if (seen != 2) // keep the first and the third, drop the second
+          kept.push_back(std::move(m));
+      });
+    REQUIRE_FALSE(ec);
+    REQUIRE(kept.size() == 2);
+    CHECK(kept[0].bytes() == first);
+    CHECK(kept[1].bytes() == third);
+    CHECK_FALSE(d.partial());
+  }
   std::vector<message> kept;
-  int seen = 0;
-  REQUIRE_FALSE(d.feed(bytes, [&](message&& m) {
-    ++seen;
-    if (seen != 2) // keep the first and the third, drop the second
-      kept.push_back(std::move(m));
-  }));
-  REQUIRE(kept.size() == 2);
-  CHECK(kept[0].bytes() == first);
-  CHECK(kept[1].bytes() == third);
+  decoder whole(wire::framed, 1u << 20);
+  REQUIRE_FALSE(whole.feed(bytes, [&](message&& m) { kept.push_back(std::move(m)); }));
   // Copies share the bytes instead of copying them.
   message copy = kept[0];
   CHECK(&copy.bytes() == &kept[0].bytes());

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
+#include <thread>
 
 using namespace std::chrono_literals;
 using Catch::Matchers::Contains;
@@ -30,6 +31,30 @@ TEST_CASE("events come in Node's order: spawn, data, exit, close", "[spawn]") {
   CHECK(((o.events[1] == "out" && o.events[2] == "exit") ||
          (o.events[1] == "exit" && o.events[2] == "out")));
   CHECK(o.events[3] == "close");
+}
+
+TEST_CASE("output written before the child exits is delivered before exit", "[spawn]") {
+  // Found under TSan: the ls example printed "done" (exit) before the listing. A slow parent can
+  // see the exit before the pipe's readiness; the state machine now reads what the dead child
+  // left in its pipes before emitting `exit`. This checks the property on children that have
+  // finished before the executor runs at all.
+  for (int i = 0; i < 20; ++i) {
+    asio::io_context io;
+    auto child = childproc::spawn(io, test::helper, {"out", "60000"}); // fits the pipe
+    std::size_t before_exit = 0, total = 0;
+    bool exited = false;
+    child.out().on_data([&](std::string_view d) {
+      total += d.size();
+      if (!exited)
+        before_exit += d.size();
+    });
+    child.on_exit([&](auto, auto) { exited = true; });
+    while (test::alive(*child.pid()))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    io.run();
+    CHECK(before_exit == 60000);
+    CHECK(total == 60000);
+  }
 }
 
 TEST_CASE("a missing program gives error then close with -ENOENT, and no spawn or exit",

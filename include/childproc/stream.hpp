@@ -53,6 +53,8 @@ private:
   void start();
   void wait_readable();
   void drain();
+  // Reads what is already in the pipe, without waiting (the child has exited).
+  void drain_available();
   void finish();
 
   detail::child_state* owner_;

@@ -217,9 +217,8 @@ bool exit_watcher::try_reap(exit_status& status, bool keep_zombie) noexcept {
   const int options = WEXITED | WNOHANG | (keep_zombie ? WNOWAIT : 0);
   // The raw waitid takes a rusage; glibc's wrapper does not. The kernel fills it with WNOWAIT
   // too (checked on this machine), so a child kept as a zombie still reports its usage.
-  long r = uses_pidfd_
-               ? ::syscall(SYS_waitid, P_PIDFD, fd_.native_handle(), &info, options, &usage)
-               : ::syscall(SYS_waitid, P_PID, pid_, &info, options, &usage);
+  long r = uses_pidfd_ ? ::syscall(SYS_waitid, P_PIDFD, fd_.native_handle(), &info, options, &usage)
+                       : ::syscall(SYS_waitid, P_PID, pid_, &info, options, &usage);
   if (r < 0) {
     if (errno == EINTR)
       return false;

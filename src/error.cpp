@@ -29,8 +29,6 @@ public:
       return "message too large";
     case errc::malformed_message:
       return "malformed message";
-    case errc::stream_flowing:
-      return "stream is already drained by the library";
     }
     return "unknown childproc error";
   }
@@ -96,8 +94,6 @@ std::string_view to_string(spawn_step step) noexcept {
     return "pdeathsig";
   case spawn_step::chdir:
     return "chdir";
-  case spawn_step::setgroups:
-    return "setgroups";
   case spawn_step::setgid:
     return "setgid";
   case spawn_step::setuid:

@@ -23,10 +23,6 @@ char* thread_read_buffer() {
 // At most this many reads per readiness before yielding to other work on the executor.
 constexpr int reads_per_turn = 16;
 
-std::error_code to_std(const boost::system::error_code& ec) {
-  return {ec.value(), std::system_category()};
-}
-
 } // namespace
 
 readable_stream::readable_stream(detail::child_state& owner, int slot,
@@ -165,7 +161,7 @@ void writable_stream::write_next() {
           writing_ = false;
           if (ec == boost::asio::error::operation_aborted && !fd_.is_open())
             ec = boost::asio::error::broken_pipe;
-          fail_all(to_std(ec));
+          fail_all(ec); // boost::system::error_code converts to std::error_code
           return;
         }
         pending_bytes_ -= n;

@@ -25,7 +25,6 @@ enum class errc {
   channel_closed,       ///< the IPC channel or stream is closed
   message_too_large,    ///< an IPC frame is larger than the configured maximum
   malformed_message,    ///< an IPC frame could not be decoded
-  stream_flowing,       ///< a manual read on a stream that the library already drains
 };
 
 /// The category of childproc::errc.
@@ -48,7 +47,6 @@ enum class spawn_step {
   setpgid,   ///< process_group: joining or creating a process group (child)
   pdeathsig, ///< kill_on_parent_death: prctl(PR_SET_PDEATHSIG) (child)
   chdir,     ///< changing to cwd (child)
-  setgroups, ///< dropping supplementary groups before setgid/setuid (child)
   setgid,    ///< changing to gid (child)
   setuid,    ///< changing to uid (child)
   execve,    ///< executing the program (child)

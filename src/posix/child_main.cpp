@@ -15,7 +15,8 @@
 //   4. marks every fd >= n close-on-exec (close_range(CLOSE_RANGE_CLOEXEC), or a walk of
 //      /proc/self/fd), so only the slots survive the exec, while the error pipe stays open;
 //   5. chdir(cwd);
-//   6. setgroups(0) / setgid / setuid when asked;
+//   6. setgroups(0) (its failure is ignored: dropping groups needs privilege) / setgid / setuid
+//      when asked;
 //   7. clears the signal mask;
 //   8. execve()s each PATH candidate with execvp's rules (ENOENT, ENOTDIR, ... go on to the
 //      next; EACCES is remembered; ENOEXEC runs the file through /bin/sh).

@@ -1,6 +1,8 @@
 // An owned file descriptor, closed on destruction.
 #pragma once
 
+#include <cerrno>
+#include <fcntl.h>
 #include <unistd.h>
 #include <utility>
 
@@ -30,5 +32,20 @@ public:
 private:
   int fd_ = -1;
 };
+
+// Descriptors 0..2 are the application's stdio: a descriptor the library creates while one of
+// them is closed lands there and would then be taken for the application's own (an `inherit`
+// slot, a worker's stdin). Every fd the library creates goes through this: one below 3 is moved
+// to the lowest free fd >= 3 (CLOEXEC) and the original closed. Returns the fd, or -1 with errno
+// set (the original is closed then too).
+inline int above_stdio(int fd) noexcept {
+  if (fd < 0 || fd > 2)
+    return fd;
+  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  return moved;
+}
 
 } // namespace childproc::detail::posix

@@ -130,8 +130,6 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   p.request.uid = o.uid;
   p.request.gid = o.gid;
   p.request.want_pidfd = detail::posix::pidfd_enabled();
-  const char* close_mode = std::getenv("CHILDPROC_CLOSE_FDS");
-  p.request.use_close_range = !(close_mode && std::strcmp(close_mode, "proc") == 0);
 
   // stdio: Node fills missing slots among 0..2 with pipes.
   std::vector<stdio_spec> slots = o.stdio;

@@ -2,9 +2,16 @@
 // exit watcher modes, and no zombies after failed launches in bulk.
 #include "common.hpp"
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <ctime>
 #include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <thread>
 
 namespace stdio = childproc::stdio;
 
@@ -69,4 +76,93 @@ TEST_CASE("an exec failure that is not an event (ENOTDIR) is thrown and reaped",
   childproc::spawn(io, "/etc/passwd/child", {}, {}, ec);
   CHECK(ec == std::errc::not_a_directory);
   CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: events were {spawn, exit, close}, exit code 127, no error: the error pipe
+// landed inside the slot range and the child's dup3 overwrote it.
+TEST_CASE("a failed exec is an error whatever the stdio table", "[launcher][errors]") {
+  childproc::spawn_options options;
+  options.stdio.assign(12, stdio::ignore);
+  auto o = test::run("/nonexistent/program", {}, options);
+  REQUIRE(o.error.has_value());
+  CHECK(o.error->code() == std::errc::no_such_file_or_directory);
+  CHECK(o.error->step() == childproc::spawn_step::execve);
+  CHECK(std::find(o.events.begin(), o.events.end(), "spawn") == o.events.end());
+  CHECK_FALSE(o.exit_code.has_value());
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "50 spawns took 25.1742 s": every fork() of the other thread during a launch
+// held the error pipe's write end until its copy exited a second later.
+TEST_CASE("spawn never waits for an unrelated process", "[launcher]") {
+  std::atomic<bool> stop{false};
+  std::vector<pid_t> forked;
+  std::thread forker([&] {
+    while (!stop) {
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        const timespec one_second{1, 0};
+        ::nanosleep(&one_second, nullptr);
+        ::_exit(0);
+      }
+      if (pid > 0)
+        forked.push_back(pid);
+      if (forked.size() >= 200) { // keep the number of sleepers bounded
+        ::waitpid(forked.front(), nullptr, 0);
+        forked.erase(forked.begin());
+      }
+    }
+  });
+  const auto start = std::chrono::steady_clock::now();
+  {
+    asio::io_context io;
+    for (int i = 0; i < 50; ++i) {
+      auto child = childproc::spawn(io, "/bin/true", {},
+                                    {.stdio = {stdio::ignore, stdio::ignore, stdio::ignore}});
+      CHECK(child.pid().has_value());
+    }
+    io.run();
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  stop = true;
+  forker.join();
+  for (pid_t pid : forked)
+    ::waitpid(pid, nullptr, 0);
+  INFO("50 spawns took " << std::chrono::duration<double>(elapsed).count() << " s");
+  CHECK(elapsed < std::chrono::seconds(10));
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "first 12", "second 12": the thread's stack holder was constructed once, and a
+// failed mmap stayed failed for the life of the thread.
+TEST_CASE("a failed stack mmap is retried on the next launch", "[launcher][errors]") {
+  auto r = childproc::spawn_sync(test::helper, {"stack-retry"});
+  if (r.out == "skip\n") {
+    WARN("under a sanitizer: RLIMIT_AS cannot be lowered to the current size");
+    return;
+  }
+  CHECK(r.out == "first 12\nsecond 0\nexit 0\n");
+  CHECK(r.status == 0);
+}
+
+// Before the fix: "error close_fds 9" for "limit" (the switch forcing the state where neither
+// close_range nor /proc works: the child had no method left, so every spawn failed).
+TEST_CASE("the fd sweep works without close_range and without /proc", "[launcher][fds]") {
+  for (const char* sweep : {"close_range", "proc", "limit"}) {
+    INFO("CHILDPROC_CLOSE_FDS=" << sweep);
+    auto r = childproc::spawn_sync(test::helper, {"spawn-fds"},
+                                   {.env_overrides = {{"CHILDPROC_CLOSE_FDS", sweep}}});
+    CHECK(r.out == "0\n1\n2\n");
+    CHECK(r.status == 0);
+  }
+}
+
+// Before the fix: passed only thanks to the error pipe, which took fd 0 during the clone; once
+// the pipe was gone, the pidfd landed in fd 0 ("fd0 open").
+TEST_CASE("the pidfd never takes the application's free fd 0", "[launcher][fds]") {
+  // In pidfd mode (the exit watcher's fds are another test's business).
+  auto r = childproc::spawn_sync(test::helper, {"pidfd-fd0"},
+                                 {.env_overrides = {{"CHILDPROC_EXIT_WATCH", std::nullopt}}});
+  CHECK(r.out == "fd0 closed\nexit 0\n");
+  CHECK(r.status == 0);
 }

@@ -1,8 +1,8 @@
 // What the child does between clone and exec, fully prepared by the parent.
 //
 // Everything here is plain data pointing into memory the parent allocated before the launch:
-// the child (which shares the parent's memory until it execs) only reads it, except for the
-// one pointer slot sh_argv[1] it fills for the ENOEXEC fallback.
+// the child only reads it, except for the one pointer slot sh_argv[1] it fills for the ENOEXEC
+// fallback, and the report it writes when a step fails.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,22 @@ namespace childproc::detail::posix {
 
 // The most stdio slots a launch may have (the child copies the table onto its stack).
 inline constexpr int max_stdio_slots = 64;
+
+// How the child marks the fds above its slots close-on-exec. Each method falls back to the next
+// when it fails; the parent may start further down (the test switch CHILDPROC_CLOSE_FDS).
+enum class fd_sweep : std::uint8_t {
+  close_range, // close_range(first, ~0, CLOSE_RANGE_CLOEXEC): Linux 5.11
+  proc,        // a getdents64 walk of /proc/self/fd
+  fd_limit,    // every fd below the parent's RLIMIT_NOFILE (no /proc, an old kernel)
+};
+
+// What the child writes when a step fails, into memory the parent reads once the clone returned
+// (CLONE_VFORK: the child has exec'd or exited by then). It lives in a MAP_SHARED page, so that it
+// reaches the parent also from a child that does not share the parent's memory (no CLONE_VM).
+struct child_report {
+  std::int32_t error; // an errno; 0: no step failed
+  std::int32_t step;  // a childproc::spawn_step
+};
 
 struct child_plan {
   // stdio: child fd i (0 <= i < slot_count) becomes a copy of sources[i]; -1 leaves it closed.
@@ -39,14 +55,10 @@ struct child_plan {
   // {"/bin/sh", <candidate>, argv[1..], nullptr}: for a candidate that fails with ENOEXEC.
   char** sh_argv = nullptr;
 
-  int error_fd = -1;           // write end of the CLOEXEC error pipe
-  bool use_close_range = true; // false: walk /proc/self/fd instead (forced by tests)
-};
+  fd_sweep sweep = fd_sweep::close_range; // the first method to try
+  int fd_limit = 0;                       // for fd_sweep::fd_limit: RLIMIT_NOFILE's soft limit
 
-// The record the child writes to error_fd when a step fails.
-struct child_failure {
-  std::int32_t error;
-  std::int32_t step; // a childproc::spawn_step
+  child_report* report = nullptr; // in shared memory, zeroed by the parent before the launch
 };
 
 // The clone() entry point of the child. Never returns: it execs or _exits with 127.

@@ -2,22 +2,30 @@
 //
 // Why clone(CLONE_VM | CLONE_VFORK) and not fork(): the child shares the parent's memory until
 // it execs, so the cost does not grow with the parent's size (no page tables are copied), which
-// is what glibc's posix_spawn does too. Why not posix_spawn itself: glibc 2.36 cannot hand back a
-// pidfd atomically (pidfd_spawn came in 2.39), cannot report which step failed, and has no
-// setuid/setgid or parent-death signal; one path that does all of that keeps the launcher small.
+// is what glibc's posix_spawn does too.
+// Why not posix_spawn itself: glibc 2.36 cannot hand back a pidfd atomically (pidfd_spawn came in
+// 2.39), cannot report which step failed, and has no setuid/setgid or parent-death signal; one
+// path that does all of that keeps the launcher small.
 #include "launcher.hpp"
 
 #include "child_plan.hpp"
 
 #include <cerrno>
+#include <climits>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#if !defined(__x86_64__)
+#error "the launcher is written for x86_64 (see CMakeLists.txt)"
+#endif
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -27,7 +35,6 @@
 // as a fork (TSan runs its fork-child bookkeeping in the child), which corrupts their state when
 // the child shares our memory. This is glibc's clone.S reduced to what we use: the child pops
 // fn and arg from its new stack, calls fn, and exits with its result.
-#if defined(__x86_64__)
 extern "C" long childproc_raw_clone(unsigned long flags, void* stack_top, int* parent_tid,
                                     int (*fn)(void*) noexcept, void* arg);
 __asm__(R"(
@@ -61,46 +68,64 @@ childproc_raw_clone:
   .cfi_endproc
   .size childproc_raw_clone, .-childproc_raw_clone
 )");
-#endif
 
 namespace childproc::detail::posix {
 namespace {
 
-// Returns the pid, or -1 with errno set.
-pid_t clone_child(int flags, void* stack_top, child_plan* plan, int* pidfd) noexcept {
-#if defined(__x86_64__)
-  long r =
-      childproc_raw_clone(static_cast<unsigned long>(flags), stack_top, pidfd, child_main, plan);
-  if (r < 0) {
-    errno = static_cast<int>(-r);
-    return -1;
-  }
-  return static_cast<pid_t>(r);
-#else
-  return ::clone(child_main, stack_top, flags, plan, pidfd);
-#endif
-}
-
-// The child's stack: one per thread, kept for the thread's life (a launch uses a few KiB of it).
-class clone_stack {
+// Per launching thread: the child's stack (64 KiB, a launch uses a few) and the page the child
+// writes its report into, kept for the thread's life. The report page is MAP_SHARED so that a
+// child without CLONE_VM (its own copy of our private memory) still reaches the parent; the stack
+// is private, so that the copy such a child runs on is its own. Mapped at the first launch of
+// the thread; a failed mmap is retried at the next one.
+class launch_area {
 public:
-  static constexpr std::size_t size = 64 * 1024;
-  clone_stack() {
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
-                     -1, 0);
-    base_ = p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+  static constexpr std::size_t stack_size = 64 * 1024;
+  static constexpr std::size_t report_size = 4096;
+
+  launch_area() noexcept = default;
+  launch_area(const launch_area&) = delete;
+  launch_area& operator=(const launch_area&) = delete;
+  ~launch_area() { unmap(); }
+
+  // True when mapped for the process `self`; false with errno set when an mmap failed.
+  bool ready(pid_t self) noexcept {
+    if (stack_ && owner_ == self)
+      return true;
+    unmap(); // a copy inherited through fork(): its report page is shared with the original
+    void* stack = map(stack_size, MAP_PRIVATE | MAP_STACK);
+    void* report = stack ? map(report_size, MAP_SHARED) : nullptr;
+    if (!report) {
+      const int saved = errno;
+      if (stack)
+        ::munmap(stack, stack_size);
+      errno = saved;
+      return false;
+    }
+    stack_ = static_cast<char*>(stack);
+    report_ = static_cast<child_report*>(report);
+    owner_ = self;
+    return true;
   }
-  ~clone_stack() {
-    if (base_)
-      ::munmap(base_, size);
-  }
-  clone_stack(const clone_stack&) = delete;
-  clone_stack& operator=(const clone_stack&) = delete;
-  // The top of the stack (it grows down), 16-byte aligned.
-  void* top() const noexcept { return base_ ? base_ + size : nullptr; }
+  void* stack_top() const noexcept { return stack_ + stack_size; } // 16-byte aligned
+  child_report* report() const noexcept { return report_; }
 
 private:
-  char* base_ = nullptr;
+  static void* map(std::size_t size, int flags) noexcept {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  void unmap() noexcept {
+    if (stack_)
+      ::munmap(stack_, stack_size);
+    if (report_)
+      ::munmap(report_, report_size);
+    stack_ = nullptr;
+    report_ = nullptr;
+  }
+
+  char* stack_ = nullptr;
+  child_report* report_ = nullptr;
+  pid_t owner_ = 0;
 };
 
 std::vector<char*> c_strings(const std::vector<std::string>& v) {
@@ -112,28 +137,84 @@ std::vector<char*> c_strings(const std::vector<std::string>& v) {
   return out;
 }
 
+void raw_sigprocmask(int how, const unsigned long* set, unsigned long* old) noexcept {
+  ::syscall(SYS_rt_sigprocmask, how, set, old, sizeof(unsigned long));
+}
+
 // Blocks every signal in the calling thread for the scope, so that no handler of the parent runs
-// in the child while it shares the parent's memory.
+// in the child while it shares the parent's memory. Every one of the 64: glibc's pthread_sigmask
+// silently keeps its internal SIGCANCEL and SIGSETXID (32, 33) deliverable, so this is the raw
+// system call, as glibc's own posix_spawn does.
 class all_signals_blocked {
 public:
   all_signals_blocked() noexcept {
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved_);
+    const unsigned long all = ~0UL;
+    raw_sigprocmask(SIG_SETMASK, &all, &saved_);
   }
-  ~all_signals_blocked() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  ~all_signals_blocked() { raw_sigprocmask(SIG_SETMASK, &saved_, nullptr); }
   all_signals_blocked(const all_signals_blocked&) = delete;
   all_signals_blocked& operator=(const all_signals_blocked&) = delete;
 
 private:
-  sigset_t saved_;
+  unsigned long saved_ = 0;
 };
+
+// Returns the pid, or -errno (errno itself is never involved, so no destructor can change it
+// before it is read).
+long clone_child(int flags, void* stack_top, child_plan* plan, int* pidfd) noexcept {
+  return childproc_raw_clone(static_cast<unsigned long>(flags), stack_top, pidfd, child_main, plan);
+}
+
+// One clone with every signal blocked; retried without CLONE_PIDFD on a kernel that lacks it.
+long clone_with_plan(const launch_request& req, launch_area& area, child_plan& plan,
+                     int& pidfd) noexcept {
+  const int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+  all_signals_blocked blocked;
+  long r = clone_child(flags | (req.want_pidfd ? CLONE_PIDFD : 0), area.stack_top(), &plan, &pidfd);
+  if (r == -EINVAL && req.want_pidfd)
+    r = clone_child(flags, area.stack_top(), &plan, nullptr);
+  return r;
+}
+
+// The methods the child uses for its fd sweep, from the test switch CHILDPROC_CLOSE_FDS (read
+// once): "proc" starts with the /proc walk, "limit" with the walk up to RLIMIT_NOFILE.
+fd_sweep first_sweep() noexcept {
+  static const fd_sweep sweep = [] {
+    const char* mode = std::getenv("CHILDPROC_CLOSE_FDS");
+    if (mode && std::strcmp(mode, "proc") == 0)
+      return fd_sweep::proc;
+    if (mode && std::strcmp(mode, "limit") == 0)
+      return fd_sweep::fd_limit;
+    return fd_sweep::close_range;
+  }();
+  return sweep;
+}
+
+int fd_limit() noexcept {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur > static_cast<rlim_t>(INT_MAX))
+    return INT_MAX; // RLIM_INFINITY: the kernel's nr_open caps the fds anyway
+  return static_cast<int>(limit.rlim_cur);
+}
 
 void reap_failed_child(pid_t pid) noexcept {
   int status;
   while (::waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
   }
 }
+
+std::nullopt_t failed(std::error_code& ec, spawn_step& step, int error, spawn_step at) noexcept {
+  ec.assign(error, std::system_category());
+  step = at;
+  return std::nullopt;
+}
+
+// What the child reads, allocated before the clone and kept until it returns.
+struct child_arguments {
+  std::vector<char*> argv, envp, sh_argv;
+  std::vector<const char*> candidates;
+  explicit child_arguments(const launch_request& req);
+};
 
 } // namespace
 
@@ -169,103 +250,107 @@ std::vector<std::string> exec_candidates(const std::string& file,
   return out;
 }
 
+namespace {
+
+child_arguments::child_arguments(const launch_request& req)
+    : argv(c_strings(req.argv)), envp(c_strings(req.envp)) {
+  candidates.reserve(req.candidates.size());
+  for (const auto& c : req.candidates)
+    candidates.push_back(c.c_str());
+  sh_argv.reserve(req.argv.size() + 2);
+  sh_argv.push_back(const_cast<char*>("/bin/sh"));
+  sh_argv.push_back(nullptr); // the candidate, filled in by the child
+  for (std::size_t i = 1; i < req.argv.size(); ++i)
+    sh_argv.push_back(const_cast<char*>(req.argv[i].c_str()));
+  sh_argv.push_back(nullptr);
+}
+
+child_plan make_plan(const launch_request& req, child_arguments& args, pid_t self,
+                     child_report* report) noexcept {
+  child_plan plan;
+  plan.sources = req.sources.data();
+  plan.slot_count = static_cast<int>(req.sources.size());
+  plan.new_session = req.new_session;
+  plan.set_process_group = req.process_group.has_value();
+  plan.process_group = req.process_group.value_or(0);
+  plan.parent_death_kill = req.parent_death_kill;
+  plan.parent_pid = self;
+  plan.cwd = req.cwd.empty() ? nullptr : req.cwd.c_str();
+  plan.set_gid = req.gid.has_value();
+  plan.gid = req.gid.value_or(0);
+  plan.set_uid = req.uid.has_value();
+  plan.uid = req.uid.value_or(0);
+  plan.candidates = args.candidates.data();
+  plan.candidate_count = static_cast<int>(args.candidates.size());
+  plan.argv = args.argv.data();
+  plan.envp = args.envp.data();
+  plan.sh_argv = args.sh_argv.data();
+  plan.sweep = first_sweep();
+  plan.fd_limit = fd_limit();
+  plan.report = report;
+  return plan;
+}
+
+// The child's report once the clone returned (it has exec'd or exited: CLONE_VFORK). Volatile:
+// the child wrote it behind the compiler's back.
+child_report read_report(const child_report* report) noexcept {
+  const volatile child_report* r = report;
+  return {r->error, r->step};
+}
+
+// Puts the exec'd child's pidfd above stdio (CLONE_PIDFD takes the lowest free fd, which is 0..2
+// when the application closed one), or opens one where the kernel had no CLONE_PIDFD. Returns 0
+// or the errno that failed the launch.
+int settle_pidfd(const launch_request& req, launch_result& result, int pidfd) noexcept {
+  if (pidfd >= 0) {
+    const int moved = above_stdio(pidfd);
+    if (moved < 0)
+      return errno;
+    result.pidfd.reset(moved);
+  } else if (req.want_pidfd) {
+    // Optional: without one, the caller watches the exit another way.
+    const long fd = ::syscall(SYS_pidfd_open, result.pid, 0);
+    if (fd >= 0)
+      result.pidfd.reset(above_stdio(static_cast<int>(fd)));
+  }
+  return 0;
+}
+
+} // namespace
+
 std::optional<launch_result> launch(const launch_request& req, std::error_code& ec,
                                     spawn_step& step) noexcept {
   try {
-    // Everything the child reads is allocated here, before the clone.
-    std::vector<char*> argv = c_strings(req.argv);
-    std::vector<char*> envp = c_strings(req.envp);
-    std::vector<const char*> candidates;
-    candidates.reserve(req.candidates.size());
-    for (const auto& c : req.candidates)
-      candidates.push_back(c.c_str());
-    std::vector<char*> sh_argv;
-    sh_argv.reserve(req.argv.size() + 2);
-    sh_argv.push_back(const_cast<char*>("/bin/sh"));
-    sh_argv.push_back(nullptr); // the candidate, filled in by the child
-    for (std::size_t i = 1; i < req.argv.size(); ++i)
-      sh_argv.push_back(const_cast<char*>(req.argv[i].c_str()));
-    sh_argv.push_back(nullptr);
-
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) < 0) {
-      ec.assign(errno, std::system_category());
-      step = spawn_step::pipe;
-      return std::nullopt;
-    }
-    unique_fd err_read(pipe_fds[0]), err_write(pipe_fds[1]);
-
-    child_plan plan;
-    plan.sources = req.sources.data();
-    plan.slot_count = static_cast<int>(req.sources.size());
-    plan.new_session = req.new_session;
-    plan.set_process_group = req.process_group.has_value();
-    plan.process_group = req.process_group.value_or(0);
-    plan.parent_death_kill = req.parent_death_kill;
-    plan.parent_pid = ::getpid();
-    plan.cwd = req.cwd.empty() ? nullptr : req.cwd.c_str();
-    plan.set_gid = req.gid.has_value();
-    plan.gid = req.gid.value_or(0);
-    plan.set_uid = req.uid.has_value();
-    plan.uid = req.uid.value_or(0);
-    plan.candidates = candidates.data();
-    plan.candidate_count = static_cast<int>(candidates.size());
-    plan.argv = argv.data();
-    plan.envp = envp.data();
-    plan.sh_argv = sh_argv.data();
-    plan.error_fd = err_write.get();
-    plan.use_close_range = req.use_close_range;
-
-    static thread_local clone_stack stack;
-    if (!stack.top()) {
-      ec.assign(ENOMEM, std::system_category());
-      step = spawn_step::clone;
-      return std::nullopt;
-    }
+    child_arguments args(req); // everything the child reads is allocated before the clone
+    static thread_local launch_area area;
+    const pid_t self = ::getpid();
+    if (!area.ready(self))
+      return failed(ec, step, errno, spawn_step::clone);
+    child_plan plan = make_plan(req, args, self, area.report());
+    *area.report() = child_report{};
 
     int pidfd = -1;
-    pid_t pid;
-    {
-      all_signals_blocked blocked;
-      int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
-      pid = clone_child(flags | (req.want_pidfd ? CLONE_PIDFD : 0), stack.top(), &plan, &pidfd);
-      if (pid < 0 && errno == EINVAL && req.want_pidfd) // a kernel without CLONE_PIDFD
-        pid = clone_child(flags, stack.top(), &plan, nullptr);
-    }
-    if (pid < 0) {
-      ec.assign(errno, std::system_category());
-      step = spawn_step::clone;
-      return std::nullopt;
-    }
     launch_result result;
-    result.pid = pid;
-    result.pidfd.reset(pidfd);
-
-    // The child has exec'd or exited (CLONE_VFORK): the read does not block.
-    err_write.reset();
-    child_failure failure{};
-    ssize_t n;
-    do {
-      n = ::read(err_read.get(), &failure, sizeof failure);
-    } while (n < 0 && errno == EINTR);
-    if (n == sizeof failure) {
-      reap_failed_child(pid);
-      ec.assign(failure.error, std::system_category());
-      step = static_cast<spawn_step>(failure.step);
-      return std::nullopt;
+    const long r = clone_with_plan(req, area, plan, pidfd);
+    if (r < 0)
+      return failed(ec, step, static_cast<int>(-r), spawn_step::clone);
+    result.pid = static_cast<pid_t>(r);
+    if (const child_report report = read_report(area.report()); report.error != 0) {
+      if (pidfd >= 0)
+        ::close(pidfd);
+      reap_failed_child(result.pid);
+      return failed(ec, step, report.error, static_cast<spawn_step>(report.step));
     }
-    if (req.want_pidfd && !result.pidfd) {
-      long fd = ::syscall(SYS_pidfd_open, pid, 0);
-      if (fd >= 0)
-        result.pidfd.reset(static_cast<int>(fd));
+    if (const int error = settle_pidfd(req, result, pidfd); error != 0) {
+      ::kill(result.pid, SIGKILL);
+      reap_failed_child(result.pid);
+      return failed(ec, step, error, spawn_step::clone);
     }
     ec.clear();
     step = spawn_step::none;
     return result;
   } catch (const std::bad_alloc&) {
-    ec.assign(ENOMEM, std::system_category());
-    step = spawn_step::none;
-    return std::nullopt;
+    return failed(ec, step, ENOMEM, spawn_step::none);
   }
 }
 

@@ -1,4 +1,4 @@
-// The parent side of a launch: turn a request into a child_plan, clone, read the error pipe.
+// The parent side of a launch: turn a request into a child_plan, clone, read the child's report.
 #pragma once
 
 #include "unique_fd.hpp"
@@ -24,17 +24,17 @@ struct launch_request {
   bool parent_death_kill = false;
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
-  bool want_pidfd = true;      // false: the caller watches the exit without a pidfd
-  bool use_close_range = true; // false: walk /proc/self/fd (test switch)
+  bool want_pidfd = true; // false: the caller watches the exit without a pidfd
 };
 
 struct launch_result {
   pid_t pid = 0;
-  unique_fd pidfd; // empty when not wanted or not available
+  unique_fd pidfd; // empty when not wanted or not available; never in 0..2
 };
 
 // Launches the child. On failure returns nullopt with `ec` set and `step` naming the failed step
-// (in the parent or, through the error pipe, in the child); a child that failed was reaped.
+// (in the parent or, through the report it writes, in the child); a child that failed was
+// reaped (so is one whose pidfd cannot be moved above fd 2: EMFILE at step clone).
 std::optional<launch_result> launch(const launch_request& request, std::error_code& ec,
                                     spawn_step& step) noexcept;
 

@@ -37,15 +37,25 @@
 //                      without disconnecting (the worker then sees its parent die)
 //   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
 //                      the error it gets
+//   spawn-fds          opens a descriptor without CLOEXEC, spawn_sync()s itself as "fds" and
+//                      prints what that child printed (or "error STEP CODE")
+//   stack-retry        in a new thread: spawn() with RLIMIT_AS at the current size, then again
+//                      with the limit restored; prints "first CODE", "second CODE", "exit N"
+//                      (prints "skip" under sanitizers, which reserve huge address ranges)
+//   pidfd-fd0          closes fd 0, spawn()s itself ("exit 0", stdio on fd 2), prints "fd0 open"
+//                      or "fd0 closed" while the child runs, then "exit N"
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
 #include <childproc/fork.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "order.hpp"
+
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -292,6 +302,67 @@ int run(int argc, char** argv) {
       say(1, std::string(childproc::to_string(e.step())) + " " + std::to_string(e.code().value()) +
                  "\n");
     }
+    return 0;
+  }
+  if (mode == "spawn-fds") {
+    const int leaky = ::open("/dev/null", O_RDONLY); // no O_CLOEXEC: the sweep must catch it
+    try {
+      auto r = childproc::spawn_sync(argv[0], {"fds"});
+      say(1, r.out);
+    } catch (const childproc::process_error& e) {
+      say(1, "error " + std::string(childproc::to_string(e.step())) + " " +
+                 std::to_string(e.code().value()) + "\n");
+    }
+    ::close(leaky);
+    return 0;
+  }
+  if (mode == "stack-retry") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return say(1, "skip\n"), 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    return say(1, "skip\n"), 0;
+#endif
+#endif
+    std::thread([&] {
+      boost::asio::io_context io;
+      const childproc::spawn_options quiet{
+          .stdio = {childproc::stdio::ignore, childproc::stdio::ignore, childproc::stdio::ignore}};
+      std::string warm(100000, 'w'); // this thread's malloc arena exists before the limit
+      std::ifstream statm("/proc/self/statm");
+      unsigned long pages = 0;
+      statm >> pages;
+      rlimit saved{};
+      ::getrlimit(RLIMIT_AS, &saved);
+      rlimit tight = saved;
+      tight.rlim_cur = pages * static_cast<unsigned long>(::sysconf(_SC_PAGESIZE));
+      ::setrlimit(RLIMIT_AS, &tight); // no new mapping fits now
+      std::error_code ec;
+      childproc::spawn(io, argv[0], {"exit", "0"}, quiet, ec);
+      ::setrlimit(RLIMIT_AS, &saved);
+      say(1, "first " + std::to_string(ec.value()) + "\n");
+      auto child = childproc::spawn(io, argv[0], {"exit", "0"}, quiet, ec);
+      say(1, "second " + std::to_string(ec.value()) + "\n");
+      if (!ec)
+        child.on_exit([](std::optional<int> code, std::optional<int>) {
+          say(1, "exit " + std::to_string(code.value_or(-1)) + "\n");
+        });
+      io.run();
+    }).join();
+    return 0;
+  }
+  if (mode == "pidfd-fd0") {
+    boost::asio::io_context io;
+    boost::asio::posix::stream_descriptor reactor_now(io); // Asio's own fds exist before
+    ::close(0);
+    auto child = childproc::spawn(
+        io, argv[0], {"exit", "0"},
+        {.stdio = {childproc::stdio::fd(2), childproc::stdio::fd(2), childproc::stdio::fd(2)}});
+    say(1, ::fcntl(0, F_GETFD) >= 0 ? "fd0 open\n" : "fd0 closed\n");
+    child.on_exit([](std::optional<int> code, std::optional<int>) {
+      say(1, "exit " + std::to_string(code.value_or(-1)) + "\n");
+    });
+    io.run();
     return 0;
   }
   return 2;

@@ -133,6 +133,42 @@ TEST_CASE("spawn never waits for an unrelated process", "[launcher]") {
   CHECK(test::zombie_children() == 0);
 }
 
+// Before the fix: PR_GET_DUMPABLE was 0 after the spawn: setuid in a CLONE_VM child ran
+// set_dumpable on the memory it shared with the parent.
+TEST_CASE("uid and gid leave the parent dumpable", "[launcher][credentials]") {
+  if (::geteuid() != 0) {
+    WARN("not root: uid/gid change cannot be tested");
+    return;
+  }
+  REQUIRE(::prctl(PR_GET_DUMPABLE) == 1);
+  auto o = test::run_helper({"ids"}, {.uid = 65534, .gid = 65534});
+  const int dumpable = ::prctl(PR_GET_DUMPABLE);
+  ::prctl(PR_SET_DUMPABLE, 1); // whatever happened, the other tests see a dumpable process
+  CHECK(o.out == "65534 65534\n");
+  CHECK(o.exit_code == 0);
+  CHECK(dumpable == 1);
+}
+
+// Before the fix: the sleeper was still alive 10 s after its parent died: the credential change
+// cleared the parent-death signal set before it.
+TEST_CASE("kill_on_parent_death holds with uid and gid", "[launcher][credentials][lifetime]") {
+  if (::geteuid() != 0) {
+    WARN("not root: uid/gid change cannot be tested");
+    return;
+  }
+  auto r = childproc::spawn_sync(test::helper, {"spawn-sleeper-as", "65534"});
+  REQUIRE(r.status == 0);
+  INFO("helper printed: " << r.out);
+  const pid_t sleeper = std::stoi(r.out);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (test::alive(sleeper) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const bool survived = test::alive(sleeper);
+  if (survived)
+    ::kill(sleeper, SIGKILL);
+  CHECK_FALSE(survived);
+}
+
 // Before the fix: "first 12", "second 12": the thread's stack holder was constructed once, and a
 // failed mmap stayed failed for the life of the thread.
 TEST_CASE("a failed stack mmap is retried on the next launch", "[launcher][errors]") {

@@ -3,13 +3,12 @@
 // Protocol
 // --------
 // The parent blocks every signal (glibc's internal ones included), zeroes the child_report in
-// its per-thread shared page and calls clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD) with
-// child_main on a stack of its own. The parent thread is
+// its per-thread shared page and calls clone(CLONE_VFORK | CLONE_PIDFD), with CLONE_VM unless
+// the launch changes uid/gid, with child_main on a stack of its own. The parent thread is
 // suspended until the child execs or exits. The child then, in this order:
-//   1. resets every signal disposition to SIG_DFL (the mask stays full until step 7, so no
+//   1. resets every signal disposition to SIG_DFL (the mask stays full until step 8, so no
 //      handler of the parent can run here on shared memory);
-//   2. setsid() / setpgid() / prctl(PR_SET_PDEATHSIG) when asked (then exits if the parent died
-//      before the prctl took effect);
+//   2. setsid() / setpgid() when asked;
 //   3. places the stdio sources in slots 0..n-1: first every source that is itself below n and
 //      not already in place is moved above n with F_DUPFD_CLOEXEC, then each slot is dup3'ed
 //      (or, when the source is already in its slot, has its CLOEXEC cleared). This order makes
@@ -19,8 +18,10 @@
 //   5. chdir(cwd);
 //   6. setgroups(0) (its failure is ignored: dropping groups needs privilege) / setgid / setuid
 //      when asked;
-//   7. clears the signal mask;
-//   8. execve()s each PATH candidate with execvp's rules (ENOENT, ENOTDIR, ... go on to the
+//   7. prctl(PR_SET_PDEATHSIG) when asked: after step 6, because a credential change clears it;
+//      then exits if the parent died before the prctl took effect;
+//   8. clears the signal mask;
+//   9. execve()s each PATH candidate with execvp's rules (ENOENT, ENOTDIR, ... go on to the
 //      next; EACCES is remembered; ENOEXEC runs the file through /bin/sh).
 // On any failure it writes {errno, step} into the report and _exits with 127. When the clone
 // returns, the parent reads the report: error 0 means the exec happened. There is no pipe, so
@@ -204,6 +205,7 @@ void change_credentials(const child_plan& plan) noexcept {
   }
 }
 
+// After change_credentials: the kernel clears the parent-death signal on a credential change.
 void arm_parent_death_signal(const child_plan& plan) noexcept {
   if (!plan.parent_death_kill)
     return;
@@ -246,11 +248,11 @@ int child_main(void* arg) noexcept {
   const child_plan& plan = *static_cast<const child_plan*>(arg);
   reset_signal_dispositions();
   join_session_or_group(plan);
-  arm_parent_death_signal(plan);
   place_stdio(plan);
   cloexec_above(plan);
   change_directory(plan);
   change_credentials(plan);
+  arm_parent_death_signal(plan);
   unsigned long empty_mask = 0;
   sys(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&empty_mask), 0, sizeof empty_mask);
   exec_candidates(plan);

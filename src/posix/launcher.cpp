@@ -2,7 +2,8 @@
 //
 // Why clone(CLONE_VM | CLONE_VFORK) and not fork(): the child shares the parent's memory until
 // it execs, so the cost does not grow with the parent's size (no page tables are copied), which
-// is what glibc's posix_spawn does too.
+// is what glibc's posix_spawn does too. A launch that changes uid/gid leaves out CLONE_VM: the
+// kernel's commit_creds marks the *memory* non-dumpable, which under CLONE_VM is the parent's.
 // Why not posix_spawn itself: glibc 2.36 cannot hand back a pidfd atomically (pidfd_spawn came in
 // 2.39), cannot report which step failed, and has no setuid/setgid or parent-death signal; one
 // path that does all of that keeps the launcher small.
@@ -168,7 +169,9 @@ long clone_child(int flags, void* stack_top, child_plan* plan, int* pidfd) noexc
 // One clone with every signal blocked; retried without CLONE_PIDFD on a kernel that lacks it.
 long clone_with_plan(const launch_request& req, launch_area& area, child_plan& plan,
                      int& pidfd) noexcept {
-  const int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+  int flags = CLONE_VFORK | SIGCHLD;
+  if (!plan.set_uid && !plan.set_gid)
+    flags |= CLONE_VM;
   all_signals_blocked blocked;
   long r = clone_child(flags | (req.want_pidfd ? CLONE_PIDFD : 0), area.stack_top(), &plan, &pidfd);
   if (r == -EINVAL && req.want_pidfd)

@@ -37,6 +37,8 @@
 //                      without disconnecting (the worker then sees its parent die)
 //   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
 //                      the error it gets
+//   spawn-sleeper-as ID  spawn()s "/bin/sleep 30" as uid and gid ID with kill_on_parent_death,
+//                      prints its pid (or the error) and exits at once without waiting for it
 //   spawn-fds          opens a descriptor without CLOEXEC, spawn_sync()s itself as "fds" and
 //                      prints what that child printed (or "error STEP CODE")
 //   stack-retry        in a new thread: spawn() with RLIMIT_AS at the current size, then again
@@ -303,6 +305,20 @@ int run(int argc, char** argv) {
                  "\n");
     }
     return 0;
+  }
+  if (mode == "spawn-sleeper-as") {
+    boost::asio::io_context io;
+    const auto id = static_cast<unsigned>(std::atoi(argv[2]));
+    std::error_code ec;
+    auto child = childproc::spawn(
+        io, "/bin/sleep", {"30"},
+        {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore, childproc::stdio::ignore},
+         .uid = id,
+         .gid = id,
+         .kill_on_parent_death = true},
+        ec);
+    say(1, ec ? "error " + ec.message() + "\n" : std::to_string(*child.pid()) + "\n");
+    ::_exit(0);
   }
   if (mode == "spawn-fds") {
     const int leaky = ::open("/dev/null", O_RDONLY); // no O_CLOEXEC: the sweep must catch it

@@ -37,6 +37,9 @@
 //                      without disconnecting (the worker then sees its parent die)
 //   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
 //                      the error it gets
+//   watch-no-fd, hub-thread-fails, hub-thread-fails-orphan, stop-reports, sigchld-ignored,
+//   waitid-fails, exit-watch-read-once
+//                      the exit watcher's scenarios (tests/helpers/watcher_modes.hpp)
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -46,6 +49,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "order.hpp"
+#include "watcher_modes.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -294,6 +298,8 @@ int run(int argc, char** argv) {
     }
     return 0;
   }
+  if (const int code = watcher_modes::run(mode, argv[0]); code >= 0)
+    return code;
   return 2;
 }
 

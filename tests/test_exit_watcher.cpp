@@ -18,6 +18,15 @@ constexpr bool sanitized =
     false;
 #endif
 
+// The asan preset has UBSan too, whose vptr check needs a pipe of its own (to probe memory):
+// with every fd taken it reports valid objects as having an invalid vptr.
+constexpr bool ubsan_needs_fds =
+#if defined(__SANITIZE_ADDRESS__)
+    true;
+#else
+    false;
+#endif
+
 enum class watch { pidfd, sigchld };
 
 // Runs the helper in `mode` with the exit watch forced, and returns what it printed (with its
@@ -40,6 +49,10 @@ std::string run_scenario(const std::string& mode, watch w) {
 // Before the fix: "ec=24 events=\nchildren=1\n" (the child was launched, then the eventfd
 // failed: the error_code form returned EMFILE and left the child running, then a zombie).
 TEST_CASE("nothing can fail after the point of no return", "[exit][watcher]") {
+  if (ubsan_needs_fds) {
+    WARN("skipped: the sanitizer runtime needs fds of its own, and this scenario leaves none");
+    return;
+  }
   // SIGCHLD mode, with only the hub's self-pipe fitting under RLIMIT_NOFILE: the eventfd fails
   // before the launch, and the failure is Node's EMFILE event, with no child.
   CHECK(run_scenario("watch-no-fd", watch::sigchld) ==

@@ -24,37 +24,67 @@ child_state::~child_state() {
     watcher->orphan();
 }
 
-void child_state::launched(pid_t child_pid, posix::unique_fd pidfd,
-                           std::vector<posix::unique_fd> pipe_fds) {
-  pid = child_pid;
+void child_state::attach_pipes(std::vector<posix::unique_fd>& pipe_fds) {
   readers.resize(pipe_fds.size());
   for (std::size_t slot = 0; slot < pipe_fds.size(); ++slot) {
     if (!pipe_fds[slot])
       continue;
+    // The fd is released only once a stream holds it: a failed registration leaves it owned.
     if (slot == 0) {
-      in.reset(new writable_stream(*this, executor, pipe_fds[slot].release()));
+      in.reset(new writable_stream(*this, executor, pipe_fds[slot].get()));
     } else {
       readers[slot].reset(
-          new readable_stream(*this, static_cast<int>(slot), executor, pipe_fds[slot].release()));
+          new readable_stream(*this, static_cast<int>(slot), executor, pipe_fds[slot].get()));
       ++open_readers;
     }
+    pipe_fds[slot].release();
   }
+}
+
+void child_state::prepare_exit_watch() {
   // After the pipes: output the child writes before it exits then becomes ready before its exit.
-  watcher.emplace(executor, child_pid, std::move(pidfd));
-  asio::post(executor, [self = shared_from_this()] { self->start(); });
+  watcher.emplace(executor, posix::pidfd_enabled());
+}
+
+std::error_code child_state::launched(pid_t child_pid, posix::unique_fd pidfd) noexcept {
+  if (auto ec = watcher->attach(child_pid, std::move(pidfd)))
+    return ec;     // the child is gone (killed and reaped)
+  pid = child_pid; // before the post: start() may run on another thread at once
+  try {
+    asio::post(executor, [self = shared_from_this()] { self->start(); });
+  } catch (...) { // std::bad_alloc: the only failure left after the clone
+    pid = 0;
+    watcher->kill_and_reap();
+    return {ENOMEM, std::system_category()};
+  }
+  return {};
 }
 
 void child_state::launch_failed(process_error error) {
   launch_error.emplace(std::move(error));
-  asio::post(executor, [self = shared_from_this()] {
-    // Node: exitCode is the negative errno; 'error', then 'close'; no 'spawn', no 'exit'.
-    self->status.emplace();
-    self->status->code = -self->launch_error->code().value();
-    self->emit_error(*self->launch_error);
-    self->exit_delivered = true; // there is no `exit` to wait for
-    self->complete_waiters();
-    self->maybe_close();
-  });
+  watcher.reset(); // never attached
+  if (in)
+    in->close_now(); // writes fail with EPIPE, as on a pipe the child closed
+  asio::post(executor, [self = shared_from_this()] { self->report_launch_failure(); });
+}
+
+void child_state::abandon() noexcept {
+  watcher.reset();
+  if (in)
+    in->close_now();
+}
+
+void child_state::report_launch_failure() {
+  // Node: exitCode is the negative errno; 'error', then 'close'; no 'spawn', no 'exit'.
+  status.emplace();
+  status->code = -launch_error->code().value();
+  emit_error(*launch_error);
+  for (auto& r : readers)
+    if (r)
+      r->finish();       // never read: `end`, and `close` no longer waits for it
+  exit_delivered = true; // there is no `exit` to wait for
+  complete_waiters();
+  maybe_close();
 }
 
 void child_state::start() {

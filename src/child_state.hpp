@@ -26,11 +26,19 @@ struct child_state : std::enable_shared_from_this<child_state> {
               const spawn_options& options);
   ~child_state();
 
-  // After a successful launch: takes the pid and pidfd, wraps the parent's pipe ends
-  // (pipe_fds[i] >= 0 for pipe slots), and posts start().
-  void launched(pid_t pid, posix::unique_fd pidfd, std::vector<posix::unique_fd> pipe_fds);
-  // After a launch failure that Node reports as events: posts the error and close events.
+  // Before the launch, everything that can fail (each throws): the streams over the parent's
+  // pipe ends (valid for pipe slots; taken as they are wrapped), the exit watch.
+  void attach_pipes(std::vector<posix::unique_fd>& pipe_fds);
+  void prepare_exit_watch();
+  // After a successful launch: takes the pid and posts start(). Only the registration of a pidfd
+  // (made by the clone) and the post's allocation can fail: the child is then killed and reaped,
+  // and the error returned.
+  std::error_code launched(pid_t pid, posix::unique_fd pidfd) noexcept;
+  // After a launch failure that Node reports as events: the error, the streams' ends (they were
+  // made, and end without data; stdin writes fail with EPIPE), then close.
   void launch_failed(process_error error);
+  // A state whose launch failure is thrown instead: lets go of the watch and the input.
+  void abandon() noexcept;
 
   void start();
   void wait_for_exit();
@@ -87,6 +95,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
 
   asio::steady_timer timeout_timer;
   asio::steady_timer escalation_timer;
+
+  void report_launch_failure();
 };
 
 // Handlers may add handlers while being called: call by index over the list as it was.

@@ -5,6 +5,8 @@
 
 #include <childproc/spawn.hpp>
 
+#include <boost/system/system_error.hpp>
+
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -209,6 +211,57 @@ void ignore_sigpipe_once() {
   });
 }
 
+// An exception from the setup before the launch, as an error code: errno values in the system
+// category (std::thread reports EAGAIN in the generic one), Asio's too.
+std::error_code current_exception_code() {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return {ENOMEM, std::system_category()};
+  } catch (const std::system_error& e) {
+    const bool is_errno = e.code().category() == std::generic_category() ||
+                          e.code().category() == std::system_category();
+    return is_errno ? std::error_code(e.code().value(), std::system_category()) : e.code();
+  } catch (const boost::system::system_error& e) {
+    return {e.code().value(), std::system_category()};
+  }
+}
+
+// Everything that can fail, before the point of no return: the state, its streams over the
+// parent's pipe ends, the exit watch, the queued input. A failure sets `ec` and `step`; the
+// state is returned when it can still report the failure as events. When prepare() already
+// failed (`ec` set), makes only the state and the streams of the pipes made.
+std::shared_ptr<detail::child_state> make_state(const asio::any_io_executor& ex, prepared& p,
+                                                const spawn_options& options, std::error_code& ec,
+                                                spawn_step& step) {
+  std::shared_ptr<detail::child_state> state;
+  const spawn_step failed_step = step;
+  try {
+    state = std::make_shared<detail::child_state>(ex, p.file, p.argv, options);
+    step = spawn_step::pipe;
+    state->attach_pipes(p.parent_ends);
+    if (ec) { // prepare() failed (EMFILE...): only the streams made so far, for the events
+      step = failed_step;
+      return state;
+    }
+    step = spawn_step::clone; // the exit watch is part of making the child
+    state->prepare_exit_watch();
+    step = spawn_step::none;
+    if (!options.input.empty()) {
+      // A child that exits without reading its input is not an error: the result is ignored.
+      state->in->write(options.input);
+      state->in->end();
+    }
+    return state;
+  } catch (...) {
+    if (!ec)
+      ec = current_exception_code();
+    else
+      step = failed_step;
+  }
+  return state;
+}
+
 // One implementation for both forms: the handle, or an empty one with `failure` set.
 child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
                          std::vector<std::string> args, const spawn_options& options,
@@ -220,33 +273,35 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
   const std::string requested_file = file;
   const std::vector<std::string> requested_args = args;
   prepare(p, std::move(file), std::move(args), options, ec, step);
-  std::optional<detail::posix::launch_result> launched;
+  std::shared_ptr<detail::child_state> state;
+  if (!ec || is_event_error(ec, step))
+    state = make_state(ex, p, options, ec, step);
   if (!ec) {
-    if (p.parent_ends[0])
+    if (state->in)
       ignore_sigpipe_once();
-    launched = detail::posix::launch(p.request, ec, step);
+    auto launched = detail::posix::launch(p.request, ec, step);
+    // The point of no return. Only the pidfd's registration and the post of start() can fail
+    // from here on, and then the child was killed and reaped.
+    if (launched) {
+      ec = state->launched(launched->pid, std::move(launched->pidfd));
+      if (ec)
+        step = spawn_step::clone;
+    }
   }
   p.child_ends.clear(); // the child has its copies now (or never will)
   p.dev_null.reset();
 
-  if (ec && !is_event_error(ec, step)) {
+  if (ec && (!state || !is_event_error(ec, step))) {
+    if (state)
+      state->abandon();
     const std::string& path = p.file.empty() ? requested_file : p.file;
     failure.emplace(ec, "spawn " + path, path,
                     p.argv.empty() ? requested_args : args_after_argv0(p.argv), step);
     return {};
   }
-  auto state = std::make_shared<detail::child_state>(ex, p.file, p.argv, options);
-  if (ec) {
+  if (ec)
     state->launch_failed(
         process_error(ec, "spawn " + p.file, p.file, args_after_argv0(p.argv), step));
-  } else {
-    state->launched(launched->pid, std::move(launched->pidfd), std::move(p.parent_ends));
-    if (!options.input.empty()) {
-      // A child that exits without reading its input is not an error: the result is ignored.
-      state->in->write(options.input);
-      state->in->end();
-    }
-  }
   return child_process(std::move(state));
 }
 
@@ -264,6 +319,8 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
     ec = std::make_error_code(std::errc::not_enough_memory);
   } catch (const std::system_error& e) {
     ec = e.code();
+  } catch (const boost::system::system_error& e) {
+    ec = e.code(); // not a std::system_error
   }
   return {};
 }

@@ -121,7 +121,9 @@ public:
   /// The full argv, argv[0] included (Node's spawnargs).
   const std::vector<std::string>& spawn_args() const;
 
-  /// The stdin pipe. Throws std::logic_error when slot 0 is not a pipe.
+  /// The stdin pipe. Throws std::logic_error when slot 0 is not a pipe. After a launch failure
+  /// reported as events (ENOENT, EACCES, ...) the pipes still exist: stdin is closed (writes fail
+  /// with EPIPE) and the others end without data (`on_end`, after `error`, before `close`).
   writable_stream& in();
   /// The stdout / stderr pipes. Throw std::logic_error when the slot is not a pipe.
   readable_stream& out();

@@ -7,6 +7,9 @@
 //    waitid(P_PID, WNOWAIT) shows the child exited.
 // Detection never reaps: reaping happens on the owner's executor through reap(), so kill() on the
 // same executor can never signal a pid that was reaped and reused in between.
+//
+// A watcher is made in two steps around the launch: the constructor does everything that can
+// fail (before any child exists), attach() takes the pid once the child runs.
 #pragma once
 
 #include "unique_fd.hpp"
@@ -16,7 +19,9 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
+#include <csignal>
 #include <cstdint>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <system_error>
 
@@ -24,14 +29,22 @@ namespace childproc::detail::posix {
 
 class exit_watcher {
 public:
-  // Takes the pidfd when valid; otherwise registers the pid with the SIGCHLD hub.
-  // Throws std::system_error when neither is possible (no eventfd could be made).
-  exit_watcher(const boost::asio::any_io_executor& ex, pid_t pid, unique_fd pidfd);
+  // Before the launch. Without a pidfd: makes the SIGCHLD hub (on first use), an eventfd
+  // registered with the executor's reactor, and the hub's slot for the child. Throws
+  // std::system_error, boost::system::system_error or std::bad_alloc.
+  exit_watcher(const boost::asio::any_io_executor& ex, bool use_pidfd);
   ~exit_watcher();
   exit_watcher(const exit_watcher&) = delete;
   exit_watcher& operator=(const exit_watcher&) = delete;
 
   bool uses_pidfd() const noexcept { return uses_pidfd_; }
+
+  // After the launch: starts watching `pid`. Cannot fail without a pidfd. A pidfd's
+  // registration with the reactor can (it only exists after the clone): the child is then
+  // killed and reaped, and the error returned.
+  std::error_code attach(pid_t pid, unique_fd pidfd) noexcept;
+  // For a failure after attach() but before the owner watches: kills and reaps the child.
+  void kill_and_reap() noexcept;
 
   // Waits until the child has exited (not reaped yet); completes on the executor. The handler
   // gets a boost::system::error_code (operation_aborted when the watcher is destroyed).
@@ -41,8 +54,9 @@ public:
                    std::forward<Handler>(handler));
   }
 
-  // Reaps the child without blocking. Returns false while it is still running; `unknown` in the
-  // status means someone else reaped it (ECHILD). With keep_zombie, reads the status but leaves
+  // Reaps the child without blocking. Returns false while it is still running (or while waitid
+  // fails otherwise than with ECHILD: nothing is known then); `unknown` in the status means
+  // someone else reaped it (ECHILD). With keep_zombie, reads the status but leaves
   // the child a zombie (WNOWAIT), so its pid (and the group id it leads) cannot be reused until
   // reap_zombie(); exited() is then true and reaped() false.
   bool try_reap(exit_status& status, bool keep_zombie = false) noexcept;
@@ -56,11 +70,15 @@ public:
   bool reaped() const noexcept { return reaped_; }
 
   // Called by the owner when it goes away before the child was reaped: the SIGCHLD hub takes
-  // over the reaping so no zombie is left.
+  // over the reaping so no zombie is left. Not when SIGCHLD is ignored (SIG_IGN or
+  // SA_NOCLDWAIT): the kernel reaps then. Where the hub cannot be made (no thread, no fds), the
+  // child stays a zombie until this process ends.
   void orphan() noexcept;
 
 private:
-  pid_t pid_;
+  long wait(siginfo_t& info, int options, rusage* usage) noexcept;
+
+  pid_t pid_ = 0; // 0 until attach()
   bool uses_pidfd_ = false;
   bool reaped_ = false;
   bool exited_ = false;
@@ -68,7 +86,11 @@ private:
   boost::asio::posix::stream_descriptor fd_;
 };
 
-// Whether the pidfd path is enabled (CHILDPROC_EXIT_WATCH=sigchld disables it, for tests).
+// Whether the pidfd path is used: the kernel has pidfds with waitid(P_PIDFD), and
+// CHILDPROC_EXIT_WATCH=sigchld (for tests) does not disable it. Decided once per process.
 bool pidfd_enabled() noexcept;
+
+// Kills (SIGKILL) and reaps a child that was launched but cannot be watched.
+void kill_and_reap(pid_t pid) noexcept;
 
 } // namespace childproc::detail::posix

@@ -46,6 +46,9 @@
 //                      (prints "skip" under sanitizers, which reserve huge address ranges)
 //   pidfd-fd0          closes fd 0, spawn()s itself ("exit 0", stdio on fd 2), prints "fd0 open"
 //                      or "fd0 closed" while the child runs, then "exit N"
+//   watch-no-fd, hub-thread-fails, hub-thread-fails-orphan, stop-reports, sigchld-ignored,
+//   waitid-fails, exit-watch-read-once
+//                      the exit watcher's scenarios (tests/helpers/watcher_modes.hpp)
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -56,6 +59,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "order.hpp"
+#include "watcher_modes.hpp"
 
 #include <sys/resource.h>
 
@@ -381,6 +385,8 @@ int run(int argc, char** argv) {
     io.run();
     return 0;
   }
+  if (const int code = watcher_modes::run(mode, argv[0]); code >= 0)
+    return code;
   return 2;
 }
 

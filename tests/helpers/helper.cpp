@@ -344,6 +344,9 @@ int run(int argc, char** argv) {
     return say(1, "skip\n"), 0;
 #endif
 #endif
+    // The process-wide state (the SIGCHLD hub's thread in that mode) exists before the limit:
+    // only this new thread's launch area is left to map under it.
+    childproc::spawn_sync(argv[0], {"exit", "0"});
     std::thread([&] {
       boost::asio::io_context io;
       const childproc::spawn_options quiet{

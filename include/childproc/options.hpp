@@ -67,8 +67,15 @@ private:
 /// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
 using env_map = std::map<std::string, std::optional<std::string>, std::less<>>;
 
-/// The parent's environment as an env_map (a snapshot of `environ`).
+/// The parent's environment as an env_map (a snapshot of `environ`). Entries without a name
+/// ("=x", which execve allows) or without '=' are left out: no variable can be made of them.
 env_map current_env();
+
+/// The longest `timeout` and `kill_after` (about 292 years: what the library's timers count in
+/// nanoseconds). A longer one, such as milliseconds::max(), is rejected with
+/// errc::invalid_argument, as Node rejects a timeout of Infinity; zero means none.
+inline constexpr std::chrono::milliseconds max_timeout =
+    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max());
 
 /// Options of spawn(). Every field has Node's default.
 struct spawn_options {
@@ -106,14 +113,16 @@ struct spawn_options {
   /// args are joined with spaces, unquoted, and passed to `<shell> -c` as Node does.
   shell_choice shell = false;
 
-  /// Kill the child with kill_signal after this long. Default: zero, no timeout.
+  /// Kill the child with kill_signal after this long. Default: zero, no timeout. Negative or above
+  /// max_timeout: errc::invalid_argument.
   std::chrono::milliseconds timeout{0};
 
   /// The signal used by timeout, cancellation and kill_on_destroy. Default: SIGTERM.
   int kill_signal = SIGTERM;
 
   /// Beyond Node: after the library signalled the child with kill_signal (timeout, cancellation),
-  /// send SIGKILL if it is still running this long after. Default: zero, never escalate.
+  /// send SIGKILL if it is still running this long after. Default: zero, never escalate. Negative
+  /// or above max_timeout: errc::invalid_argument.
   std::chrono::milliseconds kill_after{0};
 
   /// Beyond Node: put the child in a process group: 0 makes a new group led by the child, a

@@ -54,8 +54,8 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
 
   void finish() {
     auto s = state.lock();
-    if (s && s->status)
-      result.status = *s->status;
+    if (s && s->status && !s->launch_error)
+      result.status = *s->status; // a launch failure has no status (Node: code is the errno name)
     if (s) {
       result.killed = s->killed;
       result.timed_out = s->timed_out;
@@ -70,6 +70,8 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
       ec = asio::error::operation_aborted;
     else if (result.timed_out)
       ec = make_error_code(errc::timed_out);
+    else if (result.status.unknown)
+      ec = make_error_code(errc::exit_status_unknown); // a failure must not pass for success
     else if (result.status.signal)
       ec = make_error_code(errc::killed);
     else if (result.status.code && *result.status.code != 0)

@@ -421,6 +421,23 @@ TEST_CASE("with use_future and use_awaitable a failed exec throws exec_error wit
   CHECK(deferred_result.status.code == 6);
 }
 
+// Before the fix: the sync form's out held 1880064 bytes when kill_after's SIGKILL came, and the
+// async form's child never saw EPIPE (drained until kill_after's SIGKILL: status.code empty).
+TEST_CASE("exec stops reading past max_buffer: the pipes are closed and kill_after escalates",
+          "[exec][max_buffer]") {
+  std::error_code ec;
+  auto sync = childproc::exec_file_sync(test::helper, {"stubborn-flood", "wait"},
+                                        {.kill_after = 500ms, .max_buffer = 1024}, ec);
+  CHECK(ec == std::errc::no_buffer_space);
+  CHECK(sync.out.size() <= 1024 + 256 * 1024);
+  CHECK(sync.status.signal == SIGKILL);
+  auto async =
+      exec_file(test::helper, {"stubborn-flood", "exit"}, {.kill_after = 2s, .max_buffer = 1024});
+  CHECK(async.ec == childproc::errc::max_buffer_exceeded);
+  CHECK(async.result.out.size() == 1024);
+  CHECK(async.result.status.code == EPIPE);
+}
+
 namespace {
 
 // Sets SIGCHLD to SIG_IGN (the kernel then reaps every child itself) and puts back the whole

@@ -242,8 +242,9 @@ auto async_exec_file(Target& target, std::string file, std::vector<std::string> 
 
 /// Node's execSync / execFileSync: run to the end on a private io_context. Return the result;
 /// throw exec_error on any failure (the error_code forms set `ec` and still return what was
-/// captured). `options.input` is written to stdin, which is then closed. max_buffer keeps what
-/// was read and fails with ENOBUFS, as Node's sync forms do.
+/// captured). `options.input` is written to stdin, which is then closed. Past max_buffer they
+/// keep what was read (at most one 256 KiB read more), close the output pipes, kill the child and
+/// fail with ENOBUFS, as Node's sync forms do.
 exec_result exec_sync(std::string command, exec_options options = {});
 exec_result exec_sync(std::string command, exec_options options, std::error_code& ec) noexcept;
 exec_result exec_file_sync(std::string file, std::vector<std::string> args = {},

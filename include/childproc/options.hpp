@@ -150,8 +150,11 @@ struct spawn_options {
   std::string input{};
 
   /// Largest number of bytes buffered per output stream by exec, exec_file and the sync forms
-  /// (Node's `maxBuffer`); past it the child is killed with kill_signal. Default: 1 MiB, Node's.
-  /// spawn() does not buffer and ignores it.
+  /// (Node's `maxBuffer`). Past it the child is killed with kill_signal (then SIGKILL after
+  /// kill_after) and its output pipes are closed, as Node does: a child that survives the signal
+  /// gets EPIPE/SIGPIPE on its next write and is never read for ever. The async forms keep exactly
+  /// max_buffer bytes; the sync forms keep what they read, which is at most one read (256 KiB)
+  /// more. Default: 1 MiB, Node's. spawn() does not buffer and ignores it.
   std::size_t max_buffer = 1024 * 1024;
 
   /// fork() only: the channel's protocol. Default: nullopt, which means node_json for a script

@@ -376,6 +376,7 @@ int run(int argc, char** argv) {
   if (mode == "devnull-emfile") {
     namespace stdio = childproc::stdio;
     boost::asio::io_context io;
+    boost::asio::steady_timer make_reactor(io); // Asio's fds exist before the limit is lowered
     const int lowest_free = ::fcntl(0, F_DUPFD, 0);
     ::close(lowest_free);
     const rlimit limit{static_cast<rlim_t>(lowest_free + 4), static_cast<rlim_t>(lowest_free + 4)};

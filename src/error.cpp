@@ -29,6 +29,8 @@ public:
       return "message too large";
     case errc::malformed_message:
       return "malformed message";
+    case errc::exit_status_unknown:
+      return "exit status unknown: reaped elsewhere";
     }
     return "unknown childproc error";
   }
@@ -100,6 +102,8 @@ std::string_view to_string(spawn_step step) noexcept {
     return "setuid";
   case spawn_step::execve:
     return "execve";
+  case spawn_step::open_dev_null:
+    return "open_dev_null";
   }
   return "unknown";
 }

@@ -1,6 +1,7 @@
 // exec / exec_file: spawn, buffer both output streams under max_buffer, and complete at `close`
 // with Node's error rules.
 #include "child_state.hpp"
+#include "output_limit.hpp"
 
 #include <childproc/exec.hpp>
 #include <childproc/spawn.hpp>
@@ -27,12 +28,13 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
   std::error_code launch_error;
 
   void collect(std::string& sink, const char* stream, std::string_view chunk) {
-    if (over_limit && !sync)
-      return; // Node stops reading both streams once the limit is hit
+    if (over_limit)
+      return; // both pipes are being closed (Node destroys both streams)
     if (sync) {
-      // The sync forms keep what they read, also past the limit (Node's spawnSync).
+      // The sync forms keep what they read, the read that passed the limit included (Node's
+      // spawnSync).
       sink.append(chunk);
-      if (sink.size() > max_buffer && !over_limit)
+      if (sink.size() > max_buffer)
         hit_limit(stream);
       return;
     }
@@ -48,14 +50,14 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
   void hit_limit(const char* stream) {
     over_limit = true;
     result.max_buffer_stream = stream;
-    if (auto s = state.lock(); s && s->library_can_signal())
-      s->kill_by_library();
+    if (auto s = state.lock())
+      stop_output(*s);
   }
 
   void finish() {
     auto s = state.lock();
-    if (s && s->status)
-      result.status = *s->status;
+    if (s && s->status && !s->launch_error)
+      result.status = *s->status; // a launch failure has no status (Node: code is the errno name)
     if (s) {
       result.killed = s->killed;
       result.timed_out = s->timed_out;
@@ -70,6 +72,8 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
       ec = asio::error::operation_aborted;
     else if (result.timed_out)
       ec = make_error_code(errc::timed_out);
+    else if (result.status.unknown)
+      ec = make_error_code(errc::exit_status_unknown); // a failure must not pass for success
     else if (result.status.signal)
       ec = make_error_code(errc::killed);
     else if (result.status.code && *result.status.code != 0)

@@ -12,8 +12,8 @@ env_map current_env() {
   env_map env;
   for (char** p = environ; p && *p; ++p) {
     const char* eq = std::strchr(*p, '=');
-    if (!eq)
-      continue;
+    if (!eq || eq == *p)
+      continue; // not a variable: spawn() would refuse it, and every inheriting spawn with it
     // The first definition wins, as getenv() sees it.
     env.emplace(std::string(*p, static_cast<std::size_t>(eq - *p)), std::string(eq + 1));
   }

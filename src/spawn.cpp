@@ -2,6 +2,7 @@
 #include "child_state.hpp"
 #include "posix/child_plan.hpp"
 #include "posix/launcher.hpp"
+#include "posix/unique_fd.hpp"
 
 #include <childproc/spawn.hpp>
 
@@ -62,51 +63,46 @@ struct prepared {
   unique_fd dev_null;
 };
 
-// Validates the options and builds everything the launch needs. Sets `ec` (and `step` for
-// failures in creating pipes) on failure.
-void prepare(prepared& p, std::string file, std::vector<std::string> args, const spawn_options& o,
-             std::error_code& ec, spawn_step& step) {
-  step = spawn_step::none;
-  const auto invalid = [&] { ec = make_error_code(errc::invalid_argument); };
-
-  const bool use_shell = o.shell.enabled();
-  if (file.empty() || has_nul(file))
-    return invalid();
+// What can be checked without a system call.
+bool valid_request(const std::string& file, const std::vector<std::string>& args,
+                   const spawn_options& o) noexcept {
+  if (file.empty() || has_nul(file) || has_nul(o.cwd) || (o.argv0 && has_nul(*o.argv0)))
+    return false;
   for (const auto& a : args)
     if (has_nul(a))
-      return invalid();
-  if (has_nul(o.cwd) || (o.argv0 && has_nul(*o.argv0)))
-    return invalid();
-  if (o.kill_signal <= 0 || o.kill_signal >= NSIG)
-    return invalid();
-  if (o.detached && o.process_group)
-    return invalid();
-  if (o.stdio.size() > static_cast<std::size_t>(detail::posix::max_stdio_slots))
-    return invalid();
-  if (o.timeout.count() < 0 || o.kill_after.count() < 0)
-    return invalid();
-  if (o.pipe_size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
-    return invalid();
+      return false;
+  // A duration past max_timeout would overflow the timer's nanoseconds and fire at once.
+  const auto valid_duration = [](std::chrono::milliseconds d) {
+    return d.count() >= 0 && d <= max_timeout;
+  };
+  return o.kill_signal > 0 && o.kill_signal < NSIG && !(o.detached && o.process_group) &&
+         o.stdio.size() <= static_cast<std::size_t>(detail::posix::max_stdio_slots) &&
+         valid_duration(o.timeout) && valid_duration(o.kill_after) &&
+         o.pipe_size <= static_cast<std::size_t>(std::numeric_limits<int>::max()) &&
+         !has_nul(o.shell.path());
+}
 
-  if (use_shell) {
-    std::string shell = o.shell.path();
-    if (has_nul(shell))
-      return invalid();
-    // Node: the file and the arguments joined by spaces, unquoted.
+// p.file and p.argv: the program, or the shell with Node's unquoted command line.
+void build_command(prepared& p, std::string file, std::vector<std::string> args,
+                   const spawn_options& o) {
+  if (o.shell.enabled()) {
     std::string command = file;
     for (const auto& a : args)
       command += ' ' + a;
-    p.argv = {o.argv0.value_or(shell), "-c", std::move(command)};
-    p.file = std::move(shell);
-  } else {
-    p.argv.reserve(args.size() + 1);
-    p.argv.push_back(o.argv0.value_or(file));
-    for (auto& a : args)
-      p.argv.push_back(std::move(a));
-    p.file = std::move(file);
+    p.argv = {o.argv0.value_or(o.shell.path()), "-c", std::move(command)};
+    p.file = o.shell.path();
+    return;
   }
+  p.argv.reserve(args.size() + 1);
+  p.argv.push_back(o.argv0.value_or(file));
+  for (auto& a : args)
+    p.argv.push_back(std::move(a));
+  p.file = std::move(file);
+}
 
-  // The environment: the parent's or the given one, then the overrides.
+// The environment (the parent's or the given one, then the overrides) and the exec candidates
+// found on its PATH. False for a variable that cannot be passed.
+bool build_env(prepared& p, const spawn_options& o) {
   env_map env = o.env ? *o.env : current_env();
   for (const auto& [name, value] : o.env_overrides)
     env[name] = value;
@@ -117,13 +113,108 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
     if (!value)
       continue; // Node leaves out variables whose value is undefined
     if (name.empty() || has_nul(name) || has_nul(*value) || name.find('=') != std::string::npos)
-      return invalid();
+      return false;
     if (name == "PATH")
       path_env = *value;
     envp.push_back(name + '=' + *value);
   }
-
   p.request.candidates = detail::posix::exec_candidates(p.file, path_env);
+  return true;
+}
+
+// A CLOEXEC pipe with both ends above stdio; the parent's end (the write end for slot 0) is
+// non-blocking for Asio, the child's stays blocking. Returns 0 or the errno.
+int make_pipe(int slot, std::size_t size, unique_fd& parent, unique_fd& child) noexcept {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) < 0)
+    return errno;
+  unique_fd read_end(detail::posix::above_stdio(fds[0]));
+  const int read_errno = errno;
+  unique_fd write_end(detail::posix::above_stdio(fds[1]));
+  if (!read_end || !write_end)
+    return read_end ? errno : read_errno;
+  parent = std::move(slot == 0 ? write_end : read_end);
+  child = std::move(slot == 0 ? read_end : write_end);
+  ::fcntl(parent.get(), F_SETFL, ::fcntl(parent.get(), F_GETFL) | O_NONBLOCK);
+  if (size > 0 && ::fcntl(parent.get(), F_SETPIPE_SZ, static_cast<int>(size)) < 0)
+    return errno;
+  return 0;
+}
+
+// One slot's source fd in the child. Sets `ec` and `step` on failure.
+void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t pipe_size,
+               std::error_code& ec, spawn_step& step) {
+  const int slot = static_cast<int>(i);
+  switch (spec.kind) {
+  case stdio_kind::pipe: {
+    unique_fd child;
+    if (const int err = make_pipe(slot, pipe_size, p.parent_ends[i], child)) {
+      ec.assign(err, std::system_category());
+      step = spawn_step::pipe;
+      return;
+    }
+    p.request.sources[i] = child.get();
+    p.child_ends.push_back(std::move(child));
+    return;
+  }
+  case stdio_kind::inherit:
+    // An inherited fd that the parent does not have open becomes /dev/null, as in libuv. (The
+    // library's own fds are all above 2, so an open one here is the application's.)
+    if (::fcntl(slot, F_GETFD) >= 0) {
+      p.request.sources[i] = slot;
+      return;
+    }
+    [[fallthrough]];
+  case stdio_kind::ignore:
+    if (!p.dev_null) {
+      p.dev_null.reset(detail::posix::above_stdio(::open("/dev/null", O_RDWR | O_CLOEXEC)));
+      if (!p.dev_null) {
+        ec.assign(errno, std::system_category());
+        step = spawn_step::open_dev_null;
+        return;
+      }
+    }
+    p.request.sources[i] = p.dev_null.get();
+    return;
+  case stdio_kind::fd:
+    if (spec.fd < 0 || ::fcntl(spec.fd, F_GETFD) < 0) {
+      ec.assign(EBADF, std::system_category());
+      return;
+    }
+    p.request.sources[i] = spec.fd;
+    return;
+  }
+}
+
+// The stdio table: Node fills missing slots among 0..2 with pipes.
+void build_stdio(prepared& p, const spawn_options& o, std::error_code& ec, spawn_step& step) {
+  std::vector<stdio_spec> slots = o.stdio;
+  while (slots.size() < 3)
+    slots.push_back(stdio::pipe);
+  if (!o.input.empty() && slots[0] != stdio::pipe) {
+    ec = make_error_code(errc::invalid_argument); // input needs a stdin pipe
+    return;
+  }
+  p.request.sources.assign(slots.size(), -1);
+  p.parent_ends.resize(slots.size());
+  for (std::size_t i = 0; i < slots.size() && !ec; ++i)
+    make_slot(p, i, slots[i], o.pipe_size, ec, step);
+}
+
+// Validates the options and builds everything the launch needs. Sets `ec` (and `step` for
+// failures in creating pipes or opening /dev/null) on failure.
+void prepare(prepared& p, std::string file, std::vector<std::string> args, const spawn_options& o,
+             std::error_code& ec, spawn_step& step) {
+  step = spawn_step::none;
+  if (!valid_request(file, args, o)) {
+    ec = make_error_code(errc::invalid_argument);
+    return;
+  }
+  build_command(p, std::move(file), std::move(args), o);
+  if (!build_env(p, o)) {
+    ec = make_error_code(errc::invalid_argument);
+    return;
+  }
   p.request.argv = p.argv;
   p.request.cwd = o.cwd;
   p.request.new_session = o.detached;
@@ -132,68 +223,7 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   p.request.uid = o.uid;
   p.request.gid = o.gid;
   p.request.want_pidfd = detail::posix::pidfd_enabled();
-
-  // stdio: Node fills missing slots among 0..2 with pipes.
-  std::vector<stdio_spec> slots = o.stdio;
-  while (slots.size() < 3)
-    slots.push_back(stdio::pipe);
-  if (!o.input.empty() && slots[0] != stdio::pipe)
-    return invalid(); // input needs a stdin pipe
-  p.request.sources.assign(slots.size(), -1);
-  p.parent_ends.resize(slots.size());
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    const int slot = static_cast<int>(i);
-    switch (slots[i].kind) {
-    case stdio_kind::pipe: {
-      int fds[2];
-      if (::pipe2(fds, O_CLOEXEC) < 0) {
-        ec.assign(errno, std::system_category());
-        step = spawn_step::pipe;
-        return;
-      }
-      unique_fd read_end(fds[0]), write_end(fds[1]);
-      // The child's end stays blocking; the parent's end is non-blocking for Asio.
-      unique_fd& parent = slot == 0 ? write_end : read_end;
-      unique_fd& child = slot == 0 ? read_end : write_end;
-      ::fcntl(parent.get(), F_SETFL, ::fcntl(parent.get(), F_GETFL) | O_NONBLOCK);
-      if (o.pipe_size > 0 &&
-          ::fcntl(parent.get(), F_SETPIPE_SZ, static_cast<int>(o.pipe_size)) < 0) {
-        ec.assign(errno, std::system_category());
-        step = spawn_step::pipe;
-        return;
-      }
-      p.request.sources[i] = child.get();
-      p.parent_ends[i] = std::move(parent);
-      p.child_ends.push_back(std::move(child));
-      break;
-    }
-    case stdio_kind::inherit:
-      // An inherited fd that the parent does not have open becomes /dev/null, as in libuv.
-      if (::fcntl(slot, F_GETFD) >= 0) {
-        p.request.sources[i] = slot;
-        break;
-      }
-      [[fallthrough]];
-    case stdio_kind::ignore:
-      if (!p.dev_null) {
-        p.dev_null.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
-        if (!p.dev_null) {
-          ec.assign(errno, std::system_category());
-          step = spawn_step::pipe;
-          return;
-        }
-      }
-      p.request.sources[i] = p.dev_null.get();
-      break;
-    case stdio_kind::fd:
-      if (slots[i].fd < 0 || ::fcntl(slots[i].fd, F_GETFD) < 0) {
-        ec.assign(EBADF, std::system_category());
-        return;
-      }
-      p.request.sources[i] = slots[i].fd;
-      break;
-    }
-  }
+  build_stdio(p, o, ec, step);
 }
 
 void ignore_sigpipe_once() {

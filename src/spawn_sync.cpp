@@ -1,5 +1,6 @@
 // spawn_sync(): spawn() on a private io_context, run to the child's close.
 #include "child_state.hpp"
+#include "output_limit.hpp"
 
 #include <childproc/spawn.hpp>
 
@@ -20,12 +21,13 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
   bool over_limit = false;
   const auto collect = [&](std::string& sink) {
     return [&, max = options.max_buffer](std::string_view chunk) {
-      // Node keeps what it read, also past the limit, and kills the child once.
+      if (over_limit)
+        return; // the pipes are being closed: nothing more is kept
+      // Node keeps what it read, the read that passed the limit included.
       sink.append(chunk);
-      if (sink.size() > max && !over_limit) {
+      if (sink.size() > max) {
         over_limit = true;
-        if (state.running())
-          state.kill_by_library();
+        detail::stop_output(state);
       }
     };
   };

@@ -195,5 +195,15 @@ void writable_stream::close_now() {
   ending_ = false;
 }
 
+void readable_stream::stop_reading() {
+  boost::asio::post(fd_.get_executor(), [this, keep = owner_->shared_from_this()] {
+    if (!fd_.is_open())
+      return; // it reached EOF meanwhile
+    boost::system::error_code ignored;
+    fd_.close(ignored); // a pending wait ends with operation_aborted
+    owner_->reader_ended();
+  });
+}
+
 } // namespace v1
 } // namespace childproc

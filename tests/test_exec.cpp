@@ -4,6 +4,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -236,7 +237,7 @@ TEST_CASE("async_exec works with use_future", "[exec]") {
   auto bad = childproc::async_exec(io, "exit 2", {.cwd = "/"}, asio::use_future);
   io.run();
   CHECK(ok.get().out == "future\n");
-  CHECK_THROWS_AS(bad.get(), boost::system::system_error);
+  CHECK_THROWS_AS(bad.get(), childproc::exec_error);
 }
 
 TEST_CASE("async_exec works with use_awaitable", "[exec]") {
@@ -255,7 +256,7 @@ TEST_CASE("async_exec works with use_awaitable", "[exec]") {
         childproc::exec_options options{.cwd = "/"};
         try {
           co_await childproc::async_exec_file(ex, "/bin/sh", sh_args, options, asio::use_awaitable);
-        } catch (const boost::system::system_error& e) {
+        } catch (const childproc::exec_error& e) {
           failure = e.code();
         }
       },
@@ -335,4 +336,142 @@ TEST_CASE("the sync forms' timeout kills the child and says so", "[exec][sync][t
   CHECK(ec == std::errc::timed_out);
   CHECK(r.timed_out);
   CHECK(r.status.signal == SIGTERM);
+}
+
+// Before the fix: status.code was set (-2, Node's exitCode of -ENOENT) for all three.
+TEST_CASE("a launch failure is not an exit code", "[exec][errors]") {
+  std::error_code ec;
+  auto sync = childproc::exec_sync("true", {.shell = "/nonexistent/sh"}, ec);
+  CHECK(ec == std::errc::no_such_file_or_directory);
+  CHECK_FALSE(sync.pid);
+  CHECK_FALSE(sync.status.code);
+  CHECK_FALSE(sync.status.signal);
+  auto shell = exec("true", {.shell = "/nonexistent/sh"});
+  CHECK(shell.ec == boost::system::errc::no_such_file_or_directory);
+  CHECK_FALSE(shell.result.status.code);
+  auto file = exec_file("childproc-no-such-program", {});
+  CHECK(file.ec == boost::system::errc::no_such_file_or_directory);
+  CHECK_FALSE(file.result.status.code);
+  CHECK_FALSE(childproc::exec_error(file.ec, file.result).exit_code());
+}
+
+// Before the fix: use_future and use_awaitable threw a bare boost::system::system_error
+// ("child exited with a non-zero code"), without the exit code, cmd, stdout or stderr.
+TEST_CASE("with use_future and use_awaitable a failed exec throws exec_error with everything "
+          "Node's error carries",
+          "[exec][errors]") {
+  asio::io_context io;
+  auto future = childproc::async_exec(io, "echo out; echo err >&2; exit 3", asio::use_future);
+  std::optional<childproc::exec_error> awaited;
+  std::string awaited_ok;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        auto ok = co_await childproc::async_exec(ex, "echo fine", asio::use_awaitable);
+        awaited_ok = ok.out;
+        try {
+          co_await childproc::async_exec(ex, "echo partial; kill -9 $$", asio::use_awaitable);
+        } catch (const childproc::exec_error& e) {
+          awaited = e;
+        }
+      },
+      asio::detached);
+  // Callbacks and deferred keep (error_code, exec_result).
+  boost::system::error_code callback_ec, deferred_ec;
+  childproc::exec_result callback_result, deferred_result;
+  childproc::async_exec(io, "echo cb; exit 5",
+                        [&](boost::system::error_code ec, childproc::exec_result r) {
+                          callback_ec = ec;
+                          callback_result = std::move(r);
+                        });
+  auto op = childproc::async_exec(io, "exit 6", asio::deferred);
+  std::move(op)([&](boost::system::error_code ec, childproc::exec_result r) {
+    deferred_ec = ec;
+    deferred_result = std::move(r);
+  });
+  io.run();
+
+  bool thrown = false;
+  try {
+    future.get();
+  } catch (const childproc::exec_error& e) {
+    thrown = true;
+    CHECK(e.code() == childproc::errc::nonzero_exit);
+    CHECK(e.exit_code() == 3);
+    CHECK_FALSE(e.signal());
+    CHECK_FALSE(e.killed());
+    CHECK(e.cmd() == "echo out; echo err >&2; exit 3");
+    CHECK(e.result().out == "out\n");
+    CHECK(e.result().err == "err\n");
+    CHECK(std::string(e.what()) == "Command failed: echo out; echo err >&2; exit 3\nerr\n");
+  } catch (const std::exception& e) {
+    FAIL_CHECK("use_future threw something else: " << e.what());
+  }
+  CHECK(thrown);
+  CHECK(awaited_ok == "fine\n");
+  REQUIRE(awaited);
+  CHECK(awaited->code() == childproc::errc::killed);
+  CHECK(awaited->signal() == SIGKILL);
+  CHECK(awaited->result().out == "partial\n");
+  CHECK(callback_ec == childproc::errc::nonzero_exit);
+  CHECK(callback_result.status.code == 5);
+  CHECK(callback_result.out == "cb\n");
+  CHECK(deferred_ec == childproc::errc::nonzero_exit);
+  CHECK(deferred_result.status.code == 6);
+}
+
+// Before the fix: the sync form's out held 1880064 bytes when kill_after's SIGKILL came, and the
+// async form's child never saw EPIPE (drained until kill_after's SIGKILL: status.code empty).
+TEST_CASE("exec stops reading past max_buffer: the pipes are closed and kill_after escalates",
+          "[exec][max_buffer]") {
+  std::error_code ec;
+  auto sync = childproc::exec_file_sync(test::helper, {"stubborn-flood", "wait"},
+                                        {.kill_after = 500ms, .max_buffer = 1024}, ec);
+  CHECK(ec == std::errc::no_buffer_space);
+  CHECK(sync.out.size() <= 1024 + 256 * 1024);
+  CHECK(sync.status.signal == SIGKILL);
+  auto async =
+      exec_file(test::helper, {"stubborn-flood", "exit"}, {.kill_after = 2s, .max_buffer = 1024});
+  CHECK(async.ec == childproc::errc::max_buffer_exceeded);
+  CHECK(async.result.out.size() == 1024);
+  CHECK(async.result.status.code == EPIPE);
+}
+
+namespace {
+
+// Sets SIGCHLD to SIG_IGN (the kernel then reaps every child itself) and puts back the whole
+// previous action, flags and mask included (the SIGCHLD hub's handler in that mode).
+struct sigchld_ignored {
+  struct sigaction saved {};
+  sigchld_ignored() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGCHLD, &ignore, &saved);
+  }
+  ~sigchld_ignored() { ::sigaction(SIGCHLD, &saved, nullptr); }
+};
+
+} // namespace
+
+// Before the fix: exec_sync("exit 4") returned normally (no error) and so did async_exec.
+TEST_CASE("an exit status reaped elsewhere is an error for the exec forms", "[exec][errors]") {
+  std::error_code ec;
+  childproc::exec_result sync;
+  exec_outcome async;
+  // A first run makes the SIGCHLD hub (in that mode) before SIG_IGN is set, so that the guard
+  // replaces its handler and puts it back; what a hub made under SIG_IGN does is not this test's.
+  CHECK(childproc::exec_sync("true").status.code == 0);
+  {
+    sigchld_ignored guard;
+    sync = childproc::exec_sync("exit 4", {}, ec);
+    CHECK_THROWS_AS(childproc::exec_sync("exit 4"), childproc::exec_error);
+    async = exec("exit 4");
+  }
+  CHECK(ec == childproc::errc::exit_status_unknown);
+  CHECK(ec.message() == "exit status unknown: reaped elsewhere");
+  CHECK(sync.status.unknown);
+  CHECK(async.ec == childproc::errc::exit_status_unknown);
+  CHECK(async.ec.message() == "exit status unknown: reaped elsewhere");
+  CHECK(async.result.status.unknown);
 }

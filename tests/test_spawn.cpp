@@ -7,6 +7,8 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <spawn.h>
+#include <sstream>
 #include <sys/stat.h>
 #include <thread>
 
@@ -289,4 +291,105 @@ TEST_CASE("a refused setuid fails the spawn call with EPERM and the setuid step"
   // The helper drops to uid 65534, then asks to spawn as root.
   auto o = test::run_helper({"drop-and-spawn"});
   CHECK(o.out == "setuid " + std::to_string(EPERM) + "\n");
+}
+
+namespace {
+
+// Runs the helper with exactly `envp`: execve takes entries that no env_map can hold ("=x").
+std::string run_helper_with_envp(std::vector<std::string> args, std::vector<const char*> envp) {
+  int out[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  std::vector<char*> argv{const_cast<char*>(test::helper.c_str())};
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  const int spawned = ::posix_spawn(&pid, test::helper.c_str(), &actions, nullptr, argv.data(),
+                                    const_cast<char* const*>(envp.data()));
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; spawned == 0 && (n = ::read(out[0], buf, sizeof buf)) != 0;)
+    if (n > 0)
+      text.append(buf, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  if (spawned == 0)
+    ::waitpid(pid, &status, 0);
+  return text;
+}
+
+} // namespace
+
+// Before the fix: the child was killed at once (signal 15) and no error was reported, for
+// milliseconds::max() and 400 years alike (UBSan: signed overflow converting to nanoseconds).
+TEST_CASE("a timeout or kill_after too long for a timer is rejected, never fires at once",
+          "[spawn][timeout]") {
+  const std::chrono::milliseconds too_long[] = {
+      std::chrono::milliseconds::max(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::years(400))};
+  for (const auto d : too_long) {
+    for (const bool as_timeout : {true, false}) {
+      childproc::spawn_sync_options o;
+      (as_timeout ? o.timeout : o.kill_after) = d;
+      if (!as_timeout)
+        o.timeout = 50ms; // so that a library kill would start the escalation
+      std::error_code ec;
+      auto r = childproc::spawn_sync(test::helper, {"sleep", "200"}, o, ec);
+      CHECK(ec == childproc::errc::invalid_argument);
+      CHECK_FALSE(r.signal);
+      CHECK_FALSE(r.pid);
+      asio::io_context io;
+      CHECK_THROWS_AS(childproc::spawn(io, test::helper, {"sleep", "200"}, o),
+                      childproc::process_error);
+    }
+  }
+  // The longest ones a timer can count never fire early.
+  const auto longest =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::years(290));
+  auto r = childproc::spawn_sync(test::helper, {"sleep", "200"},
+                                 {.timeout = longest, .kill_after = longest});
+  CHECK(r.status == 0);
+  CHECK_FALSE(r.signal);
+  CHECK_FALSE(r.error);
+}
+
+// Before the fix: the helper printed
+// "error: spawn .../childproc_test_helper invalid argument" (every inheriting spawn threw).
+TEST_CASE("an inherited environ entry without a name is skipped, not an error", "[spawn][env]") {
+  CHECK(run_helper_with_envp({"env-nameless"}, {"=x", "A=1"}) == "1\n"); // execve keeps it
+  CHECK(run_helper_with_envp({"spawn-inherit"}, {"=x", "A=1"}) == "0\n");
+}
+
+// Before the fix: the helper printed "pipe EMFILE".
+TEST_CASE("a failed open of /dev/null names its own launch step", "[spawn][errors]") {
+  auto r = childproc::spawn_sync(test::helper, {"devnull-emfile"});
+  CHECK(r.out == "open_dev_null EMFILE\n");
+  CHECK(childproc::to_string(childproc::spawn_step::open_dev_null) == "open_dev_null");
+}
+
+// Before the fix: "spawn fd(1): child pipe:[...] parent pipe:[33985]": the parent's end of the
+// stdout pipe was made in fd 0 and kept there while the child ran.
+TEST_CASE("with fd 0 closed, an inherit of it is /dev/null and the library's fds stay above 2",
+          "[spawn][stdio]") {
+  auto r = childproc::spawn_sync(test::helper, {"stdin-closed"});
+  std::istringstream lines(r.out);
+  std::string sync_line, fd_line, inherit_line;
+  std::getline(lines, sync_line);
+  std::getline(lines, fd_line);
+  std::getline(lines, inherit_line);
+  CHECK(sync_line == "spawn_sync inherit: child /dev/null");
+  CHECK_THAT(fd_line, Catch::Matchers::StartsWith("spawn fd(1): child pipe:"));
+  CHECK_THAT(inherit_line, Catch::Matchers::StartsWith("spawn inherit: child /dev/null parent "));
+  // After spawn() returned, fd 0 is none of the pipes or /dev/null that spawn() made.
+  for (const auto& line : {fd_line, inherit_line}) {
+    const std::string parent = line.substr(line.find(" parent ") + 8);
+    CHECK_THAT(parent, !Contains("pipe:") && !Contains("/dev/null"));
+  }
+  CHECK(r.status == 0);
 }

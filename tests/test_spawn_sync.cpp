@@ -79,3 +79,24 @@ TEST_CASE("spawn_sync throws, or sets ec, for a bad cwd", "[spawn_sync][errors]"
   CHECK(ec == std::errc::no_such_file_or_directory);
   CHECK_FALSE(r.pid);
 }
+
+// Before the fix: out held 1884160 and 7458816 bytes when kill_after's SIGKILL finally came
+// (the pipes were read on past the limit; without kill_after, for ever: +2 GiB in 4 s).
+TEST_CASE("spawn_sync stops reading past max_buffer when the child survives kill_signal",
+          "[spawn_sync][max_buffer]") {
+  const auto start = std::chrono::steady_clock::now();
+  // The child ignores SIGTERM and SIGPIPE and keeps running after its writes fail: kill_after.
+  auto stubborn = childproc::spawn_sync(test::helper, {"stubborn-flood", "wait"},
+                                        {.kill_after = 500ms, .max_buffer = 1024});
+  CHECK(std::chrono::steady_clock::now() - start < 30s);
+  CHECK(stubborn.error == std::errc::no_buffer_space);
+  CHECK(stubborn.out.size() > 1024);
+  CHECK(stubborn.out.size() <= 1024 + 256 * 1024); // what was read, at most one read past it
+  CHECK(stubborn.signal == SIGKILL);
+  // The pipes are closed: the child's next write fails with EPIPE.
+  auto told = childproc::spawn_sync(test::helper, {"stubborn-flood", "exit"},
+                                    {.kill_after = 2s, .max_buffer = 1024});
+  CHECK(told.error == std::errc::no_buffer_space);
+  CHECK(told.status == EPIPE);
+  CHECK(told.out.size() <= 1024 + 256 * 1024);
+}

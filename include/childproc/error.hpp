@@ -25,6 +25,9 @@ enum class errc {
   channel_closed,       ///< the IPC channel or stream is closed
   message_too_large,    ///< an IPC frame is larger than the configured maximum
   malformed_message,    ///< an IPC frame could not be decoded
+  /// exec forms: the child's status was taken by someone else (SIGCHLD set to SIG_IGN, a foreign
+  /// waitpid(-1)), so success cannot be told from failure
+  exit_status_unknown,
 };
 
 /// The category of childproc::errc.
@@ -34,22 +37,23 @@ inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
 
-/// The step of a launch that failed. The parent-side steps (pipe, clone) fail in the calling
-/// process; the others fail in the child between fork and exec and are reported back through
-/// the launcher's error pipe.
+/// The step of a launch that failed. The parent-side steps (pipe, open_dev_null, clone) fail in
+/// the calling process; the others fail in the child between fork and exec and are reported back
+/// to the parent.
 enum class spawn_step {
-  none,      ///< not a launch step (argument validation, or after the launch)
-  pipe,      ///< creating the stdio pipes or opening /dev/null (parent)
-  clone,     ///< creating the child process (parent)
-  dup2,      ///< placing a stdio fd in its slot (child)
-  close_fds, ///< marking the fds not handed over as close-on-exec (child)
-  setsid,    ///< detached: starting a new session (child)
-  setpgid,   ///< process_group: joining or creating a process group (child)
-  pdeathsig, ///< kill_on_parent_death: prctl(PR_SET_PDEATHSIG) (child)
-  chdir,     ///< changing to cwd (child)
-  setgid,    ///< changing to gid (child)
-  setuid,    ///< changing to uid (child)
-  execve,    ///< executing the program (child)
+  none,          ///< not a launch step (argument validation, or after the launch)
+  pipe,          ///< creating the stdio pipes (parent)
+  clone,         ///< creating the child process (parent)
+  dup2,          ///< placing a stdio fd in its slot (child)
+  close_fds,     ///< marking the fds not handed over as close-on-exec (child)
+  setsid,        ///< detached: starting a new session (child)
+  setpgid,       ///< process_group: joining or creating a process group (child)
+  pdeathsig,     ///< kill_on_parent_death: prctl(PR_SET_PDEATHSIG) (child)
+  chdir,         ///< changing to cwd (child)
+  setgid,        ///< changing to gid (child)
+  setuid,        ///< changing to uid (child)
+  execve,        ///< executing the program (child)
+  open_dev_null, ///< opening /dev/null for an ignore slot, or an inherit of a closed fd (parent)
 };
 
 /// The step's name as it appears in messages ("chdir", "execve", ...).

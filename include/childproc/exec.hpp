@@ -16,6 +16,7 @@
 #include <boost/asio/post.hpp>
 
 #include <concepts>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,23 +30,26 @@ inline namespace v1 {
 /// What a finished exec run produced. Delivered on success and on failure alike: nothing
 /// captured is lost.
 struct exec_result {
-  std::string out{};               ///< stdout bytes (binary-safe)
-  std::string err{};               ///< stderr bytes
-  exit_status status{};            ///< code or signal, resource usage
-  std::optional<pid_t> pid{};      ///< empty when the launch failed
-  bool killed = false;             ///< a signal was delivered (by kill(), timeout or max_buffer)
-  bool timed_out = false;          ///< beyond Node: the timeout fired
-  std::string command{};           ///< Node's err.cmd: the command line, or file and args joined
+  std::string out{};          ///< stdout bytes (binary-safe)
+  std::string err{};          ///< stderr bytes
+  exit_status status{};       ///< code or signal, resource usage; neither after a failed launch
+  std::optional<pid_t> pid{}; ///< empty when the launch failed
+  bool killed = false;        ///< a signal was delivered (by kill(), timeout or max_buffer)
+  bool timed_out = false;     ///< beyond Node: the timeout fired
+  std::string command{};      ///< Node's err.cmd: the command line, or file and args joined
   std::string max_buffer_stream{}; ///< "stdout" or "stderr" when max_buffer was exceeded
 };
 
 /// The failure of an exec run, with everything Node's error carries (code, signal, killed, cmd,
 /// stdout, stderr) in result(). code() is:
-///  - the launch failure (ENOENT of a missing program for exec_file, a bad cwd, ...);
+///  - the launch failure (ENOENT of a missing program for exec_file or of a missing shell, a bad
+///    cwd, ...); result().status then has neither code nor signal: it is not an exit code;
 ///  - errc::max_buffer_exceeded for the async forms, ENOBUFS for the sync forms;
 ///  - errc::timed_out when the timeout killed the child;
 ///  - errc::killed when another signal ended it; errc::nonzero_exit for an exit code other than 0
 ///    (exec of a missing command is the shell's exit 127);
+///  - errc::exit_status_unknown when the status was reaped elsewhere (SIGCHLD set to SIG_IGN, a
+///    foreign waitpid(-1)): success cannot be told from failure;
 ///  - operation_aborted when the async operation was cancelled.
 class exec_error : public std::system_error {
 public:
@@ -66,10 +70,37 @@ private:
 };
 
 } // namespace v1
+} // namespace childproc
 
+namespace boost::asio {
+template <typename Allocator>
+class use_future_t;
+template <typename Executor>
+struct use_awaitable_t;
+} // namespace boost::asio
+
+namespace childproc {
 namespace detail {
 
 struct exec_run;
+
+// Tokens that throw what the first argument says: for an error_code, a bare system_error without
+// the result. They get void(std::exception_ptr, exec_result) instead, the exception an
+// exec_error that carries the result.
+template <class Token>
+struct throws_exec_error : std::false_type {};
+template <class Allocator>
+struct throws_exec_error<asio::use_future_t<Allocator>> : std::true_type {};
+template <class Executor>
+struct throws_exec_error<asio::use_awaitable_t<Executor>> : std::true_type {};
+
+template <class Token>
+inline constexpr bool throws_exec_error_v = throws_exec_error<std::decay_t<Token>>::value;
+
+template <class Token>
+using exec_signature =
+    std::conditional_t<throws_exec_error_v<Token>, void(std::exception_ptr, exec_result),
+                       void(boost::system::error_code, exec_result)>;
 
 // A pending exec completion, type-erased so that the run is compiled once.
 struct exec_completion {
@@ -77,7 +108,7 @@ struct exec_completion {
   virtual void complete(boost::system::error_code ec, exec_result result) = 0;
 };
 
-template <class Handler>
+template <class Handler, bool ThrowsExecError = false>
 struct exec_completion_for final : exec_completion {
   using work_executor = asio::associated_executor_t<Handler, asio::any_io_executor>;
   exec_completion_for(Handler&& h, const asio::any_io_executor& ex)
@@ -88,7 +119,16 @@ struct exec_completion_for final : exec_completion {
       slot.clear();
     auto ex = work.get_executor();
     work.reset();
-    asio::post(ex, asio::append(std::move(handler), ec, std::move(result)));
+    if constexpr (ThrowsExecError) {
+      // On failure the result travels in the exception (the value is not looked at then).
+      std::exception_ptr failure;
+      if (ec)
+        failure = std::make_exception_ptr(exec_error(ec, std::move(result)));
+      asio::post(ex, asio::append(std::move(handler), failure,
+                                  failure ? exec_result{} : std::move(result)));
+    } else {
+      asio::post(ex, asio::append(std::move(handler), ec, std::move(result)));
+    }
   }
   Handler handler;
   asio::executor_work_guard<work_executor> work;
@@ -111,11 +151,12 @@ void cancel_exec(const std::weak_ptr<exec_run>& run);
 template <class Token>
 auto initiate_exec(asio::any_io_executor ex, exec_request request, child_process* handle,
                    Token&& token) {
-  return asio::async_initiate<Token, void(boost::system::error_code, exec_result)>(
+  return asio::async_initiate<Token, exec_signature<Token>>(
       [](auto handler, asio::any_io_executor ex, exec_request request, child_process* handle) {
         using handler_type = std::decay_t<decltype(handler)>;
         auto slot = asio::get_associated_cancellation_slot(handler);
-        auto done = std::make_unique<exec_completion_for<handler_type>>(std::move(handler), ex);
+        auto done = std::make_unique<exec_completion_for<handler_type, throws_exec_error_v<Token>>>(
+            std::move(handler), ex);
         auto run = start_exec(ex, std::move(request), handle, std::move(done));
         if (slot.is_connected())
           slot.assign([weak = std::weak_ptr<exec_run>(run)](asio::cancellation_type) {
@@ -130,10 +171,19 @@ auto initiate_exec(asio::any_io_executor ex, exec_request request, child_process
 inline namespace v1 {
 
 /// Node's exec: runs `command` through `/bin/sh -c` (or options.shell when it names a shell),
-/// buffers stdout and stderr, and completes with void(error_code, exec_result) once the child
-/// has exited and its output ended (Node's callback). The second form also gives the child's
-/// handle in `child` as soon as it is launched (Node's return value), to stream, kill() or read
-/// the pid while it runs.
+/// buffers stdout and stderr, and completes once the child has exited and its output ended (Node's
+/// callback). The second form also gives the child's handle in `child` as soon as it is launched
+/// (Node's return value), to stream, kill() or read the pid while it runs.
+///
+/// The completion signature depends on the token, so that a failure never loses the result:
+///  - asio::use_future and asio::use_awaitable: void(std::exception_ptr, exec_result). The
+///    future or co_await gives the exec_result, or throws exec_error with the whole result (exit
+///    code, signal, killed, cmd, stdout, stderr), not the bare system_error they would make of an
+///    error_code.
+///  - every other token (callbacks, deferred, as_tuple, redirect_error, yield_context, ...):
+///    void(boost::system::error_code, exec_result); exec_error(ec, result) gives Node's error.
+///    The choice is made by the token given here: `deferred` later completed with use_future
+///    throws the bare system_error (use the two arguments, or as_tuple, there).
 ///
 /// Beyond Node, the child runs in a new process group unless options.process_group or
 /// options.detached says otherwise, so that a timeout or max_buffer kill reaches the shell's own
@@ -192,8 +242,9 @@ auto async_exec_file(Target& target, std::string file, std::vector<std::string> 
 
 /// Node's execSync / execFileSync: run to the end on a private io_context. Return the result;
 /// throw exec_error on any failure (the error_code forms set `ec` and still return what was
-/// captured). `options.input` is written to stdin, which is then closed. max_buffer keeps what
-/// was read and fails with ENOBUFS, as Node's sync forms do.
+/// captured). `options.input` is written to stdin, which is then closed. Past max_buffer they
+/// keep what was read (at most one 256 KiB read more), close the output pipes, kill the child and
+/// fail with ENOBUFS, as Node's sync forms do.
 exec_result exec_sync(std::string command, exec_options options = {});
 exec_result exec_sync(std::string command, exec_options options, std::error_code& ec) noexcept;
 exec_result exec_file_sync(std::string file, std::vector<std::string> args = {},

@@ -67,8 +67,15 @@ private:
 /// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
 using env_map = std::map<std::string, std::optional<std::string>, std::less<>>;
 
-/// The parent's environment as an env_map (a snapshot of `environ`).
+/// The parent's environment as an env_map (a snapshot of `environ`). Entries without a name
+/// ("=x", which execve allows) or without '=' are left out: no variable can be made of them.
 env_map current_env();
+
+/// The longest `timeout` and `kill_after` (about 292 years: what the library's timers count in
+/// nanoseconds). A longer one, such as milliseconds::max(), is rejected with
+/// errc::invalid_argument, as Node rejects a timeout of Infinity; zero means none.
+inline constexpr std::chrono::milliseconds max_timeout =
+    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max());
 
 /// Options of spawn(). Every field has Node's default.
 struct spawn_options {
@@ -106,14 +113,16 @@ struct spawn_options {
   /// args are joined with spaces, unquoted, and passed to `<shell> -c` as Node does.
   shell_choice shell = false;
 
-  /// Kill the child with kill_signal after this long. Default: zero, no timeout.
+  /// Kill the child with kill_signal after this long. Default: zero, no timeout. Negative or above
+  /// max_timeout: errc::invalid_argument.
   std::chrono::milliseconds timeout{0};
 
   /// The signal used by timeout, cancellation and kill_on_destroy. Default: SIGTERM.
   int kill_signal = SIGTERM;
 
   /// Beyond Node: after the library signalled the child with kill_signal (timeout, cancellation),
-  /// send SIGKILL if it is still running this long after. Default: zero, never escalate.
+  /// send SIGKILL if it is still running this long after. Default: zero, never escalate. Negative
+  /// or above max_timeout: errc::invalid_argument.
   std::chrono::milliseconds kill_after{0};
 
   /// Beyond Node: put the child in a process group: 0 makes a new group led by the child, a
@@ -141,8 +150,11 @@ struct spawn_options {
   std::string input{};
 
   /// Largest number of bytes buffered per output stream by exec, exec_file and the sync forms
-  /// (Node's `maxBuffer`); past it the child is killed with kill_signal. Default: 1 MiB, Node's.
-  /// spawn() does not buffer and ignores it.
+  /// (Node's `maxBuffer`). Past it the child is killed with kill_signal (then SIGKILL after
+  /// kill_after) and its output pipes are closed, as Node does: a child that survives the signal
+  /// gets EPIPE/SIGPIPE on its next write and is never read for ever. The async forms keep exactly
+  /// max_buffer bytes; the sync forms keep what they read, which is at most one read (256 KiB)
+  /// more. Default: 1 MiB, Node's. spawn() does not buffer and ignores it.
   std::size_t max_buffer = 1024 * 1024;
 
   /// fork() only: the channel's protocol. Default: nullopt, which means node_json for a script

@@ -19,7 +19,8 @@
 namespace childproc {
 namespace detail {
 struct child_state;
-}
+struct stream_stopper;
+} // namespace detail
 
 inline namespace v1 {
 
@@ -63,6 +64,12 @@ private:
   std::vector<data_handler> data_handlers_;
   std::vector<end_handler> end_handlers_;
   bool started_ = false;
+
+  // Past max_buffer (exec and the sync forms, src/output_limit.hpp): closes the parent's end on
+  // the next turn (a chunk may be being delivered), so that a child still writing gets
+  // EPIPE/SIGPIPE; `close` no longer waits for this stream, and there is no `end`.
+  friend struct detail::stream_stopper;
+  void stop_reading();
 };
 
 /// A pipe the parent writes and the child reads (stdin).

@@ -49,6 +49,18 @@
 //   watch-no-fd, hub-thread-fails, hub-thread-fails-orphan, stop-reports, sigchld-ignored,
 //   waitid-fails, exit-watch-read-once
 //                      the exit watcher's scenarios (tests/helpers/watcher_modes.hpp)
+//   stubborn-flood END ignores SIGTERM and SIGPIPE, writes 4 KiB blocks to stdout (one a ms)
+//                      until a write fails; then exits with its errno (END "exit") or waits
+//                      to be killed (END "wait")
+//   env-nameless       prints how many environ entries have no name ("=x")
+//   spawn-inherit      spawn_sync()s "env-nameless" of itself with the inherited environment and
+//                      prints its output, or "error: <what>"
+//   fd-target FD       prints what descriptor FD is (its /proc/self/fd link), or "closed"
+//   stdin-closed       closes fd 0, then spawns "fd-target 0" of itself with spawn_sync (stdio
+//                      inherit, pipe, pipe) and with spawn (fd(1), pipe, pipe and inherit, pipe,
+//                      pipe), printing for each the child's answer and what fd 0 is after spawn()
+//   devnull-emfile     lowers RLIMIT_NOFILE so that two pipes fit but /dev/null does not, spawns
+//                      with stdio pipe, pipe, ignore and prints "<step> <errno name>"
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -75,9 +87,12 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <sys/resource.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
+
+extern char** environ;
 
 namespace {
 
@@ -96,6 +111,13 @@ void write_all(int fd, const char* data, std::size_t n) {
 
 void say(int fd, const std::string& s) {
   write_all(fd, s.data(), s.size());
+}
+
+std::string fd_target(int fd) {
+  char target[256] = {};
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+  return n < 0 ? "closed" : std::string(target, static_cast<std::size_t>(n));
 }
 
 int run(int argc, char** argv) {
@@ -390,6 +412,86 @@ int run(int argc, char** argv) {
   }
   if (const int code = watcher_modes::run(mode, argv[0]); code >= 0)
     return code;
+  if (mode == "stubborn-flood") {
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGPIPE, SIG_IGN);
+    const std::string block(4096, 'y');
+    for (;;) {
+      const ssize_t n = ::write(1, block.data(), block.size());
+      if (n < 0 && errno != EINTR)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1)); // a reader that never stops
+    }                                                            // costs no more than 4 MB/s
+    const int failure = errno;
+    if (arg(2) == "exit")
+      ::_exit(failure);
+    for (;;)
+      ::pause();
+  }
+  if (mode == "env-nameless") {
+    int nameless = 0;
+    for (char** e = environ; *e; ++e)
+      nameless += (*e)[0] == '=';
+    return say(1, std::to_string(nameless) + "\n"), 0;
+  }
+  if (mode == "spawn-inherit") {
+    try {
+      say(1, childproc::spawn_sync(argv[0], {"env-nameless"}).out);
+    } catch (const std::exception& e) {
+      say(1, std::string("error: ") + e.what() + "\n");
+    }
+    return 0;
+  }
+  if (mode == "fd-target")
+    return say(1, fd_target(std::atoi(argv[2])) + "\n"), 0;
+  if (mode == "stdin-closed") {
+    namespace stdio = childproc::stdio;
+    // Asio makes its reactor's fds (epoll, eventfd) at the first I/O object: before fd 0 is
+    // closed, since they are not the library's.
+    boost::asio::io_context io;
+    boost::asio::steady_timer make_reactor(io);
+    ::close(0);
+    const auto sync =
+        childproc::spawn_sync(argv[0], {"fd-target", "0"}, {.stdio = {stdio::inherit}});
+    const auto line = [](std::string s) { return s.substr(0, s.find('\n')); };
+    say(1, "spawn_sync inherit: child " + line(sync.out) + "\n");
+    const std::vector<std::pair<std::string, std::vector<childproc::stdio_spec>>> tables{
+        {"fd(1)", {stdio::fd(1), stdio::pipe, stdio::pipe}},
+        {"inherit", {stdio::inherit, stdio::pipe, stdio::pipe}}};
+    for (const auto& [name, table] : tables) {
+      std::string child_says;
+      auto child = childproc::spawn(io, argv[0], {"fd-target", "0"}, {.stdio = table});
+      const std::string after_spawn = fd_target(0);
+      child.out().on_data([&](std::string_view d) { child_says += d; });
+      io.restart();
+      io.run();
+      say(1, "spawn " + name + ": child " + line(child_says) + " parent " + after_spawn + "\n");
+    }
+    return 0;
+  }
+  if (mode == "devnull-emfile") {
+    namespace stdio = childproc::stdio;
+    boost::asio::io_context io;
+    boost::asio::steady_timer make_reactor(io); // Asio's fds exist before the limit is lowered
+    const int lowest_free = ::fcntl(0, F_DUPFD, 0);
+    ::close(lowest_free);
+    const rlimit limit{static_cast<rlim_t>(lowest_free + 4), static_cast<rlim_t>(lowest_free + 4)};
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+    std::string outcome = "no error";
+    try {
+      auto child = childproc::spawn(io, argv[0], {"exit", "0"},
+                                    {.stdio = {stdio::pipe, stdio::pipe, stdio::ignore}});
+      child.on_error([&](const childproc::process_error& e) {
+        outcome =
+            std::string(childproc::to_string(e.step())) + " " + ::strerrorname_np(e.code().value());
+      });
+      io.run();
+    } catch (const childproc::process_error& e) {
+      outcome =
+          std::string(childproc::to_string(e.step())) + " " + ::strerrorname_np(e.code().value());
+    }
+    return say(1, outcome + "\n"), 0;
+  }
   return 2;
 }
 

@@ -29,6 +29,8 @@ public:
       return "message too large";
     case errc::malformed_message:
       return "malformed message";
+    case errc::already_disconnected:
+      return "IPC channel is already disconnected";
     }
     return "unknown childproc error";
   }

@@ -25,6 +25,8 @@ enum class errc {
   channel_closed,       ///< the IPC channel or stream is closed
   message_too_large,    ///< an IPC frame is larger than the configured maximum
   malformed_message,    ///< an IPC frame could not be decoded
+  already_disconnected, ///< disconnect() on a channel that is not connected (Node's
+                        ///< ERR_IPC_DISCONNECTED)
 };
 
 /// The category of childproc::errc.

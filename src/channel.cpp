@@ -100,7 +100,7 @@ bool channel_state::deliver_inbox(bool emit_now) {
       // the rest of the inbox consistent.
       const message m = std::move(inbox_.front());
       inbox_.pop_front();
-      if (connected) // nothing is delivered after disconnect()
+      if (!disconnect_called_) // nothing is delivered after disconnect()
         message_handlers.emit(m);
     }
   } catch (...) {
@@ -171,7 +171,7 @@ void channel_state::write_next() {
   // The bookkeeping is done: completions are posted (send() itself may be the caller).
   for (auto& done : written)
     boost::asio::post(executor, [done = std::move(done)] { done({}); });
-  if (!connected && open && queue_.empty() && !writing_)
+  if (disconnect_called_ && open && queue_.empty() && !writing_)
     // disconnect() waited for the queue to drain; the close comes after the completions.
     boost::asio::post(executor, [self = shared_from_this()] { self->close({}, true); });
 }
@@ -233,11 +233,14 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
 }
 
 void channel_state::disconnect() {
-  if (!connected) {
+  // After a failed write the channel is still open (and Node's still connected): disconnect()
+  // closes it then.
+  if (disconnect_called_ || !open) {
     // Node's ERR_IPC_DISCONNECTED.
     post_error(make_error_code(errc::already_disconnected), {});
     return;
   }
+  disconnect_called_ = true;
   connected = false;
   if (!writing_)
     close({}, false);

@@ -83,9 +83,10 @@ private:
   std::deque<pending_write> queue_;
   std::size_t front_written_ = 0; // bytes of queue_.front() already written
   std::vector<iovec> gather_;
-  bool writing_ = false;      // a write is waiting for the socket to become writable
-  bool waiting_ = false;      // a read is waiting for the socket to become readable
-  std::deque<message> inbox_; // decoded, not yet delivered
+  bool writing_ = false;           // a write is waiting for the socket to become writable
+  bool waiting_ = false;           // a read is waiting for the socket to become readable
+  bool disconnect_called_ = false; // by the user: later calls report already_disconnected
+  std::deque<message> inbox_;      // decoded, not yet delivered
   std::optional<std::error_code> close_reason_; // the reads reached the end (or bad input)
 };
 

@@ -313,7 +313,7 @@ TEST_CASE("a dead peer never kills the parent", "[fork][errors]") {
   auto r = childproc::spawn_sync(test::helper, {"fork-send-to-deaf"}, {.timeout = 30s});
   CHECK(r.signal == std::nullopt);
   CHECK(r.status == 0);
-  CHECK(r.out == "send: channel closed\n");
+  CHECK(r.out == "send: channel closed\ndisconnect\n");
 }
 
 namespace {

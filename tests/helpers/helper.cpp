@@ -40,7 +40,8 @@
 //   deaf-worker        shuts down the reading side of its channel fd (it will never read
 //                      again), sends "deaf" framed, and waits until the parent closes
 //   fork-send-to-deaf  with SIGPIPE at its default, fork()s itself as deaf-worker (inherited
-//                      stdio), answers "deaf" with a send, prints "send: <error>" and exits 0
+//                      stdio), answers "deaf" with a send, prints "send: <error>", disconnects,
+//                      prints "disconnect" at the event and exits 0
 //   fd-kind FD         prints what FD is: "closed", "socket", "pipe", "tty", "char <link>",
 //                      "file" or "other <link>"
 //   fork-fd0-closed    closes its fd 0, then fork()s itself as "fd-kind 0" (inherited stdio)
@@ -325,9 +326,10 @@ int run(int argc, char** argv) {
     child.on_message([&](const childproc::message&) {
       child.send("are you there?", [&](std::error_code ec) {
         say(1, "send: " + (ec ? ec.message() : std::string("ok")) + "\n");
-        child.disconnect();
+        child.disconnect(); // still open after the failed write: this closes it
       });
     });
+    child.on_disconnect([&] { say(1, "disconnect\n"); });
     io.run();
     return 0;
   }

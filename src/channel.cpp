@@ -1,9 +1,9 @@
 // The IPC channel: queued gathered writes, readiness-driven reads, the worker side.
 #include "channel_state.hpp"
+#include "read_buffer.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/write.hpp>
 
 #include <cerrno>
 #include <cstdlib>
@@ -16,29 +16,32 @@
 namespace childproc::detail {
 namespace {
 
-// One read buffer per thread, shared by every channel (messages are decoded before the next read).
-constexpr std::size_t read_chunk = 256 * 1024;
-char* thread_read_buffer() {
-  static thread_local std::unique_ptr<char[]> buffer(new char[read_chunk]);
-  return buffer.get();
-}
-
-// At most this many queued messages go into one gathered write (one writev).
+// At most this many queued messages go into one gathered write (one sendmsg).
 constexpr std::size_t max_gather = 64;
 
 } // namespace
 
-channel_state::channel_state(boost::asio::any_io_executor ex, int fd, wire w,
+channel_state::channel_state(boost::asio::any_io_executor ex, posix::unique_fd fd, wire w,
                              std::size_t max_message_size)
-    : executor(ex), socket(ex, fd), format(w), incoming(w, max_message_size) {}
+    : executor(ex), socket(ex), format(w), incoming(w, max_message_size) {
+  boost::system::error_code ec;
+  socket.assign(fd.get(), ec);
+  if (ec)
+    throw std::system_error(ec, "childproc: registering the IPC channel");
+  fd.release(); // the socket owns it now
+}
 
 void channel_state::start() {
   wait_readable();
 }
 
 void channel_state::wait_readable() {
+  if (waiting_ || !open)
+    return;
+  waiting_ = true;
   socket.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                     [self = shared_from_this()](boost::system::error_code ec) {
+                      self->waiting_ = false;
                       if (ec || !self->open)
                         return;
                       // From a completion handler, a close emits at once: `disconnect`
@@ -49,39 +52,75 @@ void channel_state::wait_readable() {
 }
 
 bool channel_state::read_available(int limit, bool emit_now) {
-  char* buf = thread_read_buffer();
   for (int i = 0; limit < 0 || i < limit; ++i) {
     if (!open)
       return false;
-    ssize_t n = ::recv(socket.native_handle(), buf, read_chunk, MSG_DONTWAIT);
-    if (n > 0) {
-      std::error_code ec = incoming.feed(std::string_view(buf, static_cast<std::size_t>(n)),
-                                         [this](message&& m) { deliver(std::move(m)); });
-      if (ec) {
-        close(ec, emit_now);
-        return false;
-      }
-      continue;
+    bool more;
+    {
+      // Leased for the read and its decoding only: the messages own their bytes, and a handler
+      // that runs a nested event loop on this thread gets a buffer of its own anyway.
+      read_buffer_lease buffer;
+      more = read_once(buffer.data());
     }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    if (!deliver_inbox(emit_now))
+      return false;
+    if (!more)
       return true;
-    // EOF (or a reset): the peer is gone. A frame cut short means it died mid-message.
-    close(incoming.partial() ? make_error_code(errc::malformed_message) : std::error_code{},
-          emit_now);
-    return false;
   }
   return true;
 }
 
-void channel_state::deliver(message&& m) {
-  if (!connected)
-    return; // nothing is delivered after disconnect()
-  const std::size_t n = message_handlers.size();
-  for (std::size_t i = 0; i < n; ++i)
-    if (message_handlers[i])
-      message_handlers[i](m);
+bool channel_state::read_once(char* buffer) {
+  for (;;) {
+    const ssize_t n =
+        ::recv(socket.native_handle(), buffer, read_buffer_lease::capacity, MSG_DONTWAIT);
+    if (n > 0) {
+      const std::error_code ec =
+          incoming.feed(std::string_view(buffer, static_cast<std::size_t>(n)),
+                        [this](message&& m) { inbox_.push_back(std::move(m)); });
+      if (ec)
+        close_reason_ = ec;
+      return !ec;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return false;
+    // EOF (or a reset): the peer is gone. A frame cut short means it died mid-message.
+    close_reason_ =
+        incoming.partial() ? make_error_code(errc::malformed_message) : std::error_code{};
+    return false;
+  }
+}
+
+bool channel_state::deliver_inbox(bool emit_now) {
+  try {
+    while (!inbox_.empty()) {
+      // Taken out of the inbox first: a handler that throws, or that runs the event loop, leaves
+      // the rest of the inbox consistent.
+      const message m = std::move(inbox_.front());
+      inbox_.pop_front();
+      if (!disconnect_called_) // nothing is delivered after disconnect()
+        message_handlers.emit(m);
+    }
+  } catch (...) {
+    resume_later();
+    throw;
+  }
+  if (close_reason_) {
+    const std::error_code reason = *close_reason_;
+    close_reason_.reset();
+    close(reason, emit_now);
+    return false;
+  }
+  return open;
+}
+
+void channel_state::resume_later() {
+  boost::asio::post(executor, [self = shared_from_this()] {
+    if (self->deliver_inbox(true))
+      self->wait_readable();
+  });
 }
 
 void channel_state::drain_now() {
@@ -89,21 +128,33 @@ void channel_state::drain_now() {
     read_available(-1, true);
 }
 
+void channel_state::post_error(std::error_code ec, send_handler done) {
+  if (done)
+    boost::asio::post(executor, [done = std::move(done), ec] { done(ec); });
+  else
+    boost::asio::post(executor, [self = shared_from_this(), ec] { self->report(ec); });
+}
+
 bool channel_state::send(const message& m, send_handler done) {
   if (!connected) {
-    const auto ec = make_error_code(errc::channel_closed);
-    if (done)
-      boost::asio::post(executor, [done = std::move(done), ec] { done(ec); });
-    else
-      boost::asio::post(executor, [self = shared_from_this(), ec] { self->report(ec); });
+    post_error(make_error_code(errc::channel_closed), std::move(done));
     return false;
   }
   pending_write w;
+  std::size_t size;
   if (format == wire::framed && m.is_bytes()) {
-    w.bytes = bytes_frame_header(m.bytes().size());
     w.payload = message_access::payload(m); // shared, immutable: no copy
+    size = w.payload->size();
+    if (size <= incoming.max_message_size())
+      w.bytes = bytes_frame_header(size);
   } else {
     encode(m, format, w.bytes);
+    size = limited_size(format, w.bytes.size());
+  }
+  // The peer applies the same limit (a childproc peer is told it), and a frame cannot carry more.
+  if (size > incoming.max_message_size()) {
+    post_error(make_error_code(errc::message_too_large), std::move(done));
+    return false;
   }
   w.done = std::move(done);
   pending_bytes += w.size();
@@ -114,46 +165,82 @@ bool channel_state::send(const message& m, send_handler done) {
 }
 
 void channel_state::write_next() {
-  if (queue_.empty() || !open) {
-    writing_ = false;
-    if (!connected && open && queue_.empty())
-      close({}, true); // disconnect() waited for the queue to drain (we are in a completion)
-    return;
+  std::vector<send_handler> written;
+  while (open && !queue_.empty() && write_once(written)) {
   }
-  writing_ = true;
+  // The bookkeeping is done: completions are posted (send() itself may be the caller).
+  for (auto& done : written)
+    boost::asio::post(executor, [done = std::move(done)] { done({}); });
+  if (disconnect_called_ && open && queue_.empty() && !writing_)
+    // disconnect() waited for the queue to drain; the close comes after the completions.
+    boost::asio::post(executor, [self = shared_from_this()] { self->close({}, true); });
+}
+
+bool channel_state::write_once(std::vector<send_handler>& written) {
   gather_.clear();
-  in_flight_ = std::min(queue_.size(), max_gather);
-  for (std::size_t i = 0; i < in_flight_; ++i) {
-    gather_.push_back(boost::asio::buffer(queue_[i].bytes));
-    if (queue_[i].payload)
-      gather_.push_back(boost::asio::buffer(*queue_[i].payload));
+  std::size_t skip = front_written_;
+  for (std::size_t i = 0; i < queue_.size() && i < max_gather; ++i) {
+    const pending_write& w = queue_[i];
+    for (std::string_view piece : {std::string_view(w.bytes),
+                                   w.payload ? std::string_view(*w.payload) : std::string_view()}) {
+      if (skip >= piece.size()) {
+        skip -= piece.size();
+        continue;
+      }
+      gather_.push_back({const_cast<char*>(piece.data() + skip), piece.size() - skip});
+      skip = 0;
+    }
   }
-  boost::asio::async_write(socket, gather_,
-                           [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-                             if (ec) {
-                               // The peer is gone. Its last messages may still be unread: the read
-                               // side ends the channel when it reaches the EOF; here only the
-                               // queued sends fail.
-                               self->writing_ = false;
-                               self->connected = false;
-                               self->fail_queued();
-                               return;
-                             }
-                             for (std::size_t i = 0; i < self->in_flight_; ++i) {
-                               auto w = std::move(self->queue_.front());
-                               self->queue_.pop_front();
-                               self->pending_bytes -= w.size();
-                               if (w.done)
-                                 w.done({});
-                             }
-                             self->in_flight_ = 0;
-                             self->write_next();
-                           });
+  msghdr header{};
+  header.msg_iov = gather_.data();
+  header.msg_iovlen = gather_.size();
+  // MSG_NOSIGNAL: a peer that is gone is an error here, never a SIGPIPE that kills the process.
+  const ssize_t n = ::sendmsg(socket.native_handle(), &header, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n < 0) {
+    if (errno == EINTR)
+      return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      writing_ = true;
+      socket.async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                        [self = shared_from_this()](boost::system::error_code ec) {
+                          self->writing_ = false;
+                          if (!ec && self->open)
+                            self->write_next();
+                        });
+      return false;
+    }
+    // The peer is gone. Its last messages may still be unread: the read side ends the channel
+    // when it reaches the EOF; here only the queued sends fail.
+    connected = false;
+    fail_queued();
+    return false;
+  }
+  for (auto left = static_cast<std::size_t>(n); left > 0;) {
+    pending_write& w = queue_.front();
+    const std::size_t rest = w.size() - front_written_;
+    if (left < rest) {
+      front_written_ += left;
+      break;
+    }
+    left -= rest;
+    front_written_ = 0;
+    pending_bytes -= w.size();
+    if (w.done)
+      written.push_back(std::move(w.done));
+    queue_.pop_front();
+  }
+  return true;
 }
 
 void channel_state::disconnect() {
-  if (!connected)
+  // After a failed write the channel is still open (and Node's still connected): disconnect()
+  // closes it then.
+  if (disconnect_called_ || !open) {
+    // Node's ERR_IPC_DISCONNECTED.
+    post_error(make_error_code(errc::already_disconnected), {});
     return;
+  }
+  disconnect_called_ = true;
   connected = false;
   if (!writing_)
     close({}, false);
@@ -161,10 +248,7 @@ void channel_state::disconnect() {
 }
 
 void channel_state::report(std::error_code ec) {
-  const std::size_t n = error_handlers.size();
-  for (std::size_t i = 0; i < n; ++i)
-    if (error_handlers[i])
-      error_handlers[i](ec);
+  error_handlers.emit(ec);
   if (error_sink)
     error_sink(ec);
 }
@@ -176,18 +260,35 @@ void channel_state::close(std::error_code reason, bool emit_now) {
   connected = false;
   boost::system::error_code ignored;
   socket.close(ignored);
+  inbox_.clear();
+  close_reason_.reset();
   fail_queued();
-  if (emit_now) {
-    if (reason)
+  if (emit_now)
+    emit_close_events(reason);
+  else
+    boost::asio::post(executor,
+                      [self = shared_from_this(), reason] { self->emit_close_events(reason); });
+}
+
+void channel_state::close_silently() {
+  disconnect_emitted = true;
+  close({}, true);
+  message_handlers.release();
+  disconnect_handlers.release();
+  error_handlers.release();
+}
+
+void channel_state::emit_close_events(std::error_code reason) {
+  if (reason) {
+    try {
       report(reason);
-    emit_disconnect();
-  } else {
-    boost::asio::post(executor, [self = shared_from_this(), reason] {
-      if (reason)
-        self->report(reason);
-      self->emit_disconnect();
-    });
+    } catch (...) {
+      // `disconnect` still comes, from the next run of the event loop.
+      boost::asio::post(executor, [self = shared_from_this()] { self->emit_disconnect(); });
+      throw;
+    }
   }
+  emit_disconnect();
 }
 
 void channel_state::fail_queued() {
@@ -195,7 +296,7 @@ void channel_state::fail_queued() {
   auto unsent = std::move(queue_);
   queue_.clear();
   pending_bytes = 0;
-  in_flight_ = 0;
+  front_written_ = 0;
   for (auto& w : unsent)
     if (w.done)
       boost::asio::post(
@@ -206,10 +307,22 @@ void channel_state::emit_disconnect() {
   if (disconnect_emitted)
     return;
   disconnect_emitted = true;
-  const std::size_t n = disconnect_handlers.size();
-  for (std::size_t i = 0; i < n; ++i)
-    if (disconnect_handlers[i])
-      disconnect_handlers[i]();
+  try {
+    disconnect_handlers.emit();
+  } catch (...) {
+    boost::asio::post(executor, [self = shared_from_this()] { self->after_disconnect(); });
+    throw;
+  }
+  after_disconnect();
+}
+
+void channel_state::after_disconnect() {
+  // `disconnect` was the last message and disconnect event: a handler capturing the channel (or
+  // the child) must not keep it alive. The error handlers still hear the errors already posted
+  // (a second disconnect() right after the first): their release is posted behind them.
+  message_handlers.release();
+  disconnect_handlers.release();
+  boost::asio::post(executor, [self = shared_from_this()] { self->error_handlers.release(); });
   if (closed_hook)
     closed_hook();
 }
@@ -241,6 +354,22 @@ int channel_fd_from(const char* variable) {
   return static_cast<int>(fd);
 }
 
+// CHILDPROC_CHANNEL_MAX_MESSAGE, as fork() writes it: a decimal number of bytes. Anything else
+// (unset, empty, garbage, a sign, 0) gives fork_options' default limit; a number beyond what a
+// frame can carry is clamped to it, as fork() clamps the option.
+std::size_t max_message_from(const char* text) {
+  const std::size_t fallback = fork_options{}.max_message_size;
+  if (!text || !*text)
+    return fallback;
+  std::size_t value = 0;
+  for (const char* p = text; *p; ++p) {
+    if (*p < '0' || *p > '9')
+      return fallback;
+    value = detail::clamp_max_message(value * 10 + static_cast<std::size_t>(*p - '0'));
+  }
+  return value == 0 ? fallback : value;
+}
+
 } // namespace
 
 bool channel::send(const message& msg, send_handler done) {
@@ -248,17 +377,17 @@ bool channel::send(const message& msg, send_handler done) {
 }
 
 channel& channel::on_message(message_handler handler) {
-  checked(state_).message_handlers.push_back(std::move(handler));
+  checked(state_).message_handlers.add(std::move(handler));
   return *this;
 }
 
 channel& channel::on_disconnect(disconnect_handler handler) {
-  checked(state_).disconnect_handlers.push_back(std::move(handler));
+  checked(state_).disconnect_handlers.add(std::move(handler));
   return *this;
 }
 
 channel& channel::on_error(channel_error_handler handler) {
-  checked(state_).error_handlers.push_back(std::move(handler));
+  checked(state_).error_handlers.add(std::move(handler));
   return *this;
 }
 
@@ -308,10 +437,10 @@ channel parent_channel(const boost::asio::any_io_executor& ex) {
   // The inherited descriptor is blocking and inheritable: make it ours.
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  const char* max_text = std::getenv("CHILDPROC_CHANNEL_MAX_MESSAGE");
-  const std::size_t max_message = max_text ? std::strtoull(max_text, nullptr, 10) : 64u << 20;
+  const std::size_t max_message = max_message_from(std::getenv("CHILDPROC_CHANNEL_MAX_MESSAGE"));
   ::unsetenv("CHILDPROC_CHANNEL_MAX_MESSAGE");
-  auto state = std::make_shared<detail::channel_state>(ex, fd, format, max_message);
+  auto state = std::make_shared<detail::channel_state>(ex, detail::posix::unique_fd(fd), format,
+                                                       max_message);
   state->start();
   parent_channel_taken = state;
   return channel(state);

@@ -2,38 +2,47 @@
 #pragma once
 
 #include "frame.hpp"
+#include "posix/unique_fd.hpp"
 
 #include <childproc/channel.hpp>
+#include <childproc/detail/handler_list.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/buffer.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
+#include <sys/uio.h>
 #include <vector>
 
 namespace childproc::detail {
 
 struct channel_state : std::enable_shared_from_this<channel_state> {
-  // Takes `fd` (a connected stream socket, non-blocking, CLOEXEC).
-  channel_state(boost::asio::any_io_executor ex, int fd, wire w, std::size_t max_message_size);
+  // Takes `fd` (a connected stream socket, non-blocking, CLOEXEC). `max_message_size` is clamped
+  // to what a frame can carry.
+  channel_state(boost::asio::any_io_executor ex, posix::unique_fd fd, wire w,
+                std::size_t max_message_size);
 
   void start(); // begins reading
   bool send(const message& m, send_handler done);
   void disconnect(); // flush, then close
   void drain_now();  // reads and delivers whatever is already there, without waiting
   void close(std::error_code reason, bool emit_now);
+  // A channel that never opened (a failed fork): closed, no events, no handlers kept.
+  void close_silently();
 
   boost::asio::any_io_executor executor;
   boost::asio::posix::stream_descriptor socket;
   wire format;
   decoder incoming;
 
-  std::vector<message_handler> message_handlers;
-  std::vector<disconnect_handler> disconnect_handlers;
-  std::vector<channel_error_handler> error_handlers;
+  // Released once `disconnect` was delivered (the error handlers a little later, after the
+  // errors already posted by then), so that a handler capturing the channel does not keep it.
+  handler_list<message_handler> message_handlers;
+  handler_list<disconnect_handler> disconnect_handlers;
+  handler_list<channel_error_handler> error_handlers;
   // Set by fork() on the parent side: errors also go to the child's on_error, and the child's
   // `close` waits for the channel to close.
   std::function<void(std::error_code)> error_sink;
@@ -42,6 +51,7 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   bool connected = true; // from the user's point of view: send() accepted
   bool open = true;      // the socket is open
   bool disconnect_emitted = false;
+  std::size_t pending_bytes = 0;
 
 private:
   struct pending_write {
@@ -51,22 +61,33 @@ private:
     std::size_t size() const { return bytes.size() + (payload ? payload->size() : 0); }
   };
   void wait_readable();
-  // Reads until EAGAIN (or `limit` reads, -1: no limit); returns false once the channel closed.
-  // `emit_now`: a close it causes emits its events before returning.
+  // Reads until EAGAIN (or `limit` reads, -1: no limit), delivering as it goes; returns false
+  // once the channel closed. `emit_now`: a close it causes emits its events before returning.
   bool read_available(int limit, bool emit_now);
-  void deliver(message&& m);
+  // One recv into `buffer`, decoded into inbox_. False at EAGAIN; a close it calls for is left
+  // in close_reason_.
+  bool read_once(char* buffer);
+  // Delivers inbox_, then carries out the close the reads found; false once closed. When a
+  // handler throws, the rest is delivered by a posted continuation, and the exception goes on.
+  bool deliver_inbox(bool emit_now);
+  void resume_later();
   void write_next();
+  bool write_once(std::vector<send_handler>& written); // false: wait (or stop)
+  void post_error(std::error_code ec, send_handler done);
   void report(std::error_code ec);
+  void emit_close_events(std::error_code reason);
   void fail_queued();
   void emit_disconnect();
+  void after_disconnect();
 
   std::deque<pending_write> queue_;
-  std::vector<boost::asio::const_buffer> gather_;
-  std::size_t in_flight_ = 0; // entries of queue_ being written
-  bool writing_ = false;
-
-public:
-  std::size_t pending_bytes = 0;
+  std::size_t front_written_ = 0; // bytes of queue_.front() already written
+  std::vector<iovec> gather_;
+  bool writing_ = false;           // a write is waiting for the socket to become writable
+  bool waiting_ = false;           // a read is waiting for the socket to become readable
+  bool disconnect_called_ = false; // by the user: later calls report already_disconnected
+  std::deque<message> inbox_;      // decoded, not yet delivered
+  std::optional<std::error_code> close_reason_; // the reads reached the end (or bad input)
 };
 
 } // namespace childproc::detail

@@ -31,6 +31,8 @@ public:
       return "malformed message";
     case errc::exit_status_unknown:
       return "exit status unknown: reaped elsewhere";
+    case errc::already_disconnected:
+      return "IPC channel is already disconnected";
     }
     return "unknown childproc error";
   }

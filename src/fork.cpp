@@ -1,5 +1,6 @@
 // fork(): spawn with a socketpair after the stdio slots, and a channel on the parent's end.
 #include "child_state.hpp"
+#include "posix/unique_fd.hpp"
 
 #include <childproc/fork.hpp>
 #include <childproc/spawn.hpp>
@@ -23,6 +24,29 @@ bool is_script(const std::string& program) {
       return true;
   }
   return false;
+}
+
+// The socketpair of a fork and the channel on the parent's end; the child's end goes to
+// `child_end`. Both ends live above the stdio slots' fds 0..2, so that a closed fd 0 of this
+// process is never filled by the channel (and then handed to the worker as its stdin).
+std::shared_ptr<detail::channel_state> make_channel(const asio::any_io_executor& ex,
+                                                    detail::wire format, std::size_t max_message,
+                                                    unique_fd& child_end, const std::string& file,
+                                                    const std::vector<std::string>& args) {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+    throw process_error(std::error_code(errno, std::system_category()), "spawn " + file, file, args,
+                        spawn_step::pipe);
+  unique_fd parent_end(detail::posix::above_stdio(pair[0]));
+  int error = errno;
+  child_end.reset(detail::posix::above_stdio(pair[1]));
+  if (parent_end && !child_end)
+    error = errno;
+  if (!parent_end || !child_end)
+    throw process_error(std::error_code(error, std::system_category()), "spawn " + file, file, args,
+                        spawn_step::pipe);
+  ::fcntl(parent_end.get(), F_SETFL, ::fcntl(parent_end.get(), F_GETFL) | O_NONBLOCK);
+  return std::make_shared<detail::channel_state>(ex, std::move(parent_end), format, max_message);
 }
 
 } // namespace
@@ -58,45 +82,41 @@ child_process fork(const asio::any_io_executor& ex, std::string program,
     options.stdio = {stdio::inherit, stdio::inherit, stdio::inherit};
   while (options.stdio.size() < 3)
     options.stdio.push_back(options.silent ? stdio::pipe : stdio::inherit);
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
-    throw process_error(std::error_code(errno, std::system_category()), "spawn " + file, file, args,
-                        spawn_step::pipe);
-  unique_fd parent_end(pair[0]), child_end(pair[1]);
+  // The channel, and everything else that can fail, is made before the launch: once the child
+  // exists, nothing may fail.
+  unique_fd child_end;
+  auto ipc = make_channel(ex, format, options.max_message_size, child_end, file, args);
   const std::string slot = std::to_string(options.stdio.size());
   options.stdio.push_back(stdio::fd(child_end.get()));
   if (format == detail::wire::framed) {
     options.env_overrides["CHILDPROC_CHANNEL_FD"] = slot;
     options.env_overrides["CHILDPROC_CHANNEL_MAX_MESSAGE"] =
-        std::to_string(options.max_message_size);
+        std::to_string(ipc->incoming.max_message_size());
   } else {
     options.env_overrides["NODE_CHANNEL_FD"] = slot;
     options.env_overrides["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
   }
-  const std::size_t max_message = options.max_message_size;
+  // The hooks reach the child's state through `link`, filled in once the child exists.
+  auto link = std::make_shared<std::weak_ptr<detail::child_state>>();
+  ipc->error_sink = [link](std::error_code ec) {
+    if (auto s = link->lock())
+      s->emit_error(process_error(ec, "channel", s->file, {}));
+  };
+  ipc->closed_hook = [link] {
+    if (auto s = link->lock())
+      s->reader_ended();
+  };
 
   child_process child = spawn(ex, file, std::move(args), std::move(options));
   child_end.reset(); // the child has its copy
-
   const auto& state = child.state();
-  ::fcntl(parent_end.get(), F_SETFL, ::fcntl(parent_end.get(), F_GETFL) | O_NONBLOCK);
-  auto ipc = std::make_shared<detail::channel_state>(ex, parent_end.release(), format, max_message);
   state->ipc = ipc;
+  *link = state;
   if (state->launch_error) {
     // Node: a failed fork has a closed channel and emits no `disconnect`.
-    ipc->disconnect_emitted = true;
-    ipc->close({}, true);
+    ipc->close_silently();
     return child;
   }
-  std::weak_ptr<detail::child_state> weak = state;
-  ipc->error_sink = [weak](std::error_code ec) {
-    if (auto s = weak.lock())
-      s->emit_error(process_error(ec, "channel", s->file, {}));
-  };
-  ipc->closed_hook = [weak] {
-    if (auto s = weak.lock())
-      s->reader_ended();
-  };
   ++state->open_readers; // `close` waits for the channel as for a stdio stream
   return child;
 }

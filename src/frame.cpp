@@ -4,6 +4,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <cassert>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 
@@ -22,9 +24,70 @@ std::uint32_t get_u32le(const char* p) {
          static_cast<std::uint32_t>(b[2]) << 16 | static_cast<std::uint32_t>(b[3]) << 24;
 }
 
+bool is_hex4(std::string_view s, std::size_t at) {
+  if (at + 4 > s.size())
+    return false;
+  for (std::size_t i = at; i < at + 4; ++i)
+    if (!std::isxdigit(static_cast<unsigned char>(s[i])))
+      return false;
+  return true;
+}
+
+unsigned hex4(std::string_view s, std::size_t at) {
+  unsigned v = 0;
+  for (std::size_t i = at; i < at + 4; ++i) {
+    const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
+    v = v * 16 + static_cast<unsigned>(c <= '9' ? c - '0' : c - 'a' + 10);
+  }
+  return v;
+}
+
+// `text` with every escape of a lone UTF-16 surrogate replaced by "\ufffd" (a pair stays as it
+// is). Backslashes occur only inside strings in JSON, so escapes are found without tracking
+// strings; an escaped backslash is skipped whole.
+std::string replace_lone_surrogates(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    if (text[i] != '\\' || i + 1 >= text.size()) {
+      out += text[i++];
+      continue;
+    }
+    if (text[i + 1] != 'u' || !is_hex4(text, i + 2)) {
+      out.append(text.substr(i, 2));
+      i += 2;
+      continue;
+    }
+    const unsigned unit = hex4(text, i + 2);
+    const bool high = unit >= 0xd800 && unit <= 0xdbff, low = unit >= 0xdc00 && unit <= 0xdfff;
+    if (high && text.substr(i + 6, 2) == "\\u" && is_hex4(text, i + 8)) {
+      const unsigned next = hex4(text, i + 8);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        out.append(text.substr(i, 12)); // a valid pair
+        i += 12;
+        continue;
+      }
+    }
+    out.append(high || low ? std::string_view("\\ufffd") : text.substr(i, 6));
+    i += 6;
+  }
+  return out;
+}
+
 bool parse_json(std::string_view text, boost::json::value& out) {
+  boost::json::parse_options options;
+  options.max_depth = json_max_depth;
   boost::system::error_code ec;
-  out = boost::json::parse(text, ec);
+  out = boost::json::parse(text, ec, {}, options);
+  if (ec) {
+    // Node's JSON.stringify writes a lone surrogate as "\ud800", which Boost.JSON 1.81 refuses
+    // (as a syntax error or an illegal surrogate, depending on what follows).
+    std::string fixed = replace_lone_surrogates(text);
+    if (fixed != text) {
+      ec = {};
+      out = boost::json::parse(fixed, ec, {}, options);
+    }
+  }
   return !ec;
 }
 
@@ -41,6 +104,18 @@ bool is_node_internal(const boost::json::value& v) {
 
 std::string serialize_json(const boost::json::value& v) {
   return has_non_finite(v) ? boost::json::serialize(finite_json(v)) : boost::json::serialize(v);
+}
+
+// Node's Buffer.toJSON() shape: {"type":"Buffer","data":[0,255,...]}.
+void append_buffer_json(std::string_view bytes, std::string& out) {
+  out.reserve(out.size() + 28 + bytes.size() * 4);
+  out += "{\"type\":\"Buffer\",\"data\":[";
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    out += std::to_string(static_cast<unsigned char>(bytes[i]));
+  }
+  out += "]}";
 }
 
 } // namespace
@@ -87,6 +162,7 @@ boost::json::value finite_json(const boost::json::value& v) {
 }
 
 std::string bytes_frame_header(std::size_t size) {
+  assert(size <= max_frame_payload);
   std::string header;
   put_u32le(header, static_cast<std::uint32_t>(size));
   header += static_cast<char>(frame_kind::bytes);
@@ -98,7 +174,7 @@ void encode(const message& m, wire w, std::string& out) {
     if (m.is_json())
       out += serialize_json(m.json());
     else
-      out += boost::json::serialize(boost::json::value(boost::json::string(m.bytes())));
+      append_buffer_json(m.bytes(), out);
     out += '\n';
     return;
   }
@@ -113,6 +189,7 @@ void encode(const message& m, wire w, std::string& out) {
     kind = frame_kind::bytes;
   }
   std::string header;
+  assert(out.size() - start - frame_header_size <= max_frame_payload);
   put_u32le(header, static_cast<std::uint32_t>(out.size() - start - frame_header_size));
   header += static_cast<char>(kind);
   out.replace(start, frame_header_size, header);
@@ -123,7 +200,11 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
   consumed = 0;
   deliver = false;
   if (wire_ == wire::node_json) {
-    const std::size_t eol = data.find('\n');
+    // The front of `data` that an earlier read already scanned holds no '\n'.
+    const std::size_t from = std::min(line_scanned_, data.size());
+    const std::size_t eol = data.find('\n', from);
+    scanned_ += (eol == std::string_view::npos ? data.size() : eol + 1) - from;
+    line_scanned_ = eol == std::string_view::npos ? data.size() : 0;
     if (eol == std::string_view::npos)
       return data.size() > max_ ? make_error_code(errc::message_too_large) : std::error_code{};
     if (eol > max_)

@@ -8,7 +8,12 @@
 //   not parse is malformed_message. Either error ends the channel.
 // node_json (Node's own channel, NODE_CHANNEL_SERIALIZATION_MODE=json):
 //   one JSON text per line, '\n'-terminated. Objects whose "cmd" starts with "NODE_" are Node's
-//   internal messages and are not delivered. Bytes are sent as a JSON string.
+//   internal messages and are not delivered. Bytes are sent as Node's Buffer JSON,
+//   {"type":"Buffer","data":[...]} (valid JSON for any parser; a Node peer gets them back with
+//   Buffer.from(m.data)), and arrive as that JSON object.
+// Both formats accept JSON nested up to json_max_depth (Node accepts such depths; Boost.JSON's
+// default is 32), and lone UTF-16 surrogate escapes ("\ud800", which Node's JSON.stringify
+// writes for a lone surrogate) are read as U+FFFD, as Node itself converts them to UTF-8.
 #pragma once
 
 #include <childproc/error.hpp>
@@ -39,15 +44,28 @@ struct message_access {
 enum class wire { framed, node_json };
 
 inline constexpr std::size_t frame_header_size = 5;
+// The largest payload a frame's 32-bit length can carry; every message size limit is clamped to
+// it, so that a message the limit allows can always be framed.
+inline constexpr std::size_t max_frame_payload = 0xffffffffu;
+inline constexpr std::size_t clamp_max_message(std::size_t limit) noexcept {
+  return std::min(limit, max_frame_payload);
+}
+inline constexpr std::size_t json_max_depth = 1024;
 enum class frame_kind : std::uint8_t { json = 1, bytes = 2 };
 
-// The frame header of a bytes message of `size` bytes (the payload is sent from the message's own
-// buffer, without a copy).
+// The frame header of a bytes message of `size` bytes, size <= max_frame_payload (the payload is
+// sent from the message's own buffer, without a copy).
 std::string bytes_frame_header(std::size_t size);
 
 // Appends the encoding of `m` to `out`. Non-finite doubles are written as null, as Node's
 // JSON.stringify does (Boost.JSON 1.81 would write `Infinity`, which no JSON parser accepts).
+// A framed payload must fit max_frame_payload (the channel refuses larger messages first).
 void encode(const message& m, wire w, std::string& out);
+// The size the decoder's limit applies to, of a message encoded by encode() in `encoded` (the
+// frame's payload, or the line without its '\n').
+inline std::size_t limited_size(wire w, std::size_t encoded) noexcept {
+  return encoded - (w == wire::framed ? frame_header_size : 1);
+}
 
 // `v` with every non-finite double replaced by null (what encode() sends).
 boost::json::value finite_json(const boost::json::value& v);
@@ -58,7 +76,7 @@ public:
   // Bytes frames of at least `large_frame` bytes are collected straight into the message's own
   // (reused) buffer rather than through the frame buffer: one copy less per byte.
   decoder(wire w, std::size_t max_message_size, std::size_t large_frame = 64 * 1024)
-      : wire_(w), max_(max_message_size), large_frame_(large_frame) {}
+      : wire_(w), max_(clamp_max_message(max_message_size)), large_frame_(large_frame) {}
 
   // Decodes what `data` completes; calls sink(message&&) for each message, in order. After an
   // error no more messages come and the decoder must not be fed again.
@@ -108,6 +126,11 @@ public:
 
   // True while part of a message is buffered (a peer that stops here died mid-message).
   bool partial() const noexcept { return !pending_.empty() || large_; }
+  // The limit on one message's size (see limited_size), clamped to what a frame carries.
+  std::size_t max_message_size() const noexcept { return max_; }
+  // How many bytes the node_json decoder has examined looking for line ends (its work, which
+  // must stay linear in the input however it is cut into reads).
+  std::size_t scanned_bytes() const noexcept { return scanned_; }
 
 private:
   // Decodes one message from the front of `data`. consumed == 0: incomplete. A large bytes frame
@@ -123,6 +146,10 @@ private:
   std::shared_ptr<std::string> large_;
   std::size_t large_need_ = 0;
   std::error_code failed_;
+  std::size_t scanned_ = 0;
+  // node_json: how many bytes at the front of the next data given to next() are already known
+  // to hold no '\n' (the partial line kept in pending_), so that each byte is scanned once.
+  std::size_t line_scanned_ = 0;
   // The buffer of the last large bytes message, reused for the next one when the application
   // did not keep the message: its pages stay mapped, so large messages do not page-fault.
   std::shared_ptr<std::string> spare_;

@@ -3,10 +3,13 @@
 #include "helpers/order.hpp"
 
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <sys/socket.h>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -303,4 +306,238 @@ TEST_CASE("a Node parent drives a C++ worker with fork and with spawn's 'ipc'", 
 
 TEST_CASE("self_exe names this test binary", "[fork]") {
   CHECK(childproc::self_exe().find("childproc_tests") != std::string::npos);
+}
+
+// Before the fix: the helper (the parent here) died of SIGPIPE: status nullopt, signal 13.
+TEST_CASE("a dead peer never kills the parent", "[fork][errors]") {
+  auto r = childproc::spawn_sync(test::helper, {"fork-send-to-deaf"}, {.timeout = 30s});
+  CHECK(r.signal == std::nullopt);
+  CHECK(r.status == 0);
+  CHECK(r.out == "send: channel closed\ndisconnect\n");
+}
+
+namespace {
+
+// A worker that sends {"i": 0}, {"i": 1}, {"i": 2} and exits.
+std::vector<std::int64_t> numbers(const std::vector<childproc::message>& got) {
+  std::vector<std::int64_t> out;
+  for (const auto& m : got)
+    out.push_back(m.json().at("i").as_int64());
+  return out;
+}
+
+} // namespace
+
+// Before the fix: a heap-use-after-free under ASan; in the debug build the running handler's
+// own captures read back as garbage (captures_intact false) once the vector had reallocated.
+TEST_CASE("a message handler can add a message handler; the new one gets the next message",
+          "[fork][handlers]") {
+  asio::io_context io;
+  auto child = childproc::fork(io, test::helper, {"ipc-send-exit", "3"});
+  // The handler is small enough for std::function to hold it inline, so that a handler list
+  // that moves its elements moves the running handler's captures too. What it records lives in
+  // statics: after such a move, its captured pointer could not be trusted.
+  static std::vector<std::int64_t> first, added;
+  static bool captures_intact;
+  first.clear();
+  added.clear();
+  captures_intact = true;
+  child.on_message([marker = std::int64_t{0x1234567}, self = &child](const auto& m) {
+    first.push_back(m.json().at("i").as_int64());
+    if (first.size() > 1)
+      return;
+    for (int k = 0; k < 8; ++k) // enough to make a vector reallocate under the running handler
+      self->on_message([k](const childproc::message& n) {
+        if (k == 0)
+          added.push_back(n.json().at("i").as_int64());
+      });
+    captures_intact = marker == 0x1234567;
+  });
+  io.run();
+  CHECK(captures_intact);
+  CHECK(first == std::vector<std::int64_t>{0, 1, 2});
+  CHECK(added == std::vector<std::int64_t>{1, 2});
+}
+
+// Before the fix: the second run delivered nothing more: got {0}, and the messages read with
+// the one that threw were lost.
+TEST_CASE("a throwing message handler propagates out of run(); the next run delivers the rest",
+          "[fork][handlers]") {
+  asio::io_context io;
+  auto child = childproc::fork(io, test::helper, {"ipc-send-exit", "3"});
+  std::vector<childproc::message> got;
+  std::vector<std::string> events;
+  child.on_message([&](const childproc::message& m) {
+    got.push_back(m);
+    events.push_back("message");
+    if (got.size() == 1)
+      throw std::runtime_error("from the handler");
+  });
+  child.on_disconnect([&] { events.push_back("disconnect"); });
+  child.on_exit([&](auto, auto) { events.push_back("exit"); });
+  CHECK_THROWS_WITH(io.run(), "from the handler");
+  io.restart();
+  io.run();
+  CHECK(numbers(got) == std::vector<std::int64_t>{0, 1, 2});
+  CHECK(events == std::vector<std::string>{"message", "message", "message", "disconnect", "exit"});
+}
+
+// Before the fix: the 2000-byte message was sent (done: success) and the child closed the
+// channel with message_too_large.
+TEST_CASE("a message larger than the channel's limit is refused at send and never inline",
+          "[fork][errors]") {
+  asio::io_context io;
+  auto child = childproc::fork(io, test::helper, {"ipc-echo"}, {.max_message_size = 1024});
+  std::vector<std::string> events;
+  child.channel().on_error([&](std::error_code ec) { events.push_back("error " + ec.message()); });
+  child.on_message([&](const childproc::message& m) {
+    events.push_back("message " + std::string(m.json().as_string()));
+    child.disconnect();
+  });
+  CHECK_FALSE(child.send(childproc::message::bytes(std::string(2000, 'x')),
+                         [&](std::error_code ec) { events.push_back("done " + ec.message()); }));
+  CHECK_FALSE(child.send(std::string(1100, 'y'))); // no `done`: to the error handlers
+  CHECK(events.empty());                           // never inline
+  CHECK(child.send("small"));
+  io.run();
+  CHECK(events == std::vector<std::string>{"done message too large", "error message too large",
+                                           "message small"});
+}
+
+// Before the fix: the child was told 18446744073709551615 (the frame's length field has 32 bits).
+TEST_CASE("max_message_size is clamped to what a frame can carry", "[fork]") {
+  asio::io_context io;
+  auto child = childproc::fork(io, test::helper, {"env", "CHILDPROC_CHANNEL_MAX_MESSAGE"},
+                               {.silent = true, .max_message_size = SIZE_MAX});
+  std::string out;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  io.run();
+  CHECK(out == "4294967295\n");
+}
+
+// Before the fix: nothing was reported (errors == {}).
+TEST_CASE("a second disconnect reports that the IPC channel is already disconnected",
+          "[fork][errors]") {
+  asio::io_context io;
+  auto child = childproc::fork(io, test::helper, {"ipc-echo"});
+  std::vector<std::string> events;
+  child.channel().on_error(
+      [&](std::error_code ec) { events.push_back("channel " + ec.message()); });
+  child.on_error(
+      [&](const childproc::process_error& e) { events.push_back("child " + e.code().message()); });
+  child.on_disconnect([&] { events.push_back("disconnect"); });
+  child.disconnect();
+  child.disconnect();
+  CHECK(events.empty()); // posted, never inline
+  io.run();
+  CHECK(events == std::vector<std::string>{"disconnect",
+                                           "channel IPC channel is already disconnected",
+                                           "child IPC channel is already disconnected"});
+}
+
+// Before the fix: the worker's fd 0 was "socket": the parent's own end of the channel. Now the
+// closed fd 0 is inherited as the launcher does for any closed inherited fd: /dev/null.
+TEST_CASE("fork in a process whose fd 0 is closed does not give the worker its channel as fd 0",
+          "[fork]") {
+  auto r = childproc::spawn_sync(test::helper, {"fork-fd0-closed"}, {.timeout = 30s});
+  CHECK(r.status == 0);
+  CHECK(r.out == "char /dev/null\n");
+}
+
+// Before the fix: the lone surrogate ended the channel (malformed_message) and no echo came.
+TEST_CASE("a Node worker's lone surrogates, deep nesting and bytes messages all get through",
+          "[fork][node]") {
+  if (!have_node()) {
+    WARN("node is not installed: the Node interop test cannot run");
+    return;
+  }
+  asio::io_context io;
+  auto child = childproc::fork(io, data_dir + "/interop_worker.js");
+  std::string deep_text = std::string(1000, '[') + std::string(1000, ']');
+  std::string raw(256, '\0');
+  for (int i = 0; i < 256; ++i)
+    raw[i] = static_cast<char>(i);
+  std::vector<boost::json::value> got;
+  std::vector<std::string> errors;
+  child.on_error([&](const childproc::process_error& e) { errors.push_back(e.what()); });
+  child.on_message([&](const childproc::message& m) {
+    got.push_back(m.json());
+    if (got.size() == 3)
+      child.send("exit");
+  });
+  child.send("lone");
+  boost::json::parse_options deep_options;
+  deep_options.max_depth = 2000;
+  child.send(boost::json::parse(deep_text, {}, deep_options));
+  child.send(childproc::message::bytes(raw));
+  io.run();
+  CHECK(errors.empty());
+  REQUIRE(got.size() == 3);
+  CHECK(got[0] == "a\xEF\xBF\xBD"
+                  "b"); // U+FFFD, as Node's own Buffer.from('\ud800') gives
+  CHECK(boost::json::serialize(got[1]) == deep_text);
+  std::string hex;
+  for (int i = 0; i < 256; ++i) {
+    char two[3];
+    std::snprintf(two, sizeof two, "%02x", i);
+    hex += two;
+  }
+  CHECK(got[2] == boost::json::value{{"hex", hex}});
+}
+
+// Before the fix: "garbage", "0" and "12abc" gave a limit of 0 or 12 bytes, and the worker
+// refused the parent's first message (message_too_large).
+TEST_CASE("an unusable CHILDPROC_CHANNEL_MAX_MESSAGE falls back to the default limit",
+          "[fork][errors]") {
+  for (const char* text : {"garbage", "0", "12abc", "-5", "", "99999999999999999999999"}) {
+    INFO("CHILDPROC_CHANNEL_MAX_MESSAGE=" << text);
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    ::setenv("CHILDPROC_CHANNEL_FD", std::to_string(pair[0]).c_str(), 1);
+    ::setenv("CHILDPROC_CHANNEL_MAX_MESSAGE", text, 1);
+    std::vector<std::string> events;
+    {
+      asio::io_context io;
+      auto channel = childproc::parent_channel(io);
+      CHECK(::getenv("CHILDPROC_CHANNEL_MAX_MESSAGE") == nullptr);
+      channel.on_message([&](const childproc::message& m) {
+        events.push_back(std::string(m.json().as_string()));
+        ::close(pair[1]);
+      });
+      channel.on_error([&](std::error_code ec) {
+        events.push_back(ec.message());
+        ::close(pair[1]);
+      });
+      const std::string frame("\x0f\x00\x00\x00\x01\"fifteen bytes\"", 20);
+      REQUIRE(::write(pair[1], frame.data(), frame.size()) == 20);
+      io.run();
+    }
+    CHECK(events == std::vector<std::string>{"fifteen bytes"});
+  }
+}
+
+// Before the fix: got {0}: the nested loop's reads overwrote the thread's channel buffer under
+// the outer decoder, and the outer messages 1 and 2 were lost.
+TEST_CASE("a message handler that runs a nested event loop keeps the messages it was reading",
+          "[fork][handlers]") {
+  asio::io_context io;
+  auto child = childproc::fork(io, test::helper, {"ipc-send-exit", "3"});
+  std::vector<childproc::message> got;
+  std::size_t nested_size = 0;
+  child.on_message([&](const childproc::message& m) {
+    got.push_back(m);
+    if (got.size() > 1)
+      return;
+    // Another child's channel, read on this thread while the outer read is being decoded.
+    asio::io_context nested;
+    auto other = childproc::fork(nested, test::helper, {"ipc-big", "200000"});
+    other.on_message([&](const childproc::message& b) {
+      nested_size = b.bytes().size();
+      other.disconnect();
+    });
+    nested.run();
+  });
+  io.run();
+  CHECK(nested_size == 200000);
+  CHECK(numbers(got) == std::vector<std::int64_t>{0, 1, 2});
 }

@@ -160,3 +160,74 @@ TEST_CASE("a large bytes message the application keeps is not overwritten by the
   message copy = kept[0];
   CHECK(&copy.bytes() == &kept[0].bytes());
 }
+
+namespace {
+
+std::vector<message> decode_whole(wire w, std::string_view bytes, std::error_code& ec) {
+  decoder d(w, 1u << 20);
+  std::vector<message> out;
+  ec = d.feed(bytes, [&](message&& m) { out.push_back(std::move(m)); });
+  return out;
+}
+
+} // namespace
+
+// Before the fix: decoding failed with malformed_message (Boost.JSON's default depth of 32).
+TEST_CASE("messages nested 1000 deep are accepted in both formats", "[frame][node]") {
+  const std::string text = std::string(1000, '[') + "7" + std::string(1000, ']');
+  for (wire w : {wire::node_json, wire::framed}) {
+    INFO((w == wire::framed ? "framed" : "node_json"));
+    std::string bytes;
+    if (w == wire::node_json)
+      bytes = text + "\n";
+    else
+      bytes = std::string("\xd1\x07\x00\x00\x01", 5) + text; // 2001 bytes of JSON
+    std::error_code ec;
+    auto got = decode_whole(w, bytes, ec);
+    REQUIRE_FALSE(ec);
+    REQUIRE(got.size() == 1);
+    std::string back;
+    childproc::detail::encode(got[0], w, back);
+    CHECK(back == bytes);
+  }
+}
+
+// Before the fix: the lines ended the channel with malformed_message.
+TEST_CASE("lone surrogates as Node's JSON.stringify writes them become U+FFFD", "[frame][node]") {
+  // The exact bytes of JSON.stringify('a\ud800b'), of a lone low surrogate, of one at the end
+  // of a string, and a valid pair (kept as it is).
+  const std::string input = "\"a\\ud800b\"\n{\"k\":\"\\udc00\"}\n[\"x\\uD83D\"]\n"
+                            "\"\\ud83d\\ude00\\\\ud800\"\n";
+  std::error_code ec;
+  auto got = decode_whole(wire::node_json, input, ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].json() == "a\xEF\xBF\xBD"
+                         "b");
+  CHECK(got[1].json() == boost::json::value{{"k", "\xEF\xBF\xBD"}});
+  CHECK(got[2].json() == boost::json::array{"x\xEF\xBF\xBD"});
+  CHECK(got[3].json() == "\xF0\x9F\x98\x80\\ud800"); // an escaped backslash is no escape
+}
+
+// Before the fix: bytes were written as a JSON string of raw bytes, "\u0000...\xff...", which is
+// not UTF-8 and which no JSON parser must accept.
+TEST_CASE("bytes over node_json travel as Node's Buffer JSON", "[frame][node]") {
+  std::string raw;
+  for (int i : {0, 1, 127, 128, 255})
+    raw += static_cast<char>(i);
+  std::string bytes;
+  childproc::detail::encode(message::bytes(raw), wire::node_json, bytes);
+  CHECK(bytes == "{\"type\":\"Buffer\",\"data\":[0,1,127,128,255]}\n");
+}
+
+// Before the fix: scanned 270008323 bytes for a 1048579-byte line (257 times: the whole partial
+// line was rescanned on every read).
+TEST_CASE("node_json scans each byte of a long line once, however it is cut", "[frame][node]") {
+  const std::string line = "\"" + std::string(1u << 20, 'x') + "\"\n";
+  decoder d(wire::node_json, 2u << 20);
+  int delivered = 0;
+  for (std::size_t i = 0; i < line.size(); i += 2048)
+    REQUIRE_FALSE(d.feed(std::string_view(line).substr(i, 2048), [&](message&&) { ++delivered; }));
+  CHECK(delivered == 1);
+  CHECK(d.scanned_bytes() == line.size());
+}

@@ -33,6 +33,13 @@ using channel_error_handler = std::function<void(std::error_code ec)>;
 /// malformed (errc::malformed_message); the error handlers hear about the latter two, then
 /// `disconnect` comes.
 ///
+/// Handlers: a handler may add handlers (one added during an event first hears the next one). A
+/// handler that throws ends that event's delivery and the exception propagates out of the
+/// executor's run(); the channel stays consistent, and the next run() delivers the remaining
+/// messages and events in order. The handlers are dropped once `disconnect` was delivered (the
+/// error handlers just after the errors already posted by then), so a handler may capture the
+/// channel or the child without keeping them alive.
+///
 /// Lifetime: the handle is a cheap shared reference. The channel stays open while it is
 /// connected and its executor runs, whether or not a handle exists; disconnect() ends it.
 /// Use it from its executor's thread.
@@ -45,7 +52,10 @@ public:
 
   /// Queues `msg`. Returns true while the channel is connected. After it closed, returns false
   /// and reports errc::channel_closed once: to `done` when given, otherwise to the error
-  /// handlers, never both. `done` gets the outcome once the message is written.
+  /// handlers, never both. A message larger than the channel's max_message_size (the framed
+  /// payload, or the JSON line) is refused the same way with errc::message_too_large: the peer
+  /// applies the same limit. `done` gets the outcome once the message is written. Reports are
+  /// posted, never made from inside send().
   bool send(const message& msg, send_handler done = {});
   /// Sends a user type converted with Boost.JSON's value_from.
   template <class T>
@@ -61,7 +71,9 @@ public:
   channel& on_error(channel_error_handler handler);
 
   /// Closes the channel once the queued messages are written; `disconnect` follows on both
-  /// sides. No message is delivered after it.
+  /// sides. No message is delivered after it. On a channel that is not connected (any more),
+  /// it reports errc::already_disconnected ("IPC channel is already disconnected", Node's
+  /// ERR_IPC_DISCONNECTED) to the error handlers, posted.
   void disconnect();
   bool connected() const noexcept;
   /// Bytes queued and not yet written.
@@ -79,7 +91,11 @@ bool has_parent_channel() noexcept;
 /// The worker side: the channel to the parent (Node's process.send / process.on('message')).
 /// Detects childproc's channel (CHILDPROC_CHANNEL_FD) or Node's (NODE_CHANNEL_FD, json mode) and
 /// removes the variable from the environment so that grandchildren do not see it. The first call
-/// takes the channel; later calls return the same one while it is alive. Throws
+/// takes the channel; later calls return the same one while it is alive. The size limit comes
+/// from CHILDPROC_CHANNEL_MAX_MESSAGE (a decimal byte count; anything else, or 0, gives the
+/// default 64 MiB). Because it calls unsetenv, call it before this process starts threads that
+/// read the environment (getenv, or a spawn that inherits it): POSIX gives no thread safety
+/// between setenv/unsetenv and getenv. Throws
 /// std::system_error (errc::channel_closed) when there is no channel, or when Node's channel
 /// uses its 'advanced' serialization, which is not supported.
 /// A worker whose io_context has no other work ends its run() when the parent disconnects or

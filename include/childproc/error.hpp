@@ -28,6 +28,8 @@ enum class errc {
   /// exec forms: the child's status was taken by someone else (SIGCHLD set to SIG_IGN, a foreign
   /// waitpid(-1)), so success cannot be told from failure
   exit_status_unknown,
+  already_disconnected, ///< disconnect() on a channel that is not connected (Node's
+                        ///< ERR_IPC_DISCONNECTED)
 };
 
 /// The category of childproc::errc.

@@ -20,10 +20,11 @@ struct message_access;
 inline namespace v1 {
 
 /// One message of a channel. Node sends JSON values; childproc channels also carry raw bytes
-/// without any encoding (framed serialization only; over a Node channel they travel as a JSON
-/// string). Strings given to the constructor are JSON strings, as `send("start")` is in Node.
-/// The bytes of a bytes message are shared, immutable: copying a message, or sending the same
-/// message many times, does not copy them.
+/// without any encoding (framed serialization; over a Node channel they travel as Node's Buffer
+/// JSON, {"type":"Buffer","data":[...]}, and arrive as that JSON object). Strings given to the
+/// constructor are JSON strings, as `send("start")` is in Node. The bytes of a bytes message are
+/// shared, immutable: copying a message, or sending the same message many times, does not copy
+/// them.
 class message {
 public:
   /// A JSON null.

@@ -172,8 +172,9 @@ struct spawn_options {
   /// `silent`). Default: false. An stdio other than the default three pipes is used as given.
   bool silent = false;
 
-  /// fork() only: the largest message the parent accepts (the child applies the same limit);
-  /// a larger frame ends the channel with errc::message_too_large. Default: 64 MiB.
+  /// fork() only: the largest message either side sends or accepts (the child is told it); a
+  /// larger send is refused with errc::message_too_large, a larger incoming frame ends the
+  /// channel with it. Clamped to 4 GiB - 1, what a frame's length can carry. Default: 64 MiB.
   std::size_t max_message_size = 64u << 20;
 };
 

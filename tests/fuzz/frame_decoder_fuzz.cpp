@@ -1,10 +1,14 @@
 // libFuzzer target for the channel's decoder (both wire formats).
 //
-// Input: byte 0 picks the format (bit 0) and the read size (bits 1..7, 1 to 128 bytes), the rest
-// is what the peer sent. Properties checked beyond "no crash, no leak, no UB":
+// Input: byte 0 picks the format (bit 0) and seeds the cuts (bits 1..7); the rest is what the
+// peer sent. Properties checked beyond "no crash, no leak, no UB":
+//  - however the input is cut into reads (the cuts depend on the seed and on the data), the
+//    decoder gives the same messages, the same error and the same partial() as in one read;
 //  - an error is final: feeding more returns the same error and delivers nothing;
 //  - every decoded message re-encodes to bytes that decode to an equal message (non-finite
 //    doubles becoming null, as in Node).
+// The limit (fuzz_limit) is below the -max_len that .ci/run gives libFuzzer, so that lines and
+// frames over it occur: both formats' message_too_large branches are reached.
 #include "../../src/frame.hpp"
 
 #include <algorithm>
@@ -62,41 +66,76 @@ bool same(const message& a, const message& b) {
   return a.is_bytes() ? a.bytes() == b.bytes() : close_json(a.json(), b.json());
 }
 
+constexpr std::size_t fuzz_limit = 4096;
+
+struct decoded {
+  std::vector<message> messages;
+  std::error_code error;
+  bool partial = false;
+};
+
+// Decodes `input` cut into reads: cut(i) gives the size of the read that starts at offset i.
+template <class Cut>
+decoded decode(wire format, std::string_view input, Cut cut) {
+  decoder d(format, fuzz_limit, /*large_frame=*/16); // small, so the large-frame path is fuzzed
+  decoded out;
+  for (std::size_t i = 0; i < input.size();) {
+    const std::size_t n = std::min(cut(i), input.size() - i);
+    std::error_code ec = d.feed(input.substr(i, n), [&](message&& m) {
+      if (out.error)
+        std::abort(); // nothing may be delivered after an error
+      out.messages.push_back(std::move(m));
+    });
+    if (out.error && ec != out.error)
+      std::abort(); // an error is final
+    if (ec)
+      out.error = ec;
+    i += n;
+  }
+  out.partial = d.partial();
+  return out;
+}
+
+bool same_exactly(const message& a, const message& b) {
+  if (a.is_bytes() != b.is_bytes())
+    return false;
+  return a.is_bytes() ? a.bytes() == b.bytes() : a.json() == b.json();
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1)
     return 0;
   const wire format = (data[0] & 1) ? wire::node_json : wire::framed;
-  const std::size_t step = 1 + ((data[0] >> 1) & 0x7f);
+  const unsigned seed = data[0] >> 1;
   const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
 
-  decoder d(format, 4096, /*large_frame=*/16); // small, so the large-frame path is fuzzed too
-  std::vector<message> got;
-  std::error_code failed;
-  for (std::size_t i = 0; i < input.size(); i += step) {
-    std::error_code ec = d.feed(input.substr(i, step), [&](message&& m) {
-      if (failed)
-        std::abort(); // nothing may be delivered after an error
-      got.push_back(std::move(m));
-    });
-    if (failed && ec != failed)
-      std::abort(); // an error is final
-    if (ec)
-      failed = ec;
-  }
+  const decoded whole = decode(format, input, [&](std::size_t) { return input.size(); });
+  // Cuts derived from the seed and from the byte where the read starts: 1 to 128 bytes.
+  const decoded cut = decode(format, input, [&](std::size_t i) {
+    return 1 + ((static_cast<unsigned char>(input[i]) * 131u + seed * 7u + i) % 128u);
+  });
+  if (whole.error != cut.error || whole.messages.size() != cut.messages.size())
+    std::abort();
+  for (std::size_t i = 0; i < whole.messages.size(); ++i)
+    if (!same_exactly(whole.messages[i], cut.messages[i]))
+      std::abort();
+  if (!whole.error && whole.partial != cut.partial)
+    std::abort();
 
-  for (const message& m : got) {
+  for (const message& m : whole.messages) {
     std::string encoded;
     childproc::detail::encode(m, format, encoded);
     decoder again(format, 1u << 20);
     std::vector<message> back;
     if (again.feed(encoded, [&](message&& x) { back.push_back(std::move(x)); }))
       std::abort();
-    // node_json turns bytes into a JSON string; JSON values must survive exactly.
+    // node_json turns bytes into Buffer JSON; JSON values must survive exactly.
     // (Non-finite doubles are sent as null, as Node's JSON.stringify does.)
     const message expected = m.is_json() ? message(childproc::detail::finite_json(m.json())) : m;
-    if (back.size() != 1 || (m.is_json() && !same(expected, back[0])))
+    if (back.size() != 1 || (m.is_json() && !same(expected, back[0])) ||
+        (m.is_bytes() && format == wire::framed && back[0].bytes() != m.bytes()))
       std::abort();
   }
   return 0;

@@ -61,6 +61,14 @@
 //                      pipe), printing for each the child's answer and what fd 0 is after spawn()
 //   devnull-emfile     lowers RLIMIT_NOFILE so that two pipes fit but /dev/null does not, spawns
 //                      with stdio pipe, pipe, ignore and prints "<step> <errno name>"
+//   deaf-worker        shuts down the reading side of its channel fd (it will never read
+//                      again), sends "deaf" framed, and waits until the parent closes
+//   fork-send-to-deaf  with SIGPIPE at its default, fork()s itself as deaf-worker (inherited
+//                      stdio), answers "deaf" with a send, prints "send: <error>", disconnects,
+//                      prints "disconnect" at the event and exits 0
+//   fd-kind FD         prints what FD is: "closed", "socket", "pipe", "tty", "char <link>",
+//                      "file" or "other <link>"
+//   fork-fd0-closed    closes its fd 0, then fork()s itself as "fd-kind 0" (inherited stdio)
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -84,10 +92,14 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <poll.h>
 #include <string>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -491,6 +503,61 @@ int run(int argc, char** argv) {
           std::string(childproc::to_string(e.step())) + " " + ::strerrorname_np(e.code().value());
     }
     return say(1, outcome + "\n"), 0;
+  }
+  if (mode == "deaf-worker") {
+    const char* fd_text = std::getenv("CHILDPROC_CHANNEL_FD");
+    if (!fd_text)
+      return 7;
+    const int fd = std::atoi(fd_text);
+    ::shutdown(fd, SHUT_RD);
+    const char deaf[] = "\x06\x00\x00\x00\x01\"deaf\"";
+    write_all(fd, deaf, sizeof deaf - 1);
+    pollfd p{fd, 0, 0};
+    while (!(p.revents & (POLLHUP | POLLERR)) && ::poll(&p, 1, 10000) > 0) {
+    }
+    return 0;
+  }
+  if (mode == "fork-send-to-deaf") {
+    std::signal(SIGPIPE, SIG_DFL); // the test binary may have left it ignored
+    boost::asio::io_context io;
+    auto child = childproc::fork(io, argv[0], {"deaf-worker"});
+    child.on_message([&](const childproc::message&) {
+      child.send("are you there?", [&](std::error_code ec) {
+        say(1, "send: " + (ec ? ec.message() : std::string("ok")) + "\n");
+        child.disconnect(); // still open after the failed write: this closes it
+      });
+    });
+    child.on_disconnect([&] { say(1, "disconnect\n"); });
+    io.run();
+    return 0;
+  }
+  if (mode == "fd-kind") {
+    struct stat st;
+    std::string kind = "other";
+    if (::fstat(std::atoi(argv[2]), &st) != 0)
+      kind = "closed";
+    else if (S_ISSOCK(st.st_mode))
+      kind = "socket";
+    else if (S_ISFIFO(st.st_mode))
+      kind = "pipe";
+    else if (S_ISCHR(st.st_mode))
+      kind = ::isatty(std::atoi(argv[2]))
+                 ? "tty"
+                 : "char " + std::filesystem::read_symlink("/proc/self/fd/" + arg(2)).string();
+    else if (S_ISREG(st.st_mode))
+      kind = "file";
+    else
+      kind += " " + std::filesystem::read_symlink("/proc/self/fd/" + arg(2)).string();
+    return say(1, kind + "\n"), 0;
+  }
+  if (mode == "fork-fd0-closed") {
+    // Asio's reactor fds (epoll, eventfd) are the application's: made before the close.
+    boost::asio::io_context io;
+    boost::asio::steady_timer reactor_made(io);
+    ::close(0);
+    auto child = childproc::fork(io, argv[0], {"fd-kind", "0"});
+    io.run();
+    return 0;
   }
   return 2;
 }

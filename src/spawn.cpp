@@ -196,21 +196,6 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   }
 }
 
-void ignore_sigpipe_once() {
-  // Node ignores SIGPIPE so that a write to a dead child fails with EPIPE. Done only when the
-  // application left the default in place; children get the default back before exec.
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction current {};
-    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL &&
-        !(current.sa_flags & SA_SIGINFO)) {
-      struct sigaction ignore {};
-      ignore.sa_handler = SIG_IGN;
-      ::sigaction(SIGPIPE, &ignore, nullptr);
-    }
-  });
-}
-
 // One implementation for both forms: the handle, or an empty one with `failure` set.
 child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
                          std::vector<std::string> args, const spawn_options& options,
@@ -223,11 +208,8 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
   const std::vector<std::string> requested_args = args;
   prepare(p, std::move(file), std::move(args), options, ec, step);
   std::optional<detail::posix::launch_result> launched;
-  if (!ec) {
-    if (p.parent_ends[0])
-      ignore_sigpipe_once();
+  if (!ec)
     launched = detail::posix::launch(p.request, ec, step);
-  }
   p.child_ends.clear(); // the child has its copies now (or never will)
   p.dev_null.reset();
 

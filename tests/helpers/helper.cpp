@@ -37,6 +37,9 @@
 //                      without disconnecting (the worker then sees its parent die)
 //   drop-and-spawn     (as root) becomes uid 65534, then spawn()s itself with uid 0 and prints
 //                      the error it gets
+//   sigpipe-parent     with SIGPIPE at SIG_DFL, spawn()s close-in-exit of itself, writes 1 MiB to
+//                      its stdin after its exit, prints "EPIPE" (or the error) and then whether
+//                      SIGPIPE is still at its default ("SIGPIPE default" / "SIGPIPE ignored")
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -292,6 +295,22 @@ int run(int argc, char** argv) {
       say(1, std::string(childproc::to_string(e.step())) + " " + std::to_string(e.code().value()) +
                  "\n");
     }
+    return 0;
+  }
+  if (mode == "sigpipe-parent") {
+    ::signal(SIGPIPE, SIG_DFL);
+    boost::asio::io_context io;
+    auto child = childproc::spawn(io, argv[0], {"close-in-exit"});
+    std::string result = "no result";
+    child.on_exit([&](auto, auto) {
+      child.in().write(std::string(1 << 20, 'x'), [&](std::error_code ec) {
+        result = ec == std::errc::broken_pipe ? "EPIPE" : "error " + ec.message();
+      });
+    });
+    io.run();
+    struct sigaction now {};
+    ::sigaction(SIGPIPE, nullptr, &now);
+    say(1, result + "\nSIGPIPE " + (now.sa_handler == SIG_DFL ? "default" : "ignored") + "\n");
     return 0;
   }
   return 2;

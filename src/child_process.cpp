@@ -185,6 +185,9 @@ void child_state::shut_down_io() noexcept {
       r->shut_down_io();
   if (in)
     in->shut_down_io();
+  // The channel's socket has the same problem; dropping our reference covers a channel nobody
+  // else holds (a `channel` handle the application keeps is channel_state's to make safe).
+  ipc.reset();
   if (watcher) {
     if (!watcher->reaped())
       watcher->orphan(); // the background reaper takes the child

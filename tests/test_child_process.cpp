@@ -566,8 +566,19 @@ TEST_CASE("a child_process that outlives its io_context is inert and safe to des
     child->out().on_data([](std::string_view) {});
   } // the io_context goes first
   CHECK_FALSE(child->exit_code());
+  CHECK_FALSE(child->kill(0));
   child->in().write("ignored");
   child->in().end();
+  child.reset();
+  CHECK(test::wait_reaped(pid));
+
+  // A forked child's channel too (the worker ends when its channel closes).
+  {
+    asio::io_context io;
+    child.emplace(childproc::fork(io, test::helper, {"ipc-echo"}));
+    pid = *child->pid();
+  }
+  CHECK_FALSE(child->send("ignored"));
   child.reset();
   CHECK(test::wait_reaped(pid));
 }

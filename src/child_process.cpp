@@ -3,9 +3,13 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/query.hpp>
 
 #include <cerrno>
 #include <csignal>
+#include <mutex>
 #include <stdexcept>
 
 namespace childproc::detail {
@@ -75,28 +79,26 @@ void child_state::abandon() noexcept {
 }
 
 void child_state::report_launch_failure() {
-  // Node: exitCode is the negative errno; 'error', then 'close'; no 'spawn', no 'exit'.
+  // Node: exitCode is the negative errno; 'error', the streams' `end`, then 'close'; no 'spawn'
+  // and no 'exit'. The status first, so that a throwing error handler leaves it consistent:
+  // emit_error() then resumes with deliver(), which does the rest.
   status.emplace();
   status->code = -launch_error->code().value();
   emit_error(*launch_error);
-  for (auto& r : readers)
-    if (r)
-      r->finish();       // never read: `end`, and `close` no longer waits for it
-  exit_delivered = true; // there is no `exit` to wait for
-  complete_waiters();
-  maybe_close();
+  deliver();
 }
 
 void child_state::start() {
-  emit(spawn_handlers);
+  // The bookkeeping first: the reads and the exit wait complete later, never inside this call,
+  // so `spawn` still comes before any output, and a throwing spawn handler leaves nothing undone.
   for (auto& r : readers)
     if (r)
       r->start();
   if (ipc)
     ipc->start();
-  if (timeout.count() > 0 && running()) {
-    timeout_timer.expires_after(timeout);
-    timeout_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+  if (timeout.count() > 0 && running() && timeout_timer) {
+    timeout_timer->expires_after(timeout);
+    timeout_timer->async_wait([self = shared_from_this()](boost::system::error_code ec) {
       if (!ec && self->library_can_signal()) {
         self->timed_out = true;
         self->kill_by_library();
@@ -104,6 +106,7 @@ void child_state::start() {
     });
   }
   wait_for_exit();
+  emit_last(spawn_handlers);
 }
 
 void child_state::wait_for_exit() {
@@ -122,24 +125,46 @@ void child_state::on_exited() {
   }
   status = st;
   if (!timeout_until_close) {
-    timeout_timer.cancel();
-    escalation_timer.cancel();
+    timeout_timer->cancel();
+    escalation_timer->cancel();
   }
-  // The child is gone: what it wrote is already in its pipes. Deliver it before `exit`, so that
-  // output never comes after the exit that followed it (the source documents' `ls` snippet).
-  for (auto& r : readers)
-    if (r)
-      r->drain_available();
-  if (ipc && ipc->open) {
-    // Node's order: every message the child sent before it died, then `disconnect`, then
-    // `exit`. The child is gone, so what it wrote is already in the socket: read it all now.
-    ipc->drain_now();
-    ipc->close({}, /*emit_now=*/true);
+  deliver();
+}
+
+void child_state::deliver() {
+  resume_after_throw resume([this] { resume_later(); });
+  if (status && !exit_delivered) {
+    if (launch_error) {
+      // A failed launch has no `exit`: its streams end without data (each `end` may throw:
+      // a finished stream is skipped when this resumes), then the waiters complete.
+      for (auto& r : readers)
+        if (r && r->is_open())
+          r->finish();
+      exit_delivered = true;
+      complete_waiters();
+    } else {
+      // The child is gone: what it wrote is already in its pipes. Deliver it before `exit`, so
+      // that output never comes after the exit that followed it (the `ls` snippet).
+      for (auto& r : readers)
+        if (r)
+          r->drain_available();
+      if (ipc && ipc->open) {
+        // Node's order: every message the child sent before it died, then `disconnect`, then
+        // `exit`. The child is gone, so what it wrote is already in the socket: read it all now.
+        ipc->drain_now();
+        ipc->close({}, /*emit_now=*/true);
+      }
+      exit_delivered = true;
+      complete_waiters(); // posts the completions
+      emit_last(exit_handlers, status->code, status->signal);
+    }
   }
-  emit(exit_handlers, status->code, status->signal);
-  exit_delivered = true;
-  complete_waiters();
   maybe_close();
+}
+
+void child_state::resume_later() {
+  if (!io_shut_down)
+    asio::post(executor, [self = shared_from_this()] { self->deliver(); });
 }
 
 void child_state::reader_ended() {
@@ -151,15 +176,21 @@ void child_state::maybe_close() {
   if (close_emitted || !status || !exit_delivered || open_readers > 0)
     return;
   close_emitted = true;
-  timeout_timer.cancel();
-  escalation_timer.cancel();
+  timeout_timer->cancel();
+  escalation_timer->cancel();
   if (watcher && watcher->exited()) {
     watcher->reap_zombie(); // a group leader kept until now
     watcher.reset();        // the pidfd is no longer needed
   }
-  emit(close_handlers, status->code, status->signal);
   if (in)
     in->close_now();
+  // `close` is the last event: no handler is kept after it (one capturing the handle would keep
+  // the state alive), except on_error's while a handle exists (send() and kill() can still fail).
+  spawn_handlers.release();
+  exit_handlers.release();
+  if (handles == 0)
+    error_handlers.release();
+  emit_last(close_handlers, status->code, status->signal);
 }
 
 void child_state::complete_waiters() {
@@ -174,6 +205,32 @@ void child_state::complete_waiters() {
       result = asio::error::operation_aborted;
     w->complete(result, *status);
   }
+}
+
+void child_state::shut_down_io() noexcept {
+  io_shut_down = true;
+  timeout_timer.reset();
+  escalation_timer.reset();
+  for (auto& r : readers)
+    if (r)
+      r->shut_down_io();
+  if (in)
+    in->shut_down_io();
+  // The channel's socket has the same problem; dropping our reference covers a channel nobody
+  // else holds (a `channel` handle the application keeps is channel_state's to make safe).
+  ipc.reset();
+  if (watcher) {
+    if (!watcher->reaped())
+      watcher->orphan(); // the background reaper takes the child
+    watcher.reset();
+  }
+  // As Asio does with the operations of a context that shuts down: never called, destroyed.
+  auto abandoned = std::move(waiters);
+  waiters.clear();
+  spawn_handlers.release();
+  exit_handlers.release();
+  close_handlers.release();
+  error_handlers.release();
 }
 
 int child_state::send_signal(int signal) noexcept {
@@ -205,20 +262,88 @@ int child_state::signal_by_library(int signal) noexcept {
 }
 
 void child_state::kill_by_library() {
-  if (signal_by_library(kill_signal) != 0 || kill_after.count() <= 0)
+  if (signal_by_library(kill_signal) != 0 || kill_after.count() <= 0 || !escalation_timer)
     return;
-  escalation_timer.expires_after(kill_after);
-  escalation_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+  escalation_timer->expires_after(kill_after);
+  escalation_timer->async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec && self->library_can_signal())
       self->signal_by_library(SIGKILL);
   });
 }
 
 void child_state::emit_error(const process_error& error) {
-  emit(error_handlers, error);
+  // An error may come in the middle of a step (a failed launch's `close` is still due).
+  resume_after_throw resume([this] { resume_later(); });
+  error_handlers.emit(error);
+}
+
+// The execution context's list of live states, told when the context shuts down.
+class io_registry final : public asio::execution_context::service {
+public:
+  static inline asio::execution_context::id id;
+  explicit io_registry(asio::execution_context& context) : service(context) {}
+  ~io_registry() override {
+    for (auto* r = head_; r; r = r->next)
+      r->registry = nullptr;
+  }
+
+  void add(io_registration& r) {
+    std::lock_guard lock(mutex_);
+    if (shut_down_) {
+      r.registry = nullptr;
+      return;
+    }
+    r.next = head_;
+    if (head_)
+      head_->prev = &r;
+    head_ = &r;
+  }
+  void remove(io_registration& r) noexcept {
+    std::lock_guard lock(mutex_);
+    if (!r.registry)
+      return; // taken off by shutdown()
+    unlink(r);
+  }
+
+private:
+  void unlink(io_registration& r) noexcept {
+    (r.prev ? r.prev->next : head_) = r.next;
+    if (r.next)
+      r.next->prev = r.prev;
+    r.prev = r.next = nullptr;
+    r.registry = nullptr;
+  }
+  void shutdown() override {
+    // Recursive: shutting one state down may destroy others (abandoned handlers held their
+    // handles), and their registrations unlink themselves on this thread.
+    std::lock_guard lock(mutex_);
+    shut_down_ = true;
+    while (head_) {
+      io_registration& r = *head_;
+      unlink(r);
+      if (auto state = r.state.weak_from_this().lock())
+        state->shut_down_io();
+    }
+  }
+
+  std::recursive_mutex mutex_;
+  io_registration* head_ = nullptr;
+  bool shut_down_ = false;
+};
+
+io_registration::io_registration(const asio::any_io_executor& ex, child_state& s) : state(s) {
+  registry = &asio::use_service<io_registry>(asio::query(ex, asio::execution::context));
+  registry->add(*this);
+}
+
+io_registration::~io_registration() {
+  if (registry)
+    registry->remove(*this);
 }
 
 void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w) {
+  if (state->io_shut_down)
+    return; // abandoned, as any operation on a context that is gone
   if (state->status) {
     boost::system::error_code ec;
     if (state->launch_error)
@@ -234,11 +359,14 @@ void cancel_exit_waiter(const std::weak_ptr<child_state>& weak, exit_waiter* w) 
   if (!state)
     return;
   for (auto& waiter : state->waiters) {
-    if (waiter.get() == w && !w->cancelled) {
-      w->cancelled = true;
-      if (state->running())
-        state->kill_by_library();
-    }
+    if (waiter.get() != w || w->cancelled)
+      continue;
+    // Asio's rule: once the result is determined (the child has exited by itself, even if it
+    // is not reaped yet), a cancellation has no effect.
+    if (!state->running() || !state->watcher || state->watcher->has_exited())
+      return;
+    w->cancelled = true;
+    state->kill_by_library();
   }
 }
 
@@ -259,13 +387,23 @@ child_process& child_process::operator=(child_process&& other) noexcept {
   return *this;
 }
 
+child_process::child_process(std::shared_ptr<detail::child_state> state) noexcept
+    : state_(std::move(state)) {
+  if (state_)
+    ++state_->handles;
+}
+
 child_process::~child_process() {
   release();
 }
 
 void child_process::release() noexcept {
-  if (state_ && state_->kill_on_destroy && state_->running())
+  if (!state_)
+    return;
+  if (state_->kill_on_destroy && state_->running())
     state_->kill_by_library();
+  if (--state_->handles == 0 && state_->close_emitted)
+    state_->error_handlers.release(); // nothing can report an error any more
   state_.reset();
 }
 
@@ -365,19 +503,19 @@ bool child_process::has_pipe(int n) const noexcept {
 }
 
 child_process& child_process::on_spawn(spawn_handler h) {
-  checked_state()->spawn_handlers.push_back(std::move(h));
+  checked_state()->spawn_handlers.add(std::move(h));
   return *this;
 }
 child_process& child_process::on_exit(exit_handler h) {
-  checked_state()->exit_handlers.push_back(std::move(h));
+  checked_state()->exit_handlers.add(std::move(h));
   return *this;
 }
 child_process& child_process::on_close(exit_handler h) {
-  checked_state()->close_handlers.push_back(std::move(h));
+  checked_state()->close_handlers.add(std::move(h));
   return *this;
 }
 child_process& child_process::on_error(error_handler h) {
-  checked_state()->error_handlers.push_back(std::move(h));
+  checked_state()->error_handlers.add(std::move(h));
   return *this;
 }
 
@@ -394,6 +532,8 @@ bool child_process::has_channel() const noexcept {
 
 bool child_process::send(const message& msg, send_handler done) {
   auto& s = checked_state();
+  if (s->io_shut_down)
+    return false; // inert: nothing can complete on a context that is gone
   if (s->ipc)
     return s->ipc->send(msg, std::move(done));
   // No channel at all: the same answer as a closed one, reported once.

@@ -3,23 +3,80 @@
 // Owned by the handle and by every pending operation (the exit wait, the stream reads, the
 // timers), so the events of a child whose handle was dropped still run while the executor runs.
 // When the executor is destroyed first, the state goes with it and the child is handed to the
-// SIGCHLD hub for reaping.
+// SIGCHLD hub for reaping; a state that a handle keeps alive longer destroys its I/O objects
+// when the execution context shuts down (io_registration), so the handle is safe to destroy.
+//
+// User handlers may throw: each step does the library's bookkeeping before it calls them, and a
+// step left by an exception posts its continuation (resume_after_throw), so the events that
+// follow still come when the application runs the loop again.
 #pragma once
 
 #include "channel_state.hpp"
 #include "posix/exit_watcher.hpp"
 
 #include <childproc/child_process.hpp>
+#include <childproc/detail/handler_list.hpp>
 #include <childproc/options.hpp>
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace childproc::detail {
+
+struct child_state;
+class io_registry;
+
+// Runs `resume` (which posts the rest of a step) when the scope is left by an exception, i.e.
+// when a user handler threw: the exception goes on out of io.run(), the work goes on later.
+template <class Resume>
+class resume_after_throw {
+public:
+  explicit resume_after_throw(Resume resume) noexcept
+      : resume_(std::move(resume)), uncaught_(std::uncaught_exceptions()) {}
+  ~resume_after_throw() {
+    if (std::uncaught_exceptions() > uncaught_) {
+      try {
+        resume_();
+      } catch (...) {
+        // No memory for the post while unwinding: the exception that is leaving matters more.
+      }
+    }
+  }
+  resume_after_throw(const resume_after_throw&) = delete;
+  resume_after_throw& operator=(const resume_after_throw&) = delete;
+
+private:
+  Resume resume_;
+  int uncaught_;
+};
+
+// Emits the last event of `list` and drops its handlers, also when one throws: a handler that
+// captures the handle must not keep the state alive.
+template <class List, class... Args>
+void emit_last(List& list, const Args&... args) {
+  List taken = std::move(list);
+  list.release();
+  taken.emit(args...);
+}
+
+// A state's link to the io_registry service of its execution context.
+struct io_registration {
+  io_registration(const asio::any_io_executor& ex, child_state& state);
+  ~io_registration();
+  io_registration(const io_registration&) = delete;
+  io_registration& operator=(const io_registration&) = delete;
+
+  child_state& state;
+  io_registry* registry = nullptr; // null once the context shut down
+  io_registration* prev = nullptr;
+  io_registration* next = nullptr;
+};
 
 struct child_state : std::enable_shared_from_this<child_state> {
   child_state(asio::any_io_executor executor, std::string file, std::vector<std::string> args,
@@ -43,9 +100,16 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void start();
   void wait_for_exit();
   void on_exited();
+  // Delivers what is due (`exit` after the last output, then `close`); idempotent, so it is also
+  // how a step that a throwing handler interrupted is resumed.
+  void deliver();
+  void resume_later();
   void reader_ended();
   void maybe_close();
   void complete_waiters();
+  // The execution context is shutting down: destroy the I/O objects while its services exist,
+  // hand the child to the background reaper, and drop every handler (no event comes any more).
+  void shut_down_io() noexcept;
 
   // Sends `signal`; returns 0 or an errno. Marks killed on delivery.
   int send_signal(int signal) noexcept;
@@ -87,25 +151,24 @@ struct child_state : std::enable_shared_from_this<child_state> {
   std::vector<std::unique_ptr<readable_stream>> readers; // by slot; null where not a pipe
   int open_readers = 0;
 
-  std::vector<spawn_handler> spawn_handlers;
-  std::vector<exit_handler> exit_handlers;
-  std::vector<exit_handler> close_handlers;
-  std::vector<error_handler> error_handlers;
+  handler_list<spawn_handler> spawn_handlers;
+  handler_list<exit_handler> exit_handlers;
+  handler_list<exit_handler> close_handlers;
+  handler_list<error_handler> error_handlers;
   std::vector<std::unique_ptr<exit_waiter>> waiters;
 
-  asio::steady_timer timeout_timer;
-  asio::steady_timer escalation_timer;
+  // Optional so that they can be destroyed when the execution context shuts down.
+  std::optional<asio::steady_timer> timeout_timer;
+  std::optional<asio::steady_timer> escalation_timer;
+  bool io_shut_down = false; // the execution context is gone: the handle is inert
+  // child_process handles of this state: errors can follow `close` while one exists (send(),
+  // kill()), so the error handlers are released after `close` only once none is left.
+  std::atomic<int> handles{0};
+
+  // Last: unlinked first when the state is destroyed.
+  io_registration registration{executor, *this};
 
   void report_launch_failure();
 };
-
-// Handlers may add handlers while being called: call by index over the list as it was.
-template <class List, class... Args>
-void emit(List& handlers, const Args&... args) {
-  const std::size_t n = handlers.size();
-  for (std::size_t i = 0; i < n; ++i)
-    if (handlers[i])
-      handlers[i](args...);
-}
 
 } // namespace childproc::detail

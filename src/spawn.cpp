@@ -226,21 +226,6 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   build_stdio(p, o, ec, step);
 }
 
-void ignore_sigpipe_once() {
-  // Node ignores SIGPIPE so that a write to a dead child fails with EPIPE. Done only when the
-  // application left the default in place; children get the default back before exec.
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction current {};
-    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL &&
-        !(current.sa_flags & SA_SIGINFO)) {
-      struct sigaction ignore {};
-      ignore.sa_handler = SIG_IGN;
-      ::sigaction(SIGPIPE, &ignore, nullptr);
-    }
-  });
-}
-
 // An exception from the setup before the launch, as an error code: errno values in the system
 // category (std::thread reports EAGAIN in the generic one), Asio's too.
 std::error_code current_exception_code() {
@@ -307,8 +292,6 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
   if (!ec || is_event_error(ec, step))
     state = make_state(ex, p, options, ec, step);
   if (!ec) {
-    if (state->in)
-      ignore_sigpipe_once();
     auto launched = detail::posix::launch(p.request, ec, step);
     // The point of no return. Only the pidfd's registration and the post of start() can fail
     // from here on, and then the child was killed and reaped.

@@ -1,43 +1,71 @@
 // The parent's ends of the stdio pipes.
 #include "child_state.hpp"
+#include "read_buffer.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/write.hpp>
 
 #include <cerrno>
+#include <csignal>
+#include <ctime>
+#include <pthread.h>
 #include <unistd.h>
 
 namespace childproc {
 inline namespace v1 {
 namespace {
 
-// One read buffer per thread, shared by every stream: a chunk is delivered to the handlers
-// before the next read, so 500 idle children cost no buffer memory at all.
+// What one read asks for. The leased buffer is larger (the channel reads more at once); 64 KiB
+// is a full default pipe.
 constexpr std::size_t read_chunk = 64 * 1024;
-char* thread_read_buffer() {
-  static thread_local std::unique_ptr<char[]> buffer(new char[read_chunk]);
-  return buffer.get();
-}
+static_assert(read_chunk <= detail::read_buffer_lease::capacity);
 
 // At most this many reads per readiness before yielding to other work on the executor.
 constexpr int reads_per_turn = 16;
+
+// write(2) to a pipe that cannot raise SIGPIPE in this process: a pipe takes no MSG_NOSIGNAL, so
+// SIGPIPE is blocked in this thread around the write, and one that the write raised is consumed
+// before the mask is restored, so the process's disposition never matters and is never changed.
+// A SIGPIPE that was already pending belongs to someone else and is left alone. Returns the
+// count written or -errno.
+ssize_t write_without_sigpipe(int fd, const char* data, std::size_t size) noexcept {
+  sigset_t sigpipe_only, old_mask, pending;
+  sigemptyset(&sigpipe_only);
+  sigaddset(&sigpipe_only, SIGPIPE);
+  sigemptyset(&pending);
+  ::sigpending(&pending);
+  const bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+  ::pthread_sigmask(SIG_BLOCK, &sigpipe_only, &old_mask);
+  ssize_t n;
+  do
+    n = ::write(fd, data, size);
+  while (n < 0 && errno == EINTR);
+  const int error = n < 0 ? errno : 0;
+  if (error == EPIPE && !was_pending) {
+    const timespec zero{};
+    while (::sigtimedwait(&sigpipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  if (!sigismember(&old_mask, SIGPIPE))
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  return n < 0 ? -error : n;
+}
 
 } // namespace
 
 readable_stream::readable_stream(detail::child_state& owner, int slot,
                                  boost::asio::any_io_executor ex, int fd)
-    : owner_(&owner), slot_(slot), fd_(std::move(ex), fd) {}
+    : owner_(&owner), slot_(slot), fd_(std::in_place, std::move(ex), fd) {}
 
 readable_stream::~readable_stream() = default;
 
 readable_stream& readable_stream::on_data(data_handler handler) {
-  data_handlers_.push_back(std::move(handler));
+  data_handlers_.add(std::move(handler));
   return *this;
 }
 
 readable_stream& readable_stream::on_end(end_handler handler) {
-  end_handlers_.push_back(std::move(handler));
+  end_handlers_.add(std::move(handler));
   return *this;
 }
 
@@ -49,77 +77,111 @@ void readable_stream::start() {
 }
 
 void readable_stream::wait_readable() {
-  fd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                 [this, keep = owner_->shared_from_this()](boost::system::error_code ec) {
-                   if (ec == boost::asio::error::operation_aborted)
-                     return;
-                   drain();
-                 });
+  if (waiting_ || !is_open())
+    return;
+  waiting_ = true;
+  fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                  [this, keep = owner_->shared_from_this()](boost::system::error_code ec) {
+                    waiting_ = false;
+                    if (ec == boost::asio::error::operation_aborted)
+                      return;
+                    drain();
+                  });
+}
+
+readable_stream::read_result readable_stream::read_once(char* buffer) {
+  const ssize_t n = ::read(fd_->native_handle(), buffer, read_chunk);
+  if (n > 0) {
+    data_handlers_.emit(std::string_view(buffer, static_cast<std::size_t>(n)));
+    return read_result::more;
+  }
+  if (n < 0 && errno == EINTR)
+    return read_result::more;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return read_result::would_block;
+  finish(); // EOF, or a read error that ends the stream as EOF would
+  return read_result::ended;
 }
 
 void readable_stream::drain() {
-  if (!fd_.is_open())
+  if (!is_open())
     return; // a continuation posted before drain_available() reached the EOF
-  char* buf = thread_read_buffer();
+  detail::resume_after_throw resume([this] { resume_later(); });
+  // Leased for the whole delivery: a handler's nested event loop reads into its own buffer.
+  detail::read_buffer_lease buffer;
   for (int i = 0; i < reads_per_turn; ++i) {
-    ssize_t n = ::read(fd_.native_handle(), buf, read_chunk);
-    if (n > 0) {
-      const std::string_view chunk(buf, static_cast<std::size_t>(n));
-      detail::emit(data_handlers_, chunk);
+    switch (read_once(buffer.data())) {
+    case read_result::more:
       continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    case read_result::would_block:
       wait_readable();
       return;
+    case read_result::ended:
+      return;
     }
-    finish(); // EOF, or a read error that ends the stream as EOF would
-    return;
   }
   // Still readable: let other work run first.
-  boost::asio::post(fd_.get_executor(), [this, keep = owner_->shared_from_this()] { drain(); });
+  boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] { drain(); });
 }
 
 void readable_stream::drain_available() {
-  if (!started_ || !fd_.is_open())
+  if (!started_ || !is_open())
     return;
-  char* buf = thread_read_buffer();
+  detail::resume_after_throw resume([this] { resume_later(); });
+  detail::read_buffer_lease buffer;
   for (;;) {
-    ssize_t n = ::read(fd_.native_handle(), buf, read_chunk);
-    if (n > 0) {
-      detail::emit(data_handlers_, std::string_view(buf, static_cast<std::size_t>(n)));
+    switch (read_once(buffer.data())) {
+    case read_result::more:
       continue;
+    case read_result::would_block:
+      wait_readable(); // a grandchild still holds the pipe
+      return;
+    case read_result::ended:
+      return;
     }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      return; // a grandchild still holds the pipe: the pending wait goes on
-    finish();
-    return;
   }
 }
 
 void readable_stream::finish() {
+  // The bookkeeping first: the stream is closed and no longer holds `close` back.
   boost::system::error_code ignored;
-  fd_.close(ignored);
-  detail::emit(end_handlers_);
-  owner_->reader_ended();
+  fd_->close(ignored);
+  --owner_->open_readers;
+  data_handlers_.release(); // `end` is the last event: no handler is kept after it
+  detail::emit_last(end_handlers_);
+  owner_->maybe_close();
+}
+
+void readable_stream::resume_later() {
+  if (owner_->io_shut_down)
+    return;
+  boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] {
+    if (is_open())
+      drain();
+    else
+      owner_->deliver(); // `end` threw: `close` may be due
+  });
+}
+
+void readable_stream::shut_down_io() noexcept {
+  fd_.reset();
+  waiting_ = false;
+  data_handlers_.release();
+  end_handlers_.release();
 }
 
 writable_stream::writable_stream(detail::child_state& owner, boost::asio::any_io_executor ex,
                                  int fd)
-    : owner_(&owner), fd_(std::move(ex), fd) {}
+    : owner_(&owner), fd_(std::in_place, std::move(ex), fd) {}
 
 writable_stream::~writable_stream() = default;
 
 void writable_stream::write(std::string data, write_handler done) {
-  if (!fd_.is_open() || ending_) {
+  if (owner_->io_shut_down)
+    return; // inert: nothing can complete on a context that is gone
+  if (!fd_open() || ending_) {
     // The reader is gone (or end() was called): the same answer a closed pipe gives.
-    if (done)
-      boost::asio::post(fd_.get_executor(), [done = std::move(done)] {
-        done(std::make_error_code(std::errc::broken_pipe));
-      });
+    complete(std::move(done), std::make_error_code(std::errc::broken_pipe));
     return;
   }
   pending_bytes_ += data.size();
@@ -129,9 +191,10 @@ void writable_stream::write(std::string data, write_handler done) {
 }
 
 void writable_stream::end(write_handler done) {
-  if (!fd_.is_open() || ending_) {
-    if (done)
-      boost::asio::post(fd_.get_executor(), [done = std::move(done)] { done({}); });
+  if (owner_->io_shut_down)
+    return;
+  if (!fd_open() || ending_) {
+    complete(std::move(done), {});
     return;
   }
   ending_ = true;
@@ -145,37 +208,55 @@ void writable_stream::write_next() {
     auto done = std::move(queue_.front().done);
     queue_.pop_front();
     close_now();
-    if (done)
-      done({});
+    complete(std::move(done), {});
   }
-  if (queue_.empty() || !fd_.is_open()) {
+  if (queue_.empty() || !fd_open()) {
     writing_ = false;
     return;
   }
+  // Written on readiness by write_without_sigpipe(), not by Asio's write (which may run on
+  // whichever thread runs the reactor, where SIGPIPE cannot be held back).
   writing_ = true;
-  auto& front = queue_.front();
-  fd_.async_write_some(
-      boost::asio::buffer(front.data.data() + front_offset_, front.data.size() - front_offset_),
-      [this, keep = owner_->shared_from_this()](boost::system::error_code ec, std::size_t n) {
-        if (ec) {
-          writing_ = false;
-          if (ec == boost::asio::error::operation_aborted && !fd_.is_open())
-            ec = boost::asio::error::broken_pipe;
-          fail_all(ec); // boost::system::error_code converts to std::error_code
-          return;
-        }
-        pending_bytes_ -= n;
-        front_offset_ += n;
-        auto& front = queue_.front();
-        if (front_offset_ == front.data.size()) {
-          auto done = std::move(front.done);
-          queue_.pop_front();
-          front_offset_ = 0;
-          if (done)
-            done({});
-        }
-        write_next();
-      });
+  fd_->async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                  [this, keep = owner_->shared_from_this()](boost::system::error_code ec) {
+                    if (ec) {
+                      writing_ = false;
+                      if (ec == boost::asio::error::operation_aborted && !fd_open())
+                        ec = boost::asio::error::broken_pipe;
+                      fail_all(ec); // boost::system::error_code converts to std::error_code
+                      return;
+                    }
+                    write_ready();
+                  });
+}
+
+void writable_stream::write_ready() {
+  while (!queue_.empty() && !queue_.front().is_end) {
+    auto& front = queue_.front();
+    const ssize_t n = write_without_sigpipe(fd_->native_handle(), front.data.data() + front_offset_,
+                                            front.data.size() - front_offset_);
+    if (n == -EAGAIN || n == -EWOULDBLOCK)
+      break; // the pipe is full: wait again
+    if (n < 0) {
+      writing_ = false;
+      fail_all(std::error_code(static_cast<int>(-n), std::system_category()));
+      return;
+    }
+    pending_bytes_ -= static_cast<std::size_t>(n);
+    front_offset_ += static_cast<std::size_t>(n);
+    if (front_offset_ == front.data.size()) {
+      complete(std::move(front.done), {});
+      queue_.pop_front();
+      front_offset_ = 0;
+    }
+  }
+  write_next();
+}
+
+void writable_stream::complete(write_handler done, std::error_code ec) {
+  // Posted: never from inside write() or end(), and a handler that throws interrupts nothing.
+  if (done)
+    boost::asio::post(owner_->executor, [done = std::move(done), ec] { done(ec); });
 }
 
 void writable_stream::fail_all(std::error_code ec) {
@@ -185,22 +266,34 @@ void writable_stream::fail_all(std::error_code ec) {
   front_offset_ = 0;
   close_now();
   for (auto& p : failed)
-    if (p.done)
-      p.done(p.is_end ? std::error_code{} : ec);
+    complete(std::move(p.done), p.is_end ? std::error_code{} : ec);
 }
 
 void writable_stream::close_now() {
   boost::system::error_code ignored;
-  fd_.close(ignored);
+  if (fd_)
+    fd_->close(ignored);
   ending_ = false;
 }
 
+void writable_stream::shut_down_io() noexcept {
+  fd_.reset();
+  queue_.clear(); // abandoned, as Asio abandons the operations of a context that shuts down
+  pending_bytes_ = 0;
+  front_offset_ = 0;
+  writing_ = false;
+}
+
 void readable_stream::stop_reading() {
-  boost::asio::post(fd_.get_executor(), [this, keep = owner_->shared_from_this()] {
-    if (!fd_.is_open())
-      return; // it reached EOF meanwhile
+  if (owner_->io_shut_down)
+    return;
+  boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] {
+    if (!is_open())
+      return; // it reached EOF meanwhile (or the context is shutting down)
     boost::system::error_code ignored;
-    fd_.close(ignored); // a pending wait ends with operation_aborted
+    fd_->close(ignored); // a pending wait ends with operation_aborted
+    data_handlers_.release();
+    end_handlers_.release(); // no `end`: the stream did not reach its end
     owner_->reader_ended();
   });
 }

@@ -378,3 +378,239 @@ TEST_CASE("kill_on_parent_death kills the child when the spawning process dies",
       ::kill(grandchild, SIGKILL);
   }
 }
+
+namespace {
+
+// What a throwing handler throws in the tests below.
+struct handler_threw {};
+
+// Runs `io` until it has no more work, counting the handler exceptions that came out of run().
+// Bounded, so that an event that never comes fails the test instead of hanging it.
+int run_counting_throws(asio::io_context& io) {
+  int throws = 0;
+  const auto deadline = clock_type::now() + 20s;
+  while (clock_type::now() < deadline) {
+    try {
+      io.restart();
+      io.run_for(deadline - clock_type::now());
+      return throws;
+    } catch (const handler_threw&) {
+      ++throws;
+    }
+  }
+  return throws;
+}
+
+// The state of `/proc/<pid>/stat` ('R', 'S', 'Z', ...), or 0 when there is no such process.
+char proc_state(pid_t pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f)
+    return 0;
+  char buf[512] = {};
+  std::fgets(buf, sizeof buf, f);
+  std::fclose(f);
+  const char* close_paren = std::strrchr(buf, ')');
+  return close_paren ? close_paren[2] : 0;
+}
+
+} // namespace
+
+// Before the fix (ASan): heap-use-after-free in std::function::operator() called from
+// detail::emit, the handler vector reallocated by the push_back inside the running handler.
+TEST_CASE("a handler may add handlers to the very event it is called for", "[events]") {
+  // Each handler captures 16 bytes at most, so std::function keeps it inside itself (in the
+  // list's storage): a list that moves its elements moves the running handler.
+  struct counts {
+    int exits = 0, closes = 0, errors = 0, added_calls = 0;
+    std::size_t first_chunk = 0, all_bytes = 0, added_bytes = 0;
+  } c;
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"out", "300000"});
+  child.out().on_data([&c, &child](std::string_view d) {
+    if (c.first_chunk == 0) {
+      for (int i = 0; i < 64; ++i)
+        child.out().on_data([&c](std::string_view later) { c.added_bytes += later.size(); });
+      c.first_chunk = d.size();
+    }
+    c.all_bytes += d.size(); // reads the captures after the list grew
+  });
+  child.on_exit([&c, &child](auto, auto) {
+    for (int i = 0; i < 64; ++i)
+      child.on_exit([&c](auto, auto) { ++c.added_calls; });
+    ++c.exits;
+  });
+  child.on_close([&c, &child](auto, auto) {
+    for (int i = 0; i < 64; ++i)
+      child.on_close([&c](auto, auto) { ++c.added_calls; });
+    ++c.closes;
+  });
+  io.run();
+  CHECK(c.exits == 1);
+  CHECK(c.closes == 1);
+  CHECK(c.added_calls == 0); // added during the event: not called for it, it never comes again
+  CHECK(c.all_bytes == 300000);
+  CHECK(c.added_bytes == 64 * (c.all_bytes - c.first_chunk)); // called from the next chunk on
+
+  asio::io_context io2;
+  auto failed = childproc::spawn(io2, "/nonexistent/program", {});
+  failed.on_error([&c, &failed](const childproc::process_error&) {
+    for (int i = 0; i < 64; ++i)
+      failed.on_error([&c](const childproc::process_error&) { ++c.added_calls; });
+    ++c.errors;
+  });
+  io2.run();
+  CHECK(c.errors == 1);
+  CHECK(c.added_calls == 0);
+}
+
+// Before the fix: the run after the throw delivered nothing more (no `close`, async_wait never
+// completed: "spawn: events spawn, exit ..." missing close, waited false).
+TEST_CASE("a handler that throws propagates out of io.run() and the events that follow still "
+          "come",
+          "[events]") {
+  const std::string event = GENERATE("spawn", "data", "end", "exit", "close", "error");
+  CAPTURE(event);
+  asio::io_context io;
+  const bool fail = event == "error";
+  auto child = fail ? childproc::spawn(io, "/nonexistent/program", {})
+                    : childproc::spawn(io, test::helper, {"echo", "hello"});
+  const auto pid = child.original_pid();
+  test::outcome o;
+  test::record(child, o);
+  bool thrown = false;
+  int after_thrower = 0; // calls of the handler added after the throwing one, for that event
+  const auto thrower = [&](const std::string& which) {
+    if (which == event && !thrown) {
+      thrown = true;
+      throw handler_threw{};
+    }
+  };
+  child.on_spawn([&] { thrower("spawn"); });
+  child.on_spawn([&] { after_thrower += event == "spawn"; });
+  child.on_exit([&](auto, auto) { thrower("exit"); });
+  child.on_exit([&](auto, auto) { after_thrower += event == "exit"; });
+  child.on_close([&](auto, auto) { thrower("close"); });
+  child.on_close([&](auto, auto) { after_thrower += event == "close"; });
+  child.on_error([&](const childproc::process_error&) { thrower("error"); });
+  child.on_error([&](const childproc::process_error&) { after_thrower += event == "error"; });
+  if (!fail) {
+    child.out().on_data([&](std::string_view) { thrower("data"); });
+    child.out().on_data([&](std::string_view) { after_thrower += event == "data"; });
+    child.out().on_end([&] { thrower("end"); });
+    child.out().on_end([&] { after_thrower += event == "end"; });
+  }
+  bool waited = false;
+  boost::system::error_code wait_error;
+  child.async_wait([&](boost::system::error_code ec, childproc::exit_status) {
+    waited = true;
+    wait_error = ec;
+  });
+
+  CHECK(run_counting_throws(io) == 1);
+  CHECK(thrown);
+  CHECK(after_thrower == 0); // the handlers after the thrower are not called for that event
+  CHECK(waited);
+  if (fail) {
+    CHECK(o.events == std::vector<std::string>{"error", "close"});
+    CHECK(wait_error == std::errc::no_such_file_or_directory);
+  } else {
+    CHECK(o.events == std::vector<std::string>{"spawn", "out", "exit", "close"});
+    CHECK(o.out == "hello");
+    CHECK(o.close_code == 0);
+    CHECK_FALSE(wait_error);
+    CHECK(test::reaped(*pid));
+  }
+}
+
+// Before the fix: got operation_aborted, killed() true (the zombie was "killed" by the
+// cancellation).
+TEST_CASE("cancelling async_wait after the child exited by itself is a no-op",
+          "[async_wait][cancel]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"exit", "0"});
+  const pid_t pid = *child.pid();
+  asio::cancellation_signal cancel;
+  std::optional<boost::system::error_code> got;
+  std::optional<childproc::exit_status> status;
+  child.async_wait(asio::bind_cancellation_slot(
+      cancel.slot(), [&](boost::system::error_code ec, childproc::exit_status st) {
+        got = ec;
+        status = st;
+      }));
+  // The library reaps only on its executor, which has not run: the child stays a zombie.
+  const auto deadline = clock_type::now() + 10s;
+  while (proc_state(pid) != 'Z' && clock_type::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  REQUIRE(proc_state(pid) == 'Z');
+  cancel.emit(asio::cancellation_type::terminal);
+  io.run();
+  REQUIRE(got);
+  CHECK_FALSE(*got);
+  REQUIRE(status);
+  CHECK(status->code == 0);
+  CHECK_FALSE(status->signal);
+  CHECK_FALSE(child.killed());
+  CHECK(test::reaped(pid));
+}
+
+// Before the fix (ASan): heap-use-after-free in ~basic_waitable_timer (the io_context's timer
+// service was already freed) when the handle was destroyed.
+TEST_CASE("a child_process that outlives its io_context is inert and safe to destroy",
+          "[lifetime]") {
+  std::optional<childproc::child_process> child;
+  pid_t pid;
+  {
+    asio::io_context io;
+    child.emplace(childproc::spawn(io, test::helper, {"sleep", "200"}, {.timeout = 30s}));
+    pid = *child->pid();
+    child->out().on_data([](std::string_view) {});
+  } // the io_context goes first
+  CHECK_FALSE(child->exit_code());
+  CHECK_FALSE(child->kill(0));
+  child->in().write("ignored");
+  child->in().end();
+  child.reset();
+  CHECK(test::wait_reaped(pid));
+
+  // A forked child's channel too (the worker ends when its channel closes).
+  {
+    asio::io_context io;
+    child.emplace(childproc::fork(io, test::helper, {"ipc-echo"}));
+    pid = *child->pid();
+  }
+  CHECK_FALSE(child->send("ignored"));
+  child.reset();
+  CHECK(test::wait_reaped(pid));
+}
+
+// Before the fix: the state was still alive after close (the handlers captured it): "weak.expired()
+// false", and ASan's leak checker reported the child_state.
+TEST_CASE("handlers are released after the last event, so a handler may capture the handle",
+          "[lifetime][events]") {
+  asio::io_context io;
+  std::weak_ptr<childproc::detail::child_state> weak;
+  auto sentinel = std::make_shared<int>(0); // captured by the stream's handlers only
+  auto error_sentinel = std::make_shared<int>(0);
+  long sentinel_uses_at_close = -1;
+  bool closed = false;
+  {
+    auto shared = std::make_shared<childproc::child_process>(
+        childproc::spawn(io, test::helper, {"echo", "hi"}));
+    weak = shared->state();
+    shared->out().on_data([shared, sentinel](std::string_view) {});
+    shared->out().on_end([shared, sentinel] {});
+    shared->on_exit([shared](auto, auto) {});
+    shared->on_spawn([shared] {});
+    shared->on_close([shared, &closed, &sentinel, &sentinel_uses_at_close](auto, auto) {
+      closed = true;
+      sentinel_uses_at_close = sentinel.use_count(); // the stream's lists went at `end`
+    });
+    // Errors can follow `close` while a handle exists: these go when the last handle does.
+    shared->on_error([error_sentinel](const childproc::process_error&) {});
+  } // the only owners left are the handlers themselves
+  io.run();
+  CHECK(closed);
+  CHECK(sentinel_uses_at_close == 1);
+  CHECK(weak.expired());
+  CHECK(error_sentinel.use_count() == 1);
+}

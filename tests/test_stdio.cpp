@@ -204,7 +204,7 @@ TEST_CASE("writing to a child that already exited fails with EPIPE, and the pare
 }
 
 TEST_CASE("the child starts with default signal dispositions and an empty mask", "[stdio]") {
-  // The parent ignores SIGPIPE (the library does) and SIGUSR1, blocks SIGUSR2 and handles SIGHUP.
+  // The parent ignores SIGUSR1, blocks SIGUSR2 and handles SIGHUP.
   struct sigaction ignore {
   }, handle{}, old_usr1{}, old_hup{};
   ignore.sa_handler = SIG_IGN;
@@ -231,4 +231,74 @@ TEST_CASE("pipe_size sets the capacity of the library's pipes", "[stdio]") {
   std::error_code ec;
   childproc::spawn(io, test::helper, {"exit", "0"}, {.pipe_size = std::size_t(1) << 40}, ec);
   CHECK(ec == childproc::errc::invalid_argument);
+}
+
+// Before the fix: the chunk read "aaaa..." after the nested exec_sync (its output, read into the
+// same per-thread buffer), not "outer chunk".
+TEST_CASE("a data handler may run exec_sync and its own chunk stays intact", "[stdio][events]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "outer chunk"});
+  std::string before, after, nested;
+  child.out().on_data([&](std::string_view chunk) {
+    before.assign(chunk);
+    nested = childproc::exec_sync(test::helper + " out 100000").out;
+    after.assign(chunk);
+  });
+  io.run();
+  CHECK(before == "outer chunk");
+  CHECK(after == before);
+  CHECK(nested.size() == 100000);
+}
+
+// Before the fix: end() on an idle stream called its handler before returning
+// ("ended_inline true").
+TEST_CASE("write() and end() never complete from inside the call", "[stdio][events]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"cat"});
+  test::outcome o;
+  test::record(child, o);
+  bool wrote = false, ended = false, late_write = false, late_end = false;
+  std::error_code late_write_error;
+  child.in().write("x", [&](std::error_code) { wrote = true; });
+  CHECK_FALSE(wrote);
+  io.run_one(); // `spawn`
+  child.in().end([&](std::error_code) { ended = true; });
+  const bool ended_inline = ended;
+  CHECK_FALSE(ended_inline);
+  child.in().write("after end", [&](std::error_code ec) {
+    late_write = true;
+    late_write_error = ec;
+  });
+  child.in().end([&](std::error_code) { late_end = true; });
+  CHECK_FALSE(late_write);
+  CHECK_FALSE(late_end);
+  io.run();
+  CHECK(wrote);
+  CHECK(ended);
+  CHECK(late_write);
+  CHECK(late_write_error == std::errc::broken_pipe);
+  CHECK(late_end);
+  CHECK(o.out == "x");
+
+  // On an idle, open stream (nothing queued), end() completes later too.
+  asio::io_context io2;
+  auto idle = childproc::spawn(io2, test::helper, {"cat"});
+  io2.run_one();
+  bool idle_ended = false;
+  idle.in().end([&](std::error_code) { idle_ended = true; });
+  CHECK_FALSE(idle_ended);
+  io2.run();
+  CHECK(idle_ended);
+}
+
+// Before the fix: "EPIPE\nSIGPIPE ignored\n": the library had set SIGPIPE to SIG_IGN for the
+// whole process.
+TEST_CASE("writing to a child that closed its stdin gives EPIPE without touching the process's "
+          "SIGPIPE disposition",
+          "[stdio][errors]") {
+  // A fresh process with SIGPIPE at SIG_DFL is the parent: a SIGPIPE would kill it (signal 13).
+  auto o = test::run_helper({"sigpipe-parent"});
+  CHECK(o.exit_signal == std::nullopt);
+  CHECK(o.exit_code == 0);
+  CHECK(o.out == "EPIPE\nSIGPIPE default\n");
 }

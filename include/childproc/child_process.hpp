@@ -78,10 +78,22 @@ using spawn_handler = std::function<void()>;
 /// ENFILE gives `error`, then `close` with the negative errno as code, and no `spawn` or `exit`.
 /// Handlers added after an event has fired are not called for it (as in Node).
 ///
+/// Handlers can do what a Node listener can: add handlers (also to the event being delivered:
+/// they are called from its next occurrence on), run a nested event loop (exec_sync), or throw.
+/// A throwing handler ends that event's delivery (the later handlers are not called) and the
+/// exception propagates out of the event loop (io.run()); the library's bookkeeping was done
+/// before, so running the loop again delivers the events that follow and reaps the child. The
+/// handlers are dropped after the last event (`close`), so one may capture the handle; the
+/// on_error handlers only once no handle is left (send() and kill() on the handle can still
+/// report errors after `close`, as in Node), so an on_error handler should not capture it.
+///
 /// Lifetime: the handle is move-only. Dropping it does not kill the child (Node's rule) unless
 /// spawn_options::kill_on_destroy was set; either way the child is reaped, by the executor while
-/// it runs and otherwise by the library's background reaper, so no zombie is left. The handle
-/// and its streams are used from the child's executor only (one thread, or a strand).
+/// it runs and otherwise by the library's background reaper, so no zombie is left. A handle may
+/// outlive its io_context: it is then inert (no more events; kill() returns false; write(),
+/// end(), send() and async_wait() do nothing, their handlers are destroyed uncalled, as Asio
+/// does with the operations of a context that is gone) and safe to destroy. The handle and its
+/// streams are used from the child's executor only (one thread, or a strand).
 class child_process {
 public:
   using executor_type = asio::any_io_executor;
@@ -164,7 +176,8 @@ public:
   /// asio::use_future, asio::use_awaitable and asio::deferred.
   /// Cancelling (terminal, partial or total) signals the child with kill_signal (escalating per
   /// kill_after) and completes with operation_aborted once it has exited and was reaped, so
-  /// cancellation never leaves a zombie.
+  /// cancellation never leaves a zombie. A cancellation after the child already exited by itself
+  /// has no effect (Asio's rule): the wait completes with the status and no error.
   template <class CompletionToken>
   auto async_wait(CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, void(boost::system::error_code, exit_status)>(
@@ -184,8 +197,7 @@ public:
   }
 
   /// For the library's own parts (exec, fork): the shared state.
-  explicit child_process(std::shared_ptr<detail::child_state> state) noexcept
-      : state_(std::move(state)) {}
+  explicit child_process(std::shared_ptr<detail::child_state> state) noexcept;
   const std::shared_ptr<detail::child_state>& state() const noexcept { return state_; }
 
 private:

@@ -5,12 +5,15 @@
 // child's executor only (one thread, or a strand).
 #pragma once
 
+#include <childproc/detail/handler_list.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -28,7 +31,11 @@ inline namespace v1 {
 ///
 /// The library drains it from the moment the child is spawned until EOF, whether or not anybody
 /// listens, so a child never blocks on a full pipe and `close` can come (Node's rule). Each chunk
-/// goes to every on_data handler; the string_view is valid only during the call.
+/// goes to every on_data handler; the string_view is valid only during the call (also when the
+/// handler runs a nested event loop, e.g. exec_sync: that loop reads into a buffer of its own).
+/// Handlers follow the child_process's rules (see there): a handler may add handlers; one that
+/// throws ends that chunk's delivery and the exception leaves io.run(), the reading goes on when
+/// the loop runs again; the handlers are dropped after `end`.
 class readable_stream {
 public:
   using data_handler = std::function<void(std::string_view chunk)>;
@@ -40,7 +47,7 @@ public:
   readable_stream& on_end(end_handler handler);
 
   /// True while the pipe is open (a pipe slot that has not reached EOF).
-  bool is_open() const noexcept { return fd_.is_open(); }
+  bool is_open() const noexcept { return fd_ && fd_->is_open(); }
   /// The child fd this stream is connected to.
   int slot() const noexcept { return slot_; }
 
@@ -56,13 +63,18 @@ private:
   void drain();
   // Reads what is already in the pipe, without waiting (the child has exited).
   void drain_available();
+  enum class read_result { more, would_block, ended };
+  read_result read_once(char* buffer);
   void finish();
+  // Continues after a handler threw: reads on, or lets the owner deliver what is due.
+  void resume_later();
+  void shut_down_io() noexcept;
 
   detail::child_state* owner_;
   int slot_;
-  boost::asio::posix::stream_descriptor fd_;
-  std::vector<data_handler> data_handlers_;
-  std::vector<end_handler> end_handlers_;
+  std::optional<boost::asio::posix::stream_descriptor> fd_; // reset when the context shuts down
+  detail::handler_list<data_handler> data_handlers_;
+  detail::handler_list<end_handler> end_handlers_;
   bool started_ = false;
 
   // Past max_buffer (exec and the sync forms, src/output_limit.hpp): closes the parent's end on
@@ -70,14 +82,16 @@ private:
   // EPIPE/SIGPIPE; `close` no longer waits for this stream, and there is no `end`.
   friend struct detail::stream_stopper;
   void stop_reading();
+  bool waiting_ = false; // a wait for readiness is pending
 };
 
 /// A pipe the parent writes and the child reads (stdin).
 ///
 /// Writes are queued and performed asynchronously in order; each write's handler gets the
-/// result. Writing to a child that closed its stdin (or exited) completes with EPIPE; SIGPIPE
-/// never kills the parent (the library ignores SIGPIPE process-wide on the first spawn with a
-/// piped stdin if its disposition was the default, as Node does).
+/// result, always later, never from inside write() or end(). Writing to a child that closed its
+/// stdin (or exited) completes with EPIPE; SIGPIPE never kills the parent, and the library leaves
+/// the process's SIGPIPE disposition alone (a SIGPIPE that its own write raises is blocked in the
+/// writing thread and consumed).
 class writable_stream {
 public:
   using write_handler = std::function<void(std::error_code)>;
@@ -87,7 +101,7 @@ public:
   /// Closes the pipe once the queued writes are done (the child then reads EOF).
   void end(write_handler done = {});
   /// True until end() completed or the pipe failed.
-  bool is_open() const noexcept { return fd_.is_open() && !ending_; }
+  bool is_open() const noexcept { return fd_ && fd_->is_open() && !ending_; }
   /// Bytes queued and not yet written.
   std::size_t pending_bytes() const noexcept { return pending_bytes_; }
 
@@ -98,9 +112,13 @@ public:
 private:
   friend struct detail::child_state;
   writable_stream(detail::child_state& owner, boost::asio::any_io_executor ex, int fd);
+  bool fd_open() const noexcept { return fd_ && fd_->is_open(); }
   void write_next();
+  void write_ready();
+  void complete(write_handler done, std::error_code ec);
   void fail_all(std::error_code ec);
   void close_now();
+  void shut_down_io() noexcept;
 
   struct pending {
     std::string data;
@@ -108,7 +126,7 @@ private:
     bool is_end = false;
   };
   detail::child_state* owner_;
-  boost::asio::posix::stream_descriptor fd_;
+  std::optional<boost::asio::posix::stream_descriptor> fd_; // reset when the context shuts down
   std::deque<pending> queue_;
   std::size_t pending_bytes_ = 0;
   std::size_t front_offset_ = 0;

@@ -402,4 +402,13 @@ void exit_watcher::orphan() noexcept {
   }
 }
 
+bool exit_watcher::has_exited() const noexcept {
+  if (reaped_ || exited_)
+    return true;
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) < 0)
+    return errno == ECHILD; // reaped elsewhere
+  return info.si_pid != 0;
+}
+
 } // namespace childproc::detail::posix

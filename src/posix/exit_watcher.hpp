@@ -84,6 +84,10 @@ private:
   bool exited_ = false;
   std::uint64_t hub_registration_ = 0;
   boost::asio::posix::stream_descriptor fd_;
+
+public:
+  // Whether the child has exited (or was reaped by anyone): a peek that never reaps.
+  bool has_exited() const noexcept;
 };
 
 // Whether the pidfd path is used: the kernel has pidfds with waitid(P_PIDFD), and

@@ -69,6 +69,9 @@
 //   fd-kind FD         prints what FD is: "closed", "socket", "pipe", "tty", "char <link>",
 //                      "file" or "other <link>"
 //   fork-fd0-closed    closes its fd 0, then fork()s itself as "fd-kind 0" (inherited stdio)
+//   sigpipe-parent     with SIGPIPE at SIG_DFL, spawn()s close-in-exit of itself, writes 1 MiB to
+//                      its stdin after its exit, prints "EPIPE" (or the error) and then whether
+//                      SIGPIPE is still at its default ("SIGPIPE default" / "SIGPIPE ignored")
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -557,6 +560,22 @@ int run(int argc, char** argv) {
     ::close(0);
     auto child = childproc::fork(io, argv[0], {"fd-kind", "0"});
     io.run();
+    return 0;
+  }
+  if (mode == "sigpipe-parent") {
+    ::signal(SIGPIPE, SIG_DFL);
+    boost::asio::io_context io;
+    auto child = childproc::spawn(io, argv[0], {"close-in-exit"});
+    std::string result = "no result";
+    child.on_exit([&](auto, auto) {
+      child.in().write(std::string(1 << 20, 'x'), [&](std::error_code ec) {
+        result = ec == std::errc::broken_pipe ? "EPIPE" : "error " + ec.message();
+      });
+    });
+    io.run();
+    struct sigaction now {};
+    ::sigaction(SIGPIPE, nullptr, &now);
+    say(1, result + "\nSIGPIPE " + (now.sa_handler == SIG_DFL ? "default" : "ignored") + "\n");
     return 0;
   }
   return 2;

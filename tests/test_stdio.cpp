@@ -91,15 +91,12 @@ TEST_CASE("a child sees none of the parent's non-CLOEXEC fds except those asked 
   int handed = ::open("/dev/null", O_RDONLY);
   REQUIRE(leaky >= 0);
 
-  for (const char* mode : {"close_range", "proc"}) {
-    INFO("fd sweep: " << mode);
-    if (std::string(mode) == "proc")
-      ::setenv("CHILDPROC_CLOSE_FDS", "proc", 1);
-    auto o = test::run_helper({"fds"}, {.stdio = {stdio::pipe, stdio::pipe, stdio::pipe,
-                                                  stdio::ignore, stdio::fd(handed)}});
-    ::unsetenv("CHILDPROC_CLOSE_FDS");
-    CHECK(parse_fds(o.out) == std::set<int>{0, 1, 2, 3, 4});
-  }
+  // The launcher reads its sweep switch once per process, so the other sweeps (the /proc walk,
+  // the walk up to the fd limit) are checked through a helper process: test_launcher.cpp, "the
+  // fd sweep works without close_range and without /proc".
+  auto o = test::run_helper({"fds"}, {.stdio = {stdio::pipe, stdio::pipe, stdio::pipe,
+                                                stdio::ignore, stdio::fd(handed)}});
+  CHECK(parse_fds(o.out) == std::set<int>{0, 1, 2, 3, 4});
   ::close(leaky);
   ::close(leaky_pipe[0]);
   ::close(leaky_pipe[1]);

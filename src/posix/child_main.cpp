@@ -14,7 +14,7 @@
 //      (or, when the source is already in its slot, has its CLOEXEC cleared). This order makes
 //      any permutation safe, the stdout<->stderr swap included;
 //   4. marks every fd >= n close-on-exec: close_range(CLOSE_RANGE_CLOEXEC), else a walk of
-//      /proc/self/fd, else every fd below the parent's RLIMIT_NOFILE;
+//      /proc/self/fd, else every fd below RLIMIT_NOFILE (asked by the child, only then);
 //   5. chdir(cwd);
 //   6. setgroups(0) (its failure is ignored: dropping groups needs privilege) / setgid / setuid
 //      when asked;
@@ -42,6 +42,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #if !defined(__x86_64__)
@@ -171,6 +172,18 @@ bool cloexec_by_proc(int first) noexcept {
   return n == 0;
 }
 
+// The soft RLIMIT_NOFILE, asked only when the cheaper sweeps failed: no fd is at or above it.
+int open_fd_limit() noexcept {
+  struct {
+    unsigned long long soft, hard;
+  } limit{};
+  constexpr int ceiling = 1 << 20; // fs.nr_open's default: RLIM_INFINITY means at most this
+  if (sys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, reinterpret_cast<long>(&limit)) < 0 ||
+      limit.soft > static_cast<unsigned long long>(ceiling))
+    return ceiling;
+  return static_cast<int>(limit.soft);
+}
+
 void cloexec_above(const child_plan& plan) noexcept {
   const int first = plan.slot_count;
   if (plan.sweep == fd_sweep::close_range &&
@@ -179,7 +192,8 @@ void cloexec_above(const child_plan& plan) noexcept {
   if (plan.sweep != fd_sweep::fd_limit && cloexec_by_proc(first))
     return;
   // The last resort: every fd the process may have (fcntl on a free fd fails harmlessly).
-  for (int fd = first; fd < plan.fd_limit; ++fd)
+  const int limit = open_fd_limit();
+  for (int fd = first; fd < limit; ++fd)
     sys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
 }
 

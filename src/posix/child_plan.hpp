@@ -18,7 +18,7 @@ inline constexpr int max_stdio_slots = 64;
 enum class fd_sweep : std::uint8_t {
   close_range, // close_range(first, ~0, CLOSE_RANGE_CLOEXEC): Linux 5.11
   proc,        // a getdents64 walk of /proc/self/fd
-  fd_limit,    // every fd below the parent's RLIMIT_NOFILE (no /proc, an old kernel)
+  fd_limit,    // every fd below RLIMIT_NOFILE's soft limit (no /proc, an old kernel)
 };
 
 // What the child writes when a step fails, into memory the parent reads once the clone returned
@@ -56,7 +56,6 @@ struct child_plan {
   char** sh_argv = nullptr;
 
   fd_sweep sweep = fd_sweep::close_range; // the first method to try
-  int fd_limit = 0;                       // for fd_sweep::fd_limit: RLIMIT_NOFILE's soft limit
 
   child_report* report = nullptr; // in shared memory, zeroed by the parent before the launch
 };

@@ -12,14 +12,12 @@
 #include "child_plan.hpp"
 
 #include <cerrno>
-#include <climits>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -193,13 +191,6 @@ fd_sweep first_sweep() noexcept {
   return sweep;
 }
 
-int fd_limit() noexcept {
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur > static_cast<rlim_t>(INT_MAX))
-    return INT_MAX; // RLIM_INFINITY: the kernel's nr_open caps the fds anyway
-  return static_cast<int>(limit.rlim_cur);
-}
-
 void reap_failed_child(pid_t pid) noexcept {
   int status;
   while (::waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
@@ -289,7 +280,6 @@ child_plan make_plan(const launch_request& req, child_arguments& args, pid_t sel
   plan.envp = args.envp.data();
   plan.sh_argv = args.sh_argv.data();
   plan.sweep = first_sweep();
-  plan.fd_limit = fd_limit();
   plan.report = report;
   return plan;
 }

@@ -69,6 +69,7 @@ void child_state::launch_failed(process_error error) {
   watcher.reset(); // never attached
   if (in)
     in->close_now(); // writes fail with EPIPE, as on a pipe the child closed
+  close_unused_channel();
   asio::post(executor, [self = shared_from_this()] { self->report_launch_failure(); });
 }
 
@@ -76,6 +77,29 @@ void child_state::abandon() noexcept {
   watcher.reset();
   if (in)
     in->close_now();
+  close_unused_channel();
+}
+
+void child_state::attach_channel(std::shared_ptr<channel_state> channel) {
+  std::weak_ptr<child_state> weak = shared_from_this();
+  channel->error_sink = [weak](std::error_code ec) {
+    if (auto s = weak.lock())
+      s->emit_error(process_error(ec, "channel", s->file, {}));
+  };
+  channel->closed_hook = [weak] {
+    if (auto s = weak.lock())
+      s->reader_ended();
+  };
+  ipc = std::move(channel);
+  ++open_readers;
+}
+
+void child_state::close_unused_channel() noexcept {
+  // Node: a fork that failed has a closed channel and emits no `disconnect`.
+  if (!ipc || !ipc->open)
+    return;
+  ipc->close_silently();
+  --open_readers;
 }
 
 void child_state::report_launch_failure() {

@@ -96,6 +96,10 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void launch_failed(process_error error);
   // A state whose launch failure is thrown instead: lets go of the watch and the input.
   void abandon() noexcept;
+  // fork(): the channel is part of the child from before the launch (its hooks reach this
+  // state, and `close` waits for it as for a stdio stream), so start() finds it on any thread.
+  void attach_channel(std::shared_ptr<channel_state> channel);
+  void close_unused_channel() noexcept;
 
   void start();
   void wait_for_exit();
@@ -170,5 +174,11 @@ struct child_state : std::enable_shared_from_this<child_state> {
 
   void report_launch_failure();
 };
+
+// spawn() for fork(): the channel is attached to the child's state before the launch. Throws as
+// spawn() does.
+child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,
+                                 std::vector<std::string> args, spawn_options options,
+                                 std::shared_ptr<channel_state> channel);
 
 } // namespace childproc::detail

@@ -96,28 +96,9 @@ child_process fork(const asio::any_io_executor& ex, std::string program,
     options.env_overrides["NODE_CHANNEL_FD"] = slot;
     options.env_overrides["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
   }
-  // The hooks reach the child's state through `link`, filled in once the child exists.
-  auto link = std::make_shared<std::weak_ptr<detail::child_state>>();
-  ipc->error_sink = [link](std::error_code ec) {
-    if (auto s = link->lock())
-      s->emit_error(process_error(ec, "channel", s->file, {}));
-  };
-  ipc->closed_hook = [link] {
-    if (auto s = link->lock())
-      s->reader_ended();
-  };
-
-  child_process child = spawn(ex, file, std::move(args), std::move(options));
-  child_end.reset(); // the child has its copy
-  const auto& state = child.state();
-  state->ipc = ipc;
-  *link = state;
-  if (state->launch_error) {
-    // Node: a failed fork has a closed channel and emits no `disconnect`.
-    ipc->close_silently();
-    return child;
-  }
-  ++state->open_readers; // `close` waits for the channel as for a stdio stream
+  child_process child =
+      detail::spawn_with_channel(ex, file, std::move(args), std::move(options), std::move(ipc));
+  child_end.reset(); // the child has its copy (or never will)
   return child;
 }
 

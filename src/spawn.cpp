@@ -247,12 +247,15 @@ std::error_code current_exception_code() {
 // state is returned when it can still report the failure as events. When prepare() already
 // failed (`ec` set), makes only the state and the streams of the pipes made.
 std::shared_ptr<detail::child_state> make_state(const asio::any_io_executor& ex, prepared& p,
-                                                const spawn_options& options, std::error_code& ec,
-                                                spawn_step& step) {
+                                                const spawn_options& options,
+                                                std::shared_ptr<detail::channel_state> channel,
+                                                std::error_code& ec, spawn_step& step) {
   std::shared_ptr<detail::child_state> state;
   const spawn_step failed_step = step;
   try {
     state = std::make_shared<detail::child_state>(ex, p.file, p.argv, options);
+    if (channel)
+      state->attach_channel(std::move(channel));
     step = spawn_step::pipe;
     state->attach_pipes(p.parent_ends);
     if (ec) { // prepare() failed (EMFILE...): only the streams made so far, for the events
@@ -280,6 +283,7 @@ std::shared_ptr<detail::child_state> make_state(const asio::any_io_executor& ex,
 // One implementation for both forms: the handle, or an empty one with `failure` set.
 child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
                          std::vector<std::string> args, const spawn_options& options,
+                         std::shared_ptr<detail::channel_state> channel,
                          std::optional<process_error>& failure) {
   failure.reset();
   prepared p;
@@ -290,7 +294,7 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
   prepare(p, std::move(file), std::move(args), options, ec, step);
   std::shared_ptr<detail::child_state> state;
   if (!ec || is_event_error(ec, step))
-    state = make_state(ex, p, options, ec, step);
+    state = make_state(ex, p, options, std::move(channel), ec, step);
   if (!ec) {
     auto launched = detail::posix::launch(p.request, ec, step);
     // The point of no return. Only the pidfd's registration and the post of start() can fail
@@ -325,7 +329,7 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
                     std::error_code& ec) noexcept {
   try {
     std::optional<process_error> failure;
-    auto child = spawn_impl(ex, std::move(file), std::move(args), options, failure);
+    auto child = spawn_impl(ex, std::move(file), std::move(args), options, {}, failure);
     ec = failure ? failure->code() : std::error_code{};
     return child;
   } catch (const std::bad_alloc&) {
@@ -340,12 +344,22 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
 
 child_process spawn(const asio::any_io_executor& ex, std::string file,
                     std::vector<std::string> args, spawn_options options) {
+  return detail::spawn_with_channel(ex, std::move(file), std::move(args), std::move(options), {});
+}
+} // namespace v1
+
+namespace detail {
+
+child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,
+                                 std::vector<std::string> args, spawn_options options,
+                                 std::shared_ptr<channel_state> channel) {
   std::optional<process_error> failure;
-  auto child = spawn_impl(ex, std::move(file), std::move(args), options, failure);
+  auto child =
+      v1::spawn_impl(ex, std::move(file), std::move(args), options, std::move(channel), failure);
   if (failure)
     throw *failure;
   return child;
 }
 
-} // namespace v1
+} // namespace detail
 } // namespace childproc

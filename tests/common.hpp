@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "helpers/proc_stat.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -104,41 +106,15 @@ inline bool wait_reaped(pid_t pid, std::chrono::seconds bound = std::chrono::sec
 
 // True while `pid` exists and is not a zombie.
 inline bool alive(pid_t pid) {
-  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (!f)
-    return false;
-  char buf[512] = {};
-  std::fgets(buf, sizeof buf, f);
-  std::fclose(f);
-  const char* close_paren = std::strrchr(buf, ')');
-  return close_paren && close_paren[2] != 'Z' && close_paren[2] != 'X';
+  const auto line = proc::read_stat(pid);
+  return line && line->state != 'Z' && line->state != 'X';
 }
 
 // The number of zombie children of this process.
 inline int zombie_children() {
   int zombies = 0;
-  DIR* d = ::opendir("/proc");
-  const std::string me = std::to_string(::getpid());
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9')
-      continue;
-    FILE* f = std::fopen(("/proc/" + std::string(e->d_name) + "/stat").c_str(), "r");
-    if (!f)
-      continue;
-    char buf[512] = {};
-    std::fgets(buf, sizeof buf, f);
-    std::fclose(f);
-    std::string stat(buf);
-    auto close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos)
-      continue;
-    char state = 0;
-    int ppid = 0;
-    std::sscanf(stat.c_str() + close_paren + 2, "%c %d", &state, &ppid);
-    if (state == 'Z' && std::to_string(ppid) == me)
-      ++zombies;
-  }
-  ::closedir(d);
+  for (const auto& [pid, state] : proc::children_of(::getpid()))
+    zombies += state == 'Z';
   return zombies;
 }
 

@@ -403,14 +403,8 @@ int run_counting_throws(asio::io_context& io) {
 
 // The state of `/proc/<pid>/stat` ('R', 'S', 'Z', ...), or 0 when there is no such process.
 char proc_state(pid_t pid) {
-  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (!f)
-    return 0;
-  char buf[512] = {};
-  std::fgets(buf, sizeof buf, f);
-  std::fclose(f);
-  const char* close_paren = std::strrchr(buf, ')');
-  return close_paren ? close_paren[2] : 0;
+  const auto line = proc::read_stat(pid);
+  return line ? line->state : 0;
 }
 
 } // namespace

@@ -8,6 +8,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "proc_stat.hpp"
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -43,24 +45,8 @@ inline void print(const std::string& line) {
 // The pids of this process's children, running or zombie (from /proc).
 inline std::vector<pid_t> children() {
   std::vector<pid_t> pids;
-  DIR* d = ::opendir("/proc");
-  const pid_t me = ::getpid();
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9')
-      continue;
-    FILE* f = std::fopen(("/proc/" + std::string(e->d_name) + "/stat").c_str(), "r");
-    if (!f)
-      continue;
-    char buf[512] = {};
-    std::fgets(buf, sizeof buf, f);
-    std::fclose(f);
-    const char* paren = std::strrchr(buf, ')');
-    int ppid = 0;
-    char state = 0;
-    if (paren && std::sscanf(paren + 2, "%c %d", &state, &ppid) == 2 && ppid == me)
-      pids.push_back(std::atoi(e->d_name));
-  }
-  ::closedir(d);
+  for (const auto& [pid, state] : proc::children_of(::getpid()))
+    pids.push_back(pid);
   return pids;
 }
 

@@ -368,6 +368,12 @@ TEST_CASE("an inherited environ entry without a name is skipped, not an error", 
 
 // Before the fix: the helper printed "pipe EMFILE".
 TEST_CASE("a failed open of /dev/null names its own launch step", "[spawn][errors]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // The asan preset has UBSan too, whose vptr check needs a pipe of its own (to probe memory):
+  // with every fd taken it reports valid objects as having an invalid vptr (seen in CI).
+  WARN("skipped: the sanitizer runtime needs fds of its own, and this scenario leaves none");
+  return;
+#endif
   auto r = childproc::spawn_sync(test::helper, {"devnull-emfile"});
   CHECK(r.out == "open_dev_null EMFILE\n");
   CHECK(childproc::to_string(childproc::spawn_step::open_dev_null) == "open_dev_null");

@@ -175,6 +175,11 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void report_launch_failure();
 };
 
+// The exception being handled as an error code, for the error_code& forms: bad_alloc as ENOMEM,
+// errno values in the system category (std::thread reports EAGAIN in the generic one),
+// boost::system::system_error (Asio's; not a std::system_error) too. Anything else is rethrown.
+std::error_code current_exception_code();
+
 // spawn() for fork(): the channel is attached to the child's state before the launch. Throws as
 // spawn() does.
 child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,

@@ -178,10 +178,8 @@ exec_result run_sync_or_throw(exec_request request) {
 exec_result run_sync_noexcept(exec_request request, std::error_code& ec) noexcept {
   try {
     return run_sync(std::move(request), ec);
-  } catch (const std::bad_alloc&) {
-    ec = std::make_error_code(std::errc::not_enough_memory);
-  } catch (const std::system_error& e) {
-    ec = e.code();
+  } catch (...) {
+    ec = detail::current_exception_code();
   }
   return {};
 }

@@ -226,22 +226,6 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   build_stdio(p, o, ec, step);
 }
 
-// An exception from the setup before the launch, as an error code: errno values in the system
-// category (std::thread reports EAGAIN in the generic one), Asio's too.
-std::error_code current_exception_code() {
-  try {
-    throw;
-  } catch (const std::bad_alloc&) {
-    return {ENOMEM, std::system_category()};
-  } catch (const std::system_error& e) {
-    const bool is_errno = e.code().category() == std::generic_category() ||
-                          e.code().category() == std::system_category();
-    return is_errno ? std::error_code(e.code().value(), std::system_category()) : e.code();
-  } catch (const boost::system::system_error& e) {
-    return {e.code().value(), std::system_category()};
-  }
-}
-
 // Everything that can fail, before the point of no return: the state, its streams over the
 // parent's pipe ends, the exit watch, the queued input. A failure sets `ec` and `step`; the
 // state is returned when it can still report the failure as events. When prepare() already
@@ -273,7 +257,7 @@ std::shared_ptr<detail::child_state> make_state(const asio::any_io_executor& ex,
     return state;
   } catch (...) {
     if (!ec)
-      ec = current_exception_code();
+      ec = detail::current_exception_code();
     else
       step = failed_step;
   }
@@ -332,12 +316,8 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
     auto child = spawn_impl(ex, std::move(file), std::move(args), options, {}, failure);
     ec = failure ? failure->code() : std::error_code{};
     return child;
-  } catch (const std::bad_alloc&) {
-    ec = std::make_error_code(std::errc::not_enough_memory);
-  } catch (const std::system_error& e) {
-    ec = e.code();
-  } catch (const boost::system::system_error& e) {
-    ec = e.code(); // not a std::system_error
+  } catch (...) {
+    ec = detail::current_exception_code();
   }
   return {};
 }
@@ -349,6 +329,22 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
 } // namespace v1
 
 namespace detail {
+
+// An exception from the setup before the launch, as an error code: errno values in the system
+// category (std::thread reports EAGAIN in the generic one), Asio's too.
+std::error_code current_exception_code() {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return {ENOMEM, std::system_category()};
+  } catch (const std::system_error& e) {
+    const bool is_errno = e.code().category() == std::generic_category() ||
+                          e.code().category() == std::system_category();
+    return is_errno ? std::error_code(e.code().value(), std::system_category()) : e.code();
+  } catch (const boost::system::system_error& e) {
+    return {e.code().value(), std::system_category()};
+  }
+}
 
 child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,
                                  std::vector<std::string> args, spawn_options options,

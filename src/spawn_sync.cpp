@@ -71,10 +71,8 @@ spawn_sync_result spawn_sync(std::string file, std::vector<std::string> args,
   ec.clear();
   try {
     return run_sync(std::move(file), std::move(args), std::move(options));
-  } catch (const std::system_error& e) {
-    ec = e.code();
-  } catch (const std::bad_alloc&) {
-    ec = std::make_error_code(std::errc::not_enough_memory);
+  } catch (...) {
+    ec = detail::current_exception_code();
   }
   return {};
 }

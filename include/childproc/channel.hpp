@@ -42,7 +42,8 @@ using channel_error_handler = std::function<void(std::error_code ec)>;
 ///
 /// Lifetime: the handle is a cheap shared reference. The channel stays open while it is
 /// connected and its executor runs, whether or not a handle exists; disconnect() ends it.
-/// Use it from its executor's thread.
+/// Use it from its executor's thread. Unlike a child_process handle, a channel handle must not
+/// outlive its execution context (Asio's rule for its own I/O objects): drop it first.
 class channel {
 public:
   channel() noexcept = default;

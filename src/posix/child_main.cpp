@@ -177,11 +177,12 @@ int open_fd_limit() noexcept {
   struct {
     unsigned long long soft, hard;
   } limit{};
-  constexpr int ceiling = 1 << 20; // fs.nr_open's default: RLIM_INFINITY means at most this
+  constexpr int unlimited = 1 << 20; // fs.nr_open's default: RLIM_INFINITY means at most this
   if (sys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, reinterpret_cast<long>(&limit)) < 0 ||
-      limit.soft > static_cast<unsigned long long>(ceiling))
-    return ceiling;
-  return static_cast<int>(limit.soft);
+      limit.soft == RLIM_INFINITY)
+    return unlimited;
+  constexpr unsigned long long int_max = 0x7fffffff;
+  return static_cast<int>(limit.soft < int_max ? limit.soft : int_max);
 }
 
 void cloexec_above(const child_plan& plan) noexcept {

@@ -176,7 +176,7 @@ bool cloexec_by_proc(int first) noexcept {
 int open_fd_limit() noexcept {
   struct {
     unsigned long long soft, hard;
-  } limit{};
+  } limit; // filled by the kernel (no `{}`: clang -O0 would zero it with a call to memset)
   constexpr int unlimited = 1 << 20; // fs.nr_open's default: RLIM_INFINITY means at most this
   if (sys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, reinterpret_cast<long>(&limit)) < 0 ||
       limit.soft == RLIM_INFINITY)

@@ -11,6 +11,8 @@
 // frames over it occur: both formats' message_too_large branches are reached.
 #include "../../src/frame.hpp"
 
+#include <boost/json/serialize.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -99,7 +101,10 @@ decoded decode(wire format, std::string_view input, Cut cut) {
 bool same_exactly(const message& a, const message& b) {
   if (a.is_bytes() != b.is_bytes())
     return false;
-  return a.is_bytes() ? a.bytes() == b.bytes() : a.json() == b.json();
+  // By their text: Boost.JSON 1.81 parses "0E4235" as NaN (0 times an infinite power of ten),
+  // which == never equals, though both decodes gave the same value (found by this fuzzer).
+  return a.is_bytes() ? a.bytes() == b.bytes()
+                      : boost::json::serialize(a.json()) == boost::json::serialize(b.json());
 }
 
 } // namespace

@@ -33,6 +33,18 @@ public:
       return "exit status unknown: reaped elsewhere";
     case errc::already_disconnected:
       return "IPC channel is already disconnected";
+    case errc::pool_closed:
+      return "the pool is closed";
+    case errc::queue_full:
+      return "Task queue is at limit";
+    case errc::worker_died:
+      return "the worker running the task exited";
+    case errc::task_failed:
+      return "the task failed in the worker";
+    case errc::unknown_task:
+      return "the worker has no task of that name";
+    case errc::worker_start_failed:
+      return "workers keep failing during start-up";
     }
     return "unknown childproc error";
   }

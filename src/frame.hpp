@@ -34,6 +34,8 @@ struct message_access {
   static const std::shared_ptr<std::string>& payload(const message& m) {
     return std::get<1>(m.content_).data;
   }
+  // The JSON value of a JSON message, to move out of a message the caller gave up.
+  static boost::json::value& json(message& m) { return std::get<0>(m.content_); }
   static message from_shared(std::shared_ptr<std::string> data) {
     message m;
     m.content_ = message::raw{std::move(data)};

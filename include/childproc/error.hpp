@@ -30,6 +30,13 @@ enum class errc {
   exit_status_unknown,
   already_disconnected, ///< disconnect() on a channel that is not connected (Node's
                         ///< ERR_IPC_DISCONNECTED)
+  pool_closed,          ///< pool: async_close() or destroy() was called (a new run, or a queued
+                        ///< task that destroy() dropped)
+  queue_full,           ///< pool: every worker is busy and the queue is at max_queue
+  worker_died,          ///< pool: the worker running the task exited or was killed
+  task_failed,          ///< pool: the task's handler threw; the message carries its error
+  unknown_task,         ///< pool: no handler of the task's name in the worker
+  worker_start_failed,  ///< pool: workers keep dying before they are ready; respawning paused
 };
 
 /// The category of childproc::errc.

@@ -1,0 +1,132 @@
+// The pool's envelope (see pool_protocol.hpp).
+#include "pool_protocol.hpp"
+
+#include "frame.hpp"
+
+#include <childproc/error.hpp>
+
+#include <array>
+#include <utility>
+
+namespace childproc::detail::pool_wire {
+namespace {
+
+constexpr std::array<std::string_view, 8> op_names = {"init",  "task", "cancel", "bcast",
+                                                      "ready", "done", "fail",   "prog"};
+
+std::optional<op> op_named(std::string_view name) noexcept {
+  for (std::size_t i = 0; i < op_names.size(); ++i)
+    if (op_names[i] == name)
+      return static_cast<op>(i);
+  return std::nullopt;
+}
+
+bool has_id(op kind) noexcept {
+  return kind == op::task || kind == op::cancel || kind == op::done || kind == op::fail ||
+         kind == op::progress;
+}
+bool has_data(op kind) noexcept {
+  return kind == op::init || kind == op::task || kind == op::broadcast || kind == op::done ||
+         kind == op::progress;
+}
+
+// Node's Buffer JSON ({"type":"Buffer","data":[bytes]}) as the bytes it stands for.
+std::optional<message> buffer_json_bytes(const boost::json::value& v) {
+  const auto* obj = v.if_object();
+  if (!obj || obj->size() != 2)
+    return std::nullopt;
+  const auto* type = obj->if_contains("type");
+  const auto* data = obj->if_contains("data");
+  if (!type || !data || !type->is_string() || type->get_string() != "Buffer" || !data->is_array())
+    return std::nullopt;
+  std::string bytes;
+  bytes.reserve(data->get_array().size());
+  for (const auto& b : data->get_array()) {
+    if (!b.is_int64() || b.get_int64() < 0 || b.get_int64() > 255)
+      return std::nullopt;
+    bytes.push_back(static_cast<char>(b.get_int64()));
+  }
+  return message::bytes(std::move(bytes));
+}
+
+// The envelope in `obj`, or nullopt when it is not one. Sets `bytes_follow`.
+std::optional<envelope> parse(const boost::json::object& obj, bool& bytes_follow) {
+  const auto* cp = obj.if_contains("cp");
+  if (!cp || !cp->is_string())
+    return std::nullopt;
+  const auto kind = op_named(std::string_view(cp->get_string()));
+  if (!kind)
+    return std::nullopt;
+  envelope e;
+  e.kind = *kind;
+  if (has_id(e.kind)) {
+    const auto* id = obj.if_contains("id");
+    if (!id || !(id->is_uint64() || (id->is_int64() && id->get_int64() >= 0)))
+      return std::nullopt;
+    e.id = id->is_uint64() ? id->get_uint64() : static_cast<std::uint64_t>(id->get_int64());
+  }
+  if (const auto* name = obj.if_contains("name")) {
+    if (!name->is_string())
+      return std::nullopt;
+    e.name = std::string(name->get_string());
+  }
+  const auto* bytes = obj.if_contains("bytes");
+  bytes_follow = bytes && bytes->is_bool() && bytes->get_bool() && has_data(e.kind);
+  if (const auto* data = obj.if_contains(e.kind == op::fail ? "error" : "data"))
+    e.data = message(*data);
+  return e;
+}
+
+} // namespace
+
+std::string_view name_of(op kind) noexcept {
+  return op_names[static_cast<std::size_t>(kind)];
+}
+
+bool send(channel& ch, envelope e) {
+  boost::json::object obj;
+  obj.reserve(4);
+  obj.emplace("cp", name_of(e.kind));
+  if (has_id(e.kind))
+    obj.emplace("id", e.id);
+  if (!e.name.empty())
+    obj.emplace("name", e.name);
+  const bool bytes = e.data.is_bytes();
+  if (bytes)
+    obj.emplace("bytes", true);
+  else if (has_data(e.kind) || e.kind == op::fail)
+    obj.emplace(e.kind == op::fail ? "error" : "data", std::move(message_access::json(e.data)));
+  const bool sent = ch.send(message(boost::json::value(std::move(obj))));
+  return bytes ? ch.send(e.data) : sent;
+}
+
+std::optional<envelope> reader::feed(const message& m, std::error_code& ec) {
+  if (head_) {
+    envelope e = std::move(*head_);
+    head_.reset();
+    if (m.is_bytes()) {
+      e.data = m;
+      return e;
+    }
+    if (auto bytes = buffer_json_bytes(m.json())) {
+      e.data = std::move(*bytes);
+      return e;
+    }
+    ec = make_error_code(errc::malformed_message);
+    return std::nullopt;
+  }
+  const auto* obj = m.is_json() ? m.json().if_object() : nullptr;
+  bool bytes_follow = false;
+  auto e = obj ? parse(*obj, bytes_follow) : std::nullopt;
+  if (!e) {
+    ec = make_error_code(errc::malformed_message);
+    return std::nullopt;
+  }
+  if (bytes_follow) {
+    head_ = std::move(e);
+    return std::nullopt;
+  }
+  return e;
+}
+
+} // namespace childproc::detail::pool_wire

@@ -1,0 +1,58 @@
+// The pool's envelope: how a pool and its workers (serve(), or the Node module
+// share/childproc/childproc-pool-worker.js) wrap tasks, results and control messages in channel
+// messages (internal; docs/pool.md gives the format to worker authors).
+//
+// Every envelope is a JSON object whose "cp" member names it:
+//   pool -> worker  {"cp":"init","data":D}          worker_data, before anything else
+//                   {"cp":"task","id":N,"name":S,"data":D}
+//                   {"cp":"cancel","id":N}
+//                   {"cp":"bcast","data":D}
+//   worker -> pool  {"cp":"ready"}                  on_init returned
+//                   {"cp":"done","id":N,"data":D}
+//                   {"cp":"fail","id":N,"error":{"name":S,"message":S}}
+//                   {"cp":"prog","id":N,"data":D}
+// "name" is left out for the default handler. A bytes payload is not put in "data": the envelope
+// has "bytes":true instead and the next message of the channel is the payload, so bytes are never
+// converted to JSON (over Node's channel that next message is Node's Buffer JSON, which is
+// accepted in its place). Anything else is malformed_message.
+#pragma once
+
+#include <childproc/channel.hpp>
+#include <childproc/message.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace childproc::detail::pool_wire {
+
+enum class op { init, task, cancel, broadcast, ready, done, fail, progress };
+
+struct envelope {
+  op kind = op::init;
+  std::uint64_t id = 0;
+  std::string name;
+  message data; // the payload; for `fail`, the error object
+};
+
+// Sends `e` through `ch` (one message, or the header and then the bytes). Returns what
+// channel::send returns for the last message; errors go to the channel's handlers as usual.
+bool send(channel& ch, envelope e);
+
+// Reassembles envelopes from the messages of a channel, in order.
+class reader {
+public:
+  // Takes the channel's next message. Returns an envelope once one is complete (nullopt while a
+  // bytes payload is still to come). Sets `ec` to malformed_message for anything that is not an
+  // envelope; the reader must not be fed again then.
+  std::optional<envelope> feed(const message& m, std::error_code& ec);
+
+private:
+  std::optional<envelope> head_; // an envelope waiting for its bytes payload
+};
+
+std::string_view name_of(op kind) noexcept;
+
+} // namespace childproc::detail::pool_wire

@@ -2,16 +2,15 @@
 #pragma once
 
 #include <childproc/channel.hpp>
+#include <childproc/detail/completion.hpp>
 #include <childproc/error.hpp>
 #include <childproc/exit_status.hpp>
 #include <childproc/stream.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/append.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -31,36 +30,18 @@ namespace asio = boost::asio;
 namespace detail {
 struct child_state;
 
-// A pending async_wait, type-erased so that the state machine is compiled once.
+// A pending async_wait.
 struct exit_waiter {
-  virtual ~exit_waiter() = default;
-  virtual void complete(boost::system::error_code ec, const exit_status& status) = 0;
+  std::unique_ptr<completion<boost::system::error_code, exit_status>> done;
   bool cancelled = false;
+  void complete(boost::system::error_code ec, const exit_status& status) {
+    done->complete(ec, status);
+  }
 };
 
 void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w);
 void cancel_exit_waiter(const std::weak_ptr<child_state>& state, exit_waiter* w);
 asio::any_io_executor state_executor(const child_state& state);
-
-template <class Handler>
-struct exit_waiter_for final : exit_waiter {
-  using work_executor = asio::associated_executor_t<Handler, asio::any_io_executor>;
-
-  exit_waiter_for(Handler&& h, const asio::any_io_executor& ex)
-      : handler(std::move(h)), work(asio::get_associated_executor(handler, ex)) {}
-
-  void complete(boost::system::error_code ec, const exit_status& status) override {
-    auto slot = asio::get_associated_cancellation_slot(handler);
-    if (slot.is_connected())
-      slot.clear();
-    auto ex = work.get_executor();
-    work.reset();
-    asio::post(ex, asio::append(std::move(handler), ec, status));
-  }
-
-  Handler handler;
-  asio::executor_work_guard<work_executor> work;
-};
 } // namespace detail
 
 inline namespace v1 {
@@ -182,11 +163,11 @@ public:
   auto async_wait(CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, void(boost::system::error_code, exit_status)>(
         [](auto handler, std::shared_ptr<detail::child_state> state) {
-          using handler_type = std::decay_t<decltype(handler)>;
           auto ex = detail::state_executor(*state);
           auto slot = asio::get_associated_cancellation_slot(handler);
-          auto waiter =
-              std::make_unique<detail::exit_waiter_for<handler_type>>(std::move(handler), ex);
+          auto waiter = std::make_unique<detail::exit_waiter>();
+          waiter->done = detail::make_completion<boost::system::error_code, exit_status>(
+              std::move(handler), ex);
           if (slot.is_connected()) {
             slot.assign([weak = std::weak_ptr<detail::child_state>(state), w = waiter.get()](
                             asio::cancellation_type) { detail::cancel_exit_waiter(weak, w); });

@@ -15,7 +15,8 @@
 namespace childproc {
 namespace detail {
 struct channel_state;
-}
+struct channel_access;
+} // namespace detail
 
 inline namespace v1 {
 
@@ -82,6 +83,7 @@ public:
   serialization mode() const;
 
 private:
+  friend struct detail::channel_access;
   std::shared_ptr<detail::channel_state> state_;
 };
 

@@ -72,6 +72,13 @@
 //   sigpipe-parent     with SIGPIPE at SIG_DFL, spawn()s close-in-exit of itself, writes 1 MiB to
 //                      its stdin after its exit, prints "EPIPE" (or the error) and then whether
 //                      SIGPIPE is still at its default ("SIGPIPE default" / "SIGPIPE ignored")
+//   pool-worker        serve()s the pool's test tasks (helpers/pool_worker.hpp): "" echo, sum, pid,
+//                      sleep, async_sleep, exit, signal, throw, progress, cancellable,
+//                      ignore_cancel, garbage, wrong_id, alloc, reverse, worker_data,
+//                      broadcasts, env
+//   pool-worker-init-throws  serve()s them with an on_init that throws "init failed"
+//   pool-worker-exit-at-start  exits with 3 before serve() (never ready)
+//   pool-worker-slow-start MS  sleeps MS milliseconds, then acts as pool-worker
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -82,6 +89,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "order.hpp"
+#include "pool_worker.hpp"
 #include "watcher_modes.hpp"
 
 #include <sys/resource.h>
@@ -577,6 +585,14 @@ int run(int argc, char** argv) {
     ::sigaction(SIGPIPE, nullptr, &now);
     say(1, result + "\nSIGPIPE " + (now.sa_handler == SIG_DFL ? "default" : "ignored") + "\n");
     return 0;
+  }
+  if (mode == "pool-worker" || mode == "pool-worker-init-throws")
+    return pool_worker::serve(mode == "pool-worker-init-throws");
+  if (mode == "pool-worker-exit-at-start")
+    ::_exit(3);
+  if (mode == "pool-worker-slow-start") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(argv[2])));
+    return pool_worker::serve(false);
   }
   return 2;
 }

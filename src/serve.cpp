@@ -1,0 +1,404 @@
+// serve(): the worker side of a pool (see serve.hpp; the envelope is pool_protocol.hpp).
+#include <childproc/serve.hpp>
+
+#include "channel_state.hpp"
+#include "pool_protocol.hpp"
+
+#include <childproc/channel.hpp>
+#include <childproc/error.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cxxabi.h>
+#include <deque>
+#include <exception>
+#include <optional>
+#include <typeinfo>
+#include <utility>
+
+namespace childproc::detail {
+
+struct channel_access {
+  static channel_state* state(const channel& ch) noexcept { return ch.state_.get(); }
+};
+
+struct serve_state;
+
+struct served_task {
+  std::string name;
+  std::uint64_t id = 0;
+  message data;
+  std::weak_ptr<serve_state> server;
+  bool cancelled = false;
+  bool finished = false;      // its done or fail was sent: nothing more goes out for it
+  bool coroutine_run = false; // a coroutine handler was spawned for it
+  // Bound to the coroutine's co_spawn: a cancel aborts its pending co_awaits.
+  boost::asio::cancellation_signal cancel_signal;
+};
+
+namespace {
+
+using pool_wire::envelope;
+using pool_wire::op;
+
+// The demangled name of an exception's type, "Error" when it cannot be demangled.
+std::string type_name(const std::type_info& type) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(
+      abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
+  return status == 0 && name ? std::string(name.get()) : std::string("Error");
+}
+
+// The caller's error object for the exception being handled.
+message error_of_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return message(boost::json::value{{"name", type_name(typeid(e))}, {"message", e.what()}});
+  } catch (...) {
+    return message(boost::json::value{{"name", "Error"}, {"message", "unknown exception"}});
+  }
+}
+
+// A task waiting for its turn, or an init or broadcast to deliver in order with the tasks.
+struct work_item {
+  op kind = op::task;
+  std::shared_ptr<served_task> task; // op::task
+  message data;                      // op::init, op::broadcast
+};
+
+} // namespace
+
+struct serve_state : std::enable_shared_from_this<serve_state> {
+  serve_state(boost::asio::io_context& ctx, channel c, task_table t,
+              std::optional<task_handler> every_name, serve_options o)
+      : io(ctx), ch(std::move(c)), tasks(std::move(t)), every(std::move(every_name)),
+        options(std::move(o)) {}
+
+  void attach();
+  void on_message(const message& m) noexcept;
+  bool accept(envelope e);
+  void cancel(served_task& task);
+  void schedule();
+  void pump();
+  void run_item(work_item& item);
+  void run_init(const message& data);
+  void run_broadcast(const message& data);
+  void run_task(const std::shared_ptr<served_task>& task);
+  void spawn_coroutine(const task_handler::coroutine& handler,
+                       const std::shared_ptr<served_task>& task);
+  void finish(served_task& task, op kind, message data);
+  void end(int code);
+  void on_disconnect();
+  void poll();
+
+  boost::asio::io_context& io;
+  channel ch;
+  task_table tasks;
+  std::optional<task_handler> every; // the single-handler form serves every name
+  serve_options options;
+  pool_wire::reader reader;
+  std::deque<work_item> queue;
+  std::map<std::uint64_t, std::shared_ptr<served_task>> live; // received, not finished
+  bool got_init = false;
+  bool pump_posted = false;
+  bool stopping = false; // no more work: the channel is closing or closed
+  int exit_code = 0;
+};
+
+void serve_state::attach() {
+  std::weak_ptr<serve_state> weak = shared_from_this();
+  ch.on_message([weak](const message& m) {
+    if (auto self = weak.lock())
+      self->on_message(m);
+  });
+  ch.on_error([weak](std::error_code ec) {
+    // The channel's own decoding failed: the pool sent something that is not a frame.
+    if (auto self = weak.lock();
+        self && (ec == errc::malformed_message || ec == errc::message_too_large))
+      self->exit_code = 2;
+  });
+  ch.on_disconnect([weak] {
+    if (auto self = weak.lock())
+      self->on_disconnect();
+  });
+}
+
+// Only bookkeeping here: user code runs from posted work (pump), never inside the channel's
+// delivery, which may itself be inside a handler's task_context::cancelled().
+void serve_state::on_message(const message& m) noexcept {
+  if (stopping)
+    return;
+  try {
+    std::error_code ec;
+    auto e = reader.feed(m, ec);
+    if (ec || (e && !accept(std::move(*e))))
+      end(2);
+  } catch (...) { // out of memory while queueing: nothing sane can follow
+    end(2);
+  }
+}
+
+// Takes one envelope from the pool; false when it is not one the pool may send now.
+bool serve_state::accept(envelope e) {
+  if (e.kind == op::init) {
+    if (got_init)
+      return false;
+    got_init = true;
+    queue.push_back({op::init, nullptr, std::move(e.data)});
+  } else if (!got_init) {
+    return false;
+  } else if (e.kind == op::task) {
+    auto task = std::make_shared<served_task>();
+    task->name = std::move(e.name);
+    task->id = e.id;
+    task->data = std::move(e.data);
+    task->server = weak_from_this();
+    if (!live.emplace(task->id, task).second)
+      return false; // the id of a task still running
+    queue.push_back({op::task, std::move(task), {}});
+  } else if (e.kind == op::cancel) {
+    if (auto it = live.find(e.id); it != live.end())
+      cancel(*it->second);
+    return true; // a cancel for a finished task crossed its result: ignored
+  } else if (e.kind == op::broadcast) {
+    queue.push_back({op::broadcast, nullptr, std::move(e.data)});
+  } else {
+    return false; // a worker's envelope
+  }
+  schedule();
+  return true;
+}
+
+void serve_state::cancel(served_task& task) {
+  if (task.cancelled)
+    return;
+  task.cancelled = true;
+  if (task.coroutine_run)
+    task.cancel_signal.emit(boost::asio::cancellation_type::terminal);
+  // A coroutine still queued gets the signal when it is spawned.
+}
+
+void serve_state::schedule() {
+  if (pump_posted || queue.empty() || stopping)
+    return;
+  pump_posted = true;
+  boost::asio::post(io, [weak = weak_from_this()] {
+    if (auto self = weak.lock()) {
+      self->pump_posted = false;
+      self->pump();
+    }
+  });
+}
+
+// One item per posted step: between two tasks the channel's reads (cancels, new tasks) run.
+void serve_state::pump() {
+  if (stopping || queue.empty())
+    return;
+  work_item item = std::move(queue.front());
+  queue.pop_front();
+  run_item(item);
+  schedule();
+}
+
+void serve_state::run_item(work_item& item) {
+  if (item.kind == op::init)
+    run_init(item.data);
+  else if (item.kind == op::broadcast)
+    run_broadcast(item.data);
+  else
+    run_task(item.task);
+}
+
+void serve_state::run_init(const message& data) {
+  try {
+    if (options.on_init)
+      options.on_init(data);
+  } catch (...) {
+    const message error = error_of_current_exception();
+    std::fprintf(stderr, "childproc::serve: on_init threw %s: %s\n",
+                 error.json().at("name").as_string().c_str(),
+                 error.json().at("message").as_string().c_str());
+    end(1);
+    return;
+  }
+  pool_wire::send(ch, envelope{op::ready, 0, {}, {}});
+}
+
+void serve_state::run_broadcast(const message& data) {
+  try {
+    if (options.on_broadcast)
+      options.on_broadcast(data);
+  } catch (...) {
+    // Nobody waits for a broadcast's outcome: it is reported here and the worker goes on.
+    const message error = error_of_current_exception();
+    std::fprintf(stderr, "childproc::serve: on_broadcast threw %s: %s\n",
+                 error.json().at("name").as_string().c_str(),
+                 error.json().at("message").as_string().c_str());
+  }
+}
+
+void serve_state::run_task(const std::shared_ptr<served_task>& task) {
+  const task_handler* handler = nullptr;
+  if (every)
+    handler = &*every;
+  else if (auto it = tasks.find(task->name); it != tasks.end())
+    handler = &it->second;
+  if (!handler) {
+    finish(*task, op::fail,
+           message(boost::json::value{{"name", "UnknownTask"},
+                                      {"message", "no task named '" + task->name + "'"}}));
+    return;
+  }
+  if (const auto* coroutine = std::get_if<task_handler::coroutine>(&handler->call())) {
+    spawn_coroutine(*coroutine, task);
+    return;
+  }
+  op kind = op::done;
+  message result;
+  try {
+    task_context context(task);
+    if (const auto* plain = std::get_if<task_handler::plain>(&handler->call()))
+      result = (*plain)(task->data);
+    else
+      result = std::get<task_handler::with_context>(handler->call())(task->data, context);
+  } catch (...) {
+    kind = op::fail;
+    result = error_of_current_exception();
+  }
+  finish(*task, kind, std::move(result));
+}
+
+void serve_state::spawn_coroutine(const task_handler::coroutine& handler,
+                                  const std::shared_ptr<served_task>& task) {
+  // The handler is called inside the coroutine, so that one that throws before its first
+  // co_await fails its task like any other.
+  auto body = [handler, task]() -> boost::asio::awaitable<message> {
+    co_return co_await handler(task->data, task_context(task));
+  };
+  auto completion = [weak = weak_from_this(), task](std::exception_ptr error, message result) {
+    auto self = weak.lock();
+    if (self && error) {
+      message failure;
+      try {
+        std::rethrow_exception(error);
+      } catch (...) {
+        failure = error_of_current_exception();
+      }
+      self->finish(*task, op::fail, std::move(failure));
+    } else if (self) {
+      self->finish(*task, op::done, std::move(result));
+    }
+    // The signal's slot holds co_spawn's cancellation handler, which the coroutine's frame may
+    // still reach while it unwinds after this call: the task is released after it.
+    if (self)
+      boost::asio::post(self->io, [keep = task] {});
+  };
+  task->coroutine_run = true;
+  boost::asio::co_spawn(
+      io, std::move(body),
+      boost::asio::bind_cancellation_slot(task->cancel_signal.slot(), std::move(completion)));
+  if (task->cancelled) // cancelled while it was queued
+    task->cancel_signal.emit(boost::asio::cancellation_type::terminal);
+}
+
+void serve_state::finish(served_task& task, op kind, message data) {
+  if (task.finished)
+    return;
+  task.finished = true;
+  live.erase(task.id);
+  pool_wire::send(ch, envelope{kind, task.id, {}, std::move(data)});
+}
+
+// A malformed envelope (code 2) or a failed on_init (code 1): the worker stops taking work and
+// serve() returns once the channel has closed.
+void serve_state::end(int code) {
+  if (stopping)
+    return;
+  stopping = true;
+  exit_code = code;
+  queue.clear();
+  if (ch.connected())
+    ch.disconnect();
+}
+
+void serve_state::on_disconnect() {
+  stopping = true;
+  queue.clear();
+  // Nobody waits for the results any more: a handler polling cancelled() stops.
+  for (auto& [id, task] : live)
+    task->cancelled = true;
+  io.stop(); // serve() returns even if the user left other work on the io_context
+}
+
+void serve_state::poll() {
+  if (auto* state = channel_access::state(ch); state && !stopping)
+    state->drain_now();
+}
+
+} // namespace childproc::detail
+
+namespace childproc {
+inline namespace v1 {
+
+const std::string& task_context::name() const noexcept {
+  return task_->name;
+}
+
+std::uint64_t task_context::id() const noexcept {
+  return task_->id;
+}
+
+void task_context::progress(const message& update) {
+  auto server = task_->server.lock();
+  // After its result, a progress message would name a task the pool no longer knows.
+  if (!server || task_->finished)
+    return;
+  detail::pool_wire::send(server->ch, detail::pool_wire::envelope{
+                                          detail::pool_wire::op::progress, task_->id, {}, update});
+}
+
+bool task_context::cancelled() {
+  if (!task_->cancelled)
+    if (auto server = task_->server.lock())
+      server->poll();
+  return task_->cancelled;
+}
+
+bool is_pool_worker() noexcept {
+  return std::getenv("CHILDPROC_POOL_WORKER") != nullptr;
+}
+
+namespace {
+
+int serve_with(boost::asio::io_context& io, task_table tasks, std::optional<task_handler> every,
+               serve_options options) {
+  channel ch = parent_channel(io);
+  // The worker's own children are not pool workers.
+  ::unsetenv("CHILDPROC_POOL_WORKER");
+  auto state = std::make_shared<detail::serve_state>(io, std::move(ch), std::move(tasks),
+                                                     std::move(every), std::move(options));
+  state->attach();
+  if (io.stopped())
+    io.restart();
+  io.run();
+  return state->exit_code;
+}
+
+} // namespace
+
+int serve(boost::asio::io_context& io, task_table tasks, serve_options options) {
+  return serve_with(io, std::move(tasks), std::nullopt, std::move(options));
+}
+
+int serve(boost::asio::io_context& io, task_handler handler, serve_options options) {
+  return serve_with(io, {}, std::move(handler), std::move(options));
+}
+
+} // namespace v1
+} // namespace childproc

@@ -1,0 +1,436 @@
+// serve() and the Node module: the worker side of a pool, driven by hand with raw envelopes
+// (never through pool_wire, so that these tests pin the wire format).
+#include "common.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <functional>
+#include <string_view>
+
+using namespace std::chrono_literals;
+using childproc::message;
+
+namespace {
+
+const std::string data_dir = CHILDPROC_TEST_DATA;
+const std::string node_worker = data_dir + "/pool_worker.js";
+
+bool have_node() {
+  static const bool found = std::system("node --version > /dev/null 2>&1") == 0;
+  return found;
+}
+
+std::string show(const message& m) {
+  return m.is_bytes() ? "bytes[" + m.bytes() + "]" : boost::json::serialize(m.json());
+}
+
+// A worker process started as a pool would start it, fed envelopes written by hand.
+struct worker {
+  explicit worker(std::vector<std::string> args, std::string program = test::helper)
+      : guard(io, 30s) {
+    childproc::fork_options options;
+    options.env_overrides = {{"CHILDPROC_POOL_WORKER", "1"}};
+    child = childproc::fork(io, std::move(program), std::move(args), std::move(options));
+    child.on_message([this](const message& m) {
+      got.push_back(m);
+      if (until && until(got)) {
+        until = {};
+        child.disconnect();
+      }
+    });
+    child.on_exit([this](std::optional<int> c, std::optional<int> s) {
+      code = c;
+      signal = s;
+      guard.cancel();
+    });
+    // A worker that never ends fails its test instead of hanging it.
+    guard.async_wait([this](boost::system::error_code ec) {
+      if (!ec)
+        child.kill(SIGKILL);
+    });
+  }
+  void send(std::string_view envelope) { child.send(message(boost::json::parse(envelope))); }
+  void send_bytes(std::string bytes) { child.send(message::bytes(std::move(bytes))); }
+  // Runs until the worker exits; disconnects once `done` holds for what it sent.
+  void run(std::function<bool(const std::vector<message>&)> done) {
+    until = std::move(done);
+    io.run();
+  }
+  // Runs until the worker exits by itself.
+  void run() { io.run(); }
+  std::string log() const {
+    std::string all;
+    for (const auto& m : got)
+      all += show(m) + "\n";
+    return all;
+  }
+
+  asio::io_context io;
+  asio::steady_timer guard;
+  childproc::child_process child;
+  std::vector<message> got;
+  std::function<bool(const std::vector<message>&)> until;
+  std::optional<int> code, signal;
+};
+
+// `m` is the JSON `expected` (member order is free).
+bool is(const message& m, std::string_view expected) {
+  return m.is_json() && m.json() == boost::json::parse(expected);
+}
+
+// The number of complete results (done or fail; a bytes result with its payload) in `got`.
+std::size_t results(const std::vector<message>& got) {
+  std::size_t n = 0;
+  bool payload_due = false;
+  for (const auto& m : got) {
+    if (payload_due) {
+      payload_due = false;
+      ++n;
+      continue;
+    }
+    const auto* obj = m.is_json() ? m.json().if_object() : nullptr;
+    const auto* cp = obj ? obj->if_contains("cp") : nullptr;
+    if (!cp || (*cp != "done" && *cp != "fail"))
+      continue;
+    if (obj->contains("bytes"))
+      payload_due = true;
+    else
+      ++n;
+  }
+  return n;
+}
+
+auto after_results(std::size_t n) {
+  return [n](const std::vector<message>& got) { return results(got) == n; };
+}
+
+// The C++ helper and, when node is installed, the Node worker script.
+std::vector<std::pair<std::string, std::vector<std::string>>> both_workers() {
+  std::vector<std::pair<std::string, std::vector<std::string>>> all{
+      {test::helper, {"pool-worker"}}};
+  if (have_node())
+    all.push_back({node_worker, {}});
+  else
+    WARN("SKIP: node is not on PATH: the Node pool worker is not tested");
+  return all;
+}
+
+} // namespace
+
+// Before the fix: serve() did not exist (undefined reference); with a serve() that only ran the
+// io_context: got: (nothing), the worker never said ready.
+TEST_CASE("a pool worker says ready after on_init, which receives the worker data", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":{"answer":42}})");
+    w.send(R"({"cp":"task","id":1,"name":"worker_data","data":null})");
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 2);
+    CHECK(is(w.got[0], R"({"cp":"ready"})"));
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":{"answer":42}})"));
+    CHECK(w.code == 0);
+  }
+}
+
+TEST_CASE("each kind of handler answers its task with done", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"data":{"echo":[1,"two"]}})");          // plain, default
+    w.send(R"({"cp":"task","id":2,"name":"sum","data":{"a":40,"b":2}})"); // plain
+    w.send(R"({"cp":"task","id":3,"name":"pid","data":null})");           // plain
+    w.send(R"({"cp":"task","id":4,"name":"progress","data":0})");         // context
+    w.send(R"({"cp":"task","id":5,"name":"async_sleep","data":1})");      // coroutine
+    w.send(R"({"cp":"task","id":9007199254740991,"name":"sum","data":{"a":-1,"b":1}})");
+    w.run(after_results(6));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 7);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":{"echo":[1,"two"]}})"));
+    CHECK(is(w.got[2], R"({"cp":"done","id":2,"data":42})"));
+    CHECK(is(w.got[3],
+             R"({"cp":"done","id":3,"data":)" + std::to_string(*w.child.original_pid()) + "}"));
+    CHECK(is(w.got[4], R"({"cp":"done","id":4,"data":"done"})"));
+    // The coroutine's result may come before or after the last sum.
+    CHECK(std::count_if(w.got.begin(), w.got.end(), [](const message& m) {
+            return is(m, R"({"cp":"done","id":5,"data":1})");
+          }) == 1);
+    CHECK(std::count_if(w.got.begin(), w.got.end(), [](const message& m) {
+            return is(m, R"({"cp":"done","id":9007199254740991,"data":0})");
+          }) == 1);
+    CHECK(w.code == 0);
+  }
+}
+
+TEST_CASE("a bytes task and a bytes result travel as bytes messages", "[serve]") {
+  const std::string payload("ab\0\xff\n{", 6);
+  const std::string reversed(payload.rbegin(), payload.rend());
+  SECTION("the C++ worker") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"reverse","bytes":true})");
+    w.send_bytes(payload);
+    w.send(R"({"cp":"task","id":2,"bytes":true})"); // the default handler echoes
+    w.send_bytes(payload);
+    w.run(after_results(2));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 5);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"bytes":true})"));
+    REQUIRE(w.got[2].is_bytes());
+    CHECK(w.got[2].bytes() == reversed);
+    CHECK(is(w.got[3], R"({"cp":"done","id":2,"bytes":true})"));
+    REQUIRE(w.got[4].is_bytes());
+    CHECK(w.got[4].bytes() == payload);
+    CHECK(w.code == 0);
+  }
+  SECTION("the Node worker: a Buffer each way") {
+    if (!have_node()) {
+      WARN("SKIP: node is not on PATH: the Node pool worker is not tested");
+      return;
+    }
+    worker w({}, node_worker);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"reverse","bytes":true})");
+    w.send_bytes(payload); // Buffer JSON over Node's channel
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 3);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"bytes":true})"));
+    boost::json::array expected;
+    for (unsigned char c : reversed)
+      expected.push_back(c);
+    CHECK(is(w.got[2],
+             boost::json::serialize(boost::json::value{{"type", "Buffer"}, {"data", expected}})));
+    CHECK(w.code == 0);
+  }
+}
+
+TEST_CASE("a handler that throws fails its task with the exception's type and message", "[serve]") {
+  SECTION("the C++ worker") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"throw","data":"boom"})");
+    w.send(R"({"cp":"task","id":2,"name":"throw_int","data":null})");
+    w.send(R"({"cp":"task","id":3,"name":"sum","data":{"a":"not a number","b":1}})");
+    w.send(R"({"cp":"task","id":4,"name":"pid","data":null})"); // the worker goes on
+    w.run(after_results(4));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 5);
+    CHECK(is(w.got[1],
+             R"({"cp":"fail","id":1,"error":{"name":"std::runtime_error","message":"boom"}})"));
+    CHECK(is(w.got[2],
+             R"({"cp":"fail","id":2,"error":{"name":"Error","message":"unknown exception"}})"));
+    CHECK(w.got[3].json().at("cp") == "fail");
+    // (Boost wraps what it throws: the name is the thrown type's, demangled.)
+    CHECK(w.got[3].json().at("error").at("name") ==
+          "boost::wrapexcept<boost::system::system_error>");
+    CHECK(w.got[4].json().at("cp") == "done");
+    CHECK(w.code == 0);
+  }
+  SECTION("the Node worker") {
+    if (!have_node()) {
+      WARN("SKIP: node is not on PATH: the Node pool worker is not tested");
+      return;
+    }
+    worker w({}, node_worker);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"throw","data":"boom"})");
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 2);
+    CHECK(is(w.got[1], R"({"cp":"fail","id":1,"error":{"name":"Error","message":"boom"}})"));
+    CHECK(w.code == 0);
+  }
+}
+
+TEST_CASE("a task of an unknown name fails with UnknownTask", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":7,"name":"no such task","data":null})");
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 2);
+    CHECK(is(w.got[1], R"({"cp":"fail","id":7,"error":{"name":"UnknownTask",
+                            "message":"no task named 'no such task'"}})"));
+    CHECK(w.code == 0);
+  }
+}
+
+TEST_CASE("progress messages arrive in order before their task's done", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"progress","data":100})");
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 102);
+    for (int i = 0; i < 100; ++i)
+      CHECK(is(w.got[1 + i], R"({"cp":"prog","id":1,"data":)" + std::to_string(i) + "}"));
+    CHECK(is(w.got[101], R"({"cp":"done","id":1,"data":"done"})"));
+    CHECK(w.code == 0);
+  }
+}
+
+// Before the fix (cancelled() only read the flag, no drain_now): the cancel stayed unread in the
+// socket while the handler ran: got {"cp":"done","id":1,"data":"not cancelled"} after 30 s.
+TEST_CASE("a running synchronous handler sees a cancel sent while it runs", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"cancellable","data":null})");
+    // No event says that the handler has started: the cancel is sent once the worker had ample
+    // time to start it. (Sent earlier, it is seen as well: the result is the same.)
+    asio::steady_timer later(w.io, 300ms);
+    later.async_wait([&](auto) { w.send(R"({"cp":"cancel","id":1})"); });
+    const auto start = std::chrono::steady_clock::now();
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 2);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":"cancelled"})"));
+    CHECK(std::chrono::steady_clock::now() - start < 20s);
+    CHECK(w.code == 0);
+  }
+}
+
+// Before the fix (no signal bound to the co_spawn): the timer ran its full 20 s and the task
+// answered {"cp":"done","id":1,"data":20000}.
+TEST_CASE("cancelling a coroutine task aborts its pending co_await", "[serve]") {
+  worker w({"pool-worker"});
+  w.send(R"({"cp":"init","data":null})");
+  w.send(R"({"cp":"task","id":1,"name":"async_sleep","data":20000})");
+  w.send(R"({"cp":"task","id":2,"name":"pid","data":null})");
+  w.send(R"({"cp":"cancel","id":1})");
+  w.send(R"({"cp":"cancel","id":1})");   // twice: ignored
+  w.send(R"({"cp":"cancel","id":999})"); // no such task: ignored
+  const auto start = std::chrono::steady_clock::now();
+  w.run(after_results(2));
+  INFO(w.log());
+  REQUIRE(w.got.size() == 3);
+  // The cancel may abort task 1 before or after task 2 answers.
+  const auto& failed = w.got[1].json().at("id") == 1 ? w.got[1] : w.got[2];
+  const auto& other = w.got[1].json().at("id") == 1 ? w.got[2] : w.got[1];
+  CHECK(other.json().at("cp") == "done");
+  CHECK(other.json().at("id") == 2);
+  CHECK(failed.json().at("cp") == "fail");
+  CHECK(failed.json().at("error").at("name") == "boost::system::system_error");
+  CHECK(std::chrono::steady_clock::now() - start < 15s);
+  CHECK(w.code == 0);
+}
+
+TEST_CASE("coroutine handlers run at once and complete out of order", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"async_sleep","data":200})");
+    w.send(R"({"cp":"task","id":2,"name":"async_sleep","data":10})");
+    w.run(after_results(2));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 3);
+    CHECK(is(w.got[1], R"({"cp":"done","id":2,"data":10})"));
+    CHECK(is(w.got[2], R"({"cp":"done","id":1,"data":200})"));
+    CHECK(w.code == 0);
+  }
+}
+
+TEST_CASE("broadcasts reach on_broadcast in order with the tasks", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"bcast","data":"first"})");
+    w.send(R"({"cp":"task","id":1,"name":"broadcasts","data":null})");
+    w.send(R"({"cp":"bcast","data":{"second":2}})");
+    w.send(R"({"cp":"task","id":2,"name":"broadcasts","data":null})");
+    w.run(after_results(2));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 3);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":["first"]})"));
+    CHECK(is(w.got[2], R"({"cp":"done","id":2,"data":["first",{"second":2}]})"));
+    CHECK(w.code == 0);
+  }
+}
+
+// Before the fix (no unsetenv in serve): got {"cp":"done","id":1,"data":"1"}.
+TEST_CASE("a pool worker's own children do not see CHILDPROC_POOL_WORKER", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"env","data":"CHILDPROC_POOL_WORKER"})");
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 2);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":null})"));
+    CHECK(w.code == 0);
+  }
+}
+
+TEST_CASE("on_init throwing ends the worker with exit code 1 and no ready", "[serve]") {
+  std::vector<std::pair<std::string, std::vector<std::string>>> workers{
+      {test::helper, {"pool-worker-init-throws"}}};
+  if (have_node())
+    workers.push_back({node_worker, {"init-throws"}});
+  else
+    WARN("SKIP: node is not on PATH: the Node pool worker is not tested");
+  for (const auto& [program, args] : workers) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"pid","data":null})");
+    w.run();
+    INFO(w.log());
+    CHECK(w.got.empty());
+    CHECK(w.code == 1);
+  }
+}
+
+TEST_CASE("a malformed envelope from the pool ends the worker with exit code 2", "[serve]") {
+  const std::vector<std::vector<std::string>> sequences{
+      {R"(42)"},
+      {R"({"cp":"bogus"})"},
+      {R"({"cp":"task","id":1,"data":null})"},                          // before init
+      {R"({"cp":"init","data":null})", R"({"cp":"init","data":null})"}, // init twice
+      {R"({"cp":"init","data":null})", R"({"cp":"done","id":1,"data":null})"},
+      {R"({"cp":"init","data":null})", R"({"cp":"task","id":-1,"data":null})"},
+      {R"({"cp":"init","data":null})", R"({"cp":"task","name":"pid","data":null})"},
+      {R"({"cp":"init","data":null})", R"({"cp":"task","id":1,"bytes":true})", R"("not bytes")"},
+  };
+  for (const auto& [program, args] : both_workers()) {
+    for (const auto& sequence : sequences) {
+      INFO(program << ": " << sequence.back());
+      worker w(args, program);
+      for (const auto& envelope : sequence)
+        w.send(envelope);
+      w.run();
+      INFO(w.log());
+      CHECK(w.code == 2);
+    }
+  }
+}
+
+TEST_CASE("a pool worker exits 0 when the pool disconnects, even with a task running", "[serve]") {
+  for (const auto& [program, args] : both_workers()) {
+    INFO(program);
+    worker w(args, program);
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"async_sleep","data":20000})");
+    const auto start = std::chrono::steady_clock::now();
+    w.run([](const std::vector<message>& got) { return got.size() == 1; }); // after ready
+    INFO(w.log());
+    CHECK(w.got.size() == 1);
+    CHECK(w.code == 0);
+    CHECK(std::chrono::steady_clock::now() - start < 15s);
+  }
+}

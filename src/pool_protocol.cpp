@@ -83,7 +83,7 @@ std::string_view name_of(op kind) noexcept {
   return op_names[static_cast<std::size_t>(kind)];
 }
 
-bool send(channel& ch, envelope e) {
+bool send(channel ch, envelope e) {
   boost::json::object obj;
   obj.reserve(4);
   obj.emplace("cp", name_of(e.kind));

@@ -39,7 +39,7 @@ struct envelope {
 
 // Sends `e` through `ch` (one message, or the header and then the bytes). Returns what
 // channel::send returns for the last message; errors go to the channel's handlers as usual.
-bool send(channel& ch, envelope e);
+bool send(channel ch, envelope e);
 
 // Reassembles envelopes from the messages of a channel, in order.
 class reader {

@@ -436,3 +436,64 @@ TEST_CASE("a pool worker exits 0 when the pool disconnects, even with a task run
     CHECK(std::chrono::steady_clock::now() - start < 15s);
   }
 }
+
+// The pool's tests rely on these tasks of the helper misbehaving exactly so.
+// Before the fix: the modes did not exist (the helper exited with 2 at once, no ready).
+TEST_CASE("the test worker's misbehaving tasks and modes do what the pool's tests expect",
+          "[serve]") {
+  SECTION("exit") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"exit","data":7})");
+    w.run();
+    CHECK(w.got.size() == 1);
+    CHECK(w.code == 7);
+  }
+  SECTION("signal") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"signal","data":9})");
+    w.run();
+    CHECK(w.got.size() == 1);
+    CHECK(w.signal == SIGKILL);
+  }
+  SECTION("garbage, wrong_id, sleep, ignore_cancel, alloc") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"garbage","data":null})");
+    w.send(R"({"cp":"task","id":2,"name":"wrong_id","data":null})");
+    w.send(R"({"cp":"task","id":3,"name":"sleep","data":5})");
+    w.send(R"({"cp":"task","id":4,"name":"ignore_cancel","data":5})");
+    w.send(R"({"cp":"cancel","id":4})");
+    w.send(R"({"cp":"task","id":5,"name":"alloc","data":16})");
+    w.run(after_results(6)); // wrong_id's extra done counts as one
+    INFO(w.log());
+    REQUIRE(w.got.size() == 8);
+    CHECK(is(w.got[1], "42"));
+    CHECK(is(w.got[2], R"({"cp":"done","id":1,"data":null})"));
+    CHECK(is(w.got[3], R"({"cp":"done","id":1000002,"data":null})"));
+    CHECK(is(w.got[4], R"({"cp":"done","id":2,"data":null})"));
+    CHECK(is(w.got[5], R"({"cp":"done","id":3,"data":5})"));
+    CHECK(is(w.got[6], R"({"cp":"done","id":4,"data":5})"));
+    CHECK(w.got[7].json().at("id") == 5);
+    CHECK(w.got[7].json().at("data").to_number<std::int64_t>() >= 16);
+    CHECK(w.code == 0);
+  }
+  SECTION("pool-worker-exit-at-start") {
+    worker w({"pool-worker-exit-at-start"});
+    w.send(R"({"cp":"init","data":null})");
+    w.run();
+    CHECK(w.got.empty());
+    CHECK(w.code == 3);
+  }
+  SECTION("pool-worker-slow-start") {
+    worker w({"pool-worker-slow-start", "100"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"sum","data":{"a":1,"b":2}})");
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 2);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":3})"));
+    CHECK(w.code == 0);
+  }
+}

@@ -2,6 +2,8 @@
 // (never through pool_wire, so that these tests pin the wire format).
 #include "common.hpp"
 
+#include <childproc/serve.hpp>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -496,4 +498,21 @@ TEST_CASE("the test worker's misbehaving tasks and modes do what the pool's test
     CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":3})"));
     CHECK(w.code == 0);
   }
+}
+
+// Before the fix: is_pool_worker() and serve() did not exist (undefined references).
+TEST_CASE("is_pool_worker() tells a pool worker; serve() without a parent channel throws",
+          "[serve]") {
+  REQUIRE_FALSE(childproc::has_parent_channel());
+  ::setenv("CHILDPROC_POOL_WORKER", "1", 1);
+  CHECK(childproc::is_pool_worker());
+  asio::io_context io;
+  try {
+    childproc::serve(io, [](const message& m) { return m; });
+    FAIL("serve() returned");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == childproc::errc::channel_closed);
+  }
+  ::unsetenv("CHILDPROC_POOL_WORKER");
+  CHECK_FALSE(childproc::is_pool_worker());
 }

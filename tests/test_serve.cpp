@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string_view>
+#include <sys/socket.h>
 
 using namespace std::chrono_literals;
 using childproc::message;
@@ -515,4 +516,32 @@ TEST_CASE("is_pool_worker() tells a pool worker; serve() without a parent channe
   }
   ::unsetenv("CHILDPROC_POOL_WORKER");
   CHECK_FALSE(childproc::is_pool_worker());
+}
+
+// Before the fix (serve() had no error handler on the channel): exit code 0, as if the pool had
+// disconnected normally.
+TEST_CASE("a frame the worker cannot decode ends it with exit code 2", "[serve]") {
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  asio::io_context io;
+  childproc::spawn_options options;
+  options.stdio = {childproc::stdio::inherit, childproc::stdio::inherit, childproc::stdio::inherit,
+                   childproc::stdio::fd(pair[1])};
+  options.env_overrides = {{"CHILDPROC_CHANNEL_FD", "3"}, {"CHILDPROC_POOL_WORKER", "1"}};
+  auto child = childproc::spawn(io, test::helper, {"pool-worker"}, std::move(options));
+  ::close(pair[1]);
+  std::optional<int> code;
+  child.on_exit([&](std::optional<int> c, auto) { code = c; });
+  const std::string init = R"({"cp":"init","data":null})";
+  std::string frames;
+  for (std::uint32_t n = static_cast<std::uint32_t>(init.size());
+       char byte :
+       {char(n & 0xff), char(n >> 8 & 0xff), char(n >> 16 & 0xff), char(n >> 24), char(1)})
+    frames += byte;
+  frames += init;
+  frames += std::string("\x01\x00\x00\x00\x09x", 6); // kind 9: no such frame kind
+  REQUIRE(::write(pair[0], frames.data(), frames.size()) == static_cast<ssize_t>(frames.size()));
+  io.run();
+  ::close(pair[0]);
+  CHECK(code.value_or(-1) == 2);
 }

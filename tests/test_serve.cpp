@@ -545,3 +545,23 @@ TEST_CASE("a frame the worker cannot decode ends it with exit code 2", "[serve]"
   ::close(pair[0]);
   CHECK(code.value_or(-1) == 2);
 }
+
+// Before the fix (the signal was only emitted for a coroutine already spawned): the queued
+// coroutine started after its cancel and slept its full 20 s ("done" == "fail", 20325649098ns).
+TEST_CASE("a coroutine task cancelled while it waits its turn aborts at once when it starts",
+          "[serve]") {
+  worker w({"pool-worker"});
+  w.send(R"({"cp":"init","data":null})");
+  w.send(R"({"cp":"task","id":1,"name":"sleep","data":300})"); // holds the queue
+  w.send(R"({"cp":"task","id":2,"name":"async_sleep","data":20000})");
+  w.send(R"({"cp":"cancel","id":2})"); // read while task 1 sleeps
+  const auto start = std::chrono::steady_clock::now();
+  w.run(after_results(2));
+  INFO(w.log());
+  REQUIRE(w.got.size() == 3);
+  CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":300})"));
+  CHECK(w.got[2].json().at("cp") == "fail");
+  CHECK(w.got[2].json().at("id") == 2);
+  CHECK(std::chrono::steady_clock::now() - start < 15s);
+  CHECK(w.code == 0);
+}

@@ -565,3 +565,25 @@ TEST_CASE("a coroutine task cancelled while it waits its turn aborts at once whe
   CHECK(std::chrono::steady_clock::now() - start < 15s);
   CHECK(w.code == 0);
 }
+
+// Before the fix (the module ran tasks as they came, without waiting for onInit's Promise):
+// got {"cp":"done","id":1,"data":null}, {"cp":"done","id":2,...}, and the test disconnected
+// before any ready.
+TEST_CASE("a Node worker's tasks wait for its asynchronous onInit", "[serve][node]") {
+  if (!have_node()) {
+    WARN("SKIP: node is not on PATH: the Node pool worker is not tested");
+    return;
+  }
+  worker w({"async-init"}, node_worker);
+  w.send(R"({"cp":"init","data":"configured"})");
+  w.send(R"({"cp":"task","id":1,"name":"worker_data","data":null})");
+  w.send(R"({"cp":"bcast","data":1})");
+  w.send(R"({"cp":"task","id":2,"name":"broadcasts","data":null})");
+  w.run(after_results(2));
+  INFO(w.log());
+  REQUIRE(w.got.size() == 3);
+  CHECK(is(w.got[0], R"({"cp":"ready"})"));
+  CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":"configured"})"));
+  CHECK(is(w.got[2], R"({"cp":"done","id":2,"data":[1]})"));
+  CHECK(w.code == 0);
+}

@@ -587,3 +587,18 @@ TEST_CASE("a Node worker's tasks wait for its asynchronous onInit", "[serve][nod
   CHECK(is(w.got[2], R"({"cp":"done","id":2,"data":[1]})"));
   CHECK(w.code == 0);
 }
+
+// Before the fix (on_broadcast called without a catch): the exception left serve() and ended
+// the worker: got only {"cp":"ready"} ("1 == 2").
+TEST_CASE("an on_broadcast that throws does not end the worker", "[serve]") {
+  worker w({"pool-worker"});
+  w.send(R"({"cp":"init","data":null})");
+  w.send(R"({"cp":"bcast","data":"throw"})");
+  w.send(R"({"cp":"bcast","data":"next"})");
+  w.send(R"({"cp":"task","id":1,"name":"broadcasts","data":null})");
+  w.run(after_results(1));
+  INFO(w.log());
+  REQUIRE(w.got.size() == 2);
+  CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":["throw","next"]})"));
+  CHECK(w.code == 0);
+}

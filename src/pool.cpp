@@ -82,6 +82,7 @@ struct pool_worker {
   pid_t pid = 0;       // the worker process (this process for a thread worker)
   worker_phase phase = worker_phase::starting;
   bool ever_ready = false;
+  bool retired_by_pool = false; // an end the pool asked for is no start-up failure
   std::vector<std::shared_ptr<pool_task>> running; // sent and not answered (cancelled included)
   std::size_t tasks_done = 0;
   pool_wire::reader reader;
@@ -128,7 +129,7 @@ private:
   void balance();
   std::size_t live_workers() const;
   std::size_t ready_workers() const;
-  void spawn_worker();
+  bool spawn_worker();
   std::shared_ptr<pool_worker> launch(const std::shared_ptr<pool_worker>& w);
   std::shared_ptr<pool_worker> launch_process(const std::shared_ptr<pool_worker>& w);
   std::shared_ptr<pool_worker> launch_thread(const std::shared_ptr<pool_worker>& w);
@@ -136,9 +137,9 @@ private:
   void apply_limits(pool_worker& w);
   void on_message(const std::shared_ptr<pool_worker>& w, const message& m);
   void on_envelope(const std::shared_ptr<pool_worker>& w, envelope e);
-  void on_ready(pool_worker& w);
+  void on_ready(const std::shared_ptr<pool_worker>& w);
   void on_answer(const std::shared_ptr<pool_worker>& w, envelope e);
-  void on_progress(pool_worker& w, envelope e);
+  void on_progress(const std::shared_ptr<pool_worker>& w, envelope e);
   void after_task(const std::shared_ptr<pool_worker>& w);
   void malformed(const std::shared_ptr<pool_worker>& w);
   void retire(const std::shared_ptr<pool_worker>& w);
@@ -161,6 +162,9 @@ private:
   std::unique_ptr<completion<bsys_error>> close_done_;
   asio::steady_timer close_timer_;
   std::shared_ptr<pool_state> keep_alive_; // while closing
+  // Thread workers the pool gave up on (timeout, cancel grace, destroy): their handlers may still
+  // run; their threads are joined when the pool is destroyed.
+  std::vector<std::shared_ptr<pool_worker>> abandoned_threads_;
 
   std::uint64_t completed_ = 0;
   std::uint64_t failed_ = 0;
@@ -327,7 +331,7 @@ void pool_state::cancel(const std::shared_ptr<pool_task>& t) {
                         weak_task = std::weak_ptr(t)](bsys_error ec) {
     auto self = weak_pool.lock();
     auto worker = weak_worker.lock();
-    if (ec || !self || !worker || !weak_task.lock())
+    if (ec || !self || !worker || !weak_task.lock() || worker->phase == worker_phase::killed)
       return;
     self->kill(worker, false);
   });
@@ -446,7 +450,8 @@ void pool_state::balance() {
                                 queue.size() > starting * opt.concurrent_tasks_per_worker)) {
     if (probing_ && workers.size() > ready_workers())
       return; // one probe at a time, and only once the last one has settled
-    spawn_worker();
+    if (!spawn_worker())
+      return;
     ++live;
     ++starting;
     if (respawn_paused_)
@@ -454,15 +459,20 @@ void pool_state::balance() {
   }
 }
 
-void pool_state::spawn_worker() {
+// False when the launch threw (a bad cwd, a refused uid): a start-up failure, retried from a
+// posted handler (bounded by the start-up pause) so that the queue never waits for nothing.
+bool pool_state::spawn_worker() {
   auto w = std::make_shared<pool_worker>(ex);
   workers.push_back(w);
   if (!launch(w)) {
     workers.erase(std::find(workers.begin(), workers.end(), w));
     startup_failed();
-    return;
+    if (!respawn_paused_)
+      post_event([](pool_state& s) { s.balance(); });
+    return false;
   }
-  ++workers_started_;
+  if (w->pid != 0) // an exec that failed in the child has no pid: only its `error` comes
+    ++workers_started_;
   apply_limits(*w);
   pool_wire::send(w->ch, {op::init, 0, {}, opt.worker_data});
   w->timer.expires_after(opt.startup_timeout);
@@ -473,7 +483,9 @@ void pool_state::spawn_worker() {
         if (!ec && self && worker && worker->phase == worker_phase::starting)
           self->kill(worker, true);
       });
-  post_event([pid = w->pid](pool_state& s) { s.create_handlers.emit(pid); });
+  if (w->pid != 0)
+    post_event([pid = w->pid](pool_state& s) { s.create_handlers.emit(pid); });
+  return true;
 }
 
 std::shared_ptr<pool_worker> pool_state::launch(const std::shared_ptr<pool_worker>& w) {
@@ -533,8 +545,9 @@ std::shared_ptr<pool_worker> pool_state::launch_thread(const std::shared_ptr<poo
                              weak_worker = std::weak_ptr(w)]() mutable {
       int code = 1;
       try {
+        posix::unique_fd own(fd); // first: closed whatever fails next
         asio::io_context io(1);
-        channel ours(std::make_shared<channel_state>(io.get_executor(), posix::unique_fd(fd),
+        channel ours(std::make_shared<channel_state>(io.get_executor(), std::move(own),
                                                      wire::framed, max_message));
         channel_access::state(ours)->start();
         code = serve_channel(io, std::move(ours), std::move(tasks), std::nullopt, std::move(hooks));
@@ -612,29 +625,27 @@ void pool_state::on_envelope(const std::shared_ptr<pool_worker>& w, envelope e) 
   case op::ready:
     if (w->phase != worker_phase::starting)
       return malformed(w);
-    return on_ready(*w);
+    return on_ready(w);
   case op::done:
   case op::fail:
     return on_answer(w, std::move(e));
   case op::progress:
-    return on_progress(*w, std::move(e));
+    return on_progress(w, std::move(e));
   default:
     return malformed(w);
   }
 }
 
-void pool_state::on_ready(pool_worker& w) {
-  w.phase = worker_phase::ready;
-  w.ever_ready = true;
-  w.timer.cancel();
+void pool_state::on_ready(const std::shared_ptr<pool_worker>& w) {
+  w->phase = worker_phase::ready;
+  w->ever_ready = true;
+  w->timer.cancel();
   startup_failures_ = 0;
   probing_ = false;
   backoff_ = std::chrono::milliseconds(100);
   dispatch();
-  if (w.running.empty())
-    for (auto& shared : workers)
-      if (shared.get() == &w)
-        return after_task(shared);
+  if (w->running.empty())
+    after_task(w);
 }
 
 void pool_state::on_answer(const std::shared_ptr<pool_worker>& w, envelope e) {
@@ -657,31 +668,29 @@ void pool_state::on_answer(const std::shared_ptr<pool_worker>& w, envelope e) {
   after_task(w);
 }
 
-void pool_state::on_progress(pool_worker& w, envelope e) {
-  auto it = std::find_if(w.running.begin(), w.running.end(),
+void pool_state::on_progress(const std::shared_ptr<pool_worker>& w, envelope e) {
+  auto it = std::find_if(w->running.begin(), w->running.end(),
                          [&](const auto& t) { return t->id == e.id; });
-  if (it == w.running.end()) {
-    for (auto& shared : workers)
-      if (shared.get() == &w)
-        return malformed(shared);
-    return;
-  }
+  if (it == w->running.end())
+    return malformed(w);
   if (!(*it)->done || !(*it)->options.on_progress)
     return;
-  // Delivered even when the completion is already on its way: it was sent before the result.
-  post_event(
-      [task = *it, update = std::move(e.data)](pool_state&) { task->options.on_progress(update); });
+  // Posted where the completion will be, so that it comes first even on a strand or another
+  // context; delivered even when the completion is already on its way (it was sent first).
+  asio::post((*it)->done->executor(),
+             [task = *it, update = std::move(e.data)] { task->options.on_progress(update); });
 }
 
 // After a task left `w`: recycle it when it has done its share or grew too large, retire it when
 // idle beyond min_workers, and hand out the queue.
-void pool_state::after_task(const std::shared_ptr<pool_worker>& w) {
+void pool_state::after_task(const std::shared_ptr<pool_worker>& worker) {
+  const auto w = worker; // retire() and dispatch() may start workers: `workers` may move
   if (w->phase == worker_phase::retiring)
     retire(w); // its last task has answered
   if (w->phase == worker_phase::ready) {
     const bool worn_out = opt.max_tasks_per_worker > 0 && w->tasks_done >= opt.max_tasks_per_worker;
     const bool too_large = opt.max_worker_rss > 0 && opt.isolation == isolation::process &&
-                           resident_bytes(w->pid) > opt.max_worker_rss;
+                           w->tasks_done > 0 && resident_bytes(w->pid) > opt.max_worker_rss;
     if (worn_out || too_large)
       retire(w);
   }
@@ -715,6 +724,7 @@ void pool_state::malformed(const std::shared_ptr<pool_worker>& w) {
 // Takes `w` out of service: no new task; once its running tasks have answered, its channel is
 // disconnected and it ends by itself.
 void pool_state::retire(const std::shared_ptr<pool_worker>& w) {
+  w->retired_by_pool = true;
   if (w->phase == worker_phase::starting || w->phase == worker_phase::ready) {
     w->phase = worker_phase::retiring;
     balance();
@@ -737,7 +747,7 @@ void pool_state::end_soon(const std::shared_ptr<pool_worker>& w) {
       [weak_pool = weak_from_this(), weak_worker = std::weak_ptr(w)](bsys_error ec) {
         auto self = weak_pool.lock();
         auto worker = weak_worker.lock();
-        if (!ec && self && worker)
+        if (!ec && self && worker && worker->phase != worker_phase::killed)
           self->kill(worker, false);
       });
 }
@@ -748,9 +758,12 @@ void pool_state::kill(const std::shared_ptr<pool_worker>& w, bool at_once) {
   w->phase = worker_phase::killed;
   if (opt.isolation == isolation::thread) {
     // A thread cannot be killed: closing its channel stops its serve() once its handler returns.
+    // For the pool it ends now (its tasks fail, a replacement may start); the thread is joined
+    // when the pool goes.
     w->timer.cancel();
     w->close_thread_channel();
-    return balance();
+    abandoned_threads_.push_back(w);
+    return ended(w, exit_status{.unknown = true});
   }
   std::error_code ignored; // the worker may have ended already
   w->child.kill(at_once ? SIGKILL : opt.kill_signal, ignored);
@@ -779,7 +792,7 @@ void pool_state::ended(const std::shared_ptr<pool_worker>& w, exit_status status
   w->running.clear();
   if (w->pid != 0)
     post_event([pid = w->pid, status](pool_state& s) { s.exit_handlers.emit(pid, status); });
-  if (!w->ever_ready && state == phase::open)
+  if (!w->ever_ready && !w->retired_by_pool && state != phase::closed)
     startup_failed();
   balance();
   dispatch();

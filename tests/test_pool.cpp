@@ -223,6 +223,31 @@ TEST_CASE("a worker that keeps failing at start-up pauses the respawning with "
   }
 }
 
+TEST_CASE("a pool whose workers kept failing at start-up recovers once one starts",
+          "[pool][crash]") {
+  const std::string counter = "/tmp/childproc-flaky-start-" + std::to_string(::getpid());
+  std::remove(counter.c_str());
+  asio::io_context io;
+  auto options = helper_pool();
+  options.args = {"pool-worker-flaky-start", counter, "4"};
+  childproc::pool p(io, options);
+  task_result early;
+  p.async_run(message(1), into(early));
+  REQUIRE(run_until(io, [&] { return early.done; }));
+  CHECK(early.ec == errc::worker_start_failed);
+  // The fifth start succeeds (after two backoffs): the pool takes tasks again.
+  REQUIRE(run_until(
+      io, [&] { return p.stats().idle_workers == 1; }, 20s));
+  task_result later;
+  p.async_run(boost::json::value{{"a", 2}, {"b", 3}}, named("sum"), into(later));
+  REQUIRE(run_until(io, [&] { return later.done; }));
+  CHECK(!later.ec);
+  CHECK(as_int(later.msg) == 5);
+  CHECK(p.stats().workers_started == 5);
+  finish(io, p);
+  std::remove(counter.c_str());
+}
+
 TEST_CASE("a worker program that cannot be launched fails the tasks with worker_start_failed",
           "[pool][errors]") {
   asio::io_context io;
@@ -236,6 +261,28 @@ TEST_CASE("a worker program that cannot be launched fails the tasks with worker_
   CHECK(r.ec == errc::worker_start_failed);
   finish(io, p);
   CHECK(!errors.empty());
+}
+
+// Before the fix (found in review): the second failed launch left a phantom starting worker and
+// the task waited for ever (run_until gave up after 10 s).
+TEST_CASE("a worker launch that throws fails the queued tasks instead of leaving them waiting",
+          "[pool][errors]") {
+  asio::io_context io;
+  childproc::pool p(io, {.program = test::helper,
+                         .args = {"pool-worker"},
+                         .min_workers = 1,
+                         .max_workers = 3,
+                         .worker_options = {.cwd = "/nonexistent-childproc-dir"}});
+  std::vector<pid_t> created;
+  p.on_worker_create([&](pid_t pid) { created.push_back(pid); });
+  task_result r;
+  p.async_run(message(1), into(r));
+  REQUIRE(run_until(
+      io, [&] { return r.done; }, 10s));
+  CHECK(r.ec == errc::worker_start_failed);
+  CHECK(created.empty());
+  CHECK(p.stats().workers_started == 0);
+  finish(io, p);
 }
 
 TEST_CASE("cancelling a queued task removes it with operation_aborted", "[pool][cancel]") {
@@ -467,6 +514,29 @@ TEST_CASE("max_worker_rss replaces a worker that grew past it, after delivering 
   CHECK(!grow.ec);
   CHECK(as_int(grow.msg) >= 96);
   CHECK(as_int(after.msg) != as_int(before.msg));
+  finish(io, p);
+}
+
+// Before the fix (found in review): SIGSEGV. Each worker was retired as soon as it was ready,
+// before any task, and retire() read the worker through a reference into the vector that the
+// replacement's spawn had just reallocated.
+TEST_CASE("max_worker_rss is checked after a task, never before the first one", "[pool][recycle]") {
+  asio::io_context io;
+  auto options = helper_pool();
+  options.max_worker_rss = 1; // every worker is above it
+  childproc::pool p(io, options);
+  REQUIRE(run_until(io, [&] { return p.stats().idle_workers == 1; }));
+  io.restart();
+  io.run_for(300ms);
+  CHECK(p.stats().workers_started == 1);
+  std::vector<std::int64_t> pids;
+  for (int i = 0; i < 3; ++i)
+    p.async_run(message(), named("pid"), [&](boost::system::error_code ec, message m) {
+      CHECK(!ec);
+      pids.push_back(as_int(m));
+    });
+  REQUIRE(run_until(io, [&] { return pids.size() == 3; }));
+  CHECK(std::set(pids.begin(), pids.end()).size() == 3); // one task each, then recycled
   finish(io, p);
 }
 
@@ -908,6 +978,32 @@ TEST_CASE("isolation::thread: a cancelled handler sees it, and a timed-out one k
   CHECK(as_int(after.msg) == 5);
   CHECK(p.stats().workers_started == 2);
   finish(io, p); // waits for the sleeping handler's thread
+}
+
+// Before the fix (found in review): the given-up thread worker stayed in the pool until its
+// handler returned: the close completed with timed_out (before the 3 s sleep ended) and the task
+// behind it with pool_closed.
+TEST_CASE("isolation::thread: a worker given up on leaves the pool at once: its other tasks fail "
+          "and a close does not wait for its handler",
+          "[pool][thread]") {
+  asio::io_context io;
+  auto options = thread_pool();
+  options.concurrent_tasks_per_worker = 2;
+  options.close_timeout = 1s;
+  childproc::pool p(io, options);
+  REQUIRE(run_until(io, [&] { return p.stats().idle_workers == 1; }));
+  task_result stuck, behind;
+  p.async_run(message(3000), {.name = "sleep", .timeout = 100ms}, into(stuck));
+  p.async_run(message(5), into(behind)); // waits behind the sleep in the same worker
+  REQUIRE(run_until(
+      io, [&] { return stuck.done; }, 10s));
+  CHECK(stuck.ec == errc::timed_out);
+  std::optional<boost::system::error_code> closed; // while the handler still sleeps
+  p.async_close([&](boost::system::error_code ec) { closed = ec; });
+  REQUIRE(run_until(
+      io, [&] { return closed && behind.done; }, 10s));
+  CHECK(behind.ec == errc::worker_died);
+  CHECK(!*closed);
 }
 
 TEST_CASE("isolation::thread: on_init gets worker_data and broadcasts reach every thread worker",

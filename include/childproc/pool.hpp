@@ -160,9 +160,10 @@ struct latency_summary {
 
 struct pool_stats {
   std::uint64_t completed = 0; ///< tasks that completed successfully
-  std::uint64_t failed = 0;    ///< tasks that completed with an error (cancelled ones included)
+  std::uint64_t failed = 0;    ///< accepted tasks that completed with an error (cancelled ones
+                               ///< included; runs refused at once, queue_full, are not counted)
   std::size_t queue_size = 0;  ///< tasks waiting for a worker
-  std::size_t workers = 0;     ///< workers running (starting ones included)
+  std::size_t workers = 0;     ///< workers the pool has (starting, retiring and killed ones too)
   std::size_t busy_workers = 0;
   std::size_t idle_workers = 0;
   std::uint64_t workers_started = 0;
@@ -184,8 +185,8 @@ struct pool_stats {
 /// (task_context::cancelled), and kills and replaces the worker if it has not answered after
 /// cancel_grace. Completions never run inside async_run.
 ///
-/// Events (handlers run on the pool's executor, in order): `drain` when the queue falls back
-/// below max_queue after `needs_drain`; `worker_create(pid)`; `worker_exit(pid, status)` for
+/// Events (handlers run on the pool's executor, in order): `drain` when the queue has emptied
+/// after `needs_drain`; `worker_create(pid)`; `worker_exit(pid, status)` for
 /// every worker that ended, recycled or crashed; `error` for pool-level failures (start-up
 /// failures, a malformed worker).
 ///

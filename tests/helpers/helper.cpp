@@ -79,6 +79,8 @@
 //   pool-worker-init-throws  serve()s them with an on_init that throws "init failed"
 //   pool-worker-exit-at-start  exits with 3 before serve() (never ready)
 //   pool-worker-slow-start MS  sleeps MS milliseconds, then acts as pool-worker
+//   pool-worker-flaky-start FILE N  appends a byte to FILE; exits with 3 while FILE holds at
+//                      most N bytes, then acts as pool-worker (a start-up that recovers)
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -592,6 +594,15 @@ int run(int argc, char** argv) {
     ::_exit(3);
   if (mode == "pool-worker-slow-start") {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(argv[2])));
+    return pool_worker::serve(false);
+  }
+  if (mode == "pool-worker-flaky-start") {
+    std::FILE* count = std::fopen(argv[2], "a+");
+    std::fputc('x', count);
+    const long starts = std::ftell(count);
+    std::fclose(count);
+    if (starts <= std::atol(argv[3]))
+      ::_exit(3);
     return pool_worker::serve(false);
   }
   return 2;

@@ -23,6 +23,8 @@ struct completion {
   virtual void complete(Args... args) = 0;
   // The handler's cancellation slot (unconnected when it has none).
   virtual boost::asio::cancellation_slot cancellation_slot() const noexcept = 0;
+  // Where the handler will run: what is posted there before complete() runs before it.
+  virtual boost::asio::any_io_executor executor() const = 0;
 };
 
 template <class Handler, class... Args>
@@ -42,6 +44,7 @@ struct completion_for final : completion<Args...> {
   boost::asio::cancellation_slot cancellation_slot() const noexcept override {
     return boost::asio::get_associated_cancellation_slot(handler);
   }
+  boost::asio::any_io_executor executor() const override { return work.get_executor(); }
 
   Handler handler;
   boost::asio::executor_work_guard<work_executor> work;

@@ -90,4 +90,9 @@ private:
   std::optional<std::error_code> close_reason_; // the reads reached the end (or bad input)
 };
 
+// The library's access to the state behind a channel handle.
+struct channel_access {
+  static channel_state* state(const channel& ch) noexcept { return ch.state_.get(); }
+};
+
 } // namespace childproc::detail

@@ -11,8 +11,10 @@
 #include <childproc/fork.hpp>
 #include <childproc/pool.hpp>
 
+#include "channel_state.hpp"
 #include "latency_histogram.hpp"
 #include "pool_protocol.hpp"
+#include "serve_channel.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
@@ -23,6 +25,7 @@
 #include <fstream>
 #include <list>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -32,6 +35,8 @@ using bsys_error = boost::system::error_code;
 using clock_type = std::chrono::steady_clock;
 using pool_wire::envelope;
 using pool_wire::op;
+// Thread workers' channels: the same default limit as fork()'s.
+constexpr std::size_t max_message = 64u << 20;
 
 struct pool_worker;
 
@@ -57,8 +62,24 @@ enum class worker_phase {
 
 struct pool_worker {
   explicit pool_worker(const asio::any_io_executor& ex) : timer(ex) {}
-  child_process child;
-  pid_t pid = 0;
+  pool_worker(const pool_worker&) = delete;
+  pool_worker& operator=(const pool_worker&) = delete;
+  // A thread worker ends once its channel has closed (and its handler has returned).
+  ~pool_worker() {
+    if (!thread.joinable())
+      return;
+    close_thread_channel();
+    thread.join();
+  }
+  void close_thread_channel() {
+    if (auto* state = channel_access::state(ch); state && state->open)
+      state->close_silently();
+  }
+
+  child_process child; // a process worker
+  std::thread thread;  // a thread worker
+  channel ch;          // the envelope's channel: the child's, or the thread's socket pair
+  pid_t pid = 0;       // the worker process (this process for a thread worker)
   worker_phase phase = worker_phase::starting;
   bool ever_ready = false;
   std::vector<std::shared_ptr<pool_task>> running; // sent and not answered (cancelled included)
@@ -109,6 +130,9 @@ private:
   std::size_t ready_workers() const;
   void spawn_worker();
   std::shared_ptr<pool_worker> launch(const std::shared_ptr<pool_worker>& w);
+  std::shared_ptr<pool_worker> launch_process(const std::shared_ptr<pool_worker>& w);
+  std::shared_ptr<pool_worker> launch_thread(const std::shared_ptr<pool_worker>& w);
+  void attach_channel(const std::shared_ptr<pool_worker>& w);
   void apply_limits(pool_worker& w);
   void on_message(const std::shared_ptr<pool_worker>& w, const message& m);
   void on_envelope(const std::shared_ptr<pool_worker>& w, envelope e);
@@ -200,6 +224,10 @@ void validate(const pool_options& o) {
   if (negative(o.idle_timeout) || negative(o.task_timeout) || negative(o.cancel_grace) ||
       negative(o.kill_after) || negative(o.close_timeout) || negative(o.startup_timeout))
     bad("pool_options: a negative duration");
+  if (o.isolation == isolation::thread && (o.tasks.empty() || !o.program.empty()))
+    bad("pool_options: isolation::thread needs `tasks` and no `program`");
+  if (o.isolation == isolation::process && !o.tasks.empty())
+    bad("pool_options::tasks is for isolation::thread (a worker process has its own)");
   if (o.max_startup_failures == 0)
     bad("pool_options::max_startup_failures must be at least 1");
 }
@@ -213,7 +241,7 @@ pool_state::pool_state(asio::any_io_executor executor, pool_options options)
   min_workers =
       std::min(opt.min_workers.value_or(std::max<std::size_t>(cpu_count() / 2, 1)), max_workers);
   max_queue = opt.max_queue.resolve(max_workers);
-  if (opt.program.empty()) {
+  if (opt.program.empty() && opt.isolation == isolation::process) {
     opt.program = self_exe();
     if (opt.args.empty())
       opt.args = {"--childproc-pool-worker"};
@@ -292,7 +320,7 @@ void pool_state::cancel(const std::shared_ptr<pool_task>& t) {
     return;
   // Ask first; a worker that has not answered after the grace is killed and replaced. Its
   // answer, when it comes, only frees its slot.
-  pool_wire::send(w->child.channel(), {op::cancel, t->id, {}, {}});
+  pool_wire::send(w->ch, {op::cancel, t->id, {}, {}});
   t->timer.emplace(ex);
   t->timer->expires_after(opt.cancel_grace);
   t->timer->async_wait([weak_pool = weak_from_this(), weak_worker = std::weak_ptr(w),
@@ -354,7 +382,7 @@ void pool_state::start_task(pool_worker& w, std::shared_ptr<pool_task> t) {
   arm_timeout(t);
   envelope e{op::task, t->id, t->options.name, std::move(t->payload)};
   w.running.push_back(std::move(t));
-  pool_wire::send(w.child.channel(), std::move(e));
+  pool_wire::send(w.ch, std::move(e));
 }
 
 void pool_state::arm_timeout(const std::shared_ptr<pool_task>& t) {
@@ -436,7 +464,7 @@ void pool_state::spawn_worker() {
   }
   ++workers_started_;
   apply_limits(*w);
-  pool_wire::send(w->child.channel(), {op::init, 0, {}, opt.worker_data});
+  pool_wire::send(w->ch, {op::init, 0, {}, opt.worker_data});
   w->timer.expires_after(opt.startup_timeout);
   w->timer.async_wait(
       [weak_pool = weak_from_this(), weak_worker = std::weak_ptr(w)](bsys_error ec) {
@@ -448,8 +476,12 @@ void pool_state::spawn_worker() {
   post_event([pid = w->pid](pool_state& s) { s.create_handlers.emit(pid); });
 }
 
-// Forks the worker with the pool's handlers; null (with an `error` event) when that throws.
 std::shared_ptr<pool_worker> pool_state::launch(const std::shared_ptr<pool_worker>& w) {
+  return opt.isolation == isolation::thread ? launch_thread(w) : launch_process(w);
+}
+
+// Forks the worker with the pool's handlers; null (with an `error` event) when that throws.
+std::shared_ptr<pool_worker> pool_state::launch_process(const std::shared_ptr<pool_worker>& w) {
   try {
     w->child = fork(ex, opt.program, opt.args, opt.worker_options);
   } catch (const std::system_error& e) {
@@ -457,14 +489,10 @@ std::shared_ptr<pool_worker> pool_state::launch(const std::shared_ptr<pool_worke
     return nullptr;
   }
   w->pid = w->child.pid().value_or(0);
+  w->ch = w->child.channel();
+  attach_channel(w);
   const std::weak_ptr<pool_state> weak_pool = weak_from_this();
   const std::weak_ptr<pool_worker> weak_worker = w;
-  w->child.on_message([weak_pool, weak_worker](const message& m) {
-    auto self = weak_pool.lock();
-    auto worker = weak_worker.lock();
-    if (self && worker)
-      self->on_message(worker, m);
-  });
   const auto on_end = [weak_pool, weak_worker] {
     auto self = weak_pool.lock();
     auto worker = weak_worker.lock();
@@ -472,14 +500,6 @@ std::shared_ptr<pool_worker> pool_state::launch(const std::shared_ptr<pool_worke
       self->ended(worker, worker->child.status().value_or(exit_status{}));
   };
   w->child.on_exit([on_end](std::optional<int>, std::optional<int>) { on_end(); });
-  // A worker whose channel closed can take no task and answer none: it is expected to end by
-  // itself, and is killed if it has not after max(kill_after, 1 s).
-  w->child.on_disconnect([weak_pool, weak_worker] {
-    auto self = weak_pool.lock();
-    auto worker = weak_worker.lock();
-    if (self && worker && worker->phase != worker_phase::killed)
-      self->end_soon(worker);
-  });
   // A launch that failed in the child (ENOENT, EACCES) has no pid and no exit, only `error`.
   w->child.on_error([on_end, weak_worker](const process_error& e) {
     auto worker = weak_worker.lock();
@@ -489,8 +509,76 @@ std::shared_ptr<pool_worker> pool_state::launch(const std::shared_ptr<pool_worke
   return w;
 }
 
+// A thread running serve() on its own io_context, over a socket pair: the same envelope, so
+// that every feature behaves as with processes. Its end is posted back as an exit with serve()'s
+// status. Null (with an `error` event) when the socket pair or the thread cannot be made.
+std::shared_ptr<pool_worker> pool_state::launch_thread(const std::shared_ptr<pool_worker>& w) {
+  const auto failed = [this](int error) {
+    post_event([ec = std::error_code(error, std::system_category())](pool_state& s) {
+      s.error_handlers.emit(ec);
+    });
+    return nullptr;
+  };
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) < 0)
+    return failed(errno);
+  posix::unique_fd mine(posix::above_stdio(pair[0]));
+  posix::unique_fd theirs(posix::above_stdio(pair[1]));
+  if (!mine || !theirs)
+    return failed(errno);
+  auto state = std::make_shared<channel_state>(ex, std::move(mine), wire::framed, max_message);
+  try {
+    w->thread = std::thread([fd = theirs.get(), tasks = opt.tasks, hooks = opt.thread_hooks,
+                             ex = ex, weak_pool = weak_from_this(),
+                             weak_worker = std::weak_ptr(w)]() mutable {
+      int code = 1;
+      try {
+        asio::io_context io(1);
+        channel ours(std::make_shared<channel_state>(io.get_executor(), posix::unique_fd(fd),
+                                                     wire::framed, max_message));
+        channel_access::state(ours)->start();
+        code = serve_channel(io, std::move(ours), std::move(tasks), std::nullopt, std::move(hooks));
+      } catch (...) { // out of memory: the worker ends with 1
+      }
+      asio::post(ex, [weak_pool, weak_worker, code] {
+        auto self = weak_pool.lock();
+        auto worker = weak_worker.lock();
+        if (self && worker)
+          self->ended(worker, exit_status{.code = code});
+      });
+    });
+  } catch (const std::system_error& e) {
+    return failed(e.code().value());
+  }
+  theirs.release(); // the thread owns it now
+  w->pid = ::getpid();
+  w->ch = channel(state);
+  state->start();
+  attach_channel(w);
+  return w;
+}
+
+void pool_state::attach_channel(const std::shared_ptr<pool_worker>& w) {
+  const std::weak_ptr<pool_state> weak_pool = weak_from_this();
+  const std::weak_ptr<pool_worker> weak_worker = w;
+  w->ch.on_message([weak_pool, weak_worker](const message& m) {
+    auto self = weak_pool.lock();
+    auto worker = weak_worker.lock();
+    if (self && worker)
+      self->on_message(worker, m);
+  });
+  // A worker whose channel closed can take no task and answer none: it is expected to end by
+  // itself, and is killed if it has not after max(kill_after, 1 s).
+  w->ch.on_disconnect([weak_pool, weak_worker] {
+    auto self = weak_pool.lock();
+    auto worker = weak_worker.lock();
+    if (self && worker && worker->phase != worker_phase::killed)
+      self->end_soon(worker);
+  });
+}
+
 void pool_state::apply_limits(pool_worker& w) {
-  if (w.pid == 0)
+  if (w.pid == 0 || opt.isolation == isolation::thread)
     return;
   std::error_code failure;
   if (opt.max_worker_address_space > 0) {
@@ -592,7 +680,8 @@ void pool_state::after_task(const std::shared_ptr<pool_worker>& w) {
     retire(w); // its last task has answered
   if (w->phase == worker_phase::ready) {
     const bool worn_out = opt.max_tasks_per_worker > 0 && w->tasks_done >= opt.max_tasks_per_worker;
-    const bool too_large = opt.max_worker_rss > 0 && resident_bytes(w->pid) > opt.max_worker_rss;
+    const bool too_large = opt.max_worker_rss > 0 && opt.isolation == isolation::process &&
+                           resident_bytes(w->pid) > opt.max_worker_rss;
     if (worn_out || too_large)
       retire(w);
   }
@@ -630,9 +719,9 @@ void pool_state::retire(const std::shared_ptr<pool_worker>& w) {
     w->phase = worker_phase::retiring;
     balance();
   }
-  if (w->phase != worker_phase::retiring || !w->running.empty() || !w->child.connected())
+  if (w->phase != worker_phase::retiring || !w->running.empty() || !w->ch.connected())
     return;
-  w->child.disconnect();
+  w->ch.disconnect();
   end_soon(w);
 }
 
@@ -657,6 +746,12 @@ void pool_state::end_soon(const std::shared_ptr<pool_worker>& w) {
 // with worker_died when it has ended.
 void pool_state::kill(const std::shared_ptr<pool_worker>& w, bool at_once) {
   w->phase = worker_phase::killed;
+  if (opt.isolation == isolation::thread) {
+    // A thread cannot be killed: closing its channel stops its serve() once its handler returns.
+    w->timer.cancel();
+    w->close_thread_channel();
+    return balance();
+  }
   std::error_code ignored; // the worker may have ended already
   w->child.kill(at_once ? SIGKILL : opt.kill_signal, ignored);
   if (!at_once) {
@@ -783,7 +878,7 @@ void pool_state::destroy(std::error_code reason) {
 void pool_state::broadcast(const message& update) {
   for (auto& w : workers)
     if (w->phase == worker_phase::starting || w->phase == worker_phase::ready)
-      pool_wire::send(w->child.channel(), {op::broadcast, 0, {}, update});
+      pool_wire::send(w->ch, {op::broadcast, 0, {}, update});
 }
 
 pool_stats pool_state::stats() const {

@@ -3,6 +3,7 @@
 
 #include "channel_state.hpp"
 #include "pool_protocol.hpp"
+#include "serve_channel.hpp"
 
 #include <childproc/channel.hpp>
 #include <childproc/error.hpp>
@@ -22,10 +23,6 @@
 #include <utility>
 
 namespace childproc::detail {
-
-struct channel_access {
-  static channel_state* state(const channel& ch) noexcept { return ch.state_.get(); }
-};
 
 struct serve_state;
 
@@ -341,6 +338,17 @@ void serve_state::poll() {
     state->drain_now();
 }
 
+int serve_channel(boost::asio::io_context& io, channel ch, task_table tasks,
+                  std::optional<task_handler> every, serve_options options) {
+  auto state = std::make_shared<serve_state>(io, std::move(ch), std::move(tasks), std::move(every),
+                                             std::move(options));
+  state->attach();
+  if (io.stopped())
+    io.restart();
+  io.run();
+  return state->exit_code;
+}
+
 } // namespace childproc::detail
 
 namespace childproc {
@@ -381,13 +389,8 @@ int serve_with(boost::asio::io_context& io, task_table tasks, std::optional<task
   channel ch = parent_channel(io);
   // The worker's own children are not pool workers.
   ::unsetenv("CHILDPROC_POOL_WORKER");
-  auto state = std::make_shared<detail::serve_state>(io, std::move(ch), std::move(tasks),
-                                                     std::move(every), std::move(options));
-  state->attach();
-  if (io.stopped())
-    io.restart();
-  io.run();
-  return state->exit_code;
+  return detail::serve_channel(io, std::move(ch), std::move(tasks), std::move(every),
+                               std::move(options));
 }
 
 } // namespace

@@ -8,13 +8,18 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
+#include <mutex>
 #include <set>
+#include <thread>
 
 using namespace std::chrono_literals;
 using childproc::errc;
@@ -104,8 +109,10 @@ TEST_CASE("async_run works with use_future, use_awaitable and deferred", "[pool]
       [&]() -> asio::awaitable<void> {
         auto m = co_await p.async_run(message(8), asio::use_awaitable);
         from_coroutine = as_int(m);
+        // Options in a variable: g++ 12 destroys a temporary made inside co_await twice.
+        const auto throwing = named("throw");
         try {
-          co_await p.async_run(message("boom"), named("throw"), asio::use_awaitable);
+          co_await p.async_run(message("boom"), throwing, asio::use_awaitable);
         } catch (const boost::system::system_error& e) {
           thrown = e.code();
         }
@@ -726,4 +733,176 @@ TEST_CASE("a Node script is a pool worker: results, errors, progress, bytes and 
   CHECK(p.stats().workers_started == 2);
   finish(io, p);
   CHECK(test::zombie_children() == 0);
+}
+
+namespace {
+
+// The thread workers' handlers: a few of the helper's pool-worker tasks, in this process.
+childproc::task_table thread_tasks(std::shared_ptr<std::vector<std::string>> seen = {}) {
+  return {
+      {"", [](const message& m) { return m; }},
+      {"sum",
+       [](const message& m) {
+         return message(m.json().at("a").to_number<std::int64_t>() +
+                        m.json().at("b").to_number<std::int64_t>());
+       }},
+      {"pid", [](const message&) { return message(static_cast<std::int64_t>(::getpid())); }},
+      {"thread",
+       [](const message&) {
+         return message(std::to_string(std::hash<std::thread::id>()(std::this_thread::get_id())));
+       }},
+      {"sleep",
+       [](const message& m) {
+         std::this_thread::sleep_for(std::chrono::milliseconds(as_int(m)));
+         return m;
+       }},
+      {"throw",
+       [](const message& m) -> message { throw std::runtime_error(m.json().as_string().c_str()); }},
+      {"progress",
+       [](const message& m, childproc::task_context& ctx) {
+         for (std::int64_t i = 0; i < as_int(m); ++i)
+           ctx.progress(message(i));
+         return message("done");
+       }},
+      {"cancellable",
+       [](const message&, childproc::task_context& ctx) {
+         for (int i = 0; i < 30000 && !ctx.cancelled(); ++i)
+           std::this_thread::sleep_for(1ms);
+         return message(ctx.cancelled() ? "cancelled" : "not cancelled");
+       }},
+      {"async_sleep",
+       [](message m, childproc::task_context) -> asio::awaitable<message> {
+         asio::steady_timer timer(co_await asio::this_coro::executor);
+         timer.expires_after(std::chrono::milliseconds(as_int(m)));
+         co_await timer.async_wait(asio::use_awaitable);
+         co_return m;
+       }},
+      {"broadcasts",
+       [seen](const message&) {
+         boost::json::array a;
+         if (seen)
+           for (auto& s : *seen)
+             a.push_back(boost::json::value(s));
+         return message(boost::json::value(std::move(a)));
+       }},
+  };
+}
+
+childproc::pool_options thread_pool(std::size_t workers = 1) {
+  return {.isolation = childproc::isolation::thread,
+          .tasks = thread_tasks(),
+          .min_workers = workers,
+          .max_workers = workers};
+}
+
+} // namespace
+
+TEST_CASE("isolation::thread runs the same handlers on threads of this process", "[pool][thread]") {
+  asio::io_context io;
+  auto options = thread_pool(2);
+  options.concurrent_tasks_per_worker = 2;
+  childproc::pool p(io, options);
+  task_result sum, pid, thread, bytes, thrown, progress, unknown;
+  std::vector<std::int64_t> updates, order;
+  p.async_run(boost::json::value{{"a", 40}, {"b", 2}}, named("sum"), into(sum));
+  p.async_run(message(), named("pid"), into(pid));
+  p.async_run(message(), named("thread"), into(thread));
+  p.async_run(message::bytes("raw"), into(bytes));
+  p.async_run(message("bad"), named("throw"), into(thrown));
+  p.async_run(message(), named("nope"), into(unknown));
+  p.async_run(
+      message(3),
+      {.name = "progress", .on_progress = [&](const message& m) { updates.push_back(as_int(m)); }},
+      into(progress));
+  for (std::int64_t ms : {300, 10})
+    p.async_run(message(ms), named("async_sleep"), [&](boost::system::error_code ec, message m) {
+      CHECK(!ec);
+      order.push_back(as_int(m));
+    });
+  REQUIRE(run_until(io, [&] { return order.size() == 2 && progress.done && unknown.done; }));
+  CHECK(as_int(sum.msg) == 42);
+  CHECK(as_int(pid.msg) == ::getpid()); // threads share the process
+  CHECK(thread.msg.json().as_string() !=
+        std::to_string(std::hash<std::thread::id>()(std::this_thread::get_id())));
+  REQUIRE(bytes.msg.is_bytes());
+  CHECK(bytes.msg.bytes() == "raw");
+  CHECK(thrown.ec == errc::task_failed);
+  CHECK(thrown.msg.json().at("message") == "bad");
+  CHECK(unknown.ec == errc::unknown_task);
+  CHECK(updates == std::vector<std::int64_t>{0, 1, 2});
+  CHECK(order == std::vector<std::int64_t>{10, 300});
+  CHECK(p.stats().workers_started == 2);
+  finish(io, p);
+}
+
+TEST_CASE("isolation::thread: a cancelled handler sees it, and a timed-out one keeps its thread "
+          "while the pool replaces its worker",
+          "[pool][thread]") {
+  asio::io_context io;
+  childproc::pool p(io, thread_pool());
+  asio::cancellation_signal cancel;
+  task_result cancelled, slow, after;
+  std::optional<std::string> handler_saw;
+  p.async_run(message(), named("cancellable"),
+              asio::bind_cancellation_slot(cancel.slot(), into(cancelled)));
+  REQUIRE(run_until(io, [&] { return p.stats().busy_workers == 1; }));
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(io, [&] { return cancelled.done && p.stats().busy_workers == 0; }));
+  CHECK(cancelled.ec == asio::error::operation_aborted);
+  CHECK(p.stats().workers_started == 1); // it answered the cancel: the worker stays
+  p.async_run(message(400), {.name = "sleep", .timeout = 50ms}, into(slow));
+  p.async_run(message(5), into(after));
+  REQUIRE(run_until(io, [&] { return slow.done && after.done; }));
+  CHECK(slow.ec == errc::timed_out);
+  CHECK(as_int(after.msg) == 5);
+  CHECK(p.stats().workers_started == 2);
+  finish(io, p); // waits for the sleeping handler's thread
+}
+
+TEST_CASE("isolation::thread: on_init gets worker_data and broadcasts reach every thread worker",
+          "[pool][thread]") {
+  asio::io_context io;
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto inits = std::make_shared<std::atomic<int>>(0);
+  auto options = thread_pool(2);
+  options.worker_data = message("config");
+  std::mutex lock;
+  options.thread_hooks = {.on_init =
+                              [inits](const message& m) {
+                                if (m.json() == "config")
+                                  ++*inits;
+                              },
+                          .on_broadcast =
+                              [seen, &lock](const message& m) {
+                                std::lock_guard guard(lock);
+                                seen->push_back(std::string(m.json().as_string()));
+                              }};
+  childproc::pool p(io, options);
+  REQUIRE(run_until(io, [&] { return p.stats().idle_workers == 2; }));
+  CHECK(*inits == 2);
+  p.broadcast(message("reload"));
+  task_result b1, b2;
+  // One task per worker, queued behind the broadcast on each.
+  p.async_run(message(), into(b1));
+  p.async_run(message(), into(b2));
+  REQUIRE(run_until(io, [&] { return b1.done && b2.done; }));
+  finish(io, p);
+  CHECK(*seen == std::vector<std::string>{"reload", "reload"});
+}
+
+TEST_CASE("isolation::thread needs a task table and no program", "[pool][thread][errors]") {
+  asio::io_context io;
+  const auto refused = [&](childproc::pool_options o) {
+    try {
+      childproc::pool p(io, std::move(o));
+    } catch (const std::system_error& e) {
+      return e.code() == errc::invalid_argument;
+    }
+    return false;
+  };
+  CHECK(refused({.isolation = childproc::isolation::thread}));
+  CHECK(refused({.isolation = childproc::isolation::thread,
+                 .tasks = thread_tasks(),
+                 .program = test::helper}));
+  CHECK(refused({.tasks = thread_tasks()}));
 }

@@ -8,6 +8,7 @@
 #include <childproc/exit_status.hpp>
 #include <childproc/message.hpp>
 #include <childproc/options.hpp>
+#include <childproc/serve.hpp>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -56,7 +57,29 @@ private:
   bool automatic_ = false;
 };
 
+/// Where a pool's workers run.
+enum class isolation {
+  /// Worker processes (the default): a crash, a leak or a kill stays in its worker; tasks and
+  /// results are copied through a socket.
+  process,
+  /// Threads of this process, each running pool_options::tasks on its own io_context as a
+  /// worker process would (the same envelope over an in-process socket pair, so every feature
+  /// behaves alike): cheaper to start and smaller, but a crash takes the whole process, and a
+  /// thread cannot be killed: a timed-out or force-cancelled handler keeps its thread until it
+  /// returns (the pool replaces the worker meanwhile), and destroying the pool waits for it.
+  thread,
+};
+
 struct pool_options {
+  /// process (default) or thread. With thread, `tasks` and `thread_hooks` are the workers, and
+  /// program, args, worker_options, nice, max_worker_rss and max_worker_address_space do not
+  /// apply (a non-empty program is errc::invalid_argument).
+  childproc::isolation isolation = childproc::isolation::process;
+  /// isolation::thread only: the handlers every thread worker serves (serve()'s table), required
+  /// there; with isolation::process it must be empty (the worker program has its own).
+  task_table tasks{};
+  /// isolation::thread only: on_init / on_broadcast for each thread worker. Default: none.
+  serve_options thread_hooks{};
   /// The worker program. Default: empty, the current binary (self_exe()) with `args` defaulting to
   /// {"--childproc-pool-worker"}; its main() calls serve() when is_pool_worker() is true. A .js
   /// script runs under Node (see worker_options.exec_path) and must speak the pool's envelope:

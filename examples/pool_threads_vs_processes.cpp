@@ -5,27 +5,23 @@
 //   child_process:  full process isolation (separate memory, separate PID); crashes in child
 //                   usually don't crash the parent.
 //
-// The same CPU task (longComputation({n}) of the Piscina snippet) runs on a childproc::pool of
-// worker processes and on an asio::thread_pool inside this process: the threads all report the
-// main pid, the workers their own. Then a task that crashes (std::abort) fails alone on the
-// process pool, with errc::worker_died, while the pool replaces the worker and keeps answering;
-// the same crash on a thread ends the whole process that runs it (shown in a child, so that this
-// example survives to report it).
-//
-// The pool's own isolation::thread option (the same named handlers on an asio::thread_pool) does
-// not exist yet: the thread side uses asio::thread_pool and asio::post directly. The timings are
-// printed for the curious and never checked: they depend on the machine and its load.
+// The same CPU task (longComputation({n}) of the Piscina snippet) runs on two pools that serve
+// the same task table: one of worker processes (the default isolation), one of threads of this
+// process (isolation::thread): the threads all report the main pid, the workers their own. Then a
+// task that crashes (std::abort) fails alone on the process pool, with errc::worker_died, while
+// the pool replaces the worker and keeps answering; the same crash on a thread worker ends the
+// whole process that runs the pool (shown in a child, so that this example survives to report
+// it). The timings are printed for the curious and never checked: they depend on the machine and
+// its load.
 #include <childproc/childproc.hpp>
 #include <childproc/pool.hpp>
 #include <childproc/serve.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 #include <fmt/core.h>
@@ -91,37 +87,18 @@ asio::awaitable<void> wait_all(asio::steady_timer& all_done) {
   co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, cancelled));
 }
 
-// `tasks` tasks at once on the process pool.
-asio::awaitable<ids> on_processes(childproc::pool& pool) {
+// `tasks` tasks at once on `pool`, whichever its isolation.
+asio::awaitable<ids> run_all(childproc::pool& pool) {
   ids seen;
   int pending = tasks;
   asio::steady_timer all_done(co_await asio::this_coro::executor, clock_type::time_point::max());
   for (int i = 0; i < tasks; ++i)
     pool.async_run(json::value{{"n", n}}, [&](boost::system::error_code ec, childproc::message m) {
       if (ec)
-        throw boost::system::system_error(ec, "process task");
+        throw boost::system::system_error(ec, "task");
       seen.add(m.json());
       if (--pending == 0)
         all_done.cancel();
-    });
-  co_await wait_all(all_done);
-  co_return seen;
-}
-
-// The same tasks at once on the thread pool; the results come back to this coroutine's thread.
-asio::awaitable<ids> on_threads(asio::thread_pool& threads) {
-  ids seen;
-  int pending = tasks;
-  const auto home = co_await asio::this_coro::executor;
-  asio::steady_timer all_done(home, clock_type::time_point::max());
-  for (int i = 0; i < tasks; ++i)
-    asio::post(threads, [&, home] {
-      auto reply = long_computation(n);
-      asio::post(home, [&, reply = std::move(reply)] {
-        seen.add(reply);
-        if (--pending == 0)
-          all_done.cancel();
-      });
     });
   co_await wait_all(all_done);
   co_return seen;
@@ -144,14 +121,26 @@ asio::awaitable<void> crash_on_processes(childproc::pool& pool) {
              after.json().at("result") == 499500 ? "answered (499500)" : "wrong answer");
 }
 
-// The child that shows a crash on a thread: one thread crashes while the other runs a task.
+childproc::pool_options two_workers(childproc::isolation where) {
+  childproc::pool_options options{.isolation = where, .min_workers = 2, .max_workers = 2};
+  if (where == childproc::isolation::thread)
+    options.tasks = worker_tasks(); // a process worker has them in its own main()
+  return options;
+}
+
+// The child that shows a crash on a thread worker: one crashes while the other runs a task.
 int thread_crash_child() {
-  asio::thread_pool threads(2);
-  asio::post(threads, [] { long_computation(n * 50); }); // seconds long: never finishes
-  asio::post(threads, [] { crash(); });
-  threads.join();
-  fmt::print("unexpected: the thread pool survived the crash\n");
-  return 0;
+  asio::io_context io;
+  childproc::pool threads(io, two_workers(childproc::isolation::thread));
+  threads.async_run(json::value{{"n", n * 50}}, [](boost::system::error_code, childproc::message) {
+  }); // seconds long: never finishes
+  threads.async_run(json::value(nullptr), childproc::run_options{.name = "crash"},
+                    [](boost::system::error_code, childproc::message) {
+                      fmt::print("unexpected: the thread pool survived the crash\n");
+                      std::exit(1);
+                    });
+  io.run();
+  return 1;
 }
 
 asio::awaitable<void> crash_on_threads() {
@@ -163,13 +152,13 @@ asio::awaitable<void> crash_on_threads() {
                            : fmt::format("exit code {}", status.code.value_or(-1)));
 }
 
-asio::awaitable<void> compare(childproc::pool& pool, asio::thread_pool& threads) {
+asio::awaitable<void> compare(childproc::pool& pool, childproc::pool& threads) {
   const long long main_pid = ::getpid();
   auto t0 = clock_type::now();
-  const ids processes = co_await on_processes(pool);
+  const ids processes = co_await run_all(pool);
   const double process_ms = ms_since(t0);
   t0 = clock_type::now();
-  const ids in_threads = co_await on_threads(threads);
+  const ids in_threads = co_await run_all(threads);
   const double thread_ms = ms_since(t0);
 
   fmt::print("main: pid {}\n", main_pid);
@@ -183,6 +172,7 @@ asio::awaitable<void> compare(childproc::pool& pool, asio::thread_pool& threads)
   co_await crash_on_processes(pool);
   co_await crash_on_threads();
   co_await pool.async_close(asio::use_awaitable);
+  co_await threads.async_close(asio::use_awaitable);
 }
 
 } // namespace
@@ -194,19 +184,18 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "thread-crash")
     return thread_crash_child();
 
-  childproc::pool pool(io, {.min_workers = 2, .max_workers = 2});
+  childproc::pool pool(io, two_workers(childproc::isolation::process));
+  childproc::pool threads(io, two_workers(childproc::isolation::thread));
   std::vector<std::string> worker_signals; // of the workers that did not exit normally
   pool.on_worker_exit([&](pid_t, const childproc::exit_status& status) {
     if (status.signal)
       worker_signals.push_back(childproc::signal_name(*status.signal));
   });
-  asio::thread_pool threads(2);
   asio::co_spawn(io, compare(pool, threads), [](std::exception_ptr e) {
     if (e)
       std::rethrow_exception(e);
   });
-  io.run(); // returns once the pool is closed: every worker_exit event has run
-  threads.join();
+  io.run(); // returns once the pools are closed: every worker_exit event has run
   fmt::print("process pool: workers ended by a signal: {}, the others exited at the close\n",
              worker_signals);
 }

@@ -13,7 +13,8 @@
 //                100 000 tiny {a, b} add tasks with one in flight per worker (tasks_w1), 64 per
 //                worker through concurrent_tasks_per_worker (tasks_w64), all queued at once
 //                (tasks, Piscina's runAll), pool start + 1000 tasks; 1 MiB bytes tasks echoed
-//                back, one in flight per worker (bytes_1MiB, MB/s each way)
+//                back, one in flight per worker (bytes_1MiB, MB/s each way); then the same
+//                with isolation::thread (threads_*)
 // Output: one line per measurement, `childproc <workload> <metric> <value> <unit>`, the format
 // of the peers' programs.
 #include <childproc/childproc.hpp>
@@ -306,19 +307,24 @@ void bench_bigparent() {
   std::free(ballast);
 }
 
-// The pool worker: {a, b} -> a + b (the peers' task); "echo" answers its bytes task with the
-// same message (the bytes are shared, not copied).
+// The pool's tasks: {a, b} -> a + b (the peers' task); "echo" answers its bytes task with the
+// same message (the bytes are shared, not copied). Served by the process workers (this binary)
+// and by the thread workers alike.
+childproc::task_table pool_tasks() {
+  return {
+      {"",
+       [](const childproc::message& task) -> childproc::message {
+         const auto& t = task.json().as_object();
+         return boost::json::value(t.at("a").to_number<std::int64_t>() +
+                                   t.at("b").to_number<std::int64_t>());
+       }},
+      {"echo", [](const childproc::message& task) { return task; }},
+  };
+}
+
 int pool_worker() {
   asio::io_context io;
-  return childproc::serve(io, childproc::task_table{
-                                  {"",
-                                   [](const childproc::message& task) -> childproc::message {
-                                     const auto& t = task.json().as_object();
-                                     return boost::json::value(t.at("a").to_number<std::int64_t>() +
-                                                               t.at("b").to_number<std::int64_t>());
-                                   }},
-                                  {"echo", [](const childproc::message& task) { return task; }},
-                              });
+  return childproc::serve(io, pool_tasks());
 }
 
 [[noreturn]] void pool_failed(const char* what, boost::system::error_code ec) {
@@ -402,29 +408,42 @@ void close_pool(asio::io_context& io, childproc::pool& pool) {
 }
 
 // Two workers, as the C, Node and Piscina pools; `per_worker` tasks in flight on each.
-childproc::pool_options two_workers(std::size_t per_worker) {
-  return {.min_workers = 2, .max_workers = 2, .concurrent_tasks_per_worker = per_worker};
+childproc::pool_options two_workers(childproc::isolation where, std::size_t per_worker) {
+  childproc::pool_options options{.isolation = where,
+                                  .min_workers = 2,
+                                  .max_workers = 2,
+                                  .concurrent_tasks_per_worker = per_worker};
+  if (where == childproc::isolation::thread)
+    options.tasks = pool_tasks();
+  return options;
 }
 
-void bench_pool() {
+// The pool rows for one isolation; the metrics of isolation::thread have the prefix "threads_".
+void bench_pool_of(childproc::isolation where, const std::string& prefix) {
   const int n = quick ? 10000 : 100000;
+  const auto metric = [&](const char* name) { return prefix + name; };
   asio::io_context io;
   {
     const auto t0 = clock_type::now();
-    childproc::pool pool(io, two_workers(1));
+    childproc::pool pool(io, two_workers(where, 1));
     run_tiny(io, pool, 1000, 0); // Piscina's warm-up: the workers started, 1000 tasks done
-    out("pool", "startup_plus_1k", seconds_since(t0) * 1e3, "ms");
-    out("pool", "tasks", run_tiny(io, pool, n, 0), "tasks/s");
-    out("pool", "tasks_w1", run_tiny(io, pool, n, 2), "tasks/s");
-    out("pool", "bytes_1MiB", run_bytes(io, pool, quick ? 64 : 1024), "MB/s");
+    out("pool", metric("startup_plus_1k").c_str(), seconds_since(t0) * 1e3, "ms");
+    out("pool", metric("tasks").c_str(), run_tiny(io, pool, n, 0), "tasks/s");
+    out("pool", metric("tasks_w1").c_str(), run_tiny(io, pool, n, 2), "tasks/s");
+    out("pool", metric("bytes_1MiB").c_str(), run_bytes(io, pool, quick ? 64 : 1024), "MB/s");
     close_pool(io, pool);
   }
   {
-    childproc::pool pool(io, two_workers(64));
+    childproc::pool pool(io, two_workers(where, 64));
     run_tiny(io, pool, 1000, 128); // warm-up, as the peers' (not timed)
-    out("pool", "tasks_w64", run_tiny(io, pool, n, 128), "tasks/s");
+    out("pool", metric("tasks_w64").c_str(), run_tiny(io, pool, n, 128), "tasks/s");
     close_pool(io, pool);
   }
+}
+
+void bench_pool() {
+  bench_pool_of(childproc::isolation::process, "");
+  bench_pool_of(childproc::isolation::thread, "threads_");
 }
 
 } // namespace

@@ -49,20 +49,23 @@ ROWS = [
 # metric, C metric, Piscina metric, Node (a pool over child_process.fork) metric, unit, higher is
 # better, target text, target check (ours, raw, piscina) -> bool, or None. Piscina has no run
 # with 64 in flight per worker (its concurrentTasksPerWorker is 1 and its submitter unbounded: its
-# pipelined run is "all queued at once"); no peer has the 1 MiB bytes task.
-POOL_ROWS = [
-    ("pool: tiny tasks, 1 in flight per worker", "tasks_w1", "tasks_w1", "tasks_w1",
-     "fork_tasks_w1", "tasks/s", True, "≥ 0.9 × raw, ≥ 2 × Piscina",
-     lambda o, r, p: o >= 0.9 * r and o >= 2 * p),
-    ("pool: tiny tasks, 64 in flight per worker", "tasks_w64", "tasks_w64", None,
-     "fork_tasks_w64", "tasks/s", True, "≥ 0.9 × raw", lambda o, r, p: o >= 0.9 * r),
-    ("pool: tiny tasks, all queued at once", "tasks", None, "tasks", None, "tasks/s", True,
-     "≥ 2 × Piscina", lambda o, r, p: o >= 2 * p),
-    ("pool: start + first 1000 tasks", "startup_plus_1k", None, "startup_plus_1k", None, "ms",
-     False, None, None),
-    ("pool: 1 MiB bytes task round trips (each way)", "bytes_1MiB", None, None, None, "MB/s",
-     True, None, None),
-]
+# pipelined run is "all queued at once"); no peer has the 1 MiB bytes task. The same rows for
+# isolation::thread (metrics "threads_*"), against the same peers.
+POOL_ROWS = []
+for kind, prefix in (("processes", ""), ("isolation::thread", "threads_")):
+    POOL_ROWS += [
+        (f"pool, {kind}: tiny tasks, 1 in flight per worker", prefix + "tasks_w1", "tasks_w1",
+         "tasks_w1", "fork_tasks_w1", "tasks/s", True, "≥ 0.9 × raw, ≥ 2 × Piscina",
+         lambda o, r, p: o >= 0.9 * r and o >= 2 * p),
+        (f"pool, {kind}: tiny tasks, 64 in flight per worker", prefix + "tasks_w64", "tasks_w64",
+         None, "fork_tasks_w64", "tasks/s", True, "≥ 0.9 × raw", lambda o, r, p: o >= 0.9 * r),
+        (f"pool, {kind}: tiny tasks, all queued at once", prefix + "tasks", None, "tasks", None,
+         "tasks/s", True, "≥ 2 × Piscina", lambda o, r, p: o >= 2 * p),
+        (f"pool, {kind}: start + first 1000 tasks", prefix + "startup_plus_1k", None,
+         "startup_plus_1k", None, "ms", False, None, None),
+        (f"pool, {kind}: 1 MiB bytes task round trips (each way)", prefix + "bytes_1MiB", None,
+         None, None, "MB/s", True, None, None),
+    ]
 
 
 def load(path):

@@ -2,6 +2,8 @@
 // (never through pool_wire, so that these tests pin the wire format).
 #include "common.hpp"
 
+#include <childproc/serve.hpp>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -282,7 +284,7 @@ TEST_CASE("progress messages arrive in order before their task's done", "[serve]
 }
 
 // Before the fix (cancelled() only read the flag, no drain_now): the cancel stayed unread in the
-// socket while the handler ran: got {"cp":"done","id":1,"data":"not cancelled"} after 30 s.
+// socket while the handler ran: got only {"cp":"ready"} until the 30 s guard killed the worker.
 TEST_CASE("a running synchronous handler sees a cancel sent while it runs", "[serve]") {
   for (const auto& [program, args] : both_workers()) {
     INFO(program);
@@ -304,7 +306,7 @@ TEST_CASE("a running synchronous handler sees a cancel sent while it runs", "[se
 }
 
 // Before the fix (no signal bound to the co_spawn): the timer ran its full 20 s and the task
-// answered {"cp":"done","id":1,"data":20000}.
+// answered {"cp":"done","id":1,"data":20000} ("20001728536ns < 15s" failed).
 TEST_CASE("cancelling a coroutine task aborts its pending co_await", "[serve]") {
   worker w({"pool-worker"});
   w.send(R"({"cp":"init","data":null})");
@@ -420,6 +422,8 @@ TEST_CASE("a malformed envelope from the pool ends the worker with exit code 2",
   }
 }
 
+// Before the fix (serve() did not stop the io_context): the worker ran its 20 s coroutine to the
+// end before exiting ("20002868253ns < 15s" failed).
 TEST_CASE("a pool worker exits 0 when the pool disconnects, even with a task running", "[serve]") {
   for (const auto& [program, args] : both_workers()) {
     INFO(program);
@@ -433,4 +437,82 @@ TEST_CASE("a pool worker exits 0 when the pool disconnects, even with a task run
     CHECK(w.code == 0);
     CHECK(std::chrono::steady_clock::now() - start < 15s);
   }
+}
+
+// The pool's tests rely on these tasks of the helper misbehaving exactly so.
+// Before the fix: the modes did not exist (the helper exited with 2 at once, no ready).
+TEST_CASE("the test worker's misbehaving tasks and modes do what the pool's tests expect",
+          "[serve]") {
+  SECTION("exit") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"exit","data":7})");
+    w.run();
+    CHECK(w.got.size() == 1);
+    CHECK(w.code == 7);
+  }
+  SECTION("signal") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"signal","data":9})");
+    w.run();
+    CHECK(w.got.size() == 1);
+    CHECK(w.signal == SIGKILL);
+  }
+  SECTION("garbage, wrong_id, sleep, ignore_cancel, alloc") {
+    worker w({"pool-worker"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"garbage","data":null})");
+    w.send(R"({"cp":"task","id":2,"name":"wrong_id","data":null})");
+    w.send(R"({"cp":"task","id":3,"name":"sleep","data":5})");
+    w.send(R"({"cp":"task","id":4,"name":"ignore_cancel","data":5})");
+    w.send(R"({"cp":"cancel","id":4})");
+    w.send(R"({"cp":"task","id":5,"name":"alloc","data":16})");
+    w.run(after_results(6)); // wrong_id's extra done counts as one
+    INFO(w.log());
+    REQUIRE(w.got.size() == 8);
+    CHECK(is(w.got[1], "42"));
+    CHECK(is(w.got[2], R"({"cp":"done","id":1,"data":null})"));
+    CHECK(is(w.got[3], R"({"cp":"done","id":1000002,"data":null})"));
+    CHECK(is(w.got[4], R"({"cp":"done","id":2,"data":null})"));
+    CHECK(is(w.got[5], R"({"cp":"done","id":3,"data":5})"));
+    CHECK(is(w.got[6], R"({"cp":"done","id":4,"data":5})"));
+    CHECK(w.got[7].json().at("id") == 5);
+    CHECK(w.got[7].json().at("data").to_number<std::int64_t>() >= 16);
+    CHECK(w.code == 0);
+  }
+  SECTION("pool-worker-exit-at-start") {
+    worker w({"pool-worker-exit-at-start"});
+    w.send(R"({"cp":"init","data":null})");
+    w.run();
+    CHECK(w.got.empty());
+    CHECK(w.code == 3);
+  }
+  SECTION("pool-worker-slow-start") {
+    worker w({"pool-worker-slow-start", "100"});
+    w.send(R"({"cp":"init","data":null})");
+    w.send(R"({"cp":"task","id":1,"name":"sum","data":{"a":1,"b":2}})");
+    w.run(after_results(1));
+    INFO(w.log());
+    REQUIRE(w.got.size() == 2);
+    CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":3})"));
+    CHECK(w.code == 0);
+  }
+}
+
+// Before the fix: is_pool_worker() and serve() did not exist (undefined references).
+TEST_CASE("is_pool_worker() tells a pool worker; serve() without a parent channel throws",
+          "[serve]") {
+  REQUIRE_FALSE(childproc::has_parent_channel());
+  ::setenv("CHILDPROC_POOL_WORKER", "1", 1);
+  CHECK(childproc::is_pool_worker());
+  asio::io_context io;
+  try {
+    childproc::serve(io, [](const message& m) { return m; });
+    FAIL("serve() returned");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == childproc::errc::channel_closed);
+  }
+  ::unsetenv("CHILDPROC_POOL_WORKER");
+  CHECK_FALSE(childproc::is_pool_worker());
 }

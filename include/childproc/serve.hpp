@@ -36,12 +36,15 @@ public:
   /// The pool's id of the task (unique among the worker's tasks).
   std::uint64_t id() const noexcept;
   /// Sends a progress message for this task: the caller's run_options::on_progress receives it,
-  /// in order, before the result. Written at once when the channel can take it.
+  /// in order, before the result. Written at once when the channel can take it. Ignored once the
+  /// task's result was sent (the pool no longer knows its id) or the pool has gone.
   void progress(const message& update);
   /// True once the caller cancelled the task (the pool sends a cancel message, then kills the
   /// worker after pool_options::cancel_grace). A synchronous handler calls this from its loop:
   /// it reads what the pool has sent without waiting, at the cost of one non-blocking read, so
-  /// call it every millisecond or so rather than on every iteration.
+  /// call it every millisecond or so rather than on every iteration. Also true once the pool has
+  /// disconnected (nobody waits for the result any more). A cancelled coroutine handler's
+  /// pending co_await also fails with operation_aborted.
   bool cancelled();
 
 private:
@@ -96,7 +99,11 @@ struct serve_options {
 bool is_pool_worker() noexcept;
 
 /// Answers the pool's tasks until the pool disconnects (or the parent dies), running `io` for
-/// that time, and returns the exit status the worker should end with (0; 1 when on_init threw).
+/// that time, and returns the exit status the worker should end with: 0; 1 when on_init threw;
+/// 2 when the pool sent something that is not an envelope (the worker disconnects first). It
+/// stops `io` when the pool has gone, so it returns even if other work is left on `io`.
+/// A handler that throws something not derived from std::exception fails its task with
+/// {"name": "Error", "message": "unknown exception"}.
 /// Throws std::system_error (errc::channel_closed) when this process has no parent channel.
 int serve(boost::asio::io_context& io, task_table tasks, serve_options options = {});
 /// One handler for every task, whatever its name.

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string_view>
+#include <sys/socket.h>
 
 using namespace std::chrono_literals;
 using childproc::message;
@@ -515,4 +516,89 @@ TEST_CASE("is_pool_worker() tells a pool worker; serve() without a parent channe
   }
   ::unsetenv("CHILDPROC_POOL_WORKER");
   CHECK_FALSE(childproc::is_pool_worker());
+}
+
+// Before the fix (serve() had no error handler on the channel): exit code 0, as if the pool had
+// disconnected normally.
+TEST_CASE("a frame the worker cannot decode ends it with exit code 2", "[serve]") {
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  asio::io_context io;
+  childproc::spawn_options options;
+  options.stdio = {childproc::stdio::inherit, childproc::stdio::inherit, childproc::stdio::inherit,
+                   childproc::stdio::fd(pair[1])};
+  options.env_overrides = {{"CHILDPROC_CHANNEL_FD", "3"}, {"CHILDPROC_POOL_WORKER", "1"}};
+  auto child = childproc::spawn(io, test::helper, {"pool-worker"}, std::move(options));
+  ::close(pair[1]);
+  std::optional<int> code;
+  child.on_exit([&](std::optional<int> c, auto) { code = c; });
+  const std::string init = R"({"cp":"init","data":null})";
+  std::string frames;
+  for (std::uint32_t n = static_cast<std::uint32_t>(init.size());
+       char byte :
+       {char(n & 0xff), char(n >> 8 & 0xff), char(n >> 16 & 0xff), char(n >> 24), char(1)})
+    frames += byte;
+  frames += init;
+  frames += std::string("\x01\x00\x00\x00\x09x", 6); // kind 9: no such frame kind
+  REQUIRE(::write(pair[0], frames.data(), frames.size()) == static_cast<ssize_t>(frames.size()));
+  io.run();
+  ::close(pair[0]);
+  CHECK(code.value_or(-1) == 2);
+}
+
+// Before the fix (the signal was only emitted for a coroutine already spawned): the queued
+// coroutine started after its cancel and slept its full 20 s ("done" == "fail", 20325649098ns).
+TEST_CASE("a coroutine task cancelled while it waits its turn aborts at once when it starts",
+          "[serve]") {
+  worker w({"pool-worker"});
+  w.send(R"({"cp":"init","data":null})");
+  w.send(R"({"cp":"task","id":1,"name":"sleep","data":300})"); // holds the queue
+  w.send(R"({"cp":"task","id":2,"name":"async_sleep","data":20000})");
+  w.send(R"({"cp":"cancel","id":2})"); // read while task 1 sleeps
+  const auto start = std::chrono::steady_clock::now();
+  w.run(after_results(2));
+  INFO(w.log());
+  REQUIRE(w.got.size() == 3);
+  CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":300})"));
+  CHECK(w.got[2].json().at("cp") == "fail");
+  CHECK(w.got[2].json().at("id") == 2);
+  CHECK(std::chrono::steady_clock::now() - start < 15s);
+  CHECK(w.code == 0);
+}
+
+// Before the fix (the module ran tasks as they came, without waiting for onInit's Promise):
+// got {"cp":"done","id":1,"data":null}, {"cp":"done","id":2,...}, and the test disconnected
+// before any ready.
+TEST_CASE("a Node worker's tasks wait for its asynchronous onInit", "[serve][node]") {
+  if (!have_node()) {
+    WARN("SKIP: node is not on PATH: the Node pool worker is not tested");
+    return;
+  }
+  worker w({"async-init"}, node_worker);
+  w.send(R"({"cp":"init","data":"configured"})");
+  w.send(R"({"cp":"task","id":1,"name":"worker_data","data":null})");
+  w.send(R"({"cp":"bcast","data":1})");
+  w.send(R"({"cp":"task","id":2,"name":"broadcasts","data":null})");
+  w.run(after_results(2));
+  INFO(w.log());
+  REQUIRE(w.got.size() == 3);
+  CHECK(is(w.got[0], R"({"cp":"ready"})"));
+  CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":"configured"})"));
+  CHECK(is(w.got[2], R"({"cp":"done","id":2,"data":[1]})"));
+  CHECK(w.code == 0);
+}
+
+// Before the fix (on_broadcast called without a catch): the exception left serve() and ended
+// the worker: got only {"cp":"ready"} ("1 == 2").
+TEST_CASE("an on_broadcast that throws does not end the worker", "[serve]") {
+  worker w({"pool-worker"});
+  w.send(R"({"cp":"init","data":null})");
+  w.send(R"({"cp":"bcast","data":"throw"})");
+  w.send(R"({"cp":"bcast","data":"next"})");
+  w.send(R"({"cp":"task","id":1,"name":"broadcasts","data":null})");
+  w.run(after_results(1));
+  INFO(w.log());
+  REQUIRE(w.got.size() == 2);
+  CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":["throw","next"]})"));
+  CHECK(w.code == 0);
 }

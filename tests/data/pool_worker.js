@@ -1,6 +1,7 @@
 // A Node pool worker for the tests: the C++ helper's pool-worker tasks that apply to Node, served
 // through share/childproc/childproc-pool-worker.js. With the argument "init-throws" its onInit
-// throws "init failed".
+// throws "init failed"; with "async-init" it returns a Promise that sets the worker data 100 ms
+// later.
 'use strict';
 const path = require('path');
 const { serve } = require(path.join(__dirname, '..', '..', 'share', 'childproc', 'childproc-pool-worker.js'));
@@ -33,7 +34,11 @@ serve({
 }, {
   onInit(data) {
     if (process.argv[2] === 'init-throws') throw new Error('init failed');
+    if (process.argv[2] === 'async-init') {
+      return new Promise((resolve) => setTimeout(() => { workerData = data; resolve(); }, 100));
+    }
     workerData = data;
+    return undefined;
   },
   onBroadcast(update) { broadcasts.push(update); },
 });

@@ -75,7 +75,7 @@
 //   pool-worker        serve()s the pool's test tasks (helpers/pool_worker.hpp): "" echo, sum, pid,
 //                      sleep, async_sleep, exit, signal, throw, progress, cancellable,
 //                      ignore_cancel, garbage, wrong_id, alloc, reverse, worker_data,
-//                      broadcasts, env
+//                      broadcasts, env; its on_broadcast throws after recording "throw"
 //   pool-worker-init-throws  serve()s them with an on_init that throws "init failed"
 //   pool-worker-exit-at-start  exits with 3 before serve() (never ready)
 //   pool-worker-slow-start MS  sleeps MS milliseconds, then acts as pool-worker

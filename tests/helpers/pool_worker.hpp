@@ -131,7 +131,11 @@ inline int serve(bool init_throws) {
       throw std::runtime_error("init failed");
     worker_data = data;
   };
-  options.on_broadcast = [](const childproc::message& m) { broadcasts.push_back(m.json()); };
+  options.on_broadcast = [](const childproc::message& m) {
+    broadcasts.push_back(m.json());
+    if (m.json() == "throw") // after it was recorded
+      throw std::runtime_error("on_broadcast threw");
+  };
   return childproc::serve(io, tasks(io), std::move(options));
 }
 

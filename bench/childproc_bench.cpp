@@ -9,18 +9,28 @@
 //   ipc          fork IPC ping-pong of 32-byte messages; 1 MiB one-way messages
 //   forkmem      fork() to the first message of a worker; the idle worker's RSS and PSS
 //   bigparent    spawn rate with 1 GiB of touched memory in the parent, vs. without
+//   pool         a childproc::pool of 2 worker processes (this binary), as the peers' pools:
+//                100 000 tiny {a, b} add tasks with one in flight per worker (tasks_w1), 64 per
+//                worker through concurrent_tasks_per_worker (tasks_w64), all queued at once
+//                (tasks, Piscina's runAll), pool start + 1000 tasks; 1 MiB bytes tasks echoed
+//                back, one in flight per worker (bytes_1MiB, MB/s each way); then the same
+//                with isolation::thread (threads_*)
 // Output: one line per measurement, `childproc <workload> <metric> <value> <unit>`, the format
 // of the peers' programs.
 #include <childproc/childproc.hpp>
+#include <childproc/pool.hpp>
+#include <childproc/serve.hpp>
 
 #include <boost/asio/io_context.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <sys/resource.h>
@@ -297,11 +307,153 @@ void bench_bigparent() {
   std::free(ballast);
 }
 
+// The pool's tasks: {a, b} -> a + b (the peers' task); "echo" answers its bytes task with the
+// same message (the bytes are shared, not copied). Served by the process workers (this binary)
+// and by the thread workers alike.
+childproc::task_table pool_tasks() {
+  return {
+      {"",
+       [](const childproc::message& task) -> childproc::message {
+         const auto& t = task.json().as_object();
+         return boost::json::value(t.at("a").to_number<std::int64_t>() +
+                                   t.at("b").to_number<std::int64_t>());
+       }},
+      {"echo", [](const childproc::message& task) { return task; }},
+  };
+}
+
+int pool_worker() {
+  asio::io_context io;
+  return childproc::serve(io, pool_tasks());
+}
+
+[[noreturn]] void pool_failed(const char* what, boost::system::error_code ec) {
+  std::fprintf(stderr, "pool: %s: %s\n", what, ec.message().c_str());
+  std::exit(1);
+}
+
+// Runs `io` until `done` is true (the pool keeps `io` busy: run() would not return).
+void run_until(asio::io_context& io, const bool& done) {
+  io.restart();
+  while (!done && io.run_one() != 0) {
+  }
+}
+
+// n tiny tasks {a: i, b: 1}, at most `window` outstanding (0: all n at once); returns tasks/s.
+double run_tiny(asio::io_context& io, childproc::pool& pool, int n, int window) {
+  int next = 0, done = 0;
+  std::int64_t sum = 0;
+  bool finished = false;
+  std::function<void()> submit = [&] {
+    const int i = next++;
+    pool.async_run(boost::json::value{{"a", i}, {"b", 1}},
+                   [&](boost::system::error_code ec, childproc::message result) {
+                     if (ec)
+                       pool_failed("tiny task", ec);
+                     sum += result.json().to_number<std::int64_t>();
+                     if (++done == n)
+                       finished = true;
+                     else if (next < n)
+                       submit();
+                   });
+  };
+  const auto t0 = clock_type::now();
+  for (int k = 0; k < (window > 0 ? window : n); ++k)
+    submit();
+  run_until(io, finished);
+  const double dt = seconds_since(t0);
+  if (sum != static_cast<std::int64_t>(n) * (n - 1) / 2 + n) {
+    std::fprintf(stderr, "pool: bad sum\n");
+    std::exit(1);
+  }
+  return n / dt;
+}
+
+// n round trips of one 1 MiB bytes message, one in flight per worker; returns MB/s each way.
+double run_bytes(asio::io_context& io, childproc::pool& pool, int n) {
+  const auto payload = childproc::message::bytes(std::string(1 << 20, 'z'));
+  int next = 0, done = 0;
+  bool finished = false;
+  std::function<void()> submit = [&] {
+    ++next;
+    pool.async_run(payload, childproc::run_options{.name = "echo"},
+                   [&](boost::system::error_code ec, childproc::message back) {
+                     if (ec)
+                       pool_failed("bytes task", ec);
+                     if (!back.is_bytes() || back.bytes().size() != payload.bytes().size()) {
+                       std::fprintf(stderr, "pool: the bytes task came back changed\n");
+                       std::exit(1);
+                     }
+                     if (++done == n)
+                       finished = true;
+                     else if (next < n)
+                       submit();
+                   });
+  };
+  const auto t0 = clock_type::now();
+  for (int k = 0; k < 2; ++k)
+    submit();
+  run_until(io, finished);
+  return static_cast<double>(n) * static_cast<double>(1 << 20) / seconds_since(t0) / 1e6;
+}
+
+void close_pool(asio::io_context& io, childproc::pool& pool) {
+  bool closed = false;
+  pool.async_close([&](boost::system::error_code ec) {
+    if (ec)
+      pool_failed("close", ec);
+    closed = true;
+  });
+  run_until(io, closed);
+}
+
+// Two workers, as the C, Node and Piscina pools; `per_worker` tasks in flight on each.
+childproc::pool_options two_workers(childproc::isolation where, std::size_t per_worker) {
+  childproc::pool_options options{.isolation = where,
+                                  .min_workers = 2,
+                                  .max_workers = 2,
+                                  .concurrent_tasks_per_worker = per_worker};
+  if (where == childproc::isolation::thread)
+    options.tasks = pool_tasks();
+  return options;
+}
+
+// The pool rows for one isolation; the metrics of isolation::thread have the prefix "threads_".
+void bench_pool_of(childproc::isolation where, const std::string& prefix) {
+  const int n = quick ? 10000 : 100000;
+  const auto metric = [&](const char* name) { return prefix + name; };
+  asio::io_context io;
+  {
+    const auto t0 = clock_type::now();
+    childproc::pool pool(io, two_workers(where, 1));
+    run_tiny(io, pool, 1000, 0); // Piscina's warm-up: the workers started, 1000 tasks done
+    out("pool", metric("startup_plus_1k").c_str(), seconds_since(t0) * 1e3, "ms");
+    out("pool", metric("tasks").c_str(), run_tiny(io, pool, n, 0), "tasks/s");
+    out("pool", metric("tasks_w1").c_str(), run_tiny(io, pool, n, 2), "tasks/s");
+    out("pool", metric("bytes_1MiB").c_str(), run_bytes(io, pool, quick ? 64 : 1024), "MB/s");
+    close_pool(io, pool);
+  }
+  {
+    childproc::pool pool(io, two_workers(where, 64));
+    run_tiny(io, pool, 1000, 128); // warm-up, as the peers' (not timed)
+    out("pool", metric("tasks_w64").c_str(), run_tiny(io, pool, n, 128), "tasks/s");
+    close_pool(io, pool);
+  }
+}
+
+void bench_pool() {
+  bench_pool_of(childproc::isolation::process, "");
+  bench_pool_of(childproc::isolation::thread, "threads_");
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
+  if (childproc::is_pool_worker()) // started by bench_pool's pool
+    return pool_worker();
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s spawn|exec|concurrency|stdout|ipc|forkmem|bigparent [quick]\n",
+    std::fprintf(stderr,
+                 "usage: %s spawn|exec|concurrency|stdout|ipc|forkmem|bigparent|pool [quick]\n",
                  argv[0]);
     return 2;
   }
@@ -326,6 +478,8 @@ int main(int argc, char** argv) {
     bench_forkmem(self);
   else if (workload == "bigparent")
     bench_bigparent();
+  else if (workload == "pool")
+    bench_pool();
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);
     return 2;

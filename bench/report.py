@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns bench/run's raw lines into the report: a Markdown table of medians (min-max) with the
-ratios childproc / raw baseline and childproc / Node, a JSON file, and the data of the plot.
+ratios childproc / raw baseline and childproc / Node, a second one for the pool with Piscina
+beside them, a JSON file, and the data of the plot.
 
 Raw line: `<rep> <peer> <workload> <metric> <value> <unit>`.
 """
@@ -43,6 +44,28 @@ ROWS = [
     ("spawn rate, 1 GiB parent / small parent", "bigparent", "ratio", None, None, "×", True,
      "≥ 0.9", lambda o, r: o >= 0.9),
 ]
+
+# The pool (workload "pool" of every peer: 2 workers, tiny {a, b} add tasks): label, childproc
+# metric, C metric, Piscina metric, Node (a pool over child_process.fork) metric, unit, higher is
+# better, target text, target check (ours, raw, piscina) -> bool, or None. Piscina has no run
+# with 64 in flight per worker (its concurrentTasksPerWorker is 1 and its submitter unbounded: its
+# pipelined run is "all queued at once"); no peer has the 1 MiB bytes task. The same rows for
+# isolation::thread (metrics "threads_*"), against the same peers.
+POOL_ROWS = []
+for kind, prefix in (("processes", ""), ("isolation::thread", "threads_")):
+    POOL_ROWS += [
+        (f"pool, {kind}: tiny tasks, 1 in flight per worker", prefix + "tasks_w1", "tasks_w1",
+         "tasks_w1", "fork_tasks_w1", "tasks/s", True, "≥ 0.9 × raw, ≥ 2 × Piscina",
+         lambda o, r, p: o >= 0.9 * r and o >= 2 * p),
+        (f"pool, {kind}: tiny tasks, 64 in flight per worker", prefix + "tasks_w64", "tasks_w64",
+         None, "fork_tasks_w64", "tasks/s", True, "≥ 0.9 × raw", lambda o, r, p: o >= 0.9 * r),
+        (f"pool, {kind}: tiny tasks, all queued at once", prefix + "tasks", None, "tasks", None,
+         "tasks/s", True, "≥ 2 × Piscina", lambda o, r, p: o >= 2 * p),
+        (f"pool, {kind}: start + first 1000 tasks", prefix + "startup_plus_1k", None,
+         "startup_plus_1k", None, "ms", False, None, None),
+        (f"pool, {kind}: 1 MiB bytes task round trips (each way)", prefix + "bytes_1MiB", None,
+         None, None, "MB/s", True, None, None),
+    ]
 
 
 def load(path):
@@ -114,6 +137,33 @@ def main():
         if raw or node:
             plot.append(f"\"{label}\" {adv(r_raw):.4f} {adv(r_node):.4f}")
 
+    pool_rows, pool_table = [], []
+    for label, ours_m, c_m, pis_m, node_m, unit, higher, target, check in POOL_ROWS:
+        ours = summary(values, ("childproc", "pool", ours_m))
+        raw = summary(values, ("c", "pool", c_m)) if c_m else None
+        pis = summary(values, ("piscina", "pool", pis_m)) if pis_m else None
+        node = summary(values, ("node", "pool", node_m)) if node_m else None
+
+        def ratio(peer):
+            return ours["median"] / peer["median"] if ours and peer and peer["median"] else None
+        r_raw, r_pis, r_node = ratio(raw), ratio(pis), ratio(node)
+        met = None
+        # Checked only when every peer the target names was measured.
+        if target and ours and (raw or not c_m) and (pis or not pis_m):
+            met = check(ours["median"], raw["median"] if raw else 0, pis["median"] if pis else 0)
+        pool_rows.append({"label": label, "unit": unit, "higher_is_better": higher,
+                          "childproc": ours, "raw": raw, "piscina": pis, "node": node,
+                          "childproc_over_raw": r_raw, "childproc_over_piscina": r_pis,
+                          "childproc_over_node": r_node, "target": target, "target_met": met})
+        verdict = "" if met is None else ("met" if met else "**missed**")
+        shown = [f"{r:.2f}" if r is not None else "n/a" for r in (r_raw, r_pis)]
+        pool_table.append(
+            f"| {label} | {unit} | {fmt(ours)} | {fmt(raw)} | {fmt(pis)} | {fmt(node)} | "
+            f"{shown[0]} | {shown[1]} | {target or ''} | {verdict} |")
+        if raw or node:
+            adv = [float("nan") if not r else (r if higher else 1 / r) for r in (r_raw, r_node)]
+            plot.append(f"\"{label}\" {adv[0]:.4f} {adv[1]:.4f}")
+
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     kind = "quick pass (CI smoke test; short workloads, 1 repetition)" if args.quick else \
         f"{args.reps} repetitions, medians with min–max"
@@ -128,6 +178,14 @@ def main():
         "|---|---|---|---|---|---|---|---|---|",
         *table,
         "",
+        "The pool: 2 workers each, as the peers' pools; Node is a pool over "
+        "`child_process.fork`, Piscina a pool of worker threads.",
+        "",
+        "| workload | unit | childproc | raw POSIX (C) | Piscina | Node | childproc / raw "
+        "| childproc / Piscina | target | |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *pool_table,
+        "",
         "![ratios](ratios.png)",
         "",
     ]
@@ -135,7 +193,7 @@ def main():
         f.write("\n".join(md))
     with open(f"{args.out_dir}/results.json", "w", encoding="utf-8") as f:
         json.dump({"when": when, "machine": args.machine, "reps": args.reps,
-                   "quick": args.quick, "rows": rows}, f, indent=1)
+                   "quick": args.quick, "rows": rows, "pool_rows": pool_rows}, f, indent=1)
     with open(f"{args.out_dir}/ratios.dat", "w", encoding="utf-8") as f:
         f.write("# label advantage_vs_raw advantage_vs_node\n" + "\n".join(plot) + "\n")
 

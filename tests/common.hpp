@@ -27,6 +27,14 @@ namespace test {
 
 inline const std::string helper = CHILDPROC_TEST_HELPER;
 
+// True under ASan or TSan (their runtimes reserve address space and hold freed memory).
+constexpr bool sanitized =
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    true;
+#else
+    false;
+#endif
+
 // Everything observable about one child run to its close event.
 struct outcome {
   std::vector<std::string> events; // "spawn", "exit", "close", "error", "out", "err"

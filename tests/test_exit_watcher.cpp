@@ -11,12 +11,7 @@
 
 namespace {
 
-constexpr bool sanitized =
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    true;
-#else
-    false;
-#endif
+using test::sanitized;
 
 // The asan preset has UBSan too, whose vptr check needs a pipe of its own (to probe memory):
 // with every fd taken it reports valid objects as having an invalid vptr.

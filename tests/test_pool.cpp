@@ -79,6 +79,21 @@ std::int64_t as_int(const message& m) {
   return m.json().to_number<std::int64_t>();
 }
 
+// The pids of the workers that answer `n` "pid" tasks, in completion order.
+std::vector<std::int64_t> worker_pids(asio::io_context& io, childproc::pool& p, std::size_t n) {
+  std::vector<std::int64_t> pids;
+  for (std::size_t i = 0; i < n; ++i)
+    p.async_run(message(), named("pid"), [&pids](boost::system::error_code ec, message m) {
+      CHECK(!ec);
+      pids.push_back(as_int(m));
+    });
+  REQUIRE(run_until(io, [&] { return pids.size() == n; }));
+  return pids;
+}
+
+// The thread workers' handlers (defined with the thread tests below).
+childproc::task_table thread_tasks(std::shared_ptr<std::vector<std::string>> seen = {});
+
 } // namespace
 
 TEST_CASE("a pool answers each task with its own result, from a worker process", "[pool]") {
@@ -486,13 +501,7 @@ TEST_CASE("max_tasks_per_worker recycles a worker after its share of tasks", "[p
   auto options = helper_pool();
   options.max_tasks_per_worker = 2;
   childproc::pool p(io, options);
-  std::vector<std::int64_t> pids;
-  for (int i = 0; i < 6; ++i)
-    p.async_run(message(), named("pid"), [&](boost::system::error_code ec, message m) {
-      CHECK(!ec);
-      pids.push_back(as_int(m));
-    });
-  REQUIRE(run_until(io, [&] { return pids.size() == 6; }));
+  const auto pids = worker_pids(io, p, 6);
   CHECK(pids[0] == pids[1]);
   CHECK(pids[2] == pids[3]);
   CHECK(pids[4] == pids[5]);
@@ -529,13 +538,7 @@ TEST_CASE("max_worker_rss is checked after a task, never before the first one", 
   io.restart();
   io.run_for(300ms);
   CHECK(p.stats().workers_started == 1);
-  std::vector<std::int64_t> pids;
-  for (int i = 0; i < 3; ++i)
-    p.async_run(message(), named("pid"), [&](boost::system::error_code ec, message m) {
-      CHECK(!ec);
-      pids.push_back(as_int(m));
-    });
-  REQUIRE(run_until(io, [&] { return pids.size() == 3; }));
+  const auto pids = worker_pids(io, p, 3);
   CHECK(std::set(pids.begin(), pids.end()).size() == 3); // one task each, then recycled
   finish(io, p);
 }
@@ -689,6 +692,12 @@ TEST_CASE("pool options that cannot work are refused with invalid_argument", "[p
   CHECK(refused({.min_workers = 3, .max_workers = 2}));
   CHECK(refused({.concurrent_tasks_per_worker = 0}));
   CHECK(refused({.task_timeout = -1ms}));
+  // isolation::thread needs a task table and no program; a process pool takes no table.
+  CHECK(refused({.isolation = childproc::isolation::thread}));
+  CHECK(refused({.isolation = childproc::isolation::thread,
+                 .tasks = thread_tasks(),
+                 .program = test::helper}));
+  CHECK(refused({.tasks = thread_tasks()}));
 }
 
 TEST_CASE("stats count the tasks and their run and wait times", "[pool][stats]") {
@@ -716,13 +725,6 @@ TEST_CASE("stats count the tasks and their run and wait times", "[pool][stats]")
 }
 
 namespace {
-
-constexpr bool sanitized =
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    true;
-#else
-    false;
-#endif
 
 std::size_t own_resident_bytes() {
   std::size_t size = 0, resident = 0;
@@ -786,7 +788,7 @@ TEST_CASE("100000 tasks mixed with crashes, cancellations and timeouts leave no 
     options.concurrent_tasks_per_worker = 4;
     options.cancel_grace = 100ms;
     childproc::pool p(io, options);
-    soak run(p, sanitized ? 20000 : 100000, 256);
+    soak run(p, test::sanitized ? 20000 : 100000, 256);
     for (std::size_t i = 0; i < run.window; ++i)
       run.submit();
     REQUIRE(run_until(
@@ -805,7 +807,7 @@ TEST_CASE("100000 tasks mixed with crashes, cancellations and timeouts leave no 
   }
   CHECK(test::zombie_children() == 0);
   CHECK(test::open_fds() == fds_before);
-  if (!sanitized) // the sanitizers' quarantine holds freed memory on purpose
+  if (!test::sanitized) // the sanitizers' quarantine holds freed memory on purpose
     CHECK(growth < (16u << 20));
 }
 
@@ -859,7 +861,7 @@ TEST_CASE("a Node script is a pool worker: results, errors, progress, bytes and 
 namespace {
 
 // The thread workers' handlers: a few of the helper's pool-worker tasks, in this process.
-childproc::task_table thread_tasks(std::shared_ptr<std::vector<std::string>> seen = {}) {
+childproc::task_table thread_tasks(std::shared_ptr<std::vector<std::string>> seen) {
   return {
       {"", [](const message& m) { return m; }},
       {"sum",
@@ -1035,21 +1037,4 @@ TEST_CASE("isolation::thread: on_init gets worker_data and broadcasts reach ever
   REQUIRE(run_until(io, [&] { return b1.done && b2.done; }));
   finish(io, p);
   CHECK(*seen == std::vector<std::string>{"reload", "reload"});
-}
-
-TEST_CASE("isolation::thread needs a task table and no program", "[pool][thread][errors]") {
-  asio::io_context io;
-  const auto refused = [&](childproc::pool_options o) {
-    try {
-      childproc::pool p(io, std::move(o));
-    } catch (const std::system_error& e) {
-      return e.code() == errc::invalid_argument;
-    }
-    return false;
-  };
-  CHECK(refused({.isolation = childproc::isolation::thread}));
-  CHECK(refused({.isolation = childproc::isolation::thread,
-                 .tasks = thread_tasks(),
-                 .program = test::helper}));
-  CHECK(refused({.tasks = thread_tasks()}));
 }

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <fstream>
+#include <initializer_list>
 #include <list>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -121,14 +122,14 @@ private:
   void cancel(const std::shared_ptr<pool_task>& t);
   void finish(pool_task& t, bsys_error ec, message result = {});
   void dispatch();
-  pool_worker* pick_worker();
-  void start_task(pool_worker& w, std::shared_ptr<pool_task> t);
+  std::shared_ptr<pool_worker> pick_worker();
+  void start_task(const std::shared_ptr<pool_worker>& w, std::shared_ptr<pool_task> t);
   void arm_timeout(const std::shared_ptr<pool_task>& t);
   void timed_out(const std::shared_ptr<pool_task>& t);
   void queue_changed();
   void balance();
+  std::size_t count_workers(std::initializer_list<worker_phase> phases) const;
   std::size_t live_workers() const;
-  std::size_t ready_workers() const;
   bool spawn_worker();
   std::shared_ptr<pool_worker> launch(const std::shared_ptr<pool_worker>& w);
   std::shared_ptr<pool_worker> launch_process(const std::shared_ptr<pool_worker>& w);
@@ -188,6 +189,12 @@ std::uint64_t micros_between(clock_type::time_point a, clock_type::time_point b)
 }
 
 // The worker's resident set in bytes (0 when it cannot be read).
+// The task `id` among those `w` is running.
+auto find_running(pool_worker& w, std::uint64_t id) {
+  return std::find_if(w.running.begin(), w.running.end(),
+                      [id](const auto& t) { return t->id == id; });
+}
+
 std::size_t resident_bytes(pid_t pid) {
   std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
   std::size_t size = 0, resident = 0;
@@ -273,14 +280,12 @@ void pool_state::run(message task, run_options options,
   t->options = std::move(options);
   t->done = std::move(done);
   t->submitted = clock_type::now();
-  if (pool_worker* w = queue.empty() ? pick_worker() : nullptr) {
+  if (auto w = queue.empty() ? pick_worker() : nullptr) {
     watch_cancellation(t);
     wait_time_.record(0);
-    return start_task(*w, std::move(t));
+    return start_task(w, std::move(t));
   }
-  if (respawn_paused_ && std::none_of(workers.begin(), workers.end(), [](const auto& w) {
-        return w->phase == worker_phase::ready;
-      }))
+  if (respawn_paused_ && count_workers({worker_phase::ready}) == 0)
     return t->done->complete(make_error_code(errc::worker_start_failed), {});
   if (queue.size() >= max_queue)
     return t->done->complete(make_error_code(errc::queue_full), {});
@@ -350,43 +355,41 @@ void pool_state::finish(pool_task& t, bsys_error ec, message result) {
 
 void pool_state::dispatch() {
   while (!queue.empty()) {
-    pool_worker* w = pick_worker();
+    auto w = pick_worker();
     if (!w)
       break;
     auto t = std::move(queue.front());
     queue.pop_front();
     t->queued = false;
     wait_time_.record(micros_between(t->submitted, clock_type::now()));
-    start_task(*w, std::move(t));
+    start_task(w, std::move(t));
   }
   queue_changed();
   balance();
 }
 
 // The ready worker with the fewest tasks, among those with room.
-pool_worker* pool_state::pick_worker() {
-  pool_worker* best = nullptr;
+std::shared_ptr<pool_worker> pool_state::pick_worker() {
+  std::shared_ptr<pool_worker> best;
   for (auto& w : workers) {
     if (w->phase != worker_phase::ready || w->running.size() >= opt.concurrent_tasks_per_worker)
       continue;
     if (!best || w->running.size() < best->running.size())
-      best = w.get();
+      best = w;
     if (best->running.empty())
       break;
   }
   return best;
 }
 
-void pool_state::start_task(pool_worker& w, std::shared_ptr<pool_task> t) {
+void pool_state::start_task(const std::shared_ptr<pool_worker>& w, std::shared_ptr<pool_task> t) {
   t->dispatched = clock_type::now();
-  w.timer.cancel(); // an idle timeout
-  for (auto& shared : workers)
-    if (shared.get() == &w)
-      t->worker = shared;
+  w->timer.cancel(); // an idle timeout
+  t->worker = w;
   arm_timeout(t);
   envelope e{op::task, t->id, t->options.name, std::move(t->payload)};
-  w.running.push_back(std::move(t));
-  pool_wire::send(w.ch, std::move(e));
+  w->running.push_back(std::move(t));
+  pool_wire::send(w->ch, std::move(e));
 }
 
 void pool_state::arm_timeout(const std::shared_ptr<pool_task>& t) {
@@ -424,16 +427,14 @@ void pool_state::queue_changed() {
 
 // --- workers -----------------------------------------------------------------------------------
 
-std::size_t pool_state::ready_workers() const {
-  return static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [](const auto& w) {
-    return w->phase == worker_phase::ready;
+std::size_t pool_state::count_workers(std::initializer_list<worker_phase> phases) const {
+  return static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [&](const auto& w) {
+    return std::find(phases.begin(), phases.end(), w->phase) != phases.end();
   }));
 }
 
 std::size_t pool_state::live_workers() const {
-  return static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [](const auto& w) {
-    return w->phase == worker_phase::starting || w->phase == worker_phase::ready;
-  }));
+  return count_workers({worker_phase::starting, worker_phase::ready});
 }
 
 // Starts workers up to min_workers, and more (up to max_workers) while queued tasks outnumber
@@ -442,13 +443,10 @@ void pool_state::balance() {
   if (state == phase::closed || respawn_paused_)
     return;
   std::size_t live = live_workers();
-  std::size_t starting =
-      static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [](const auto& w) {
-        return w->phase == worker_phase::starting;
-      }));
+  std::size_t starting = count_workers({worker_phase::starting});
   while (live < max_workers && ((state == phase::open && live < min_workers) ||
                                 queue.size() > starting * opt.concurrent_tasks_per_worker)) {
-    if (probing_ && workers.size() > ready_workers())
+    if (probing_ && workers.size() > count_workers({worker_phase::ready}))
       return; // one probe at a time, and only once the last one has settled
     if (!spawn_worker())
       return;
@@ -649,8 +647,7 @@ void pool_state::on_ready(const std::shared_ptr<pool_worker>& w) {
 }
 
 void pool_state::on_answer(const std::shared_ptr<pool_worker>& w, envelope e) {
-  auto it = std::find_if(w->running.begin(), w->running.end(),
-                         [&](const auto& t) { return t->id == e.id; });
+  auto it = find_running(*w, e.id);
   if (it == w->running.end())
     return malformed(w);
   auto t = std::move(*it);
@@ -669,8 +666,7 @@ void pool_state::on_answer(const std::shared_ptr<pool_worker>& w, envelope e) {
 }
 
 void pool_state::on_progress(const std::shared_ptr<pool_worker>& w, envelope e) {
-  auto it = std::find_if(w->running.begin(), w->running.end(),
-                         [&](const auto& t) { return t->id == e.id; });
+  auto it = find_running(*w, e.id);
   if (it == w->running.end())
     return malformed(w);
   if (!(*it)->done || !(*it)->options.on_progress)
@@ -806,8 +802,7 @@ void pool_state::startup_failed() {
     return;
   respawn_paused_ = true;
   const auto ec = make_error_code(errc::worker_start_failed);
-  if (std::none_of(workers.begin(), workers.end(),
-                   [](const auto& w) { return w->phase == worker_phase::ready; }))
+  if (count_workers({worker_phase::ready}) == 0)
     fail_queue(ec);
   post_event([ec](pool_state& s) { s.error_handlers.emit(ec); });
   backoff_timer_.expires_after(backoff_);

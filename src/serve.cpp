@@ -62,6 +62,14 @@ message error_of_current_exception() {
   }
 }
 
+// Reports on stderr the exception being handled, thrown by the hook `hook` (no caller hears of it).
+void report_hook_failure(const char* hook) {
+  const message error = error_of_current_exception();
+  std::fprintf(stderr, "childproc::serve: %s threw %s: %s\n", hook,
+               error.json().at("name").as_string().c_str(),
+               error.json().at("message").as_string().c_str());
+}
+
 // A task waiting for its turn, or an init or broadcast to deliver in order with the tasks.
 struct work_item {
   op kind = op::task;
@@ -217,10 +225,7 @@ void serve_state::run_init(const message& data) {
     if (options.on_init)
       options.on_init(data);
   } catch (...) {
-    const message error = error_of_current_exception();
-    std::fprintf(stderr, "childproc::serve: on_init threw %s: %s\n",
-                 error.json().at("name").as_string().c_str(),
-                 error.json().at("message").as_string().c_str());
+    report_hook_failure("on_init");
     end(1);
     return;
   }
@@ -233,10 +238,7 @@ void serve_state::run_broadcast(const message& data) {
       options.on_broadcast(data);
   } catch (...) {
     // Nobody waits for a broadcast's outcome: it is reported here and the worker goes on.
-    const message error = error_of_current_exception();
-    std::fprintf(stderr, "childproc::serve: on_broadcast threw %s: %s\n",
-                 error.json().at("name").as_string().c_str(),
-                 error.json().at("message").as_string().c_str());
+    report_hook_failure("on_broadcast");
   }
 }
 

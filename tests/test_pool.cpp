@@ -21,6 +21,7 @@
 #include <deque>
 #include <mutex>
 #include <set>
+#include <sys/resource.h>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -559,6 +560,46 @@ TEST_CASE("max_worker_address_space makes a worker's oversized allocation fail i
   REQUIRE(run_until(io, [&] { return small.done && huge.done; }));
   CHECK(!small.ec);
   CHECK((huge.ec == errc::task_failed || huge.ec == errc::worker_died));
+  finish(io, p);
+}
+
+TEST_CASE("nice lowers the workers' priority, not the pool's", "[pool][limits]") {
+  asio::io_context io;
+  auto options = helper_pool();
+  options.nice = 5;
+  childproc::pool p(io, options);
+  std::vector<pid_t> workers;
+  p.on_worker_create([&](pid_t pid) { workers.push_back(pid); });
+  REQUIRE(run_until(io, [&] { return p.stats().idle_workers == 1 && !workers.empty(); }));
+  errno = 0;
+  const int ours = ::getpriority(PRIO_PROCESS, 0);
+  const int theirs = ::getpriority(PRIO_PROCESS, static_cast<id_t>(workers[0]));
+  REQUIRE(errno == 0);
+  CHECK(theirs == std::min(ours + 5, 19));
+  finish(io, p);
+}
+
+TEST_CASE("queue_limit::automatic() is max_workers squared", "[pool][queue]") {
+  asio::io_context io;
+  auto options = helper_pool(2);
+  options.max_queue = childproc::queue_limit::automatic();
+  childproc::pool p(io, options);
+  std::vector<task_result> busy(2), queued(4);
+  for (auto& r : busy)
+    p.async_run(message(300), named("sleep"), into(r));
+  REQUIRE(run_until(io, [&] { return p.stats().busy_workers == 2; }));
+  for (auto& r : queued)
+    p.async_run(message(1), into(r));
+  CHECK(p.needs_drain());
+  task_result refused;
+  p.async_run(message(1), into(refused));
+  REQUIRE(run_until(io, [&] {
+    return refused.done &&
+           std::all_of(queued.begin(), queued.end(), [](auto& r) { return r.done; });
+  }));
+  CHECK(refused.ec == errc::queue_full);
+  for (auto& r : queued)
+    CHECK(!r.ec);
   finish(io, p);
 }
 

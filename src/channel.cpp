@@ -80,7 +80,9 @@ bool channel_state::read_once(char* buffer) {
                         [this](message&& m) { inbox_.push_back(std::move(m)); });
       if (ec)
         close_reason_ = ec;
-      return !ec;
+      // A short read emptied the socket's queue (a stream socket gives all it has, up to the
+      // buffer): no second recv only to hear EAGAIN. What arrives later is a new readiness edge.
+      return !ec && static_cast<std::size_t>(n) == read_buffer_lease::capacity;
     }
     if (n < 0 && errno == EINTR)
       continue;
@@ -159,9 +161,28 @@ bool channel_state::send(const message& m, send_handler done) {
   w.done = std::move(done);
   pending_bytes += w.size();
   queue_.push_back(std::move(w));
-  if (!writing_)
+  if (writing_)
+    return true; // the socket's writability writes it
+  if (batch_sends)
+    post_flush();
+  else
     write_next();
   return true;
+}
+
+void channel_state::post_flush() {
+  if (flush_posted_)
+    return;
+  flush_posted_ = true;
+  boost::asio::post(executor, [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    self->flush();
+  });
+}
+
+void channel_state::flush() {
+  if (open && !writing_ && !queue_.empty())
+    write_next();
 }
 
 void channel_state::write_next() {
@@ -242,7 +263,9 @@ void channel_state::disconnect() {
   }
   disconnect_called_ = true;
   connected = false;
-  if (!writing_)
+  if (!writing_ && !queue_.empty())
+    write_next(); // sends batch_sends left queued go first; it closes once they are written
+  else if (!writing_)
     close({}, false);
   // else: write_next closes once the queue is written
 }

@@ -27,6 +27,8 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 
   void start(); // begins reading
   bool send(const message& m, send_handler done);
+  // Writes what is queued now, when batch_sends left it waiting for the posted flush.
+  void flush();
   void disconnect(); // flush, then close
   void drain_now();  // reads and delivers whatever is already there, without waiting
   void close(std::error_code reason, bool emit_now);
@@ -52,6 +54,9 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   bool open = true;      // the socket is open
   bool disconnect_emitted = false;
   std::size_t pending_bytes = 0;
+  // The pool's channels: the sends of one turn of the event loop are queued and written together
+  // by one posted flush (one sendmsg for a batch of tasks or results), not one write each.
+  bool batch_sends = false;
 
 private:
   struct pending_write {
@@ -64,14 +69,15 @@ private:
   // Reads until EAGAIN (or `limit` reads, -1: no limit), delivering as it goes; returns false
   // once the channel closed. `emit_now`: a close it causes emits its events before returning.
   bool read_available(int limit, bool emit_now);
-  // One recv into `buffer`, decoded into inbox_. False at EAGAIN; a close it calls for is left
-  // in close_reason_.
+  // One recv into `buffer`, decoded into inbox_. False once the socket is empty (a short read or
+  // EAGAIN); a close it calls for is left in close_reason_.
   bool read_once(char* buffer);
   // Delivers inbox_, then carries out the close the reads found; false once closed. When a
   // handler throws, the rest is delivered by a posted continuation, and the exception goes on.
   bool deliver_inbox(bool emit_now);
   void resume_later();
   void write_next();
+  void post_flush();
   bool write_once(std::vector<send_handler>& written); // false: wait (or stop)
   void post_error(std::error_code ec, send_handler done);
   void report(std::error_code ec);
@@ -84,6 +90,7 @@ private:
   std::size_t front_written_ = 0; // bytes of queue_.front() already written
   std::vector<iovec> gather_;
   bool writing_ = false;           // a write is waiting for the socket to become writable
+  bool flush_posted_ = false;      // batch_sends: a flush is on its way
   bool waiting_ = false;           // a read is waiting for the socket to become readable
   bool disconnect_called_ = false; // by the user: later calls report already_disconnected
   std::deque<message> inbox_;      // decoded, not yet delivered

@@ -87,6 +87,7 @@ struct pool_worker {
   std::vector<std::shared_ptr<pool_task>> running; // sent and not answered (cancelled included)
   std::size_t tasks_done = 0;
   pool_wire::reader reader;
+  pool_wire::form wire_form = pool_wire::form::json; // binary on a framed channel
   asio::steady_timer timer; // start-up timeout, idle timeout, kill escalation
 };
 
@@ -329,7 +330,7 @@ void pool_state::cancel(const std::shared_ptr<pool_task>& t) {
     return;
   // Ask first; a worker that has not answered after the grace is killed and replaced. Its
   // answer, when it comes, only frees its slot.
-  pool_wire::send(w->ch, {op::cancel, t->id, {}, {}});
+  pool_wire::send(w->ch, {op::cancel, t->id, {}, {}}, w->wire_form);
   t->timer.emplace(ex);
   t->timer->expires_after(opt.cancel_grace);
   t->timer->async_wait([weak_pool = weak_from_this(), weak_worker = std::weak_ptr(w),
@@ -389,7 +390,7 @@ void pool_state::start_task(const std::shared_ptr<pool_worker>& w, std::shared_p
   arm_timeout(t);
   envelope e{op::task, t->id, t->options.name, std::move(t->payload)};
   w->running.push_back(std::move(t));
-  pool_wire::send(w->ch, std::move(e));
+  pool_wire::send(w->ch, std::move(e), w->wire_form);
 }
 
 void pool_state::arm_timeout(const std::shared_ptr<pool_task>& t) {
@@ -472,7 +473,7 @@ bool pool_state::spawn_worker() {
   if (w->pid != 0) // an exec that failed in the child has no pid: only its `error` comes
     ++workers_started_;
   apply_limits(*w);
-  pool_wire::send(w->ch, {op::init, 0, {}, opt.worker_data});
+  pool_wire::send(w->ch, {op::init, 0, {}, opt.worker_data}, w->wire_form);
   w->timer.expires_after(opt.startup_timeout);
   w->timer.async_wait(
       [weak_pool = weak_from_this(), weak_worker = std::weak_ptr(w)](bsys_error ec) {
@@ -570,6 +571,8 @@ std::shared_ptr<pool_worker> pool_state::launch_thread(const std::shared_ptr<poo
 }
 
 void pool_state::attach_channel(const std::shared_ptr<pool_worker>& w) {
+  channel_access::state(w->ch)->batch_sends = true; // a dispatch's tasks go out in one write
+  w->wire_form = pool_wire::form_for(w->ch);
   const std::weak_ptr<pool_state> weak_pool = weak_from_this();
   const std::weak_ptr<pool_worker> weak_worker = w;
   w->ch.on_message([weak_pool, weak_worker](const message& m) {
@@ -886,7 +889,7 @@ void pool_state::destroy(std::error_code reason) {
 void pool_state::broadcast(const message& update) {
   for (auto& w : workers)
     if (w->phase == worker_phase::starting || w->phase == worker_phase::ready)
-      pool_wire::send(w->ch, {op::broadcast, 0, {}, update});
+      pool_wire::send(w->ch, {op::broadcast, 0, {}, update}, w->wire_form);
 }
 
 pool_stats pool_state::stats() const {

@@ -5,6 +5,10 @@
 
 #include <childproc/error.hpp>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/serializer.hpp>
+
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -77,13 +81,78 @@ std::optional<envelope> parse(const boost::json::object& obj, bool& bytes_follow
   return e;
 }
 
-} // namespace
+// The binary form (pool_protocol.hpp).
+constexpr std::uint8_t json_data = 1, bytes_follow_flag = 2;
+constexpr std::size_t binary_head = 14; // op, flags, id, name length
 
-std::string_view name_of(op kind) noexcept {
-  return op_names[static_cast<std::size_t>(kind)];
+void put_le(std::string& out, std::uint64_t value, int size) {
+  for (int i = 0; i < size; ++i)
+    out.push_back(static_cast<char>(value >> (8 * i)));
 }
 
-bool send(channel ch, envelope e) {
+std::uint64_t get_le(std::string_view in, std::size_t at, int size) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < size; ++i)
+    value |= std::uint64_t(static_cast<unsigned char>(in[at + i])) << (8 * i);
+  return value;
+}
+
+// Serializes `v` at the end of `out`, without an intermediate string.
+void append_json(std::string& out, const boost::json::value& v) {
+  boost::json::serializer writer;
+  writer.reset(&v);
+  while (!writer.done()) {
+    const std::size_t at = out.size();
+    out.resize(std::max(out.capacity(), at + 64));
+    out.resize(at + writer.read(out.data() + at, out.size() - at).size());
+  }
+}
+
+bool send_binary(channel& ch, envelope& e) {
+  const bool bytes = e.data.is_bytes();
+  const bool json = !bytes && (has_data(e.kind) || e.kind == op::fail);
+  std::string head;
+  head.reserve(binary_head + e.name.size() + 48);
+  head.push_back(static_cast<char>(e.kind));
+  head.push_back(static_cast<char>((json ? json_data : 0) | (bytes ? bytes_follow_flag : 0)));
+  put_le(head, e.id, 8);
+  put_le(head, e.name.size(), 4);
+  head += e.name;
+  if (json)
+    append_json(head, e.data.json());
+  const bool sent = ch.send(message::bytes(std::move(head)));
+  return bytes ? ch.send(e.data) : sent;
+}
+
+// The binary envelope in `in`, or nullopt when it is not one. Sets `bytes_follow`.
+std::optional<envelope> parse_binary(std::string_view in, bool& bytes_follow) {
+  if (in.size() < binary_head || static_cast<unsigned char>(in[0]) >= op_names.size())
+    return std::nullopt;
+  const auto flags = static_cast<unsigned char>(in[1]);
+  if (flags > bytes_follow_flag) // unknown flags, or JSON data and a payload at once
+    return std::nullopt;
+  envelope e;
+  e.kind = static_cast<op>(in[0]);
+  e.id = get_le(in, 2, 8);
+  const std::uint64_t name_size = get_le(in, 10, 4);
+  if (name_size > in.size() - binary_head)
+    return std::nullopt;
+  e.name = std::string(in.substr(binary_head, name_size));
+  const std::string_view data = in.substr(binary_head + name_size);
+  if (flags & json_data) {
+    boost::system::error_code ec;
+    auto value = boost::json::parse(data, ec);
+    if (ec)
+      return std::nullopt;
+    e.data = message(std::move(value));
+  } else if (!data.empty()) {
+    return std::nullopt;
+  }
+  bytes_follow = (flags & bytes_follow_flag) && has_data(e.kind);
+  return e;
+}
+
+bool send_json(channel& ch, envelope& e) {
   boost::json::object obj;
   obj.reserve(4);
   obj.emplace("cp", name_of(e.kind));
@@ -98,6 +167,20 @@ bool send(channel ch, envelope e) {
     obj.emplace(e.kind == op::fail ? "error" : "data", std::move(message_access::json(e.data)));
   const bool sent = ch.send(message(boost::json::value(std::move(obj))));
   return bytes ? ch.send(e.data) : sent;
+}
+
+} // namespace
+
+form form_for(const channel& ch) {
+  return ch.mode() == serialization::framed ? form::binary : form::json;
+}
+
+std::string_view name_of(op kind) noexcept {
+  return op_names[static_cast<std::size_t>(kind)];
+}
+
+bool send(channel ch, envelope e, form f) {
+  return f == form::binary ? send_binary(ch, e) : send_json(ch, e);
 }
 
 std::optional<envelope> reader::feed(const message& m, std::error_code& ec) {
@@ -115,9 +198,15 @@ std::optional<envelope> reader::feed(const message& m, std::error_code& ec) {
     ec = make_error_code(errc::malformed_message);
     return std::nullopt;
   }
-  const auto* obj = m.is_json() ? m.json().if_object() : nullptr;
   bool bytes_follow = false;
-  auto e = obj ? parse(*obj, bytes_follow) : std::nullopt;
+  std::optional<envelope> e;
+  if (m.is_bytes()) {
+    form_ = form::binary;
+    e = parse_binary(m.bytes(), bytes_follow);
+  } else if (const auto* obj = m.json().if_object()) {
+    form_ = form::json;
+    e = parse(*obj, bytes_follow);
+  }
   if (!e) {
     ec = make_error_code(errc::malformed_message);
     return std::nullopt;

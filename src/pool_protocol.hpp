@@ -37,9 +37,17 @@ struct envelope {
   message data; // the payload; for `fail`, the error object
 };
 
+// How envelopes are written. A framed channel (a pool of C++ workers) carries them in a compact
+// binary form: one bytes message
+//   [u8 op][u8 flags][u64 id][u32 name length][name][the data's JSON text, when flags has 1]
+// (integers little-endian; flags 2: a bytes payload follows as the next message). A Node channel
+// carries the JSON form above. Readers take both; serve() answers in the form the pool writes.
+enum class form { json, binary };
+form form_for(const channel& ch);
+
 // Sends `e` through `ch` (one message, or the header and then the bytes). Returns what
 // channel::send returns for the last message; errors go to the channel's handlers as usual.
-bool send(channel ch, envelope e);
+bool send(channel ch, envelope e, form f);
 
 // Reassembles envelopes from the messages of a channel, in order.
 class reader {
@@ -48,9 +56,12 @@ public:
   // bytes payload is still to come). Sets `ec` to malformed_message for anything that is not an
   // envelope; the reader must not be fed again then.
   std::optional<envelope> feed(const message& m, std::error_code& ec);
+  // The form of the last envelope begun.
+  form last_form() const noexcept { return form_; }
 
 private:
   std::optional<envelope> head_; // an envelope waiting for its bytes payload
+  form form_ = form::json;
 };
 
 std::string_view name_of(op kind) noexcept;

@@ -13,6 +13,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cxxabi.h>
@@ -42,6 +43,9 @@ namespace {
 
 using pool_wire::envelope;
 using pool_wire::op;
+
+// How long one pump runs queued items before it lets the event loop run (see pump()).
+constexpr std::chrono::microseconds pump_budget{500};
 
 // The demangled name of an exception's type, "Error" when it cannot be demangled.
 std::string type_name(const std::type_info& type) {
@@ -117,6 +121,8 @@ struct serve_state : std::enable_shared_from_this<serve_state> {
 };
 
 void serve_state::attach() {
+  // The results of one pump's tasks go out in one write (progress is written at once).
+  channel_access::state(ch)->batch_sends = true;
   std::weak_ptr<serve_state> weak = shared_from_this();
   ch.on_message([weak](const message& m) {
     if (auto self = weak.lock())
@@ -201,13 +207,18 @@ void serve_state::schedule() {
   });
 }
 
-// One item per posted step: between two tasks the channel's reads (cancels, new tasks) run.
+// Items run one after another for at most pump_budget, then the channel's reads (cancels, new
+// tasks) and the results' write get their turn: tiny tasks are answered in batches, and a long
+// one is answered as soon as it returns.
 void serve_state::pump() {
-  if (stopping || queue.empty())
-    return;
-  work_item item = std::move(queue.front());
-  queue.pop_front();
-  run_item(item);
+  const auto start = std::chrono::steady_clock::now();
+  while (!stopping && !queue.empty()) {
+    work_item item = std::move(queue.front());
+    queue.pop_front();
+    run_item(item);
+    if (std::chrono::steady_clock::now() - start >= pump_budget)
+      break;
+  }
   schedule();
 }
 
@@ -229,7 +240,8 @@ void serve_state::run_init(const message& data) {
     end(1);
     return;
   }
-  pool_wire::send(ch, envelope{op::ready, 0, {}, {}});
+  pool_wire::send(ch, envelope{op::ready, 0, {}, {}}, reader.last_form());
+  channel_access::state(ch)->flush(); // before the first task, which may end the process
 }
 
 void serve_state::run_broadcast(const message& data) {
@@ -311,7 +323,7 @@ void serve_state::finish(served_task& task, op kind, message data) {
     return;
   task.finished = true;
   live.erase(task.id);
-  pool_wire::send(ch, envelope{kind, task.id, {}, std::move(data)});
+  pool_wire::send(ch, envelope{kind, task.id, {}, std::move(data)}, reader.last_form());
 }
 
 // A malformed envelope (code 2) or a failed on_init (code 1): the worker stops taking work and
@@ -369,8 +381,12 @@ void task_context::progress(const message& update) {
   // After its result, a progress message would name a task the pool no longer knows.
   if (!server || task_->finished)
     return;
-  detail::pool_wire::send(server->ch, detail::pool_wire::envelope{
-                                          detail::pool_wire::op::progress, task_->id, {}, update});
+  detail::pool_wire::send(
+      server->ch,
+      detail::pool_wire::envelope{detail::pool_wire::op::progress, task_->id, {}, update},
+      server->reader.last_form());
+  // Written now: a synchronous handler keeps the event loop (and a posted flush) waiting.
+  detail::channel_access::state(server->ch)->flush();
 }
 
 bool task_context::cancelled() {

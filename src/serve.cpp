@@ -2,6 +2,7 @@
 #include <childproc/serve.hpp>
 
 #include "channel_state.hpp"
+#include "child_state.hpp"
 #include "pool_protocol.hpp"
 #include "serve_channel.hpp"
 
@@ -403,22 +404,49 @@ bool is_pool_worker() noexcept {
 namespace {
 
 int serve_with(boost::asio::io_context& io, task_table tasks, std::optional<task_handler> every,
-               serve_options options) {
-  channel ch = parent_channel(io);
+               serve_options options, std::error_code& ec) {
+  ec.clear();
+  channel ch;
+  try {
+    ch = parent_channel(io);
+  } catch (...) {
+    ec = detail::current_exception_code();
+    return 1;
+  }
   // The worker's own children are not pool workers.
   ::unsetenv("CHILDPROC_POOL_WORKER");
   return detail::serve_channel(io, std::move(ch), std::move(tasks), std::move(every),
                                std::move(options));
 }
 
+int throw_on_error(int code, const std::error_code& ec) {
+  if (ec)
+    throw std::system_error(ec, "childproc::serve: this process has no parent channel");
+  return code;
+}
+
 } // namespace
 
 int serve(boost::asio::io_context& io, task_table tasks, serve_options options) {
-  return serve_with(io, std::move(tasks), std::nullopt, std::move(options));
+  std::error_code ec;
+  const int code = serve_with(io, std::move(tasks), std::nullopt, std::move(options), ec);
+  return throw_on_error(code, ec);
 }
 
 int serve(boost::asio::io_context& io, task_handler handler, serve_options options) {
-  return serve_with(io, {}, std::move(handler), std::move(options));
+  std::error_code ec;
+  const int code = serve_with(io, {}, std::move(handler), std::move(options), ec);
+  return throw_on_error(code, ec);
+}
+
+int serve(boost::asio::io_context& io, task_table tasks, serve_options options,
+          std::error_code& ec) {
+  return serve_with(io, std::move(tasks), std::nullopt, std::move(options), ec);
+}
+
+int serve(boost::asio::io_context& io, task_handler handler, serve_options options,
+          std::error_code& ec) {
+  return serve_with(io, {}, std::move(handler), std::move(options), ec);
 }
 
 } // namespace v1

@@ -387,6 +387,53 @@ TEST_CASE("a task timeout fails the task with timed_out and replaces its worker"
   finish(io, p);
 }
 
+TEST_CASE("a timed-out worker that ignores kill_signal gets SIGKILL after kill_after",
+          "[pool][timeout]") {
+  asio::io_context io;
+  auto options = helper_pool();
+  options.task_timeout = 200ms;
+  options.kill_after = 300ms;
+  childproc::pool p(io, options);
+  std::vector<childproc::exit_status> exits;
+  p.on_worker_exit([&](pid_t, const childproc::exit_status& s) { exits.push_back(s); });
+  task_result stuck;
+  const auto start = std::chrono::steady_clock::now();
+  p.async_run(message(20000), named("ignore_term"), into(stuck));
+  REQUIRE(run_until(
+      io, [&] { return stuck.done && !exits.empty(); }, 15s));
+  CHECK(stuck.ec == errc::timed_out);
+  REQUIRE(exits.size() == 1);
+  CHECK(exits[0].signal == SIGKILL); // SIGTERM was ignored
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  finish(io, p);
+}
+
+TEST_CASE("a worker not ready within startup_timeout is killed and counts as a start-up failure",
+          "[pool][errors]") {
+  asio::io_context io;
+  childproc::pool_options options{.program = test::helper,
+                                  .args = {"pool-worker-slow-start", "20000"},
+                                  .min_workers = 1,
+                                  .max_workers = 1,
+                                  .startup_timeout = 300ms,
+                                  .max_startup_failures = 1};
+  childproc::pool p(io, options);
+  std::vector<childproc::exit_status> exits;
+  std::vector<std::error_code> errors;
+  p.on_worker_exit([&](pid_t, const childproc::exit_status& s) { exits.push_back(s); });
+  p.on_error([&](std::error_code ec) { errors.push_back(ec); });
+  task_result r;
+  const auto start = std::chrono::steady_clock::now();
+  p.async_run(message(), named("pid"), into(r));
+  REQUIRE(run_until(
+      io, [&] { return r.done && !exits.empty() && !errors.empty(); }, 15s));
+  CHECK(r.ec == errc::worker_start_failed);
+  CHECK(exits[0].signal == SIGKILL);
+  CHECK(errors[0] == errc::worker_start_failed);
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  finish(io, p);
+}
+
 TEST_CASE("a full queue fails a run at once with queue_full, and needs_drain and drain fire at "
           "its edges",
           "[pool][queue]") {

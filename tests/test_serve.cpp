@@ -502,7 +502,8 @@ TEST_CASE("the test worker's misbehaving tasks and modes do what the pool's test
 }
 
 // Before the fix: is_pool_worker() and serve() did not exist (undefined references).
-TEST_CASE("is_pool_worker() tells a pool worker; serve() without a parent channel throws",
+TEST_CASE("is_pool_worker() tells a pool worker; serve() without a parent channel throws, or "
+          "reports channel_closed in its error_code form",
           "[serve]") {
   REQUIRE_FALSE(childproc::has_parent_channel());
   ::setenv("CHILDPROC_POOL_WORKER", "1", 1);
@@ -514,6 +515,12 @@ TEST_CASE("is_pool_worker() tells a pool worker; serve() without a parent channe
   } catch (const std::system_error& e) {
     CHECK(e.code() == childproc::errc::channel_closed);
   }
+  std::error_code ec;
+  CHECK(childproc::serve(
+            io, [](const message& m) { return m; }, {}, ec) == 1);
+  CHECK(ec == childproc::errc::channel_closed);
+  CHECK(childproc::serve(io, childproc::task_table{}, {}, ec) == 1);
+  CHECK(ec == childproc::errc::channel_closed);
   ::unsetenv("CHILDPROC_POOL_WORKER");
   CHECK_FALSE(childproc::is_pool_worker());
 }

@@ -108,6 +108,12 @@ bool is_pool_worker() noexcept;
 int serve(boost::asio::io_context& io, task_table tasks, serve_options options = {});
 /// One handler for every task, whatever its name.
 int serve(boost::asio::io_context& io, task_handler handler, serve_options options = {});
+/// The same, reporting a missing parent channel in `ec` (errc::channel_closed) and returning 1
+/// instead of throwing; `ec` is cleared otherwise.
+int serve(boost::asio::io_context& io, task_table tasks, serve_options options,
+          std::error_code& ec);
+int serve(boost::asio::io_context& io, task_handler handler, serve_options options,
+          std::error_code& ec);
 
 } // namespace v1
 } // namespace childproc

@@ -90,6 +90,10 @@ inline childproc::task_table tasks(boost::asio::io_context& io) {
     ::raise(sig);
     return message();
   });
+  table.emplace("ignore_term", [](const message& m) { // ignores SIGTERM, then sleeps m ms
+    std::signal(SIGTERM, SIG_IGN);
+    return sync_sleep(m);
+  });
   table.emplace("throw", [](const message& m) -> message {
     throw std::runtime_error(std::string(m.json().as_string()));
   });

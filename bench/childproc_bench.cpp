@@ -31,6 +31,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <sys/resource.h>
@@ -68,6 +69,29 @@ double cpu_seconds() {
   ::getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+// The CPU time `pid` has used (user + system), from /proc/<pid>/stat; 0 when it is gone.
+double process_cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto end_of_name = text.rfind(')'); // the command name may hold spaces
+  if (end_of_name == std::string::npos)
+    return 0;
+  std::vector<std::string> fields;
+  std::string field;
+  for (char c : text.substr(end_of_name + 2)) {
+    if (c == ' ') {
+      fields.push_back(field);
+      field.clear();
+    } else {
+      field += c;
+    }
+  }
+  if (fields.size() < 13) // utime and stime are fields 14 and 15, the 12th and 13th after ')'
+    return 0;
+  return static_cast<double>(std::stoull(fields[11]) + std::stoull(fields[12])) /
+         static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 long max_rss_kib() {
@@ -426,9 +450,22 @@ void bench_pool_of(childproc::isolation where, const std::string& prefix) {
   {
     const auto t0 = clock_type::now();
     childproc::pool pool(io, two_workers(where, 1));
+    std::vector<pid_t> worker_pids; // process workers; thread workers count in cpu_seconds()
+    if (where == childproc::isolation::process)
+      pool.on_worker_create([&](pid_t pid) { worker_pids.push_back(pid); });
+    const auto all_cpu = [&] {
+      double total = cpu_seconds();
+      for (pid_t pid : worker_pids)
+        total += process_cpu_seconds(pid);
+      return total;
+    };
     run_tiny(io, pool, 1000, 0); // Piscina's warm-up: the workers started, 1000 tasks done
     out("pool", metric("startup_plus_1k").c_str(), seconds_since(t0) * 1e3, "ms");
+    // CPU per task of the pool and its workers together, as Piscina's peer measures its process
+    // (main thread and worker threads): a figure the machine's load does not change much.
+    const double cpu0 = all_cpu();
     out("pool", metric("tasks").c_str(), run_tiny(io, pool, n, 0), "tasks/s");
+    out("pool", metric("cpu_per_task").c_str(), (all_cpu() - cpu0) / n * 1e6, "us");
     out("pool", metric("tasks_w1").c_str(), run_tiny(io, pool, n, 2), "tasks/s");
     out("pool", metric("bytes_1MiB").c_str(), run_bytes(io, pool, quick ? 64 : 1024), "MB/s");
     close_pool(io, pool);

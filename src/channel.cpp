@@ -80,9 +80,9 @@ bool channel_state::read_once(char* buffer) {
                         [this](message&& m) { inbox_.push_back(std::move(m)); });
       if (ec)
         close_reason_ = ec;
-      // A short read emptied the socket's queue (a stream socket gives all it has, up to the
-      // buffer): no second recv only to hear EAGAIN. What arrives later is a new readiness edge.
-      return !ec && static_cast<std::size_t>(n) == read_buffer_lease::capacity;
+      // Read on to EAGAIN even after a short read: a Unix socket's read also stops at data that
+      // came with descriptors, or from another writer, so a short read does not mean empty.
+      return !ec;
     }
     if (n < 0 && errno == EINTR)
       continue;

@@ -69,8 +69,8 @@ private:
   // Reads until EAGAIN (or `limit` reads, -1: no limit), delivering as it goes; returns false
   // once the channel closed. `emit_now`: a close it causes emits its events before returning.
   bool read_available(int limit, bool emit_now);
-  // One recv into `buffer`, decoded into inbox_. False once the socket is empty (a short read or
-  // EAGAIN); a close it calls for is left in close_reason_.
+  // One recv into `buffer`, decoded into inbox_. False at EAGAIN; a close it calls for is left
+  // in close_reason_.
   bool read_once(char* buffer);
   // Delivers inbox_, then carries out the close the reads found; false once closed. When a
   // handler throws, the rest is delivered by a posted continuation, and the exception goes on.

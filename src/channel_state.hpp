@@ -26,7 +26,11 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
                 std::size_t max_message_size);
 
   void start(); // begins reading
-  bool send(const message& m, send_handler done);
+  // `handle`: a descriptor sent with the message (closed once sent, or when it cannot be).
+  bool send(const message& m, send_handler done, owned_fd handle = {});
+  // async_receive: hands over the next queued message, or waits for one.
+  void receive(std::unique_ptr<receive_completion> done);
+  void cancel_receive(receive_completion* which);
   void disconnect(); // flush, then close
   void drain_now();  // reads and delivers whatever is already there, without waiting
   void close(std::error_code reason, bool emit_now);
@@ -40,7 +44,8 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 
   // Released once `disconnect` was delivered (the error handlers a little later, after the
   // errors already posted by then), so that a handler capturing the channel does not keep it.
-  handler_list<message_handler> message_handlers;
+  handler_list<channel_message_handler> message_handlers;
+  handler_list<drain_handler> drain_handlers;
   handler_list<disconnect_handler> disconnect_handlers;
   handler_list<channel_error_handler> error_handlers;
   // Set by fork() on the parent side: errors also go to the child's on_error, and the child's
@@ -52,12 +57,16 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   bool open = true;      // the socket is open
   bool disconnect_emitted = false;
   std::size_t pending_bytes = 0;
+  std::size_t high_water = channel::default_high_water_mark;
 
 private:
   struct pending_write {
     std::string bytes;                    // the whole frame, or a bytes message's header
     std::shared_ptr<std::string> payload; // a bytes message's own buffer (sent without a copy)
     send_handler done;
+    owned_fd handle; // sent with the first byte
+    bool control =
+        false; // Node's NODE_HANDLE_ACK/NACK: not held back while a handle awaits its ACK
     std::size_t size() const { return bytes.size() + (payload ? payload->size() : 0); }
   };
   void wait_readable();
@@ -67,6 +76,11 @@ private:
   // One recv into `buffer`, decoded into inbox_. False at EAGAIN; a close it calls for is left
   // in close_reason_.
   bool read_once(char* buffer);
+  // One recvmsg into `buffer`, with the descriptors that came with it (close-on-exec, >= 3).
+  ssize_t receive_with_fds(char* buffer, std::vector<owned_fd>& fds);
+  // Node's handle protocol: ACK/NACK to send, or received for the handle we sent.
+  void node_control(decoder::node_control c);
+  void queue_control(std::string_view line);
   // Delivers inbox_, then carries out the close the reads found; false once closed. When a
   // handler throws, the rest is delivered by a posted continuation, and the exception goes on.
   bool deliver_inbox(bool emit_now);
@@ -79,6 +93,10 @@ private:
   void fail_queued();
   void emit_disconnect();
   void after_disconnect();
+  // A decoded message: to a pending receive, to the receive queue, or to the handlers.
+  void route(message&& m);
+  void fail_receives(); // the channel closed: pending receives get channel_closed
+  void drained();       // after writes: `drain` when send() returned false and the queue fell
 
   std::deque<pending_write> queue_;
   std::size_t front_written_ = 0; // bytes of queue_.front() already written
@@ -88,6 +106,15 @@ private:
   bool disconnect_called_ = false; // by the user: later calls report already_disconnected
   std::deque<message> inbox_;      // decoded, not yet delivered
   std::optional<std::error_code> close_reason_; // the reads reached the end (or bad input)
+  bool pulled_ = false;          // async_receive was called: messages go to the receive queue
+  std::deque<message> received_; // queued for async_receive
+  std::deque<std::unique_ptr<receive_completion>> receivers_; // pending receives, in order
+  bool need_drain_ = false; // send() returned false: `drain` is due below the mark
+  // node_json: the handle message sent and not acknowledged yet; nothing but ACK/NACK is sent
+  // until Node acknowledges it (Node's own rule), and a NACK sends it again.
+  bool awaiting_ack_ = false;
+  std::optional<pending_write> unacked_;
+  int retransmissions_ = 0;
 };
 
 // The library's access to the state behind a channel handle.

@@ -329,7 +329,7 @@ void channel_state::write_next() {
     boost::asio::post(executor, [self = shared_from_this()] { self->close({}, true); });
 }
 
-bool channel_state::write_once(std::vector<send_handler>& written) {
+void channel_state::gather() {
   gather_.clear();
   std::size_t skip = front_written_;
   for (std::size_t i = 0; i < queue_.size() && i < max_gather; ++i) {
@@ -350,6 +350,10 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
       skip = 0;
     }
   }
+}
+
+bool channel_state::write_once(std::vector<send_handler>& written) {
+  gather();
   if (gather_.empty())
     return false; // held back until Node's ACK
   msghdr header{};
@@ -387,7 +391,12 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
     fail_queued();
     return false;
   }
-  for (auto left = static_cast<std::size_t>(n); left > 0;) {
+  finish_written(static_cast<std::size_t>(n), written);
+  return true;
+}
+
+void channel_state::finish_written(std::size_t n, std::vector<send_handler>& written) {
+  for (auto left = n; left > 0;) {
     pending_write& w = queue_.front();
     const std::size_t rest = w.size() - front_written_;
     if (left < rest) {
@@ -406,7 +415,6 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
     }
     queue_.pop_front(); // a framed message's descriptor is closed: the peer has its own
   }
-  return true;
 }
 
 void channel_state::disconnect() {

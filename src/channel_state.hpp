@@ -87,6 +87,9 @@ private:
   void resume_later();
   void write_next();
   bool write_once(std::vector<send_handler>& written); // false: wait (or stop)
+  void gather(); // gather_: the queue's front messages that may go in one sendmsg
+  // Pops the messages that `n` written bytes completed, collecting their completions.
+  void finish_written(std::size_t n, std::vector<send_handler>& written);
   void post_error(std::error_code ec, send_handler done);
   void report(std::error_code ec);
   void emit_close_events(std::error_code reason);

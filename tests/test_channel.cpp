@@ -27,6 +27,13 @@ namespace {
 
 const std::string data_dir = CHILDPROC_TEST_DATA;
 
+// The descriptors open in this process once the library's process-wide ones exist (the SIGCHLD
+// exit watcher opens its own at the first child): what a test must come back to.
+std::vector<int> fds_after_warm_up() {
+  REQUIRE(childproc::spawn_sync(test::helper, {"exit", "0"}).status == 0);
+  return test::open_fds();
+}
+
 // How many pipes this process has open.
 int open_pipes() {
   int pipes = 0;
@@ -283,7 +290,7 @@ struct handle_peer {
 
 // Before the fix: did not compile (no channel::send(message, owned_fd)).
 TEST_CASE("a socket, a pipe and a file pass both ways with their messages", "[channel][handles]") {
-  const auto before = test::open_fds();
+  const auto before = fds_after_warm_up();
   {
     handle_peer peer;
     for (std::string kind : {"pipe", "socket", "file"}) {
@@ -333,7 +340,7 @@ TEST_CASE("a primary hands an accepted TCP socket to a worker, which serves it",
 
 // Before the fix: did not compile (no message::take_handle).
 TEST_CASE("a handle nobody takes is closed, in the child and in the parent", "[channel][handles]") {
-  const auto before = test::open_fds();
+  const auto before = fds_after_warm_up();
   {
     handle_peer peer;
     const auto child_before = peer.child_fds();
@@ -400,7 +407,7 @@ TEST_CASE("each descriptor arrives with its own message among many in one read",
 // was still open at `disconnect` (pipes: 1 more than before).
 TEST_CASE("a peer that dies mid-message with a descriptor in flight leaks nothing",
           "[channel][handles]") {
-  const auto before = test::open_fds();
+  const auto before = fds_after_warm_up();
   const int pipes_before = open_pipes();
   std::vector<std::string> events;
   {
@@ -424,7 +431,7 @@ TEST_CASE("a peer that dies mid-message with a descriptor in flight leaks nothin
 // events were {"message", "disconnect"}.
 TEST_CASE("descriptors that do not fit the control buffer end the channel and are all closed",
           "[channel][handles]") {
-  const auto before = test::open_fds();
+  const auto before = fds_after_warm_up();
   const int pipes_before = open_pipes();
   std::vector<std::string> events;
   {
@@ -512,7 +519,7 @@ TEST_CASE("a C++ parent hands a socket to a Node worker and takes one back", "[c
     return;
   }
   using asio::ip::tcp;
-  const auto before = test::open_fds();
+  const auto before = fds_after_warm_up();
   {
     asio::io_context io;
     auto child = childproc::fork(io, data_dir + "/handle_worker.js");
@@ -583,7 +590,7 @@ TEST_CASE("a pipe cannot go to a Node peer: invalid_argument, and it is closed",
     WARN("node is not installed: the Node interop test cannot run");
     return;
   }
-  const auto before = test::open_fds();
+  const auto before = fds_after_warm_up();
   {
     asio::io_context io;
     auto child = childproc::fork(io, data_dir + "/handle_worker.js");

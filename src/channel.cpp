@@ -19,6 +19,26 @@ namespace {
 // At most this many queued messages go into one gathered write (one sendmsg).
 constexpr std::size_t max_gather = 64;
 
+// Node's name for the kind of handle `fd` is, or empty for what Node cannot receive (libuv
+// takes TCP, Unix stream and UDP sockets only).
+std::string_view node_handle_type(int fd) {
+  int type = 0, listening = 0;
+  socklen_t length = sizeof type;
+  sockaddr_storage address{};
+  socklen_t address_length = sizeof address;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length) != 0)
+    return {};
+  const int family = address.ss_family;
+  const bool inet = family == AF_INET || family == AF_INET6;
+  if (type == SOCK_STREAM && (inet || family == AF_UNIX)) {
+    length = sizeof listening;
+    ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length);
+    return listening ? "net.Server" : "net.Socket";
+  }
+  return type == SOCK_DGRAM && inet ? "dgram.Native" : std::string_view();
+}
+
 } // namespace
 
 channel_state::channel_state(boost::asio::any_io_executor ex, posix::unique_fd fd, wire w,
@@ -72,12 +92,20 @@ bool channel_state::read_available(int limit, bool emit_now) {
 
 bool channel_state::read_once(char* buffer) {
   for (;;) {
-    const ssize_t n =
-        ::recv(socket.native_handle(), buffer, read_buffer_lease::capacity, MSG_DONTWAIT);
+    std::vector<owned_fd> fds;
+    const ssize_t n = receive_with_fds(buffer, fds);
+    if (n == -2) {
+      // The descriptors did not fit (MSG_CTRUNC): those that came are closed (fds), and the
+      // stream cannot be trusted any more.
+      close_reason_ = make_error_code(errc::malformed_message);
+      return false;
+    }
     if (n > 0) {
       const std::error_code ec =
-          incoming.feed(std::string_view(buffer, static_cast<std::size_t>(n)),
+          incoming.feed(std::string_view(buffer, static_cast<std::size_t>(n)), std::move(fds),
                         [this](message&& m) { inbox_.push_back(std::move(m)); });
+      for (auto c : incoming.take_node_controls())
+        node_control(c);
       if (ec)
         close_reason_ = ec;
       // Read on to EAGAIN even after a short read: a Unix socket's read also stops at data that
@@ -95,15 +123,75 @@ bool channel_state::read_once(char* buffer) {
   }
 }
 
+ssize_t channel_state::receive_with_fds(char* buffer, std::vector<owned_fd>& fds) {
+  iovec into{buffer, read_buffer_lease::capacity};
+  // Linux ends a read after data that came with descriptors: one sender's batch per read. Room
+  // for a few: a batch larger than that is a peer outside the protocol (one per message).
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr header{};
+  header.msg_iov = &into;
+  header.msg_iovlen = 1;
+  header.msg_control = control;
+  header.msg_controllen = sizeof control;
+  const ssize_t n = ::recvmsg(socket.native_handle(), &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0)
+    return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&header); c; c = CMSG_NXTHDR(&header, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      fds.emplace_back(posix::above_stdio(fd));
+    }
+  }
+  if (header.msg_flags & MSG_CTRUNC)
+    return -2;
+  return n; // at EOF (0) the descriptors, if any, are closed with `fds`
+}
+
+void channel_state::node_control(decoder::node_control c) {
+  using control = decoder::node_control;
+  if (c == control::send_ack || c == control::send_nack) {
+    queue_control(c == control::send_ack ? "{\"cmd\":\"NODE_HANDLE_ACK\"}\n"
+                                         : "{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
+  } else if (awaiting_ack_ && unacked_) {
+    awaiting_ack_ = false;
+    if (c == control::nack_received && retransmissions_ < 3) {
+      // Node could not take the handle: send it again (Node retries as often).
+      ++retransmissions_;
+      pending_write again = std::move(*unacked_);
+      pending_bytes += again.size();
+      queue_.insert(queue_.begin() + (front_written_ > 0 ? 1 : 0), std::move(again));
+    } else {
+      retransmissions_ = 0;
+      if (c == control::nack_received)
+        post_error(make_error_code(errc::channel_closed), {}); // Node never took it
+    }
+    unacked_.reset(); // closes the descriptor: Node holds its own now
+  }
+  if (!writing_)
+    write_next();
+}
+
+void channel_state::queue_control(std::string_view line) {
+  pending_write w;
+  w.bytes = line;
+  w.control = true;
+  pending_bytes += w.size();
+  queue_.insert(queue_.begin() + (front_written_ > 0 ? 1 : 0), std::move(w));
+}
+
 bool channel_state::deliver_inbox(bool emit_now) {
   try {
     while (!inbox_.empty()) {
       // Taken out of the inbox first: a handler that throws, or that runs the event loop, leaves
       // the rest of the inbox consistent.
-      const message m = std::move(inbox_.front());
+      message m = std::move(inbox_.front());
       inbox_.pop_front();
       if (!disconnect_called_) // nothing is delivered after disconnect()
-        message_handlers.emit(m);
+        route(std::move(m));
     }
   } catch (...) {
     resume_later();
@@ -116,6 +204,50 @@ bool channel_state::deliver_inbox(bool emit_now) {
     return false;
   }
   return open;
+}
+
+void channel_state::route(message&& m) {
+  if (!pulled_ && !message_handlers.empty()) {
+    message_handlers.emit(m, channel(shared_from_this()));
+    return;
+  }
+  if (receivers_.empty()) {
+    received_.push_back(std::move(m));
+    return;
+  }
+  auto done = std::move(receivers_.front());
+  receivers_.pop_front();
+  done->complete({}, std::move(m)); // posted
+}
+
+void channel_state::receive(std::unique_ptr<receive_completion> done) {
+  pulled_ = true;
+  if (!received_.empty()) {
+    message m = std::move(received_.front());
+    received_.pop_front();
+    done->complete({}, std::move(m));
+  } else if (!open || disconnect_called_) {
+    done->complete(make_error_code(errc::channel_closed), message());
+  } else {
+    receivers_.push_back(std::move(done));
+  }
+}
+
+void channel_state::cancel_receive(receive_completion* which) {
+  for (auto it = receivers_.begin(); it != receivers_.end(); ++it)
+    if (it->get() == which) {
+      auto done = std::move(*it);
+      receivers_.erase(it);
+      done->complete(boost::asio::error::operation_aborted, message());
+      return;
+    }
+}
+
+void channel_state::fail_receives() {
+  auto waiting = std::move(receivers_);
+  receivers_.clear();
+  for (auto& done : waiting)
+    done->complete(make_error_code(errc::channel_closed), message());
 }
 
 void channel_state::resume_later() {
@@ -137,9 +269,17 @@ void channel_state::post_error(std::error_code ec, send_handler done) {
     boost::asio::post(executor, [self = shared_from_this(), ec] { self->report(ec); });
 }
 
-bool channel_state::send(const message& m, send_handler done) {
+bool channel_state::send(const message& m, send_handler done, owned_fd handle) {
   if (!connected) {
     post_error(make_error_code(errc::channel_closed), std::move(done));
+    return false;
+  }
+  const bool with_handle = static_cast<bool>(handle);
+  const std::string_view node_type = with_handle && format == wire::node_json
+                                         ? node_handle_type(handle.get())
+                                         : std::string_view("-");
+  if (node_type.empty()) { // Node can only take sockets
+    post_error(make_error_code(errc::invalid_argument), std::move(done));
     return false;
   }
   pending_write w;
@@ -148,11 +288,12 @@ bool channel_state::send(const message& m, send_handler done) {
     w.payload = message_access::payload(m); // shared, immutable: no copy
     size = w.payload->size();
     if (size <= incoming.max_message_size())
-      w.bytes = bytes_frame_header(size);
+      w.bytes = bytes_frame_header(size, with_handle);
   } else {
-    encode(m, format, w.bytes);
+    encode(m, format, w.bytes, with_handle, node_type);
     size = limited_size(format, w.bytes.size());
   }
+  w.handle = std::move(handle);
   // The peer applies the same limit (a childproc peer is told it), and a frame cannot carry more.
   if (size > incoming.max_message_size()) {
     post_error(make_error_code(errc::message_too_large), std::move(done));
@@ -161,12 +302,16 @@ bool channel_state::send(const message& m, send_handler done) {
   w.done = std::move(done);
   pending_bytes += w.size();
   queue_.push_back(std::move(w));
-  if (writing_)
-    return true; // the socket's writability writes it
-  if (batch_sends)
-    post_flush();
-  else
-    write_next();
+  if (!writing_) { // else the socket's writability writes it
+    if (batch_sends)
+      post_flush();
+    else
+      write_next();
+  }
+  if (pending_bytes >= high_water) {
+    need_drain_ = true;
+    return false; // queued all the same (Node's rule)
+  }
   return true;
 }
 
@@ -185,6 +330,13 @@ void channel_state::flush() {
     write_next();
 }
 
+void channel_state::drained() {
+  if (!need_drain_ || pending_bytes >= high_water || !connected)
+    return;
+  need_drain_ = false;
+  boost::asio::post(executor, [self = shared_from_this()] { self->drain_handlers.emit(); });
+}
+
 void channel_state::write_next() {
   std::vector<send_handler> written;
   while (open && !queue_.empty() && write_once(written)) {
@@ -192,16 +344,23 @@ void channel_state::write_next() {
   // The bookkeeping is done: completions are posted (send() itself may be the caller).
   for (auto& done : written)
     boost::asio::post(executor, [done = std::move(done)] { done({}); });
+  drained();
   if (disconnect_called_ && open && queue_.empty() && !writing_)
     // disconnect() waited for the queue to drain; the close comes after the completions.
     boost::asio::post(executor, [self = shared_from_this()] { self->close({}, true); });
 }
 
-bool channel_state::write_once(std::vector<send_handler>& written) {
+void channel_state::gather() {
   gather_.clear();
   std::size_t skip = front_written_;
   for (std::size_t i = 0; i < queue_.size() && i < max_gather; ++i) {
     const pending_write& w = queue_[i];
+    // A descriptor goes with the first byte of its message, which starts a sendmsg; Node takes
+    // nothing else until it acknowledged a handle.
+    if ((i > 0 && w.handle) || (awaiting_ack_ && !w.control))
+      break;
+    if (i > 0 && format == wire::node_json && queue_[i - 1].handle)
+      break;
     for (std::string_view piece : {std::string_view(w.bytes),
                                    w.payload ? std::string_view(*w.payload) : std::string_view()}) {
       if (skip >= piece.size()) {
@@ -212,9 +371,26 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
       skip = 0;
     }
   }
+}
+
+bool channel_state::write_once(std::vector<send_handler>& written) {
+  gather();
+  if (gather_.empty())
+    return false; // held back until Node's ACK
   msghdr header{};
   header.msg_iov = gather_.data();
   header.msg_iovlen = gather_.size();
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (queue_.front().handle && front_written_ == 0) {
+    header.msg_control = control;
+    header.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&header);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    const int fd = queue_.front().handle.get();
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
   // MSG_NOSIGNAL: a peer that is gone is an error here, never a SIGPIPE that kills the process.
   const ssize_t n = ::sendmsg(socket.native_handle(), &header, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n < 0) {
@@ -236,7 +412,12 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
     fail_queued();
     return false;
   }
-  for (auto left = static_cast<std::size_t>(n); left > 0;) {
+  finish_written(static_cast<std::size_t>(n), written);
+  return true;
+}
+
+void channel_state::finish_written(std::size_t n, std::vector<send_handler>& written) {
+  for (auto left = n; left > 0;) {
     pending_write& w = queue_.front();
     const std::size_t rest = w.size() - front_written_;
     if (left < rest) {
@@ -248,9 +429,13 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
     pending_bytes -= w.size();
     if (w.done)
       written.push_back(std::move(w.done));
-    queue_.pop_front();
+    if (w.handle && format == wire::node_json) {
+      // Kept (with its bytes, for a NACK) until Node acknowledges it.
+      awaiting_ack_ = true;
+      unacked_ = std::move(w);
+    }
+    queue_.pop_front(); // a framed message's descriptor is closed: the peer has its own
   }
-  return true;
 }
 
 void channel_state::disconnect() {
@@ -263,9 +448,9 @@ void channel_state::disconnect() {
   }
   disconnect_called_ = true;
   connected = false;
-  if (!writing_ && !queue_.empty())
+  if (!writing_ && !awaiting_ack_ && !queue_.empty())
     write_next(); // sends batch_sends left queued go first; it closes once they are written
-  else if (!writing_)
+  else if (!writing_ && !awaiting_ack_)
     close({}, false);
   // else: write_next closes once the queue is written
 }
@@ -285,7 +470,11 @@ void channel_state::close(std::error_code reason, bool emit_now) {
   socket.close(ignored);
   inbox_.clear();
   close_reason_.reset();
+  incoming.drop_handles(); // descriptors no message took
+  unacked_.reset();
+  awaiting_ack_ = false;
   fail_queued();
+  fail_receives();
   if (emit_now)
     emit_close_events(reason);
   else
@@ -298,6 +487,7 @@ void channel_state::close_silently() {
   close({}, true);
   message_handlers.release();
   disconnect_handlers.release();
+  drain_handlers.release();
   error_handlers.release();
 }
 
@@ -345,9 +535,24 @@ void channel_state::after_disconnect() {
   // (a second disconnect() right after the first): their release is posted behind them.
   message_handlers.release();
   disconnect_handlers.release();
+  drain_handlers.release();
   boost::asio::post(executor, [self = shared_from_this()] { self->error_handlers.release(); });
   if (closed_hook)
     closed_hook();
+}
+
+void start_receive(const std::shared_ptr<channel_state>& state,
+                   std::unique_ptr<receive_completion> done) {
+  state->receive(std::move(done));
+}
+
+void cancel_receive(const std::weak_ptr<channel_state>& weak, receive_completion* done) {
+  if (auto state = weak.lock())
+    state->cancel_receive(done);
+}
+
+boost::asio::any_io_executor channel_executor(const channel_state& state) {
+  return state.executor;
 }
 
 } // namespace childproc::detail
@@ -399,9 +604,52 @@ bool channel::send(const message& msg, send_handler done) {
   return checked(state_).send(msg, std::move(done));
 }
 
+bool channel::send(const message& msg, owned_fd handle, send_handler done) {
+  return checked(state_).send(msg, std::move(done), std::move(handle));
+}
+
+owned_fd owned_fd::duplicate(int fd, std::error_code& ec) noexcept {
+  const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  ec = copy < 0 ? std::error_code(errno, std::system_category()) : std::error_code();
+  return owned_fd(copy);
+}
+
+owned_fd owned_fd::duplicate(int fd) {
+  std::error_code ec;
+  owned_fd copy = duplicate(fd, ec);
+  if (ec)
+    throw std::system_error(ec, "childproc: duplicating a descriptor");
+  return copy;
+}
+
 channel& channel::on_message(message_handler handler) {
+  if (handler)
+    checked(state_).message_handlers.add(
+        [handler = std::move(handler)](const message& m, channel) { handler(m); });
+  return *this;
+}
+
+channel& channel::on_message(channel_message_handler handler) {
   checked(state_).message_handlers.add(std::move(handler));
   return *this;
+}
+
+channel& channel::on_drain(drain_handler handler) {
+  checked(state_).drain_handlers.add(std::move(handler));
+  return *this;
+}
+
+std::size_t channel::high_water_mark() const noexcept {
+  return state_ ? state_->high_water : default_high_water_mark;
+}
+
+void channel::high_water_mark(std::size_t bytes) {
+  checked(state_).high_water = bytes;
+}
+
+const std::shared_ptr<detail::channel_state>& channel::checked_state() const {
+  checked(state_);
+  return state_;
 }
 
 channel& channel::on_disconnect(disconnect_handler handler) {

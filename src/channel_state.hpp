@@ -26,7 +26,11 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
                 std::size_t max_message_size);
 
   void start(); // begins reading
-  bool send(const message& m, send_handler done);
+  // `handle`: a descriptor sent with the message (closed once sent, or when it cannot be).
+  bool send(const message& m, send_handler done, owned_fd handle = {});
+  // async_receive: hands over the next queued message, or waits for one.
+  void receive(std::unique_ptr<receive_completion> done);
+  void cancel_receive(receive_completion* which);
   // Writes what is queued now, when batch_sends left it waiting for the posted flush.
   void flush();
   void disconnect(); // flush, then close
@@ -42,7 +46,8 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 
   // Released once `disconnect` was delivered (the error handlers a little later, after the
   // errors already posted by then), so that a handler capturing the channel does not keep it.
-  handler_list<message_handler> message_handlers;
+  handler_list<channel_message_handler> message_handlers;
+  handler_list<drain_handler> drain_handlers;
   handler_list<disconnect_handler> disconnect_handlers;
   handler_list<channel_error_handler> error_handlers;
   // Set by fork() on the parent side: errors also go to the child's on_error, and the child's
@@ -57,12 +62,16 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   // The pool's channels: the sends of one turn of the event loop are queued and written together
   // by one posted flush (one sendmsg for a batch of tasks or results), not one write each.
   bool batch_sends = false;
+  std::size_t high_water = channel::default_high_water_mark;
 
 private:
   struct pending_write {
     std::string bytes;                    // the whole frame, or a bytes message's header
     std::shared_ptr<std::string> payload; // a bytes message's own buffer (sent without a copy)
     send_handler done;
+    owned_fd handle; // sent with the first byte
+    bool control =
+        false; // Node's NODE_HANDLE_ACK/NACK: not held back while a handle awaits its ACK
     std::size_t size() const { return bytes.size() + (payload ? payload->size() : 0); }
   };
   void wait_readable();
@@ -72,6 +81,11 @@ private:
   // One recv into `buffer`, decoded into inbox_. False at EAGAIN; a close it calls for is left
   // in close_reason_.
   bool read_once(char* buffer);
+  // One recvmsg into `buffer`, with the descriptors that came with it (close-on-exec, >= 3).
+  ssize_t receive_with_fds(char* buffer, std::vector<owned_fd>& fds);
+  // Node's handle protocol: ACK/NACK to send, or received for the handle we sent.
+  void node_control(decoder::node_control c);
+  void queue_control(std::string_view line);
   // Delivers inbox_, then carries out the close the reads found; false once closed. When a
   // handler throws, the rest is delivered by a posted continuation, and the exception goes on.
   bool deliver_inbox(bool emit_now);
@@ -79,12 +93,19 @@ private:
   void write_next();
   void post_flush();
   bool write_once(std::vector<send_handler>& written); // false: wait (or stop)
+  void gather(); // gather_: the queue's front messages that may go in one sendmsg
+  // Pops the messages that `n` written bytes completed, collecting their completions.
+  void finish_written(std::size_t n, std::vector<send_handler>& written);
   void post_error(std::error_code ec, send_handler done);
   void report(std::error_code ec);
   void emit_close_events(std::error_code reason);
   void fail_queued();
   void emit_disconnect();
   void after_disconnect();
+  // A decoded message: to a pending receive, to the receive queue, or to the handlers.
+  void route(message&& m);
+  void fail_receives(); // the channel closed: pending receives get channel_closed
+  void drained();       // after writes: `drain` when send() returned false and the queue fell
 
   std::deque<pending_write> queue_;
   std::size_t front_written_ = 0; // bytes of queue_.front() already written
@@ -95,6 +116,15 @@ private:
   bool disconnect_called_ = false; // by the user: later calls report already_disconnected
   std::deque<message> inbox_;      // decoded, not yet delivered
   std::optional<std::error_code> close_reason_; // the reads reached the end (or bad input)
+  bool pulled_ = false;          // async_receive was called: messages go to the receive queue
+  std::deque<message> received_; // queued for async_receive
+  std::deque<std::unique_ptr<receive_completion>> receivers_; // pending receives, in order
+  bool need_drain_ = false; // send() returned false: `drain` is due below the mark
+  // node_json: the handle message sent and not acknowledged yet; nothing but ACK/NACK is sent
+  // until Node acknowledges it (Node's own rule), and a NACK sends it again.
+  bool awaiting_ack_ = false;
+  std::optional<pending_write> unacked_;
+  int retransmissions_ = 0;
 };
 
 // The library's access to the state behind a channel handle.

@@ -91,15 +91,17 @@ bool parse_json(std::string_view text, boost::json::value& out) {
   return !ec;
 }
 
-// Node's internal messages ({"cmd": "NODE_..."}) are not the application's.
-bool is_node_internal(const boost::json::value& v) {
+// Node's internal messages ({"cmd": "NODE_..."}) are not the application's: the command, or
+// empty for an application message.
+std::string_view node_command(const boost::json::value& v) {
   const auto* obj = v.if_object();
   if (!obj)
-    return false;
+    return {};
   const auto it = obj->find("cmd");
   if (it == obj->end() || !it->value().is_string())
-    return false;
-  return it->value().get_string().starts_with("NODE_");
+    return {};
+  const std::string_view cmd = it->value().get_string();
+  return cmd.starts_with("NODE_") ? cmd : std::string_view();
 }
 
 std::string serialize_json(const boost::json::value& v) {
@@ -161,20 +163,29 @@ boost::json::value finite_json(const boost::json::value& v) {
   }
 }
 
-std::string bytes_frame_header(std::size_t size) {
+std::string bytes_frame_header(std::size_t size, bool with_handle) {
   assert(size <= max_frame_payload);
   std::string header;
   put_u32le(header, static_cast<std::uint32_t>(size));
-  header += static_cast<char>(frame_kind::bytes);
+  header += static_cast<char>(static_cast<std::uint8_t>(frame_kind::bytes) |
+                              (with_handle ? frame_has_handle : 0));
   return header;
 }
 
-void encode(const message& m, wire w, std::string& out) {
+void encode(const message& m, wire w, std::string& out, bool with_handle,
+            std::string_view node_type) {
   if (w == wire::node_json) {
+    if (with_handle) {
+      out += "{\"cmd\":\"NODE_HANDLE\",\"type\":";
+      out += boost::json::serialize(boost::json::value(boost::json::string(node_type)));
+      out += ",\"msg\":";
+    }
     if (m.is_json())
       out += serialize_json(m.json());
     else
       append_buffer_json(m.bytes(), out);
+    if (with_handle)
+      out += '}';
     out += '\n';
     return;
   }
@@ -191,7 +202,8 @@ void encode(const message& m, wire w, std::string& out) {
   std::string header;
   assert(out.size() - start - frame_header_size <= max_frame_payload);
   put_u32le(header, static_cast<std::uint32_t>(out.size() - start - frame_header_size));
-  header += static_cast<char>(kind);
+  header +=
+      static_cast<char>(static_cast<std::uint8_t>(kind) | (with_handle ? frame_has_handle : 0));
   out.replace(start, frame_header_size, header);
 }
 
@@ -218,10 +230,13 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
     boost::json::value v;
     if (!parse_json(line, v))
       return make_error_code(errc::malformed_message);
-    if (!is_node_internal(v)) {
-      m = message(std::move(v));
-      deliver = true;
-    }
+    if (!node_command(v).empty())
+      return node_internal(v, m, deliver);
+    owned_fd none;
+    if (!claim(false, none))
+      return make_error_code(errc::malformed_message);
+    m = message(std::move(v));
+    deliver = true;
     return {};
   }
 
@@ -230,12 +245,16 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
   const std::uint32_t length = get_u32le(data.data());
   if (length > max_)
     return make_error_code(errc::message_too_large);
-  const auto kind = static_cast<frame_kind>(static_cast<unsigned char>(data[4]));
+  const auto kind_byte = static_cast<std::uint8_t>(data[4]);
+  const bool with_handle = (kind_byte & frame_has_handle) != 0;
+  const auto kind = static_cast<frame_kind>(kind_byte & ~frame_has_handle);
   if (kind != frame_kind::json && kind != frame_kind::bytes)
     return make_error_code(errc::malformed_message);
   if (data.size() - frame_header_size < length) {
     if (kind == frame_kind::bytes && length >= large_frame_) {
       // A large bytes frame: collect it in the message's buffer from now on (see feed()).
+      if (!claim(with_handle, large_handle_))
+        return make_error_code(errc::malformed_message);
       if (spare_ && spare_.use_count() == 1) {
         large_ = std::move(spare_);
         large_->clear(); // keeps the capacity: warm pages
@@ -251,6 +270,9 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
     }
     return {}; // incomplete
   }
+  owned_fd handle;
+  if (!claim(with_handle, handle))
+    return make_error_code(errc::malformed_message);
   const std::string_view payload = data.substr(frame_header_size, length);
   if (kind == frame_kind::bytes) {
     if (payload.size() >= large_frame_) {
@@ -268,7 +290,51 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
       return make_error_code(errc::malformed_message);
     m = message(std::move(v));
   }
+  if (handle)
+    message_access::attach_handle(m, std::move(handle));
   consumed = frame_header_size + length;
+  deliver = true;
+  return {};
+}
+
+bool decoder::claim(bool wanted, owned_fd& fd) {
+  // A read's descriptors belong to a frame starting inside that read: one starting after it
+  // finds them stray.
+  if (!batches_.empty() && batches_.front().to <= frame_start_)
+    return false;
+  if (!wanted)
+    return true;
+  if (batches_.empty() || batches_.front().from > frame_start_)
+    return false;
+  fd_batch batch = std::move(batches_.front());
+  batches_.pop_front();
+  if (batch.fds.size() != 1)
+    return false; // one descriptor per message: the rest would have no owner
+  fd = std::move(batch.fds.front());
+  return true;
+}
+
+std::error_code decoder::node_internal(boost::json::value& v, message& m, bool& deliver) {
+  const std::string_view cmd = node_command(v);
+  if (cmd == "NODE_HANDLE_ACK" || cmd == "NODE_HANDLE_NACK") {
+    controls_.push_back(cmd == "NODE_HANDLE_ACK" ? node_control::ack_received
+                                                 : node_control::nack_received);
+    return {};
+  }
+  const bool handle_message = cmd == "NODE_HANDLE";
+  owned_fd fd;
+  if (!claim(handle_message, fd)) {
+    if (!handle_message || (!batches_.empty() && batches_.front().to <= frame_start_))
+      return make_error_code(errc::malformed_message); // stray descriptors
+    controls_.push_back(node_control::send_nack);      // Node sends it again
+    return {};
+  }
+  if (!handle_message)
+    return {}; // Node's other internal messages (cluster's...) are not the application's
+  boost::json::value* inner = v.as_object().if_contains("msg");
+  m = message(inner ? std::move(*inner) : boost::json::value());
+  message_access::attach_handle(m, std::move(fd));
+  controls_.push_back(node_control::send_ack);
   deliver = true;
   return {};
 }

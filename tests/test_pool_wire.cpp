@@ -80,7 +80,7 @@ TEST_CASE("both envelope forms carry every op, its id, name and data over a chan
     pool_wire::reader reader;
     std::vector<envelope> got;
     std::error_code ec;
-    pair.b->message_handlers.add([&](const message& m) {
+    pair.b->message_handlers.add([&](const message& m, childproc::channel) {
       if (auto e = reader.feed(m, ec))
         got.push_back(std::move(*e));
     });
@@ -156,7 +156,7 @@ TEST_CASE("a batched channel writes a turn's sends after the turn, and a disconn
   pair.a->batch_sends = true;
   std::vector<message> got;
   bool peer_disconnected = false;
-  pair.b->message_handlers.add([&](const message& m) { got.push_back(m); });
+  pair.b->message_handlers.add([&](const message& m, childproc::channel) { got.push_back(m); });
   pair.b->disconnect_handlers.add([&] { peer_disconnected = true; });
   std::vector<std::error_code> completions;
   for (int i = 0; i < 10; ++i)
@@ -182,7 +182,7 @@ TEST_CASE("a batched channel's posted flush writes the whole turn at once", "[po
   CHECK(pair.a->pending_bytes == 0);
   CHECK(pair.unread() > 0);
   std::size_t received = 0;
-  pair.b->message_handlers.add([&](const message&) { ++received; });
+  pair.b->message_handlers.add([&](const message&, childproc::channel) { ++received; });
   pair.a->disconnect();
   pair.io.run();
   CHECK(received == 100);

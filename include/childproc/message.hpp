@@ -8,7 +8,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
+#include <unistd.h>
 #include <utility>
 #include <variant>
 
@@ -18,6 +20,50 @@ struct message_access;
 }
 
 inline namespace v1 {
+
+/// An owned file descriptor: a handle passed over a channel (Node's `send(message, handle)`).
+/// Closed on destruction unless released or moved into an Asio object (childproc::adopt, in
+/// channel.hpp).
+class owned_fd {
+public:
+  owned_fd() noexcept = default;
+  explicit owned_fd(int fd) noexcept : fd_(fd) {}
+  owned_fd(owned_fd&& o) noexcept : fd_(o.release()) {}
+  owned_fd& operator=(owned_fd&& o) noexcept {
+    if (this != &o)
+      reset(o.release());
+    return *this;
+  }
+  owned_fd(const owned_fd&) = delete;
+  owned_fd& operator=(const owned_fd&) = delete;
+  ~owned_fd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1) noexcept {
+    if (fd_ >= 0)
+      ::close(fd_);
+    fd_ = fd;
+  }
+
+  /// A duplicate of `fd` (close-on-exec, numbered 3 or above): how to send a descriptor this
+  /// process keeps using (Node's `keepOpen`). Throws std::system_error.
+  static owned_fd duplicate(int fd);
+  static owned_fd duplicate(int fd, std::error_code& ec) noexcept;
+  /// Takes the descriptor out of an Asio I/O object (a socket, an acceptor, a
+  /// stream_descriptor), which is left closed: `owned_fd::from(std::move(socket))`.
+  template <class IoObject>
+  requires requires(IoObject& o) { o.release(); }
+  static owned_fd from(IoObject&& object) { return owned_fd(object.release()); }
+
+private:
+  int fd_ = -1;
+};
 
 /// One message of a channel. Node sends JSON values; childproc channels also carry raw bytes
 /// without any encoding (framed serialization; over a Node channel they travel as Node's Buffer
@@ -61,12 +107,23 @@ public:
     return boost::json::value_to<T>(json());
   }
 
+  /// True while a handle (a descriptor sent with the message) came with it and nobody took it.
+  bool has_handle() const noexcept { return handle_ && handle_->fd; }
+  /// The handle that came with the message, once: copies of a message share it, and whoever
+  /// takes it first owns it (an empty owned_fd afterwards, and for a message without one). A
+  /// handle nobody takes is closed with the last copy of the message.
+  owned_fd take_handle() const noexcept { return handle_ ? std::move(handle_->fd) : owned_fd(); }
+
 private:
   friend struct detail::message_access;
   struct raw {
     std::shared_ptr<std::string> data;
   };
+  struct handle_slot {
+    owned_fd fd;
+  };
   std::variant<boost::json::value, raw> content_;
+  std::shared_ptr<handle_slot> handle_;
 };
 
 } // namespace v1

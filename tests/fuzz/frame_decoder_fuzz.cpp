@@ -6,7 +6,10 @@
 //    decoder gives the same messages, the same error and the same partial() as in one read;
 //  - an error is final: feeding more returns the same error and delivers nothing;
 //  - every decoded message re-encodes to bytes that decode to an equal message (non-finite
-//    doubles becoming null, as in Node).
+//    doubles becoming null, as in Node);
+//  - with descriptors given with some reads (duplicates of /dev/null), every one of them is
+//    closed once the decoder and its messages are gone, and no message gets more handles than
+//    were given.
 // The limit (fuzz_limit) is below the -max_len that .ci/run gives libFuzzer, so that lines and
 // frames over it occur: both formats' message_too_large branches are reached.
 #include "../../src/frame.hpp"
@@ -18,8 +21,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <fcntl.h>
 #include <limits>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 using childproc::message;
@@ -98,6 +103,40 @@ decoded decode(wire format, std::string_view input, Cut cut) {
   return out;
 }
 
+// Decodes `input` in reads of cut(i) bytes, giving a descriptor with the reads that give(i) picks;
+// aborts if a descriptor outlives the decoder and the messages.
+template <class Cut, class Give>
+void decode_with_fds(wire format, std::string_view input, Cut cut, Give give) {
+  static const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  std::vector<int> given;
+  std::size_t handles = 0;
+  {
+    decoder d(format, fuzz_limit, /*large_frame=*/16);
+    std::vector<message> messages;
+    for (std::size_t i = 0; i < input.size();) {
+      const std::size_t n = std::min(cut(i), input.size() - i);
+      std::vector<childproc::owned_fd> fds;
+      if (give(i)) {
+        fds.emplace_back(::fcntl(null_fd, F_DUPFD_CLOEXEC, 3));
+        given.push_back(fds.back().get());
+      }
+      const std::error_code ec = d.feed(input.substr(i, n), std::move(fds), [&](message&& m) {
+        handles += m.has_handle();
+        messages.push_back(std::move(m));
+      });
+      (void)d.take_node_controls();
+      if (ec)
+        break;
+      i += n;
+    }
+  }
+  if (handles > given.size())
+    std::abort();
+  for (int fd : given)
+    if (::fcntl(fd, F_GETFD) >= 0)
+      std::abort(); // leaked
+}
+
 bool same_exactly(const message& a, const message& b) {
   if (a.is_bytes() != b.is_bytes())
     return false;
@@ -128,6 +167,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::abort();
   if (!whole.error && whole.partial != cut.partial)
     std::abort();
+  decode_with_fds(
+      format, input,
+      [&](std::size_t i) {
+        return 1 + ((static_cast<unsigned char>(input[i]) * 31u + seed * 11u + i) % 64u);
+      },
+      [&](std::size_t i) { return ((input[i] ^ seed) & 3) == 0; });
 
   for (const message& m : whole.messages) {
     std::string encoded;

@@ -81,15 +81,28 @@
 //   pool-worker-slow-start MS  sleeps MS milliseconds, then acts as pool-worker
 //   pool-worker-flaky-start FILE N  appends a byte to FILE; exits with 3 while FILE holds at
 //                      most N bytes, then acts as pool-worker (a start-up that recovers)
+//   chan-handles       on its parent channel: {"fds":1} is answered with its open fds;
+//                      {"ignore":1} with {"ignored":1}, leaving the message's handle untaken;
+//                      {"give":KIND,"text":T} with {"kind":KIND} and a KIND handle holding T
+//                      (tests/helpers/handles.hpp); {"tcp":T} serves T and its pid on the TCP
+//                      socket that came with it; anything else with {"i":..,"kind":..,"text":..}
+//                      of the handle that came with it (kind "none" without one)
+//   chan-crash-fd      writes half a frame that carries a descriptor, with a pipe's read end,
+//                      to the channel fd, then aborts
+//   chan-many-fds      writes a plain frame ({}) with 8 descriptors to the channel fd, then
+//                      waits for EOF
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
 #include <childproc/fork.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 
+#include "handles.hpp"
 #include "order.hpp"
 #include "pool_worker.hpp"
 #include "watcher_modes.hpp"
@@ -604,6 +617,73 @@ int run(int argc, char** argv) {
     if (starts <= std::atol(argv[3]))
       ::_exit(3);
     return pool_worker::serve(false);
+  }
+  if (mode == "chan-handles") {
+    boost::asio::io_context io;
+    auto channel = childproc::parent_channel(io);
+    channel.on_message([&](const childproc::message& m) {
+      const auto& o = m.json().as_object();
+      if (o.contains("fds")) {
+        boost::json::array fds;
+        for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+          fds.push_back(std::stoi(e.path().filename().string()));
+        channel.send(boost::json::value{{"fds", fds}});
+      } else if (o.contains("ignore")) {
+        channel.send(boost::json::value{{"ignored", 1}});
+      } else if (o.contains("give")) {
+        const std::string kind(o.at("give").as_string());
+        childproc::owned_fd fd(handles::make(kind, std::string(o.at("text").as_string())));
+        channel.send(boost::json::value{{"kind", kind}}, std::move(fd));
+      } else if (o.contains("tcp")) {
+        auto socket = childproc::adopt<boost::asio::ip::tcp::socket>(io, m.take_handle());
+        const std::string text =
+            std::string(o.at("tcp").as_string()) + " " + std::to_string(::getpid());
+        boost::asio::write(socket, boost::asio::buffer(text));
+        channel.send(boost::json::value{{"served", 1}});
+      } else {
+        const childproc::owned_fd fd = m.take_handle();
+        channel.send(boost::json::value{{"i", o.contains("i") ? o.at("i") : nullptr},
+                                        {"kind", fd ? handles::kind_of(fd.get()) : "none"},
+                                        {"text", fd ? handles::read_text(fd.get()) : ""}});
+      }
+    });
+    io.run(); // ends when the parent disconnects or dies
+    return 0;
+  }
+  if (mode == "chan-crash-fd" || mode == "chan-many-fds") {
+    const char* fd_text = std::getenv("CHILDPROC_CHANNEL_FD");
+    if (!fd_text)
+      return 7;
+    const int channel_fd = std::atoi(fd_text);
+    const bool crash = mode == "chan-crash-fd";
+    // Crashing: a JSON frame that carries a descriptor, 100 bytes announced and 5 sent. Else a
+    // plain JSON frame, sent with 8 descriptors (more than a channel expects in a read).
+    const std::string frame = crash ? std::string("\x64\x00\x00\x00\x81", 5) + "{\"a\":"
+                                    : std::string("\x02\x00\x00\x00\x01", 5) + "{}";
+    const int count = crash ? 1 : 8;
+    int fds[8];
+    for (int k = 0; k < count; ++k)
+      fds[k] = handles::make("pipe", "in flight");
+    iovec data{const_cast<char*>(frame.data()), frame.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
+    msghdr header{};
+    header.msg_iov = &data;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+    cmsghdr* c = CMSG_FIRSTHDR(&header);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
+    if (::sendmsg(channel_fd, &header, 0) < 0)
+      return 8;
+    if (crash)
+      std::abort();
+    char buf[256];
+    while (::read(channel_fd, buf, sizeof buf) > 0) {
+    }
+    return 0;
   }
   return 2;
 }

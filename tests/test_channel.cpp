@@ -609,3 +609,27 @@ TEST_CASE("a pipe cannot go to a Node peer: invalid_argument, and it is closed",
   }
   CHECK(test::open_fds() == before);
 }
+
+// Before the fix: a NODE_HANDLE line was dropped as one of Node's internal messages, whether or
+// not a descriptor came with it (no message, nothing to answer).
+TEST_CASE("the node_json decoder delivers a NODE_HANDLE's message with its descriptor and asks for "
+          "an ACK, or a NACK without one",
+          "[channel][handles][frame]") {
+  using childproc::detail::decoder;
+  using childproc::detail::wire;
+  using control = decoder::node_control;
+  const std::string line = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":{\"a\":1}}\n";
+  decoder d(wire::node_json, 1 << 20);
+  std::vector<childproc::message> got;
+  auto sink = [&](childproc::message&& m) { got.push_back(std::move(m)); };
+  CHECK(!d.feed(line, sink)); // no descriptor came: Node is asked to send it again
+  CHECK(got.empty());
+  CHECK(d.take_node_controls() == std::vector<control>{control::send_nack});
+  std::vector<childproc::owned_fd> fds;
+  fds.emplace_back(handles::make("pipe", "x"));
+  CHECK(!d.feed(line + "{\"cmd\":\"NODE_HANDLE_ACK\"}\n", std::move(fds), sink));
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].json() == boost::json::value{{"a", 1}});
+  CHECK(got[0].has_handle());
+  CHECK(d.take_node_controls() == std::vector<control>{control::send_ack, control::ack_received});
+}

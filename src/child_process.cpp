@@ -1,4 +1,5 @@
 // child_process: the handle, and the state machine that orders its events.
+#include "asio_error.hpp"
 #include "child_state.hpp"
 
 #include <boost/asio/dispatch.hpp>
@@ -220,15 +221,17 @@ void child_state::maybe_close() {
 void child_state::complete_waiters() {
   auto pending = std::move(waiters);
   waiters.clear();
-  boost::system::error_code ec;
-  if (launch_error)
-    ec = launch_error->code();
+  const boost::system::error_code ec = wait_error();
   for (auto& w : pending) {
     auto result = ec;
     if (w->cancelled && !result)
       result = asio::error::operation_aborted;
     w->complete(result, *status);
   }
+}
+
+boost::system::error_code child_state::wait_error() const noexcept {
+  return launch_error ? to_asio_error(launch_error->code()) : boost::system::error_code();
 }
 
 void child_state::shut_down_io() noexcept {
@@ -369,10 +372,7 @@ void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<
   if (state->io_shut_down)
     return; // abandoned, as any operation on a context that is gone
   if (state->status) {
-    boost::system::error_code ec;
-    if (state->launch_error)
-      ec = state->launch_error->code();
-    w->complete(ec, *state->status);
+    w->complete(state->wait_error(), *state->status);
     return;
   }
   state->waiters.push_back(std::move(w));

@@ -111,6 +111,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void reader_ended();
   void maybe_close();
   void complete_waiters();
+  // The error an async_wait completes with: the launch failure, or none.
+  boost::system::error_code wait_error() const noexcept;
   // The execution context is shutting down: destroy the I/O objects while its services exist,
   // hand the child to the background reaper, and drop every handler (no event comes any more).
   void shut_down_io() noexcept;

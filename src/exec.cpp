@@ -1,5 +1,6 @@
 // exec / exec_file: spawn, buffer both output streams under max_buffer, and complete at `close`
 // with Node's error rules.
+#include "asio_error.hpp"
 #include "child_state.hpp"
 #include "output_limit.hpp"
 
@@ -64,7 +65,7 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
     }
     boost::system::error_code ec;
     if (launch_error)
-      ec = launch_error;
+      ec = to_asio_error(launch_error);
     else if (over_limit)
       ec = sync ? std::error_code(ENOBUFS, std::system_category()) // Node's sync ENOBUFS
                 : make_error_code(errc::max_buffer_exceeded);

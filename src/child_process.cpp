@@ -473,6 +473,15 @@ bool child_process::kill(int signal) {
   return false;
 }
 
+bool child_process::kill(std::string_view signal, std::error_code& ec) noexcept {
+  const int number = signal_number(signal, ec);
+  return !ec && kill(number, ec);
+}
+
+bool child_process::kill(std::string_view signal) {
+  return kill(signal_number(signal)); // an unknown name throws, as Node's ERR_UNKNOWN_SIGNAL
+}
+
 bool child_process::killed() const noexcept {
   return state_ && state_->killed;
 }

@@ -57,6 +57,8 @@ public:
       return "the worker has no task of that name";
     case errc::worker_start_failed:
       return "workers keep failing during start-up";
+    case errc::unknown_signal:
+      return "Unknown signal";
     }
     return "unknown childproc error";
   }
@@ -66,6 +68,7 @@ public:
     };
     switch (static_cast<errc>(value)) {
     case errc::invalid_argument:
+    case errc::unknown_signal:
       return generic(EINVAL);
     case errc::timed_out:
       return generic(ETIMEDOUT);

@@ -8,6 +8,12 @@ extern char** environ;
 namespace childproc {
 inline namespace v1 {
 
+signal_choice::signal_choice(std::string_view name) noexcept {
+  std::error_code ec;
+  number_ = signal_number(name, ec); // 0 for an unknown name, which spawn() refuses
+  unknown_name_ = static_cast<bool>(ec);
+}
+
 env_map current_env() {
   env_map env;
   for (char** p = environ; p && *p; ++p) {

@@ -206,6 +206,10 @@ void build_stdio(prepared& p, const spawn_options& o, std::error_code& ec, spawn
 void prepare(prepared& p, std::string file, std::vector<std::string> args, const spawn_options& o,
              std::error_code& ec, spawn_step& step) {
   step = spawn_step::none;
+  if (o.kill_signal.unknown_name()) {
+    ec = make_error_code(errc::unknown_signal);
+    return;
+  }
   if (!valid_request(file, args, o)) {
     ec = make_error_code(errc::invalid_argument);
     return;

@@ -126,3 +126,42 @@ TEST_CASE("childproc's own codes arrive in the category named childproc in every
   CHECK(as_boost == std::errc::timed_out);
   CHECK(std::error_code(as_boost) == childproc::errc::timed_out);
 }
+
+// Before the fix: did not compile (no kill(name), no kill_signal by name), and (test_errors)
+// signal_number("SIGFOO") returned 0, which kill() takes as a probe that "succeeds".
+TEST_CASE("signals by name: kill and kill_signal take Node's names; an unknown name is an error",
+          "[node-errors]") {
+  std::error_code ec;
+  CHECK(childproc::signal_number("SIGTERM", ec) == SIGTERM);
+  CHECK_FALSE(ec);
+  CHECK(childproc::signal_number("SIGFOO", ec) == 0);
+  CHECK(ec == childproc::errc::unknown_signal);
+  CHECK(ec == std::errc::invalid_argument);
+  CHECK_THROWS_WITH(childproc::signal_number("SIGFOO"), Catch::Contains("Unknown signal: SIGFOO"));
+
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"sleep", "10000"});
+  CHECK_FALSE(child.kill("SIGFOO", ec));
+  CHECK(ec == childproc::errc::unknown_signal);
+  CHECK_THROWS_AS(child.kill("SIGFOO"), std::system_error);
+  CHECK_FALSE(child.killed()); // nothing was sent, not even a probe
+  std::optional<int> signal;
+  child.on_exit([&](std::optional<int>, std::optional<int> s) { signal = s; });
+  CHECK(child.kill("SIGINT"));
+  io.run();
+  CHECK(signal == SIGINT);
+
+  asio::io_context io2;
+  childproc::spawn_options by_name{.timeout = std::chrono::milliseconds(50),
+                                   .kill_signal = "SIGUSR1"};
+  auto timed = childproc::spawn(io2, test::helper, {"sleep", "10000"}, by_name);
+  std::optional<int> timed_signal;
+  timed.on_exit([&](std::optional<int>, std::optional<int> s) { timed_signal = s; });
+  io2.run();
+  CHECK(timed_signal == SIGUSR1);
+
+  childproc::spawn_options unknown{.kill_signal = "SIGFOO"};
+  auto none = childproc::spawn(io2, test::helper, {"exit", "0"}, unknown, ec);
+  CHECK(ec == childproc::errc::unknown_signal);
+  CHECK_FALSE(none);
+}

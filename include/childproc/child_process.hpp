@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -99,6 +100,11 @@ public:
   /// error_code-less form when there are none) and return false. Signal 0 only probes.
   bool kill(int signal = SIGTERM);
   bool kill(int signal, std::error_code& ec) noexcept;
+  /// kill() by Node's signal name ("SIGTERM", or "TERM"). An unknown name sends nothing and is
+  /// errc::unknown_signal (Node's ERR_UNKNOWN_SIGNAL): thrown as std::system_error by the first
+  /// form whatever the on_error handlers (Node throws it), set in `ec` by the second.
+  bool kill(std::string_view signal);
+  bool kill(std::string_view signal, std::error_code& ec) noexcept;
 
   /// True once a signal sent through kill() (or by the library's timeout) was delivered.
   bool killed() const noexcept;

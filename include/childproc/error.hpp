@@ -39,6 +39,8 @@ enum class errc {
   task_failed,          ///< pool: the task's handler threw; the message carries its error
   unknown_task,         ///< pool: no handler of the task's name in the worker
   worker_start_failed,  ///< pool: workers keep dying before they are ready; respawning paused
+  unknown_signal, ///< a signal name that names no signal (Node's ERR_UNKNOWN_SIGNAL); compares
+                  ///< equal to std::errc::invalid_argument
 };
 
 /// The category of childproc::errc.

@@ -3,6 +3,8 @@
 //   auto child = childproc::spawn(io, "ls", {"-lh"}, {.cwd = "/tmp", .timeout = 5s});
 #pragma once
 
+#include <childproc/exit_status.hpp>
+
 #include <chrono>
 #include <csignal>
 #include <cstddef>
@@ -64,6 +66,26 @@ private:
   std::string path_;
 };
 
+/// A signal by number (SIGTERM) or by Node's name ("SIGTERM", "TERM"). A name is looked up at
+/// once; one that names no signal makes spawn() fail with errc::unknown_signal (Node's
+/// ERR_UNKNOWN_SIGNAL), never signal 0.
+class signal_choice {
+public:
+  constexpr signal_choice(int number = SIGTERM) noexcept : number_(number) {}
+  signal_choice(std::string_view name) noexcept;
+  signal_choice(const char* name) noexcept : signal_choice(std::string_view(name)) {}
+  signal_choice(const std::string& name) noexcept : signal_choice(std::string_view(name)) {}
+  /// The signal's number (0 for an unknown name).
+  constexpr int number() const noexcept { return number_; }
+  constexpr operator int() const noexcept { return number_; }
+  /// True when it was given as a name that names no signal.
+  constexpr bool unknown_name() const noexcept { return unknown_name_; }
+
+private:
+  int number_;
+  bool unknown_name_ = false;
+};
+
 /// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
 using env_map = std::map<std::string, std::optional<std::string>, std::less<>>;
 
@@ -117,8 +139,10 @@ struct spawn_options {
   /// max_timeout: errc::invalid_argument.
   std::chrono::milliseconds timeout{0};
 
-  /// The signal used by timeout, cancellation and kill_on_destroy. Default: SIGTERM.
-  int kill_signal = SIGTERM;
+  /// The signal used by timeout, cancellation and kill_on_destroy: a number or Node's name
+  /// ("SIGINT"). Default: SIGTERM. An unknown name: errc::unknown_signal; 0 or a number past
+  /// the last signal: errc::invalid_argument.
+  signal_choice kill_signal = SIGTERM;
 
   /// Beyond Node: after the library signalled the child with kill_signal (timeout, cancellation),
   /// send SIGKILL if it is still running this long after. Default: zero, never escalate. Negative

@@ -7,6 +7,7 @@
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/query.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <cerrno>
 #include <csignal>
@@ -226,7 +227,7 @@ void child_state::complete_waiters() {
     auto result = ec;
     if (w->cancelled && !result)
       result = asio::error::operation_aborted;
-    w->complete(result, *status);
+    w->complete(result, *status, launch_error ? &*launch_error : nullptr);
   }
 }
 
@@ -368,11 +369,26 @@ io_registration::~io_registration() {
     registry->remove(*this);
 }
 
+void exit_waiter::complete(boost::system::error_code ec, const exit_status& status,
+                           const process_error* launch_error) {
+  if (done) {
+    done->complete(ec, status);
+    return;
+  }
+  std::exception_ptr failure;
+  if (launch_error)
+    failure = std::make_exception_ptr(*launch_error); // "spawn <file> ENOENT", with its fields
+  else if (ec)
+    failure = std::make_exception_ptr(boost::system::system_error(ec));
+  done_throwing->complete(failure, status);
+}
+
 void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w) {
   if (state->io_shut_down)
     return; // abandoned, as any operation on a context that is gone
   if (state->status) {
-    w->complete(state->wait_error(), *state->status);
+    w->complete(state->wait_error(), *state->status,
+                state->launch_error ? &*state->launch_error : nullptr);
     return;
   }
   state->waiters.push_back(std::move(w));

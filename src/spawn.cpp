@@ -361,5 +361,11 @@ child_process spawn_with_channel(const asio::any_io_executor& ex, std::string fi
   return child;
 }
 
+child_process spawn_reporting(const asio::any_io_executor& ex, std::string file,
+                              std::vector<std::string> args, const spawn_options& options,
+                              std::optional<process_error>& failure) {
+  return v1::spawn_impl(ex, std::move(file), std::move(args), options, {}, failure);
+}
+
 } // namespace detail
 } // namespace childproc

@@ -74,7 +74,7 @@ TEST_CASE("an OS error arrives as its errno in the system category in every form
   std::error_code sync_ec;
   childproc::exec_file_sync(missing, {}, {}, sync_ec);
   got.push_back(seen(sync_ec));
-  got.push_back(seen(childproc::spawn_sync(missing).error));
+  got.push_back(seen(childproc::spawn_sync(missing).error.value().code()));
 
   REQUIRE(got.size() == 6);
   for (const auto& s : got)
@@ -164,4 +164,197 @@ TEST_CASE("signals by name: kill and kill_signal take Node's names; an unknown n
   auto none = childproc::spawn(io2, test::helper, {"exit", "0"}, unknown, ec);
   CHECK(ec == childproc::errc::unknown_signal);
   CHECK_FALSE(none);
+}
+
+// Before the fix: async_wait's future said "No such file or directory [system:2]"; spawn_sync's
+// timeout "Connection timed out"; exec with a missing cwd "spawn true ENOENT"; exec_file
+// "spawn /nonexistent/childproc-missing-program a b ENOENT".
+TEST_CASE("error messages name the program and the failed step in Node's words", "[node-errors]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, missing);
+  auto future = child.async_wait(asio::use_future);
+  io.run();
+  std::string waited;
+  try {
+    future.get();
+  } catch (const std::exception& e) {
+    waited = e.what();
+  }
+  CHECK_THAT(waited, Catch::StartsWith("spawn " + missing + " ENOENT"));
+
+  childproc::spawn_sync_options quick{.timeout = std::chrono::milliseconds(50)};
+  auto timed = childproc::spawn_sync(test::helper, {"sleep", "10000"}, quick);
+  REQUIRE(timed.error);
+  CHECK_THAT(timed.error->what(), Catch::StartsWith("spawnSync " + test::helper + " ETIMEDOUT"));
+
+  std::string no_cwd, no_file;
+  try {
+    childproc::exec_sync("true", {.cwd = "/nonexistent/childproc-dir"});
+  } catch (const childproc::exec_error& e) {
+    no_cwd = e.what();
+  }
+  CHECK_THAT(no_cwd, Catch::StartsWith("spawn /bin/sh ENOENT (chdir)"));
+  try {
+    childproc::exec_file_sync(missing, {"a", "b"});
+  } catch (const childproc::exec_error& e) {
+    no_file = e.what();
+  }
+  CHECK_THAT(no_file, Catch::StartsWith("spawn " + missing + " ENOENT"));
+  CHECK_THAT(no_file, !Catch::Contains(" a b"));
+}
+
+namespace {
+
+// One failing exec_file run, and what its error must carry.
+struct failing_run {
+  std::string name;
+  std::string file;
+  std::vector<std::string> args;
+  childproc::exec_options options;
+  std::error_code async_code, sync_code;
+  std::string syscall; // empty: not a launch failure
+  std::optional<int> exit_code, signal;
+  bool killed = false;
+};
+
+std::vector<failing_run> failing_runs() {
+  using namespace std::chrono_literals;
+  const auto sys = [](int e) { return std::error_code(e, std::system_category()); };
+  std::vector<failing_run> runs;
+  runs.push_back({"ENOENT",
+                  missing,
+                  {"x"},
+                  {},
+                  sys(ENOENT),
+                  sys(ENOENT),
+                  "spawn " + missing,
+                  std::nullopt,
+                  std::nullopt,
+                  false});
+  runs.push_back({"EACCES",
+                  "/etc/passwd",
+                  {"x"},
+                  {},
+                  sys(EACCES),
+                  sys(EACCES),
+                  "spawn /etc/passwd",
+                  std::nullopt,
+                  std::nullopt,
+                  false});
+  runs.push_back({"timeout",
+                  test::helper,
+                  {"sleep", "10000"},
+                  {.timeout = 50ms},
+                  childproc::errc::timed_out,
+                  childproc::errc::timed_out,
+                  "",
+                  std::nullopt,
+                  SIGTERM,
+                  true});
+  runs.push_back({"max_buffer",
+                  test::helper,
+                  {"out", "10000000"},
+                  {.max_buffer = 10},
+                  childproc::errc::max_buffer_exceeded,
+                  sys(ENOBUFS),
+                  "",
+                  std::nullopt,
+                  SIGTERM,
+                  true});
+  runs.push_back({"exit 3",
+                  test::helper,
+                  {"exit", "3"},
+                  {},
+                  childproc::errc::nonzero_exit,
+                  childproc::errc::nonzero_exit,
+                  "",
+                  3,
+                  std::nullopt,
+                  false});
+  return runs;
+}
+
+void check_fields(const failing_run& run, const childproc::exec_error& e, bool sync) {
+  INFO(run.name << (sync ? " (sync)" : " (async)") << ": " << e.what());
+  CHECK(e.code() == (sync ? run.sync_code : run.async_code));
+  CHECK(e.syscall() == run.syscall);
+  CHECK(e.path() == (run.syscall.empty() ? "" : run.file));
+  CHECK(e.spawn_args() == (run.syscall.empty() ? std::vector<std::string>{} : run.args));
+  CHECK(e.cmd() ==
+        run.file + " " + run.args.at(0) + (run.args.size() > 1 ? " " + run.args[1] : ""));
+  CHECK(e.exit_code() == run.exit_code);
+  CHECK(e.signal() == run.signal);
+  CHECK(e.killed() == run.killed);
+  CHECK(e.result().pid.has_value() == run.syscall.empty());
+}
+
+} // namespace
+
+// Before the fix: did not compile: exec_error had no syscall(), path() or spawn_args(), and
+// spawn_sync_result::error was a bare error_code (no syscall, path, spawnargs).
+TEST_CASE("exec errors carry Node's fields in every form", "[node-errors]") {
+  for (const auto& run : failing_runs()) {
+    asio::io_context io;
+    std::vector<childproc::exec_error> async_errors;
+    childproc::async_exec_file(io, run.file, run.args, run.options,
+                               [&](boost::system::error_code ec, childproc::exec_result r) {
+                                 async_errors.emplace_back(ec, std::move(r));
+                               });
+    auto future = childproc::async_exec_file(io, run.file, run.args, run.options, asio::use_future);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          auto ex = co_await asio::this_coro::executor;
+          const auto options = run.options;
+          try {
+            co_await childproc::async_exec_file(ex, run.file, run.args, options,
+                                                asio::use_awaitable);
+          } catch (const childproc::exec_error& e) {
+            async_errors.push_back(e);
+          }
+        },
+        asio::detached);
+    io.run();
+    try {
+      future.get();
+    } catch (const childproc::exec_error& e) {
+      async_errors.push_back(e);
+    }
+    REQUIRE(async_errors.size() == 3);
+    for (const auto& e : async_errors)
+      check_fields(run, e, false);
+
+    try {
+      childproc::exec_file_sync(run.file, run.args, run.options);
+      FAIL("no error");
+    } catch (const childproc::exec_error& e) {
+      check_fields(run, e, true);
+    }
+    std::error_code ec;
+    auto r = childproc::exec_file_sync(run.file, run.args, run.options, ec);
+    check_fields(run, childproc::exec_error(ec, std::move(r)), true);
+  }
+}
+
+// Before the fix: did not compile: spawn_sync_result::error was a bare error_code.
+TEST_CASE("spawn_sync's error carries Node's syscall, path and spawnargs", "[node-errors]") {
+  using namespace std::chrono_literals;
+  const auto missing_run = childproc::spawn_sync(missing, {"x"});
+  REQUIRE(missing_run.error);
+  CHECK(missing_run.error->code() == std::errc::no_such_file_or_directory);
+  CHECK(missing_run.error->syscall() == "spawnSync " + missing);
+  CHECK(missing_run.error->path() == missing);
+  CHECK(missing_run.error->spawn_args() == std::vector<std::string>{"x"});
+  childproc::spawn_sync_options quick{.timeout = 50ms};
+  const auto timed = childproc::spawn_sync(test::helper, {"sleep", "10000"}, quick);
+  REQUIRE(timed.error);
+  CHECK(timed.error->code() == std::errc::timed_out);
+  CHECK(timed.error->syscall() == "spawnSync " + test::helper);
+  CHECK(timed.error->spawn_args() == std::vector<std::string>{"sleep", "10000"});
+  CHECK(timed.signal == SIGTERM);
+  childproc::spawn_sync_options small{.max_buffer = 10};
+  const auto over = childproc::spawn_sync(test::helper, {"out", "10000000"}, small);
+  REQUIRE(over.error);
+  CHECK(over.error->code() == std::errc::no_buffer_space);
+  CHECK(over.error->syscall() == "spawnSync " + test::helper);
 }

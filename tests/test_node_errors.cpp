@@ -358,3 +358,24 @@ TEST_CASE("spawn_sync's error carries Node's syscall, path and spawnargs", "[nod
   CHECK(over.error->code() == std::errc::no_buffer_space);
   CHECK(over.error->syscall() == "spawnSync " + test::helper);
 }
+
+// Shows docs/node-differences.md's entry (Node's execSync passes stderr through).
+TEST_CASE("exec_sync captures stderr in the result and the error", "[node-errors]") {
+  CHECK(childproc::exec_sync("echo said >&2").err == "said\n");
+  try {
+    childproc::exec_sync("echo failed >&2; exit 2");
+    FAIL("no throw");
+  } catch (const childproc::exec_error& e) {
+    CHECK(e.result().err == "failed\n");
+    CHECK_THAT(e.what(), Catch::Contains("failed\n"));
+  }
+}
+
+// Before the fix: the child printed "A=4\nB=5\nM=3\nZ=6\n": env_map was a std::map, sorted.
+TEST_CASE("the child sees its environment in the order given", "[node-errors][env]") {
+  childproc::env_map env{{"Z", "1"}, {"A", "2"}, {"GONE", std::nullopt}, {"M", "3"}};
+  env["A"] = "4"; // an existing name keeps its place
+  childproc::spawn_sync_options options{.env = env, .env_overrides = {{"B", "5"}, {"Z", "6"}}};
+  const auto r = childproc::spawn_sync("/usr/bin/env", {}, options);
+  CHECK(r.out == "Z=6\nA=4\nM=3\nB=5\n");
+}

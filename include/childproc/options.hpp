@@ -8,10 +8,12 @@
 #include <chrono>
 #include <csignal>
 #include <cstddef>
-#include <map>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
+#include <utility>
 #include <vector>
 
 namespace childproc {
@@ -86,8 +88,42 @@ private:
   bool unknown_name_ = false;
 };
 
-/// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
-using env_map = std::map<std::string, std::optional<std::string>, std::less<>>;
+/// Environment variables, in the order given: the child sees them in that order, as Node passes
+/// its env object's keys. A value of std::nullopt leaves the variable out (Node's `undefined`).
+/// A name appears once: assigning one that is there changes its value in place (also in the
+/// initializer list, where the last value wins, as in an object literal). Lookups are linear:
+/// an environment has tens of entries.
+class env_map {
+public:
+  using value_type = std::pair<std::string, std::optional<std::string>>;
+  using iterator = std::vector<value_type>::iterator;
+  using const_iterator = std::vector<value_type>::const_iterator;
+
+  env_map() = default;
+  env_map(std::initializer_list<value_type> entries);
+
+  /// The value of `name`, appended (unset) when absent.
+  std::optional<std::string>& operator[](std::string_view name);
+  /// Appends `name` unless it is there (std::map's emplace); the bool says whether it was added.
+  std::pair<iterator, bool> emplace(std::string name, std::optional<std::string> value);
+  iterator find(std::string_view name) noexcept;
+  const_iterator find(std::string_view name) const noexcept;
+  bool contains(std::string_view name) const noexcept { return find(name) != end(); }
+  /// Removes `name`; returns how many entries went (0 or 1).
+  std::size_t erase(std::string_view name);
+
+  iterator begin() noexcept { return entries_.begin(); }
+  iterator end() noexcept { return entries_.end(); }
+  const_iterator begin() const noexcept { return entries_.begin(); }
+  const_iterator end() const noexcept { return entries_.end(); }
+  std::size_t size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+  friend bool operator==(const env_map&, const env_map&) = default;
+
+private:
+  friend env_map current_env(); // fills entries_ directly: environ's names are already unique
+  std::vector<value_type> entries_;
+};
 
 /// The parent's environment as an env_map (a snapshot of `environ`). Entries without a name
 /// ("=x", which execve allows) or without '=' are left out: no variable can be made of them.

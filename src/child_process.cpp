@@ -1,4 +1,5 @@
 // child_process: the handle, and the state machine that orders its events.
+#include "asio_error.hpp"
 #include "child_state.hpp"
 
 #include <boost/asio/dispatch.hpp>
@@ -6,6 +7,7 @@
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/query.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <cerrno>
 #include <csignal>
@@ -220,15 +222,17 @@ void child_state::maybe_close() {
 void child_state::complete_waiters() {
   auto pending = std::move(waiters);
   waiters.clear();
-  boost::system::error_code ec;
-  if (launch_error)
-    ec = launch_error->code();
+  const boost::system::error_code ec = wait_error();
   for (auto& w : pending) {
     auto result = ec;
     if (w->cancelled && !result)
       result = asio::error::operation_aborted;
-    w->complete(result, *status);
+    w->complete(result, *status, launch_error ? &*launch_error : nullptr);
   }
+}
+
+boost::system::error_code child_state::wait_error() const noexcept {
+  return launch_error ? to_asio_error(launch_error->code()) : boost::system::error_code();
 }
 
 void child_state::shut_down_io() noexcept {
@@ -365,14 +369,26 @@ io_registration::~io_registration() {
     registry->remove(*this);
 }
 
+void exit_waiter::complete(boost::system::error_code ec, const exit_status& status,
+                           const process_error* launch_error) {
+  if (done) {
+    done->complete(ec, status);
+    return;
+  }
+  std::exception_ptr failure;
+  if (launch_error)
+    failure = std::make_exception_ptr(*launch_error); // "spawn <file> ENOENT", with its fields
+  else if (ec)
+    failure = std::make_exception_ptr(boost::system::system_error(ec));
+  done_throwing->complete(failure, status);
+}
+
 void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w) {
   if (state->io_shut_down)
     return; // abandoned, as any operation on a context that is gone
   if (state->status) {
-    boost::system::error_code ec;
-    if (state->launch_error)
-      ec = state->launch_error->code();
-    w->complete(ec, *state->status);
+    w->complete(state->wait_error(), *state->status,
+                state->launch_error ? &*state->launch_error : nullptr);
     return;
   }
   state->waiters.push_back(std::move(w));
@@ -471,6 +487,15 @@ bool child_process::kill(int signal) {
     throw error;
   state_->emit_error(error);
   return false;
+}
+
+bool child_process::kill(std::string_view signal, std::error_code& ec) noexcept {
+  const int number = signal_number(signal, ec);
+  return !ec && kill(number, ec);
+}
+
+bool child_process::kill(std::string_view signal) {
+  return kill(signal_number(signal)); // an unknown name throws, as Node's ERR_UNKNOWN_SIGNAL
 }
 
 bool child_process::killed() const noexcept {

@@ -111,6 +111,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void reader_ended();
   void maybe_close();
   void complete_waiters();
+  // The error an async_wait completes with: the launch failure, or none.
+  boost::system::error_code wait_error() const noexcept;
   // The execution context is shutting down: destroy the I/O objects while its services exist,
   // hand the child to the background reaper, and drop every handler (no event comes any more).
   void shut_down_io() noexcept;
@@ -182,6 +184,11 @@ std::error_code current_exception_code();
 
 // spawn() for fork(): the channel is attached to the child's state before the launch. Throws as
 // spawn() does.
+// spawn() that reports what it would throw as a process_error in `failure` (syscall, path, args,
+// step: more than the error_code form keeps). Other exceptions (bad_alloc) propagate.
+child_process spawn_reporting(const asio::any_io_executor& ex, std::string file,
+                              std::vector<std::string> args, const spawn_options& options,
+                              std::optional<process_error>& failure);
 child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,
                                  std::vector<std::string> args, spawn_options options,
                                  std::shared_ptr<channel_state> channel);

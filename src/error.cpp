@@ -1,6 +1,14 @@
 // childproc's error category and process_error.
+#include "asio_error.hpp"
+
 #include <childproc/error.hpp>
 
+#include <boost/system/error_category.hpp>
+#include <boost/system/error_condition.hpp>
+#include <boost/system/generic_category.hpp>
+#include <boost/system/system_category.hpp>
+
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -8,8 +16,12 @@ namespace childproc {
 inline namespace v1 {
 namespace {
 
-class category final : public std::error_category {
+// A Boost category, seen through its std::error_category view by the std::error_code forms: the
+// code then converts to a boost::system::error_code of this same category (Asio completions) and
+// back without being wrapped.
+class category final : public boost::system::error_category {
 public:
+  constexpr category() noexcept : boost::system::error_category(0x6368696c6470726fULL) {}
   const char* name() const noexcept override { return "childproc"; }
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
@@ -45,19 +57,25 @@ public:
       return "the worker has no task of that name";
     case errc::worker_start_failed:
       return "workers keep failing during start-up";
+    case errc::unknown_signal:
+      return "Unknown signal";
     }
     return "unknown childproc error";
   }
-  std::error_condition default_error_condition(int value) const noexcept override {
+  boost::system::error_condition default_error_condition(int value) const noexcept override {
+    const auto generic = [](int e) {
+      return boost::system::error_condition(e, boost::system::generic_category());
+    };
     switch (static_cast<errc>(value)) {
     case errc::invalid_argument:
-      return std::errc::invalid_argument;
+    case errc::unknown_signal:
+      return generic(EINVAL);
     case errc::timed_out:
-      return std::errc::timed_out;
+      return generic(ETIMEDOUT);
     case errc::max_buffer_exceeded:
-      return std::errc::no_buffer_space;
+      return generic(ENOBUFS);
     case errc::message_too_large:
-      return std::errc::message_size;
+      return generic(EMSGSIZE);
     default:
       return {value, *this};
     }
@@ -87,7 +105,7 @@ std::string what_text(const std::error_code& ec, const std::string& syscall, spa
 
 const std::error_category& error_category() noexcept {
   static const category instance;
-  return instance;
+  return instance; // the std view, which converts back to `instance` in a boost error_code
 }
 
 std::string_view to_string(spawn_step step) noexcept {
@@ -128,4 +146,19 @@ process_error::process_error(std::error_code code, std::string syscall, std::str
       path_(std::move(path)), args_(std::move(args)), step_(step) {}
 
 } // namespace v1
+
+namespace detail {
+
+boost::system::error_code to_asio_error(const std::error_code& ec) noexcept {
+  // Boost 1.81 wraps a std::error_code of these categories opaquely (value() becomes a hash,
+  // the category "std:unknown"); their Boost twins keep the errno. childproc's own category
+  // and Asio's convert back to themselves.
+  if (ec.category() == std::system_category())
+    return {ec.value(), boost::system::system_category()};
+  if (ec.category() == std::generic_category())
+    return {ec.value(), boost::system::generic_category()};
+  return ec;
+}
+
+} // namespace detail
 } // namespace childproc

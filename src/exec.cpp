@@ -1,5 +1,6 @@
 // exec / exec_file: spawn, buffer both output streams under max_buffer, and complete at `close`
 // with Node's error rules.
+#include "asio_error.hpp"
 #include "child_state.hpp"
 #include "output_limit.hpp"
 
@@ -25,7 +26,7 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
   bool sync = false;
   bool over_limit = false;
   bool cancelled = false;
-  std::error_code launch_error;
+  std::optional<process_error> launch_error;
 
   void collect(std::string& sink, const char* stream, std::string_view chunk) {
     if (over_limit)
@@ -63,8 +64,9 @@ struct exec_run : std::enable_shared_from_this<exec_run> {
       result.timed_out = s->timed_out;
     }
     boost::system::error_code ec;
+    result.launch_error = launch_error;
     if (launch_error)
-      ec = launch_error;
+      ec = to_asio_error(launch_error->code());
     else if (over_limit)
       ec = sync ? std::error_code(ENOBUFS, std::system_category()) // Node's sync ENOBUFS
                 : make_error_code(errc::max_buffer_exceeded);
@@ -107,12 +109,13 @@ std::shared_ptr<exec_run> start_exec(const asio::any_io_executor& ex, exec_reque
     options.shell = true; // exec always runs through a shell; a named shell is kept
   if (!options.process_group && !options.detached)
     options.process_group = 0; // so that library kills reach the whole command
-  std::error_code ec;
-  child_process child = spawn(ex, std::move(request.file), std::move(request.args), options, ec);
-  if (ec) {
+  std::optional<process_error> failure;
+  child_process child =
+      spawn_reporting(ex, std::move(request.file), std::move(request.args), options, failure);
+  if (failure) {
     // A failure spawn() throws (bad cwd, invalid argument): completes with it, never inline.
-    asio::post(ex, [run, ec] {
-      run->launch_error = ec;
+    asio::post(ex, [run, failure = std::move(*failure)] {
+      run->launch_error = failure;
       run->finish();
     });
     return run;
@@ -130,7 +133,7 @@ std::shared_ptr<exec_run> start_exec(const asio::any_io_executor& ex, exec_reque
         [run](std::string_view chunk) { run->collect(run->result.err, "stderr", chunk); });
   child.on_error([run](const process_error& e) {
     if (!run->launch_error)
-      run->launch_error = e.code();
+      run->launch_error = e;
   });
   child.on_close([run](std::optional<int>, std::optional<int>) { run->finish(); });
   if (request.sync && child.has_pipe(0))
@@ -188,10 +191,8 @@ std::string error_text(const std::error_code& ec, const exec_result& r) {
   if (ec == errc::max_buffer_exceeded ||
       (ec == std::errc::no_buffer_space && !r.max_buffer_stream.empty()))
     return r.max_buffer_stream + " maxBuffer length exceeded";
-  if (!r.pid && ec.category() == std::system_category()) {
-    const char* name = ::strerrorname_np(ec.value());
-    return "spawn " + r.command + " " + (name ? name : ec.message());
-  }
+  if (r.launch_error)
+    return r.launch_error->what(); // "spawn <file> ENOENT (chdir): ...", as spawn() says it
   std::string text = "Command failed: " + r.command;
   if (!r.err.empty())
     text += "\n" + r.err;
@@ -203,8 +204,20 @@ std::string error_text(const std::error_code& ec, const exec_result& r) {
 
 inline namespace v1 {
 
+namespace {
+
+// Node's syscall, path and spawnargs: the failed launch's, none for a child that ran.
+process_error node_fields(std::error_code code, const exec_result& r) {
+  if (!r.launch_error)
+    return {code, {}, {}, {}};
+  const process_error& e = *r.launch_error;
+  return {code, e.syscall(), e.path(), e.spawn_args(), e.step()};
+}
+
+} // namespace
+
 exec_error::exec_error(std::error_code code, exec_result result)
-    : std::system_error(code), result_(std::move(result)),
+    : process_error(node_fields(code, result)), result_(std::move(result)),
       message_(detail::error_text(code, result_)) {}
 
 exec_result exec_sync(std::string command, exec_options options) {

@@ -206,6 +206,10 @@ void build_stdio(prepared& p, const spawn_options& o, std::error_code& ec, spawn
 void prepare(prepared& p, std::string file, std::vector<std::string> args, const spawn_options& o,
              std::error_code& ec, spawn_step& step) {
   step = spawn_step::none;
+  if (o.kill_signal.unknown_name()) {
+    ec = make_error_code(errc::unknown_signal);
+    return;
+  }
   if (!valid_request(file, args, o)) {
     ec = make_error_code(errc::invalid_argument);
     return;
@@ -355,6 +359,12 @@ child_process spawn_with_channel(const asio::any_io_executor& ex, std::string fi
   if (failure)
     throw *failure;
   return child;
+}
+
+child_process spawn_reporting(const asio::any_io_executor& ex, std::string file,
+                              std::vector<std::string> args, const spawn_options& options,
+                              std::optional<process_error>& failure) {
+  return v1::spawn_impl(ex, std::move(file), std::move(args), options, {}, failure);
 }
 
 } // namespace detail

@@ -35,7 +35,11 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
     child.out().on_data(collect(result.out));
   if (child.has_pipe(2))
     child.err().on_data(collect(result.err));
-  child.on_error([&](const process_error& e) { result.error = e.code(); });
+  std::optional<process_error> launch_error;
+  child.on_error([&](const process_error& e) {
+    if (!launch_error)
+      launch_error = e;
+  });
   if (child.has_pipe(0))
     child.in().end(); // after the input, if any: spawn() queued it
 
@@ -47,14 +51,19 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
     result.status = st->code;
     result.signal = st->signal;
   }
-  if (!result.error) {
-    // Node's spawnSync reports these as errno codes (ETIMEDOUT, ENOBUFS).
-    if (state.timed_out)
-      result.error = std::error_code(ETIMEDOUT, std::system_category());
-    else if (over_limit)
-      result.error = std::error_code(ENOBUFS, std::system_category());
-  } else {
+  // Node's spawnSync names every error "spawnSync <file>", and reports these as errno codes.
+  const auto sync_error = [&](std::error_code code, spawn_step step) {
+    const auto& argv = child.spawn_args();
+    return process_error(code, "spawnSync " + child.spawn_file(), child.spawn_file(),
+                         {argv.begin() + (argv.empty() ? 0 : 1), argv.end()}, step);
+  };
+  if (launch_error) {
+    result.error = sync_error(launch_error->code(), launch_error->step());
     result.status.reset(); // a launch failure has no exit code
+  } else if (state.timed_out) {
+    result.error = sync_error({ETIMEDOUT, std::system_category()}, spawn_step::none);
+  } else if (over_limit) {
+    result.error = sync_error({ENOBUFS, std::system_category()}, spawn_step::none);
   }
   return result;
 }

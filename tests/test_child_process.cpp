@@ -148,7 +148,7 @@ TEST_CASE("async_wait works with use_future", "[async_wait]") {
   auto missing = childproc::spawn(io2, "childproc-no-such-program");
   auto failed = missing.async_wait(asio::use_future);
   io2.run();
-  CHECK_THROWS_AS(failed.get(), boost::system::system_error);
+  CHECK_THROWS_AS(failed.get(), childproc::process_error); // with the program named
 }
 
 TEST_CASE("async_wait works with use_awaitable", "[async_wait]") {

@@ -92,7 +92,9 @@ TEST_CASE("exec of a missing command is the shell's exit 127; exec_file of a mis
   CHECK_FALSE(direct.result.pid);
   CHECK(direct.result.command == "childproc-no-such-program a");
   childproc::exec_error e(direct.ec, direct.result);
-  CHECK(std::string(e.what()) == "spawn childproc-no-such-program a ENOENT");
+  // Node names no args here; the launch's own message, with its step.
+  CHECK(std::string(e.what()) ==
+        "spawn childproc-no-such-program ENOENT (execve): No such file or directory");
 }
 
 TEST_CASE("a bad cwd arrives as the completion's error, never as a throw", "[exec][errors]") {

@@ -37,7 +37,7 @@ TEST_CASE("spawn_sync timeout kills with kill_signal and reports ETIMEDOUT", "[s
   o.timeout = 100ms;
   auto r = childproc::spawn_sync(test::helper, {"sleep", "10000"}, o);
   CHECK(std::chrono::steady_clock::now() - start < 5s);
-  CHECK(r.error == std::errc::timed_out);
+  CHECK((r.error && r.error->code() == std::errc::timed_out));
   CHECK(r.signal == SIGTERM);
   CHECK_FALSE(r.status);
 }
@@ -50,7 +50,7 @@ TEST_CASE("spawn_sync max_buffer: exactly max_buffer passes, one more is ENOBUFS
   CHECK_FALSE(exact.error);
   CHECK(exact.out == "12345");
   auto over = childproc::spawn_sync(test::helper, {"echo", "123456"}, o);
-  CHECK(over.error == std::errc::no_buffer_space);
+  CHECK((over.error && over.error->code() == std::errc::no_buffer_space));
   CHECK(over.out == "123456"); // what was read is kept, as in Node
 }
 
@@ -58,14 +58,14 @@ TEST_CASE("spawn_sync max_buffer kills a child that keeps writing", "[spawn_sync
   childproc::spawn_sync_options o;
   o.max_buffer = 1024 * 1024;
   auto r = childproc::spawn_sync("yes", {}, o);
-  CHECK(r.error == std::errc::no_buffer_space);
+  CHECK((r.error && r.error->code() == std::errc::no_buffer_space));
   CHECK(r.signal == SIGTERM);
   CHECK(r.out.size() > o.max_buffer);
 }
 
 TEST_CASE("spawn_sync of a missing program puts ENOENT in the result", "[spawn_sync][errors]") {
   auto r = childproc::spawn_sync("childproc-no-such-program");
-  CHECK(r.error == std::errc::no_such_file_or_directory);
+  CHECK((r.error && r.error->code() == std::errc::no_such_file_or_directory));
   CHECK_FALSE(r.pid);
   CHECK_FALSE(r.status);
 }
@@ -89,14 +89,14 @@ TEST_CASE("spawn_sync stops reading past max_buffer when the child survives kill
   auto stubborn = childproc::spawn_sync(test::helper, {"stubborn-flood", "wait"},
                                         {.kill_after = 500ms, .max_buffer = 1024});
   CHECK(std::chrono::steady_clock::now() - start < 30s);
-  CHECK(stubborn.error == std::errc::no_buffer_space);
+  CHECK((stubborn.error && stubborn.error->code() == std::errc::no_buffer_space));
   CHECK(stubborn.out.size() > 1024);
   CHECK(stubborn.out.size() <= 1024 + 256 * 1024); // what was read, at most one read past it
   CHECK(stubborn.signal == SIGKILL);
   // The pipes are closed: the child's next write fails with EPIPE.
   auto told = childproc::spawn_sync(test::helper, {"stubborn-flood", "exit"},
                                     {.kill_after = 2s, .max_buffer = 1024});
-  CHECK(told.error == std::errc::no_buffer_space);
+  CHECK((told.error && told.error->code() == std::errc::no_buffer_space));
   CHECK(told.status == EPIPE);
   CHECK(told.out.size() <= 1024 + 256 * 1024);
 }

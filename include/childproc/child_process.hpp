@@ -15,10 +15,12 @@
 #include <boost/system/error_code.hpp>
 
 #include <csignal>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -27,16 +29,45 @@ inline namespace v1 {
 namespace asio = boost::asio;
 } // namespace v1
 
+} // namespace childproc
+
+namespace boost::asio {
+template <typename Allocator>
+class use_future_t;
+template <typename Executor>
+struct use_awaitable_t;
+} // namespace boost::asio
+
+namespace childproc {
 namespace detail {
 struct child_state;
 
-// A pending async_wait.
+// Tokens that throw what the first argument says: for an error_code, a bare system_error that
+// loses the error object's fields (syscall, path, args, the exec result). Operations complete
+// them with void(std::exception_ptr, ...) instead, the exception the error object itself.
+template <class Token>
+struct throws_error_object : std::false_type {};
+template <class Allocator>
+struct throws_error_object<asio::use_future_t<Allocator>> : std::true_type {};
+template <class Executor>
+struct throws_error_object<asio::use_awaitable_t<Executor>> : std::true_type {};
+
+template <class Token>
+inline constexpr bool throws_error_object_v = throws_error_object<std::decay_t<Token>>::value;
+
+template <class Token>
+using wait_signature =
+    std::conditional_t<throws_error_object_v<Token>, void(std::exception_ptr, exit_status),
+                       void(boost::system::error_code, exit_status)>;
+
+// A pending async_wait: one of the two completions, by the token's kind.
 struct exit_waiter {
   std::unique_ptr<completion<boost::system::error_code, exit_status>> done;
+  std::unique_ptr<completion<std::exception_ptr, exit_status>> done_throwing;
   bool cancelled = false;
-  void complete(boost::system::error_code ec, const exit_status& status) {
-    done->complete(ec, status);
-  }
+  // `launch_error` is the failed launch's error, thrown as itself by done_throwing.
+  void complete(boost::system::error_code ec, const exit_status& status,
+                const process_error* launch_error);
 };
 
 void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w);
@@ -99,6 +130,11 @@ public:
   /// error_code-less form when there are none) and return false. Signal 0 only probes.
   bool kill(int signal = SIGTERM);
   bool kill(int signal, std::error_code& ec) noexcept;
+  /// kill() by Node's signal name ("SIGTERM", or "TERM"). An unknown name sends nothing and is
+  /// errc::unknown_signal (Node's ERR_UNKNOWN_SIGNAL): thrown as std::system_error by the first
+  /// form whatever the on_error handlers (Node throws it), set in `ec` by the second.
+  bool kill(std::string_view signal);
+  bool kill(std::string_view signal, std::error_code& ec) noexcept;
 
   /// True once a signal sent through kill() (or by the library's timeout) was delivered.
   bool killed() const noexcept;
@@ -152,22 +188,29 @@ public:
 
   executor_type get_executor() const;
 
-  /// Waits for the child's exit and reaps it. Completion: void(error_code, exit_status).
-  /// The error is the launch failure for a child that never ran. Works with callbacks,
-  /// asio::use_future, asio::use_awaitable and asio::deferred.
+  /// Waits for the child's `exit` (not `close`: output a grandchild still writes may come
+  /// later) and reaps it. Completion: void(error_code, exit_status) for callbacks, deferred and
+  /// the other tokens; the error is the launch failure (ENOENT...) for a child that never ran.
+  /// With asio::use_future and asio::use_awaitable the signature is
+  /// void(std::exception_ptr, exit_status): a failed launch throws its process_error ("spawn
+  /// <file> ENOENT", with syscall, path, args), a cancellation boost::system::system_error.
   /// Cancelling (terminal, partial or total) signals the child with kill_signal (escalating per
   /// kill_after) and completes with operation_aborted once it has exited and was reaped, so
   /// cancellation never leaves a zombie. A cancellation after the child already exited by itself
   /// has no effect (Asio's rule): the wait completes with the status and no error.
   template <class CompletionToken>
   auto async_wait(CompletionToken&& token) {
-    return asio::async_initiate<CompletionToken, void(boost::system::error_code, exit_status)>(
+    return asio::async_initiate<CompletionToken, detail::wait_signature<CompletionToken>>(
         [](auto handler, std::shared_ptr<detail::child_state> state) {
           auto ex = detail::state_executor(*state);
           auto slot = asio::get_associated_cancellation_slot(handler);
           auto waiter = std::make_unique<detail::exit_waiter>();
-          waiter->done = detail::make_completion<boost::system::error_code, exit_status>(
-              std::move(handler), ex);
+          if constexpr (detail::throws_error_object_v<CompletionToken>)
+            waiter->done_throwing =
+                detail::make_completion<std::exception_ptr, exit_status>(std::move(handler), ex);
+          else
+            waiter->done = detail::make_completion<boost::system::error_code, exit_status>(
+                std::move(handler), ex);
           if (slot.is_connected()) {
             slot.assign([weak = std::weak_ptr<detail::child_state>(state), w = waiter.get()](
                             asio::cancellation_type) { detail::cancel_exit_waiter(weak, w); });

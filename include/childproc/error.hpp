@@ -1,9 +1,11 @@
 // childproc errors: the library's own error codes, and the exception that says which launch step
 // failed.
 //
-// OS failures keep their errno in std::system_category(); failures that are the library's own
-// judgement (a timeout, a buffer limit, an invalid option) use childproc::errc in
-// childproc::error_category(). Both compare with std::errc where an errno applies.
+// OS failures keep their errno: (errno, std::system_category()) in the std::error_code forms,
+// (errno, boost::system::system_category()) in Asio completions, so ec.value() == ENOENT holds in
+// both. Failures that are the library's own judgement (a timeout, a buffer limit, an invalid
+// option) use childproc::errc in the category named "childproc", the same in both kinds of code.
+// Both compare with std::errc where an errno applies.
 #pragma once
 
 #include <string>
@@ -37,6 +39,8 @@ enum class errc {
   task_failed,          ///< pool: the task's handler threw; the message carries its error
   unknown_task,         ///< pool: no handler of the task's name in the worker
   worker_start_failed,  ///< pool: workers keep dying before they are ready; respawning paused
+  unknown_signal, ///< a signal name that names no signal (Node's ERR_UNKNOWN_SIGNAL); compares
+                  ///< equal to std::errc::invalid_argument
 };
 
 /// The category of childproc::errc.

@@ -38,10 +38,14 @@ struct exec_result {
   bool timed_out = false;     ///< beyond Node: the timeout fired
   std::string command{};      ///< Node's err.cmd: the command line, or file and args joined
   std::string max_buffer_stream{}; ///< "stdout" or "stderr" when max_buffer was exceeded
+  /// The failed launch, with Node's syscall ("spawn <file>"), path, spawnargs and the step;
+  /// empty when the child ran.
+  std::optional<process_error> launch_error{};
 };
 
-/// The failure of an exec run, with everything Node's error carries (code, signal, killed, cmd,
-/// stdout, stderr) in result(). code() is:
+/// The failure of an exec run, with everything Node's error carries: code, signal, killed, cmd,
+/// stdout, stderr (in result()), and for a failed launch syscall ("spawn <file>"), path and
+/// spawnargs (process_error's, empty otherwise). code() is:
 ///  - the launch failure (ENOENT of a missing program for exec_file or of a missing shell, a bad
 ///    cwd, ...); result().status then has neither code nor signal: it is not an exit code;
 ///  - errc::max_buffer_exceeded for the async forms, ENOBUFS for the sync forms;
@@ -51,7 +55,7 @@ struct exec_result {
 ///  - errc::exit_status_unknown when the status was reaped elsewhere (SIGCHLD set to SIG_IGN, a
 ///    foreign waitpid(-1)): success cannot be told from failure;
 ///  - operation_aborted when the async operation was cancelled.
-class exec_error : public std::system_error {
+class exec_error : public process_error {
 public:
   exec_error(std::error_code code, exec_result result);
 
@@ -61,7 +65,8 @@ public:
   std::optional<int> signal() const noexcept { return result_.status.signal; }
   bool killed() const noexcept { return result_.killed; }
   /// Node's message: "Command failed: <cmd>\n<stderr>", "stdout maxBuffer length exceeded", or
-  /// "spawn <file> ENOENT".
+  /// for a failed launch process_error's ("spawn <file> ENOENT (execve): ...", "spawn /bin/sh
+  /// ENOENT (chdir): ..." for a missing cwd; exec_file names no args there, as Node).
   const char* what() const noexcept override { return message_.c_str(); }
 
 private:
@@ -72,34 +77,16 @@ private:
 } // namespace v1
 } // namespace childproc
 
-namespace boost::asio {
-template <typename Allocator>
-class use_future_t;
-template <typename Executor>
-struct use_awaitable_t;
-} // namespace boost::asio
-
 namespace childproc {
 namespace detail {
 
 struct exec_run;
 
-// Tokens that throw what the first argument says: for an error_code, a bare system_error without
-// the result. They get void(std::exception_ptr, exec_result) instead, the exception an
-// exec_error that carries the result.
-template <class Token>
-struct throws_exec_error : std::false_type {};
-template <class Allocator>
-struct throws_exec_error<asio::use_future_t<Allocator>> : std::true_type {};
-template <class Executor>
-struct throws_exec_error<asio::use_awaitable_t<Executor>> : std::true_type {};
-
-template <class Token>
-inline constexpr bool throws_exec_error_v = throws_exec_error<std::decay_t<Token>>::value;
-
+// The tokens that throw (throws_error_object_v) get void(std::exception_ptr, exec_result), the
+// exception an exec_error that carries the result.
 template <class Token>
 using exec_signature =
-    std::conditional_t<throws_exec_error_v<Token>, void(std::exception_ptr, exec_result),
+    std::conditional_t<throws_error_object_v<Token>, void(std::exception_ptr, exec_result),
                        void(boost::system::error_code, exec_result)>;
 
 // A pending exec completion, type-erased so that the run is compiled once.
@@ -155,8 +142,9 @@ auto initiate_exec(asio::any_io_executor ex, exec_request request, child_process
       [](auto handler, asio::any_io_executor ex, exec_request request, child_process* handle) {
         using handler_type = std::decay_t<decltype(handler)>;
         auto slot = asio::get_associated_cancellation_slot(handler);
-        auto done = std::make_unique<exec_completion_for<handler_type, throws_exec_error_v<Token>>>(
-            std::move(handler), ex);
+        auto done =
+            std::make_unique<exec_completion_for<handler_type, throws_error_object_v<Token>>>(
+                std::move(handler), ex);
         auto run = start_exec(ex, std::move(request), handle, std::move(done));
         if (slot.is_connected())
           slot.assign([weak = std::weak_ptr<exec_run>(run)](asio::cancellation_type) {

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <system_error>
 
 namespace childproc {
 inline namespace v1 {
@@ -32,8 +34,12 @@ struct exit_status {
 /// The signal's name without its number, as Node prints it: "SIGTERM"; "SIG<n>" when unnamed.
 std::string signal_name(int signal);
 
-/// The number of a signal name ("SIGTERM" or "TERM"), or 0 when there is none.
-int signal_number(std::string_view name) noexcept;
+/// The number of a signal name ("SIGTERM" or "TERM"). A name that names no signal is
+/// errc::unknown_signal (Node's ERR_UNKNOWN_SIGNAL, "Unknown signal: SIGFOO"): thrown as
+/// std::system_error, or set in `ec` with 0 returned. Never 0 for success: kill(0) only probes,
+/// so a typo must not become signal 0.
+int signal_number(std::string_view name);
+int signal_number(std::string_view name, std::error_code& ec) noexcept;
 
 } // namespace v1
 } // namespace childproc

@@ -3,13 +3,17 @@
 //   auto child = childproc::spawn(io, "ls", {"-lh"}, {.cwd = "/tmp", .timeout = 5s});
 #pragma once
 
+#include <childproc/exit_status.hpp>
+
 #include <chrono>
 #include <csignal>
 #include <cstddef>
-#include <map>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
+#include <utility>
 #include <vector>
 
 namespace childproc {
@@ -64,8 +68,62 @@ private:
   std::string path_;
 };
 
-/// Environment variables. A value of std::nullopt leaves the variable out (Node's `undefined`).
-using env_map = std::map<std::string, std::optional<std::string>, std::less<>>;
+/// A signal by number (SIGTERM) or by Node's name ("SIGTERM", "TERM"). A name is looked up at
+/// once; one that names no signal makes spawn() fail with errc::unknown_signal (Node's
+/// ERR_UNKNOWN_SIGNAL), never signal 0.
+class signal_choice {
+public:
+  constexpr signal_choice(int number = SIGTERM) noexcept : number_(number) {}
+  signal_choice(std::string_view name) noexcept;
+  signal_choice(const char* name) noexcept : signal_choice(std::string_view(name)) {}
+  signal_choice(const std::string& name) noexcept : signal_choice(std::string_view(name)) {}
+  /// The signal's number (0 for an unknown name).
+  constexpr int number() const noexcept { return number_; }
+  constexpr operator int() const noexcept { return number_; }
+  /// True when it was given as a name that names no signal.
+  constexpr bool unknown_name() const noexcept { return unknown_name_; }
+
+private:
+  int number_;
+  bool unknown_name_ = false;
+};
+
+/// Environment variables, in the order given: the child sees them in that order, as Node passes
+/// its env object's keys. A value of std::nullopt leaves the variable out (Node's `undefined`).
+/// A name appears once: assigning one that is there changes its value in place (also in the
+/// initializer list, where the last value wins, as in an object literal). Lookups are linear:
+/// an environment has tens of entries.
+class env_map {
+public:
+  using value_type = std::pair<std::string, std::optional<std::string>>;
+  using iterator = std::vector<value_type>::iterator;
+  using const_iterator = std::vector<value_type>::const_iterator;
+
+  env_map() = default;
+  env_map(std::initializer_list<value_type> entries);
+
+  /// The value of `name`, appended (unset) when absent.
+  std::optional<std::string>& operator[](std::string_view name);
+  /// Appends `name` unless it is there (std::map's emplace); the bool says whether it was added.
+  std::pair<iterator, bool> emplace(std::string name, std::optional<std::string> value);
+  iterator find(std::string_view name) noexcept;
+  const_iterator find(std::string_view name) const noexcept;
+  bool contains(std::string_view name) const noexcept { return find(name) != end(); }
+  /// Removes `name`; returns how many entries went (0 or 1).
+  std::size_t erase(std::string_view name);
+
+  iterator begin() noexcept { return entries_.begin(); }
+  iterator end() noexcept { return entries_.end(); }
+  const_iterator begin() const noexcept { return entries_.begin(); }
+  const_iterator end() const noexcept { return entries_.end(); }
+  std::size_t size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+  friend bool operator==(const env_map&, const env_map&) = default;
+
+private:
+  friend env_map current_env(); // fills entries_ directly: environ's names are already unique
+  std::vector<value_type> entries_;
+};
 
 /// The parent's environment as an env_map (a snapshot of `environ`). Entries without a name
 /// ("=x", which execve allows) or without '=' are left out: no variable can be made of them.
@@ -117,8 +175,10 @@ struct spawn_options {
   /// max_timeout: errc::invalid_argument.
   std::chrono::milliseconds timeout{0};
 
-  /// The signal used by timeout, cancellation and kill_on_destroy. Default: SIGTERM.
-  int kill_signal = SIGTERM;
+  /// The signal used by timeout, cancellation and kill_on_destroy: a number or Node's name
+  /// ("SIGINT"). Default: SIGTERM. An unknown name: errc::unknown_signal; 0 or a number past
+  /// the last signal: errc::invalid_argument.
+  signal_choice kill_signal = SIGTERM;
 
   /// Beyond Node: after the library signalled the child with kill_signal (timeout, cancellation),
   /// send SIGKILL if it is still running this long after. Default: zero, never escalate. Negative

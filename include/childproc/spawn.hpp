@@ -55,9 +55,11 @@ struct spawn_sync_result {
   std::optional<int> status{}; ///< exit code (Node's status), empty when ended by a signal
   std::optional<int> signal{}; ///< the signal that ended the child
   exit_status exit{};          ///< the full status, with resource usage
-  /// ENOENT/EACCES/... of a failed launch, ETIMEDOUT when the timeout killed the child, ENOBUFS
-  /// when max_buffer was exceeded; empty otherwise. A non-zero exit is not an error here.
-  std::error_code error{};
+  /// Node's result.error: ENOENT/EACCES/... of a failed launch, ETIMEDOUT when the timeout killed
+  /// the child, ENOBUFS when max_buffer was exceeded; empty otherwise. A non-zero exit is not an
+  /// error here. As Node's, it names the syscall "spawnSync <file>", the path and the spawnargs
+  /// (what(): "spawnSync <file> ETIMEDOUT: ..."), and the failed step of a launch.
+  std::optional<process_error> error{};
 };
 
 /// Runs `file` to completion on a private io_context and returns its output and status.

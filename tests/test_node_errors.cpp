@@ -1,0 +1,381 @@
+// Node's error surface: codes a user can test, error fields, messages, signal names, absent
+// streams, stdio forms and the environment's order (issue 10).
+#include "common.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <cerrno>
+#include <future>
+
+namespace {
+
+const std::string missing = "/nonexistent/childproc-missing-program";
+
+// What a test records of one boost error_code.
+struct seen_code {
+  int value = 0;
+  std::string category;
+  bool is_enoent = false;
+};
+
+seen_code seen(const boost::system::error_code& ec) {
+  return {ec.value(), ec.category().name(), ec == std::errc::no_such_file_or_directory};
+}
+seen_code seen(const std::error_code& ec) {
+  return {ec.value(), ec.category().name(), ec == std::errc::no_such_file_or_directory};
+}
+
+void check_enoent(const seen_code& s) {
+  INFO("value " << s.value << " category " << s.category);
+  CHECK(s.value == ENOENT);
+  CHECK(s.category == "system");
+  CHECK(s.is_enoent);
+}
+
+} // namespace
+
+// Before the fix: value 1238018002 category std:unknown in the callback, future and awaitable
+// forms (Boost 1.81 wraps a std::error_code of std::system_category opaquely).
+TEST_CASE("an OS error arrives as its errno in the system category in every form",
+          "[node-errors]") {
+  asio::io_context io;
+  std::vector<seen_code> got;
+  childproc::async_exec_file(io, missing, {},
+                             [&](boost::system::error_code ec, auto) { got.push_back(seen(ec)); });
+  auto child = childproc::spawn(io, missing);
+  child.async_wait([&](boost::system::error_code ec, auto) { got.push_back(seen(ec)); });
+  auto waited = childproc::spawn(io, missing);
+  auto future = waited.async_wait(asio::use_future);
+  auto awaited = childproc::spawn(io, missing);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        try {
+          co_await awaited.async_wait(asio::use_awaitable);
+        } catch (const std::system_error& e) {
+          got.push_back(seen(e.code()));
+        } catch (const boost::system::system_error& e) {
+          got.push_back(seen(e.code()));
+        }
+      },
+      asio::detached);
+  io.run();
+  try {
+    future.get();
+  } catch (const std::system_error& e) {
+    got.push_back(seen(e.code()));
+  } catch (const boost::system::system_error& e) {
+    got.push_back(seen(e.code()));
+  }
+  std::error_code sync_ec;
+  childproc::exec_file_sync(missing, {}, {}, sync_ec);
+  got.push_back(seen(sync_ec));
+  got.push_back(seen(childproc::spawn_sync(missing).error.value().code()));
+
+  REQUIRE(got.size() == 6);
+  for (const auto& s : got)
+    check_enoent(s);
+}
+
+// Before the fix: the callback form gave category "std:unknown" and a value other than
+// errc::nonzero_exit; a std code converted to boost was not in "childproc" either.
+TEST_CASE("childproc's own codes arrive in the category named childproc in every form",
+          "[node-errors]") {
+  const int nonzero = static_cast<int>(childproc::errc::nonzero_exit);
+  asio::io_context io;
+  std::vector<std::pair<int, std::string>> got;
+  childproc::async_exec_file(io, test::helper, {"exit", "3"},
+                             [&](boost::system::error_code ec, auto) {
+                               got.emplace_back(ec.value(), ec.category().name());
+                             });
+  auto future = childproc::async_exec_file(io, test::helper, {"exit", "3"}, asio::use_future);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        std::vector<std::string> args{"exit", "3"};
+        try {
+          co_await childproc::async_exec_file(ex, test::helper, args, asio::use_awaitable);
+        } catch (const childproc::exec_error& e) {
+          got.emplace_back(e.code().value(), e.code().category().name());
+        }
+      },
+      asio::detached);
+  io.run();
+  try {
+    future.get();
+  } catch (const childproc::exec_error& e) {
+    got.emplace_back(e.code().value(), e.code().category().name());
+  }
+  std::error_code sync_ec;
+  childproc::exec_file_sync(test::helper, {"exit", "3"}, {}, sync_ec);
+  got.emplace_back(sync_ec.value(), sync_ec.category().name());
+
+  REQUIRE(got.size() == 4);
+  for (const auto& [value, category] : got) {
+    CHECK(value == nonzero);
+    CHECK(category == "childproc");
+  }
+  // The same code, seen as either kind, compares equal to the enum.
+  boost::system::error_code as_boost = std::error_code(childproc::errc::timed_out);
+  CHECK(std::string(as_boost.category().name()) == "childproc");
+  CHECK(as_boost == std::errc::timed_out);
+  CHECK(std::error_code(as_boost) == childproc::errc::timed_out);
+}
+
+// Before the fix: did not compile (no kill(name), no kill_signal by name), and (test_errors)
+// signal_number("SIGFOO") returned 0, which kill() takes as a probe that "succeeds".
+TEST_CASE("signals by name: kill and kill_signal take Node's names; an unknown name is an error",
+          "[node-errors]") {
+  std::error_code ec;
+  CHECK(childproc::signal_number("SIGTERM", ec) == SIGTERM);
+  CHECK_FALSE(ec);
+  CHECK(childproc::signal_number("SIGFOO", ec) == 0);
+  CHECK(ec == childproc::errc::unknown_signal);
+  CHECK(ec == std::errc::invalid_argument);
+  CHECK_THROWS_WITH(childproc::signal_number("SIGFOO"), Catch::Contains("Unknown signal: SIGFOO"));
+
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"sleep", "10000"});
+  CHECK_FALSE(child.kill("SIGFOO", ec));
+  CHECK(ec == childproc::errc::unknown_signal);
+  CHECK_THROWS_AS(child.kill("SIGFOO"), std::system_error);
+  CHECK_FALSE(child.killed()); // nothing was sent, not even a probe
+  std::optional<int> signal;
+  child.on_exit([&](std::optional<int>, std::optional<int> s) { signal = s; });
+  CHECK(child.kill("SIGINT"));
+  io.run();
+  CHECK(signal == SIGINT);
+
+  asio::io_context io2;
+  childproc::spawn_options by_name{.timeout = std::chrono::milliseconds(50),
+                                   .kill_signal = "SIGUSR1"};
+  auto timed = childproc::spawn(io2, test::helper, {"sleep", "10000"}, by_name);
+  std::optional<int> timed_signal;
+  timed.on_exit([&](std::optional<int>, std::optional<int> s) { timed_signal = s; });
+  io2.run();
+  CHECK(timed_signal == SIGUSR1);
+
+  childproc::spawn_options unknown{.kill_signal = "SIGFOO"};
+  auto none = childproc::spawn(io2, test::helper, {"exit", "0"}, unknown, ec);
+  CHECK(ec == childproc::errc::unknown_signal);
+  CHECK_FALSE(none);
+}
+
+// Before the fix: async_wait's future said "No such file or directory [system:2]"; spawn_sync's
+// timeout "Connection timed out"; exec with a missing cwd "spawn true ENOENT"; exec_file
+// "spawn /nonexistent/childproc-missing-program a b ENOENT".
+TEST_CASE("error messages name the program and the failed step in Node's words", "[node-errors]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, missing);
+  auto future = child.async_wait(asio::use_future);
+  io.run();
+  std::string waited;
+  try {
+    future.get();
+  } catch (const std::exception& e) {
+    waited = e.what();
+  }
+  CHECK_THAT(waited, Catch::StartsWith("spawn " + missing + " ENOENT"));
+
+  childproc::spawn_sync_options quick{.timeout = std::chrono::milliseconds(50)};
+  auto timed = childproc::spawn_sync(test::helper, {"sleep", "10000"}, quick);
+  REQUIRE(timed.error);
+  CHECK_THAT(timed.error->what(), Catch::StartsWith("spawnSync " + test::helper + " ETIMEDOUT"));
+
+  std::string no_cwd, no_file;
+  try {
+    childproc::exec_sync("true", {.cwd = "/nonexistent/childproc-dir"});
+  } catch (const childproc::exec_error& e) {
+    no_cwd = e.what();
+  }
+  CHECK_THAT(no_cwd, Catch::StartsWith("spawn /bin/sh ENOENT (chdir)"));
+  try {
+    childproc::exec_file_sync(missing, {"a", "b"});
+  } catch (const childproc::exec_error& e) {
+    no_file = e.what();
+  }
+  CHECK_THAT(no_file, Catch::StartsWith("spawn " + missing + " ENOENT"));
+  CHECK_THAT(no_file, !Catch::Contains(" a b"));
+}
+
+namespace {
+
+// One failing exec_file run, and what its error must carry.
+struct failing_run {
+  std::string name;
+  std::string file;
+  std::vector<std::string> args;
+  childproc::exec_options options;
+  std::error_code async_code, sync_code;
+  std::string syscall; // empty: not a launch failure
+  std::optional<int> exit_code, signal;
+  bool killed = false;
+};
+
+std::vector<failing_run> failing_runs() {
+  using namespace std::chrono_literals;
+  const auto sys = [](int e) { return std::error_code(e, std::system_category()); };
+  std::vector<failing_run> runs;
+  runs.push_back({"ENOENT",
+                  missing,
+                  {"x"},
+                  {},
+                  sys(ENOENT),
+                  sys(ENOENT),
+                  "spawn " + missing,
+                  std::nullopt,
+                  std::nullopt,
+                  false});
+  runs.push_back({"EACCES",
+                  "/etc/passwd",
+                  {"x"},
+                  {},
+                  sys(EACCES),
+                  sys(EACCES),
+                  "spawn /etc/passwd",
+                  std::nullopt,
+                  std::nullopt,
+                  false});
+  runs.push_back({"timeout",
+                  test::helper,
+                  {"sleep", "10000"},
+                  {.timeout = 50ms},
+                  childproc::errc::timed_out,
+                  childproc::errc::timed_out,
+                  "",
+                  std::nullopt,
+                  SIGTERM,
+                  true});
+  runs.push_back({"max_buffer",
+                  test::helper,
+                  {"out", "10000000"},
+                  {.max_buffer = 10},
+                  childproc::errc::max_buffer_exceeded,
+                  sys(ENOBUFS),
+                  "",
+                  std::nullopt,
+                  SIGTERM,
+                  true});
+  runs.push_back({"exit 3",
+                  test::helper,
+                  {"exit", "3"},
+                  {},
+                  childproc::errc::nonzero_exit,
+                  childproc::errc::nonzero_exit,
+                  "",
+                  3,
+                  std::nullopt,
+                  false});
+  return runs;
+}
+
+void check_fields(const failing_run& run, const childproc::exec_error& e, bool sync) {
+  INFO(run.name << (sync ? " (sync)" : " (async)") << ": " << e.what());
+  CHECK(e.code() == (sync ? run.sync_code : run.async_code));
+  CHECK(e.syscall() == run.syscall);
+  CHECK(e.path() == (run.syscall.empty() ? "" : run.file));
+  CHECK(e.spawn_args() == (run.syscall.empty() ? std::vector<std::string>{} : run.args));
+  CHECK(e.cmd() ==
+        run.file + " " + run.args.at(0) + (run.args.size() > 1 ? " " + run.args[1] : ""));
+  CHECK(e.exit_code() == run.exit_code);
+  CHECK(e.signal() == run.signal);
+  CHECK(e.killed() == run.killed);
+  CHECK(e.result().pid.has_value() == run.syscall.empty());
+}
+
+} // namespace
+
+// Before the fix: did not compile: exec_error had no syscall(), path() or spawn_args(), and
+// spawn_sync_result::error was a bare error_code (no syscall, path, spawnargs).
+TEST_CASE("exec errors carry Node's fields in every form", "[node-errors]") {
+  for (const auto& run : failing_runs()) {
+    asio::io_context io;
+    std::vector<childproc::exec_error> async_errors;
+    childproc::async_exec_file(io, run.file, run.args, run.options,
+                               [&](boost::system::error_code ec, childproc::exec_result r) {
+                                 async_errors.emplace_back(ec, std::move(r));
+                               });
+    auto future = childproc::async_exec_file(io, run.file, run.args, run.options, asio::use_future);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          auto ex = co_await asio::this_coro::executor;
+          const auto options = run.options;
+          try {
+            co_await childproc::async_exec_file(ex, run.file, run.args, options,
+                                                asio::use_awaitable);
+          } catch (const childproc::exec_error& e) {
+            async_errors.push_back(e);
+          }
+        },
+        asio::detached);
+    io.run();
+    try {
+      future.get();
+    } catch (const childproc::exec_error& e) {
+      async_errors.push_back(e);
+    }
+    REQUIRE(async_errors.size() == 3);
+    for (const auto& e : async_errors)
+      check_fields(run, e, false);
+
+    try {
+      childproc::exec_file_sync(run.file, run.args, run.options);
+      FAIL("no error");
+    } catch (const childproc::exec_error& e) {
+      check_fields(run, e, true);
+    }
+    std::error_code ec;
+    auto r = childproc::exec_file_sync(run.file, run.args, run.options, ec);
+    check_fields(run, childproc::exec_error(ec, std::move(r)), true);
+  }
+}
+
+// Before the fix: did not compile: spawn_sync_result::error was a bare error_code.
+TEST_CASE("spawn_sync's error carries Node's syscall, path and spawnargs", "[node-errors]") {
+  using namespace std::chrono_literals;
+  const auto missing_run = childproc::spawn_sync(missing, {"x"});
+  REQUIRE(missing_run.error);
+  CHECK(missing_run.error->code() == std::errc::no_such_file_or_directory);
+  CHECK(missing_run.error->syscall() == "spawnSync " + missing);
+  CHECK(missing_run.error->path() == missing);
+  CHECK(missing_run.error->spawn_args() == std::vector<std::string>{"x"});
+  childproc::spawn_sync_options quick{.timeout = 50ms};
+  const auto timed = childproc::spawn_sync(test::helper, {"sleep", "10000"}, quick);
+  REQUIRE(timed.error);
+  CHECK(timed.error->code() == std::errc::timed_out);
+  CHECK(timed.error->syscall() == "spawnSync " + test::helper);
+  CHECK(timed.error->spawn_args() == std::vector<std::string>{"sleep", "10000"});
+  CHECK(timed.signal == SIGTERM);
+  childproc::spawn_sync_options small{.max_buffer = 10};
+  const auto over = childproc::spawn_sync(test::helper, {"out", "10000000"}, small);
+  REQUIRE(over.error);
+  CHECK(over.error->code() == std::errc::no_buffer_space);
+  CHECK(over.error->syscall() == "spawnSync " + test::helper);
+}
+
+// Shows docs/node-differences.md's entry (Node's execSync passes stderr through).
+TEST_CASE("exec_sync captures stderr in the result and the error", "[node-errors]") {
+  CHECK(childproc::exec_sync("echo said >&2").err == "said\n");
+  try {
+    childproc::exec_sync("echo failed >&2; exit 2");
+    FAIL("no throw");
+  } catch (const childproc::exec_error& e) {
+    CHECK(e.result().err == "failed\n");
+    CHECK_THAT(e.what(), Catch::Contains("failed\n"));
+  }
+}
+
+// Before the fix: the child printed "A=4\nB=5\nM=3\nZ=6\n": env_map was a std::map, sorted.
+TEST_CASE("the child sees its environment in the order given", "[node-errors][env]") {
+  childproc::env_map env{{"Z", "1"}, {"A", "2"}, {"GONE", std::nullopt}, {"M", "3"}};
+  env["A"] = "4"; // an existing name keeps its place
+  childproc::spawn_sync_options options{.env = env, .env_overrides = {{"B", "5"}, {"Z", "6"}}};
+  const auto r = childproc::spawn_sync("/usr/bin/env", {}, options);
+  CHECK(r.out == "Z=6\nA=4\nM=3\nB=5\n");
+}

@@ -81,6 +81,8 @@
 //   pool-worker-slow-start MS  sleeps MS milliseconds, then acts as pool-worker
 //   pool-worker-flaky-start FILE N  appends a byte to FILE; exits with 3 while FILE holds at
 //                      most N bytes, then acts as pool-worker (a start-up that recovers)
+//   cluster-worker ADDR PORT  an HTTP server on cluster::listen (helpers/cluster_worker.hpp)
+//   cluster-worker-crash      exits with 1 at once (a crash loop)
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -90,6 +92,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "cluster_worker.hpp"
 #include "order.hpp"
 #include "pool_worker.hpp"
 #include "watcher_modes.hpp"
@@ -605,6 +608,10 @@ int run(int argc, char** argv) {
       ::_exit(3);
     return pool_worker::serve(false);
   }
+  if (mode == "cluster-worker")
+    return cluster_worker::serve(argv[2], argv[3]);
+  if (mode == "cluster-worker-crash")
+    ::_exit(1);
   return 2;
 }
 

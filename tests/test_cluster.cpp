@@ -438,6 +438,108 @@ TEST_CASE("a rolling reload under continuous load drops zero requests", "[cluste
   CHECK(test::zombie_children() == 0);
 }
 
+TEST_CASE("a reload whose new worker does not listen within listen_timeout fails and keeps the "
+          "old worker",
+          "[cluster]") {
+  const std::string flag = "/tmp/childproc-cluster-once-" + std::to_string(::getpid());
+  std::remove(flag.c_str());
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.args = std::vector<std::string>{"cluster-worker-once", flag, "127.0.0.1", "0"};
+  options.listen_timeout = 300ms;
+  cluster c(io, options);
+  recorded r;
+  record(c, r);
+  c.start();
+  bool listening = false;
+  c.on_listening([&](const cluster_worker&, const tcp::endpoint&) { listening = true; });
+  run_until(io, listening);
+  REQUIRE(listening);
+  bool reloaded = false;
+  boost::system::error_code reload_ec;
+  c.async_reload([&](boost::system::error_code ec) {
+    reload_ec = ec;
+    reloaded = true;
+  });
+  run_until(io, reloaded);
+  REQUIRE(reloaded);
+  CHECK(reload_ec == childproc::errc::timed_out);
+  CHECK(std::find(r.events.begin(), r.events.end(), "exit 2 - SIGKILL after-disconnect") !=
+        r.events.end());
+  // The old worker kept its slot and still serves.
+  const auto workers = c.workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0].id() == 1);
+  auto l = std::make_shared<load>(io, c.endpoint(), 10, 2);
+  bool done = false;
+  l->on_done = [&] { done = true; };
+  l->start();
+  run_until(io, done);
+  CHECK(l->errors == 0);
+  CHECK(l->per_pid.size() == 1);
+  CHECK(l->per_pid.count(r.pids[1]) == 1);
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code) { closed = true; });
+  run_until(io, closed);
+  REQUIRE(closed);
+  std::remove(flag.c_str());
+  CHECK(test::zombie_children() == 0);
+}
+
+TEST_CASE("a worker killed or disconnected through the cluster is not restarted", "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 2);
+  options.restart_backoff = 0ms;
+  cluster c(io, options);
+  recorded r;
+  record(c, r);
+  c.start();
+  bool listening = false;
+  c.on_listening(
+      [&](const cluster_worker&, const tcp::endpoint&) { listening = r.listening == 2; });
+  run_until(io, listening);
+  REQUIRE(listening);
+  auto workers = c.workers();
+  CHECK(workers[0].kill());
+  workers[1].disconnect();
+  bool both = false;
+  c.on_exit(
+      [&](const cluster_worker&, auto, auto) { both = count_prefix(r.events, "exit ") == 2; });
+  run_until(io, both);
+  REQUIRE(both);
+  io.run_for(200ms); // a restart would fork now
+  CHECK(std::find(r.events.begin(), r.events.end(), "exit 1 - SIGTERM after-disconnect") !=
+        r.events.end());
+  CHECK(std::find(r.events.begin(), r.events.end(), "exit 2 0 - after-disconnect") !=
+        r.events.end());
+  CHECK(count_prefix(r.events, "fork ") == 2);
+  CHECK(c.workers().empty());
+  CHECK(workers[0].is_dead());
+  CHECK(!workers[0].kill()); // already ended
+}
+
+TEST_CASE("destroying a cluster without a shutdown kills its workers", "[cluster]") {
+  asio::io_context io;
+  std::vector<pid_t> pids;
+  {
+    cluster c(io, worker_options(scheduling::reuse_port, 2));
+    std::size_t listening = 0;
+    bool up = false;
+    c.on_listening([&](const cluster_worker& w, const tcp::endpoint&) {
+      pids.push_back(*w.pid());
+      up = ++listening == 2;
+    });
+    c.start();
+    run_until(io, up);
+    REQUIRE(up);
+  }
+  io.restart();
+  io.run_for(200ms);
+  for (pid_t pid : pids)
+    CHECK(test::wait_reaped(pid));
+  CHECK(test::zombie_children() == 0);
+}
+
 TEST_CASE("a crash loop backs off and gives up after max_restarts with the give_up event",
           "[cluster]") {
   asio::io_context io;

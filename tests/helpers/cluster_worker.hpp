@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <istream>
@@ -96,6 +97,18 @@ inline int serve(const char* address, const char* port) {
       primary.send(m);
   });
   io.run();
+  return 0;
+}
+
+// The first start serves; later ones (FILE exists) are online but never listen.
+inline int serve_once(const char* file, const char* address, const char* port) {
+  if (std::FILE* f = std::fopen(file, "wx")) {
+    std::fclose(f);
+    return serve(address, port);
+  }
+  asio::io_context io;
+  childproc::cluster::channel(io);
+  io.run(); // until the primary disconnects (or kills) this worker
   return 0;
 }
 

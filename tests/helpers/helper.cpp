@@ -83,6 +83,8 @@
 //                      most N bytes, then acts as pool-worker (a start-up that recovers)
 //   cluster-worker ADDR PORT  an HTTP server on cluster::listen (helpers/cluster_worker.hpp)
 //   cluster-worker-crash      exits with 1 at once (a crash loop)
+//   cluster-worker-once FILE ADDR PORT  the first start (FILE absent: creates it) is a
+//                      cluster-worker; later ones take their channel but never listen
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -612,6 +614,8 @@ int run(int argc, char** argv) {
     return cluster_worker::serve(argv[2], argv[3]);
   if (mode == "cluster-worker-crash")
     ::_exit(1);
+  if (mode == "cluster-worker-once")
+    return cluster_worker::serve_once(argv[2], argv[3], argv[4]);
   return 2;
 }
 

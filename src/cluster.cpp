@@ -149,6 +149,7 @@ void cluster_state::fork_worker(std::size_t slot) {
   fo.env_overrides[cluster_env::scheduling] = scheduling_name(opt.scheduling);
   fo.env_overrides[cluster_env::endpoint] = format_endpoint(endpoint);
   fo.env_overrides[cluster_env::requested] = format_endpoint(opt.endpoint);
+  fo.env_overrides[cluster_env::backlog] = std::to_string(opt.backlog);
   scheduler->prepare(fo);
   w->child = childproc::fork(ex, program, args, std::move(fo));
   w->pid = w->child.original_pid();

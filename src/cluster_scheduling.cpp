@@ -210,14 +210,17 @@ worker_environment read_worker_env() noexcept {
   }
   env.endpoint = parse_endpoint(std::getenv(cluster_env::endpoint));
   env.requested = parse_endpoint(std::getenv(cluster_env::requested));
+  if (const char* backlog = std::getenv(cluster_env::backlog); backlog && std::atoi(backlog) > 0)
+    env.backlog = std::atoi(backlog);
   if (const char* fd = std::getenv(cluster_env::listen_fd)) {
     env.listen_fd = std::atoi(fd);
     // Inherited without close-on-exec: this process's own children must not get it.
     if (env.listen_fd < 3 || ::fcntl(env.listen_fd, F_SETFD, FD_CLOEXEC) < 0)
       env.listen_fd = -1;
   }
-  for (const char* name : {cluster_env::worker, cluster_env::instance, cluster_env::scheduling,
-                           cluster_env::endpoint, cluster_env::requested, cluster_env::listen_fd})
+  for (const char* name :
+       {cluster_env::worker, cluster_env::instance, cluster_env::scheduling, cluster_env::endpoint,
+        cluster_env::requested, cluster_env::backlog, cluster_env::listen_fd})
     ::unsetenv(name);
   return env;
 }
@@ -253,7 +256,7 @@ std::shared_ptr<cluster_listener_state> open_listener(const asio::any_io_executo
   if (env.is_worker)
     bind_to = *env.endpoint;
   if (own_socket) {
-    fd = bound_socket(bind_to, env.is_worker, cluster_options{}.backlog, ec);
+    fd = bound_socket(bind_to, env.is_worker, env.backlog, ec);
   } else {
     if (env.listen_fd < 0) {
       ec = make_error_code(errc::invalid_argument);

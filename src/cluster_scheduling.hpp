@@ -14,6 +14,7 @@
 //   CHILDPROC_CLUSTER_SCHEDULING  "shared" or "reuse_port"
 //   CHILDPROC_CLUSTER_ENDPOINT    "<address> <port>": the endpoint with its port chosen
 //   CHILDPROC_CLUSTER_REQUESTED   "<address> <port>": the endpoint as configured (port 0 kept)
+//   CHILDPROC_CLUSTER_BACKLOG     the listen backlog (reuse_port: each worker listens itself)
 //   CHILDPROC_CLUSTER_LISTEN_FD   shared: the descriptor of the listening socket
 #pragma once
 
@@ -34,6 +35,7 @@ inline constexpr const char* instance = "CHILDPROC_CLUSTER_INSTANCE";
 inline constexpr const char* scheduling = "CHILDPROC_CLUSTER_SCHEDULING";
 inline constexpr const char* endpoint = "CHILDPROC_CLUSTER_ENDPOINT";
 inline constexpr const char* requested = "CHILDPROC_CLUSTER_REQUESTED";
+inline constexpr const char* backlog = "CHILDPROC_CLUSTER_BACKLOG";
 inline constexpr const char* listen_fd = "CHILDPROC_CLUSTER_LISTEN_FD";
 } // namespace cluster_env
 
@@ -50,6 +52,7 @@ struct worker_environment {
   std::optional<childproc::scheduling> mode;
   std::optional<boost::asio::ip::tcp::endpoint> endpoint;  // port chosen
   std::optional<boost::asio::ip::tcp::endpoint> requested; // as configured
+  int backlog = cluster_options{}.backlog;
   int listen_fd = -1;
 };
 const worker_environment& worker_env() noexcept;

@@ -82,7 +82,8 @@ struct load : std::enable_shared_from_this<load> {
     bool pending = false; // a request was taken from the budget and not answered yet
 
     void connect() {
-      if (!pending && !(pending = l->more()))
+      // A request that failed is sent again, unless the load was stopped meanwhile.
+      if (l->stopped || (!pending && !(pending = l->more())))
         return end();
       socket = tcp::socket(l->io);
       socket.async_connect(l->ep, [self = shared_from_this()](boost::system::error_code ec) {
@@ -175,12 +176,18 @@ std::string distribution(const std::map<pid_t, std::size_t>& per_pid) {
   return text;
 }
 
-// Runs `io` until `done` or a generous bound.
-void run_until(asio::io_context& io, const bool& done, std::chrono::seconds bound = 60s) {
+// Runs `io` until `done()` or a generous bound; returns done().
+template <class Predicate>
+bool run_until(asio::io_context& io, Predicate done, std::chrono::seconds bound = 60s) {
   const auto deadline = std::chrono::steady_clock::now() + bound;
   io.restart();
-  while (!done && std::chrono::steady_clock::now() < deadline && !io.stopped())
-    io.run_for(50ms); // stopped: out of work, nothing can change `done` any more
+  while (!done() && std::chrono::steady_clock::now() < deadline && !io.stopped())
+    io.run_for(50ms); // stopped: out of work, nothing can change done() any more
+  return done();
+}
+bool run_until(asio::io_context& io, const bool& flag, std::chrono::seconds bound = 60s) {
+  return run_until(
+      io, [&] { return flag; }, bound);
 }
 
 struct recorded {
@@ -208,6 +215,28 @@ void record(cluster& c, recorded& r) {
                        (signal ? childproc::signal_name(*signal) : "-") +
                        (w.exited_after_disconnect() ? " after-disconnect" : ""));
   });
+}
+
+// Starts `c` with its events recorded in `r`, and runs `io` until `workers` listen.
+void start_listening(asio::io_context& io, cluster& c, recorded& r, std::size_t workers) {
+  record(c, r);
+  c.start();
+  REQUIRE(run_until(io, [&] { return r.listening == workers; }));
+}
+
+// A graceful shutdown, run to its end; no zombie is left.
+void shut_down(asio::io_context& io, cluster& c) {
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  REQUIRE(run_until(io, closed));
+  CHECK(test::zombie_children() == 0);
+}
+
+bool has(const recorded& r, const std::string& event) {
+  return std::find(r.events.begin(), r.events.end(), event) != r.events.end();
 }
 
 std::size_t count_prefix(const std::vector<std::string>& events, const std::string& prefix) {
@@ -256,8 +285,7 @@ TEST_CASE("a cluster forks its workers with ids 1..N and reports fork, online an
   run_until(io, closed);
   REQUIRE(closed);
   CHECK(count_prefix(r.events, "exit ") == 2);
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 1 0 - after-disconnect") !=
-        r.events.end());
+  CHECK(has(r, "exit 1 0 - after-disconnect"));
   CHECK(test::zombie_children() == 0);
 }
 
@@ -296,13 +324,7 @@ TEST_CASE("every scheduling mode serves 1000 requests from 32 connections with n
   asio::io_context io;
   cluster c(io, worker_options(mode, 3));
   recorded r;
-  record(c, r);
-  c.start();
-  bool listening = false;
-  c.on_listening(
-      [&](const cluster_worker&, const tcp::endpoint&) { listening = r.listening == 3; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, c, r, 3);
 
   auto l = std::make_shared<load>(io, c.endpoint(), 1000, 32);
   bool done = false;
@@ -321,11 +343,7 @@ TEST_CASE("every scheduling mode serves 1000 requests from 32 connections with n
   for (const auto& [pid, n] : l->per_pid)
     CHECK(workers.count(pid) == 1);
 
-  bool closed = false;
-  c.async_shutdown([&](boost::system::error_code) { closed = true; });
-  run_until(io, closed);
-  REQUIRE(closed);
-  CHECK(test::zombie_children() == 0);
+  shut_down(io, c);
 }
 
 TEST_CASE("a worker killed under load is restarted in its slot and the load keeps being served",
@@ -335,13 +353,7 @@ TEST_CASE("a worker killed under load is restarted in its slot and the load keep
   options.restart_backoff = 10ms;
   cluster c(io, options);
   recorded r;
-  record(c, r);
-  c.start();
-  bool listening = false;
-  c.on_listening(
-      [&](const cluster_worker&, const tcp::endpoint&) { listening = r.listening == 2; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, c, r, 2);
 
   auto l = std::make_shared<load>(io, c.endpoint(), 2000, 8);
   bool done = false;
@@ -360,8 +372,8 @@ TEST_CASE("a worker killed under load is restarted in its slot and the load keep
               victim, l->errors, distribution(l->per_pid).c_str());
   CHECK(l->answered == 2000);
   CHECK(l->errors <= 8); // at most the requests in flight on the killed worker's connections
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 1 - SIGKILL") != r.events.end());
-  CHECK(std::find(r.events.begin(), r.events.end(), "fork 3") != r.events.end());
+  CHECK(has(r, "exit 1 - SIGKILL"));
+  CHECK(has(r, "fork 3"));
   const auto workers = c.workers();
   REQUIRE(workers.size() == 2);
   CHECK(workers[0].id() == 2);
@@ -369,11 +381,7 @@ TEST_CASE("a worker killed under load is restarted in its slot and the load keep
   CHECK(workers[1].slot() == 0); // the killed worker's slot
   CHECK(workers[1].is_listening());
 
-  bool closed = false;
-  c.async_shutdown([&](boost::system::error_code) { closed = true; });
-  run_until(io, closed);
-  REQUIRE(closed);
-  CHECK(test::zombie_children() == 0);
+  shut_down(io, c);
 }
 
 // Before the fix (reuse_port's stop() closing its socket at once, without the drain): "cluster
@@ -384,13 +392,7 @@ TEST_CASE("a rolling reload under continuous load drops zero requests", "[cluste
   asio::io_context io;
   cluster c(io, worker_options(mode, 2));
   recorded r;
-  record(c, r);
-  c.start();
-  bool listening = false;
-  c.on_listening(
-      [&](const cluster_worker&, const tcp::endpoint&) { listening = r.listening == 2; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, c, r, 2);
 
   auto l = std::make_shared<load>(io, c.endpoint(), 1000000, 32);
   l->close_each = close_each;
@@ -419,7 +421,7 @@ TEST_CASE("a rolling reload under continuous load drops zero requests", "[cluste
   CHECK(l->errors == 0);
   // The old workers left after the new ones listened, each having finished its connections.
   for (const char* old : {"exit 1 0 - after-disconnect", "exit 2 0 - after-disconnect"})
-    CHECK(std::find(r.events.begin(), r.events.end(), old) != r.events.end());
+    CHECK(has(r, old));
   const auto listening3 = std::find_if(r.events.begin(), r.events.end(), [](const auto& e) {
     return e.rfind("listening 3 ", 0) == 0;
   });
@@ -431,11 +433,7 @@ TEST_CASE("a rolling reload under continuous load drops zero requests", "[cluste
   CHECK(workers[1].id() == 4);
   CHECK(l->per_pid.count(r.pids[3]) + l->per_pid.count(r.pids[4]) >= 1);
 
-  bool closed = false;
-  c.async_shutdown([&](boost::system::error_code) { closed = true; });
-  run_until(io, closed);
-  REQUIRE(closed);
-  CHECK(test::zombie_children() == 0);
+  shut_down(io, c);
 }
 
 TEST_CASE("a reload whose new worker does not listen within listen_timeout fails and keeps the "
@@ -449,12 +447,7 @@ TEST_CASE("a reload whose new worker does not listen within listen_timeout fails
   options.listen_timeout = 300ms;
   cluster c(io, options);
   recorded r;
-  record(c, r);
-  c.start();
-  bool listening = false;
-  c.on_listening([&](const cluster_worker&, const tcp::endpoint&) { listening = true; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, c, r, 1);
   bool reloaded = false;
   boost::system::error_code reload_ec;
   c.async_reload([&](boost::system::error_code ec) {
@@ -464,8 +457,7 @@ TEST_CASE("a reload whose new worker does not listen within listen_timeout fails
   run_until(io, reloaded);
   REQUIRE(reloaded);
   CHECK(reload_ec == childproc::errc::timed_out);
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 2 - SIGKILL after-disconnect") !=
-        r.events.end());
+  CHECK(has(r, "exit 2 - SIGKILL after-disconnect"));
   // The old worker kept its slot and still serves.
   const auto workers = c.workers();
   REQUIRE(workers.size() == 1);
@@ -478,12 +470,8 @@ TEST_CASE("a reload whose new worker does not listen within listen_timeout fails
   CHECK(l->errors == 0);
   CHECK(l->per_pid.size() == 1);
   CHECK(l->per_pid.count(r.pids[1]) == 1);
-  bool closed = false;
-  c.async_shutdown([&](boost::system::error_code) { closed = true; });
-  run_until(io, closed);
-  REQUIRE(closed);
   std::remove(flag.c_str());
-  CHECK(test::zombie_children() == 0);
+  shut_down(io, c);
 }
 
 TEST_CASE("a worker killed or disconnected through the cluster is not restarted", "[cluster]") {
@@ -492,13 +480,7 @@ TEST_CASE("a worker killed or disconnected through the cluster is not restarted"
   options.restart_backoff = 0ms;
   cluster c(io, options);
   recorded r;
-  record(c, r);
-  c.start();
-  bool listening = false;
-  c.on_listening(
-      [&](const cluster_worker&, const tcp::endpoint&) { listening = r.listening == 2; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, c, r, 2);
   auto workers = c.workers();
   CHECK(workers[0].kill());
   workers[1].disconnect();
@@ -508,10 +490,8 @@ TEST_CASE("a worker killed or disconnected through the cluster is not restarted"
   run_until(io, both);
   REQUIRE(both);
   io.run_for(200ms); // a restart would fork now
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 1 - SIGTERM after-disconnect") !=
-        r.events.end());
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 2 0 - after-disconnect") !=
-        r.events.end());
+  CHECK(has(r, "exit 1 - SIGTERM after-disconnect"));
+  CHECK(has(r, "exit 2 0 - after-disconnect"));
   CHECK(count_prefix(r.events, "fork ") == 2);
   CHECK(c.workers().empty());
   CHECK(workers[0].is_dead());
@@ -568,7 +548,7 @@ TEST_CASE("a crash loop backs off and gives up after max_restarts with the give_
   CHECK(last == 4);
   CHECK(forks.size() == 4);
   CHECK(count_prefix(r.events, "exit ") == 4);
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 4 1 -") != r.events.end());
+  CHECK(has(r, "exit 4 1 -"));
   // The backoff: 20 ms, then 30, then 45 (timers never fire early).
   REQUIRE(forks.size() == 4);
   CHECK(forks[1] - forks[0] >= 20ms);
@@ -578,18 +558,31 @@ TEST_CASE("a crash loop backs off and gives up after max_restarts with the give_
   CHECK(test::zombie_children() == 0);
 }
 
+TEST_CASE("exits after min_uptime are not unstable: the slot keeps restarting", "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.args = std::vector<std::string>{"cluster-worker-crash"};
+  options.max_restarts = 1;
+  options.min_uptime = 0ms; // every run is long enough
+  options.restart_backoff = 5ms;
+  cluster c(io, options);
+  recorded r;
+  record(c, r);
+  bool gave_up = false;
+  c.on_give_up([&](const cluster_worker&, std::size_t) { gave_up = true; });
+  c.start();
+  REQUIRE(run_until(io, [&] { return count_prefix(r.events, "exit ") >= 5; }));
+  CHECK(!gave_up);
+  shut_down(io, c);
+  CHECK(!gave_up);
+}
+
 TEST_CASE("a graceful shutdown under load answers the requests in flight, then the workers exit",
           "[cluster][load]") {
   asio::io_context io;
   cluster c(io, worker_options(scheduling::shared, 2));
   recorded r;
-  record(c, r);
-  c.start();
-  bool listening = false;
-  c.on_listening(
-      [&](const cluster_worker&, const tcp::endpoint&) { listening = r.listening == 2; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, c, r, 2);
 
   auto l = std::make_shared<load>(io, c.endpoint(), 1000000, 16);
   bool done = false, closed = false;
@@ -612,10 +605,8 @@ TEST_CASE("a graceful shutdown under load answers the requests in flight, then t
   CHECK(!close_ec);
   CHECK(l->errors == 0);
   CHECK(l->answered == l->started);
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 1 0 - after-disconnect") !=
-        r.events.end());
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 2 0 - after-disconnect") !=
-        r.events.end());
+  CHECK(has(r, "exit 1 0 - after-disconnect"));
+  CHECK(has(r, "exit 2 0 - after-disconnect"));
   CHECK(c.workers().empty());
   CHECK(test::zombie_children() == 0);
 }
@@ -627,12 +618,7 @@ TEST_CASE("a worker that does not finish within kill_timeout after a shutdown ge
   options.kill_timeout = 300ms;
   cluster c(io, options);
   recorded r;
-  record(c, r);
-  c.start();
-  bool listening = false;
-  c.on_listening([&](const cluster_worker&, const tcp::endpoint&) { listening = true; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, c, r, 1);
   auto l = std::make_shared<load>(io, c.endpoint(), 1, 1);
   l->path = "/block/5000";
   l->start();
@@ -643,8 +629,7 @@ TEST_CASE("a worker that does not finish within kill_timeout after a shutdown ge
   run_until(io, closed);
   REQUIRE(closed);
   CHECK(std::chrono::steady_clock::now() - began < 4s); // well before the 5 s block ends
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 1 - SIGKILL after-disconnect") !=
-        r.events.end());
+  CHECK(has(r, "exit 1 - SIGKILL after-disconnect"));
   l->stop();
   io.run_for(100ms);
   CHECK(test::zombie_children() == 0);
@@ -667,21 +652,14 @@ TEST_CASE("a worker above max_memory_restart is replaced: the new one listens be
       up = true;
     });
     measure.start();
-    run_until(io, up);
-    bool closed = false;
-    measure.async_shutdown([&](boost::system::error_code) { closed = true; });
-    run_until(io, closed);
+    REQUIRE(run_until(io, up));
+    shut_down(io, measure);
   }
   REQUIRE(idle_rss > 0);
   options.max_memory_restart = idle_rss + (32u << 20);
   cluster limited(io, options);
   recorded r;
-  record(limited, r);
-  limited.start();
-  bool listening = false;
-  limited.on_listening([&](const cluster_worker&, const tcp::endpoint&) { listening = true; });
-  run_until(io, listening);
-  REQUIRE(listening);
+  start_listening(io, limited, r, 1);
   auto l = std::make_shared<load>(io, limited.endpoint(), 1, 1);
   l->path = "/leak/64";
   l->start();
@@ -694,13 +672,8 @@ TEST_CASE("a worker above max_memory_restart is replaced: the new one listens be
   });
   const auto disconnect1 = std::find(r.events.begin(), r.events.end(), "disconnect 1");
   CHECK(listening2 < disconnect1);
-  CHECK(std::find(r.events.begin(), r.events.end(), "exit 1 0 - after-disconnect") !=
-        r.events.end());
-  bool closed = false;
-  limited.async_shutdown([&](boost::system::error_code) { closed = true; });
-  run_until(io, closed);
-  REQUIRE(closed);
-  CHECK(test::zombie_children() == 0);
+  CHECK(has(r, "exit 1 0 - after-disconnect"));
+  shut_down(io, limited);
 }
 
 TEST_CASE("outside a cluster listen is a plain listener and there is no worker channel",

@@ -91,6 +91,10 @@
 //                      to the channel fd, then aborts
 //   chan-many-fds      writes a plain frame ({}) with 8 descriptors to the channel fd, then
 //                      waits for EOF
+//   cluster-worker ADDR PORT  an HTTP server on cluster::listen (helpers/cluster_worker.hpp)
+//   cluster-worker-crash      exits with 1 at once (a crash loop)
+//   cluster-worker-once FILE ADDR PORT  the first start (FILE absent: creates it) is a
+//                      cluster-worker; later ones take their channel but never listen
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -102,6 +106,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
+#include "cluster_worker.hpp"
 #include "handles.hpp"
 #include "order.hpp"
 #include "pool_worker.hpp"
@@ -685,6 +690,12 @@ int run(int argc, char** argv) {
     }
     return 0;
   }
+  if (mode == "cluster-worker")
+    return cluster_worker::serve(argv[2], argv[3]);
+  if (mode == "cluster-worker-crash")
+    ::_exit(1);
+  if (mode == "cluster-worker-once")
+    return cluster_worker::serve_once(argv[2], argv[3], argv[4]);
   return 2;
 }
 

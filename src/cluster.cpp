@@ -1,0 +1,561 @@
+// The primary of a cluster: forks the workers, routes their messages and events, and
+// supervises them (restart with backoff, memory limit, rolling reload, shutdown).
+#include "cluster_scheduling.hpp"
+
+#include <childproc/detail/handler_list.hpp>
+#include <childproc/error.hpp>
+#include <childproc/fork.hpp>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <thread>
+#include <unistd.h>
+
+namespace childproc {
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+namespace detail {
+
+struct cluster_state;
+
+struct cluster_worker_state {
+  cluster_worker_state(const asio::any_io_executor& ex, unsigned id, std::size_t slot)
+      : id(id), slot(slot), kill_timer(ex) {}
+  unsigned id;
+  std::size_t slot;
+  child_process child;
+  std::optional<pid_t> pid;
+  clock_type::time_point started = clock_type::now();
+  bool connected = false;
+  bool listening = false;
+  bool dead = false;
+  bool after_disconnect = false;
+  asio::steady_timer kill_timer; // SIGKILL after kill_timeout, once disconnected
+  // A replacement waiting on this worker (reload, memory): called after the bookkeeping of its
+  // `listening` (true) or of its exit (false).
+  std::function<void(bool listening)> watcher;
+  std::weak_ptr<cluster_state> owner;
+};
+
+struct cluster_slot {
+  explicit cluster_slot(const asio::any_io_executor& ex) : restart_timer(ex) {}
+  std::shared_ptr<cluster_worker_state> current;
+  std::size_t unstable = 0; // exits before min_uptime in a row
+  std::size_t crashes = 0;  // restarts since the backoff was reset
+  bool replacing = false;
+  bool given_up = false;
+  asio::steady_timer restart_timer;
+};
+
+using done_handler = std::unique_ptr<completion<boost::system::error_code>>;
+
+struct cluster_state : std::enable_shared_from_this<cluster_state> {
+  cluster_state(const asio::any_io_executor& ex, cluster_options opt)
+      : ex(ex), opt(std::move(opt)), memory_timer(ex) {}
+
+  asio::any_io_executor ex;
+  cluster_options opt;
+  std::string program;
+  std::vector<std::string> args;
+  std::unique_ptr<primary_scheduler> scheduler;
+  tcp::endpoint endpoint;
+  std::vector<std::unique_ptr<cluster_slot>> slots;
+  std::map<unsigned, std::shared_ptr<cluster_worker_state>> live;
+  unsigned next_id = 1;
+  bool started = false;
+  bool stopping = false;
+  bool reloading = false;
+  done_handler shutdown_done;
+  std::shared_ptr<cluster_state> keep_alive; // while a shutdown outlives the handle
+  asio::steady_timer memory_timer;
+
+  handler_list<cluster::worker_handler> on_fork, on_online, on_disconnect;
+  handler_list<std::function<void(const cluster_worker&, const tcp::endpoint&)>> on_listening;
+  handler_list<std::function<void(const cluster_worker&, const message&)>> on_message;
+  handler_list<std::function<void(const cluster_worker&, std::optional<int>, std::optional<int>)>>
+      on_exit;
+  handler_list<std::function<void(const cluster_worker&, std::size_t)>> on_give_up;
+
+  void fork_worker(std::size_t slot);
+  void attach(const std::shared_ptr<cluster_worker_state>& w);
+  void control_message(const std::shared_ptr<cluster_worker_state>& w,
+                       const boost::json::object& o);
+  void worker_ended(const std::shared_ptr<cluster_worker_state>& w, std::optional<int> code,
+                    std::optional<int> signal);
+  void restart_later(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last);
+  void disconnect(const std::shared_ptr<cluster_worker_state>& w);
+  void replace(std::size_t slot, std::function<void(std::error_code)> then);
+  void reload_from(std::size_t slot, std::shared_ptr<done_handler> done);
+  void check_memory();
+  void watch_memory();
+  void finish_shutdown_if_done();
+  void destroy() noexcept;
+};
+
+namespace {
+
+// The worker's resident set in bytes, from /proc/<pid>/statm (0 when it cannot be read).
+std::size_t resident_set(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
+  std::size_t pages_total = 0, pages_resident = 0;
+  in >> pages_total >> pages_resident;
+  return pages_resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// This process's arguments after argv[0] (/proc/self/cmdline), Node's process.argv.slice(2).
+std::vector<std::string> own_arguments() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(in, arg, '\0');)
+    args.push_back(arg);
+  if (!args.empty())
+    args.erase(args.begin());
+  return args;
+}
+
+// Node's fork() default: stdio inherited unless silent; the cluster may add a slot after it.
+void settle_stdio(fork_options& o) {
+  if (o.stdio == spawn_options{}.stdio && !o.silent)
+    o.stdio = {stdio::inherit, stdio::inherit, stdio::inherit};
+  while (o.stdio.size() < 3)
+    o.stdio.push_back(o.silent ? stdio::pipe : stdio::inherit);
+}
+
+std::chrono::milliseconds backoff(const cluster_options& o, std::size_t crashes) {
+  const double delay = static_cast<double>(o.restart_backoff.count()) *
+                       std::pow(1.5, static_cast<double>(std::min<std::size_t>(crashes, 64)));
+  return std::min(o.restart_backoff_max,
+                  std::chrono::milliseconds(static_cast<std::int64_t>(
+                      std::min(delay, static_cast<double>(o.restart_backoff_max.count())))));
+}
+
+} // namespace
+
+void cluster_state::fork_worker(std::size_t slot) {
+  auto w = std::make_shared<cluster_worker_state>(ex, next_id++, slot);
+  w->owner = weak_from_this();
+  fork_options fo = opt.worker_options;
+  settle_stdio(fo);
+  fo.env_overrides[cluster_env::worker] = std::to_string(w->id);
+  fo.env_overrides[cluster_env::instance] = std::to_string(slot);
+  fo.env_overrides[cluster_env::scheduling] = scheduling_name(opt.scheduling);
+  fo.env_overrides[cluster_env::endpoint] = format_endpoint(endpoint);
+  fo.env_overrides[cluster_env::requested] = format_endpoint(opt.endpoint);
+  fo.env_overrides[cluster_env::backlog] = std::to_string(opt.backlog);
+  scheduler->prepare(fo);
+  w->child = childproc::fork(ex, program, args, std::move(fo));
+  w->pid = w->child.original_pid();
+  w->connected = w->child.connected();
+  w->started = clock_type::now();
+  live[w->id] = w;
+  slots[slot]->current = w;
+  attach(w);
+  asio::post(ex, [weak = weak_from_this(), w] {
+    if (auto self = weak.lock())
+      self->on_fork.emit(cluster_worker(w));
+  });
+}
+
+void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
+  std::weak_ptr<cluster_state> weak = weak_from_this();
+  std::weak_ptr<cluster_worker_state> ww = w;
+  auto& child = w->child;
+  child.on_message([weak, ww](const message& m) {
+    auto self = weak.lock();
+    auto w = ww.lock();
+    if (!self || !w)
+      return;
+    if (m.is_json() && m.json().is_object() && m.json().as_object().contains("cc"))
+      return self->control_message(w, m.json().as_object());
+    self->on_message.emit(cluster_worker(w), m);
+  });
+  child.on_disconnect([weak, ww] {
+    auto self = weak.lock();
+    auto w = ww.lock();
+    if (!self || !w)
+      return;
+    w->connected = false;
+    self->on_disconnect.emit(cluster_worker(w));
+  });
+  // `close` rather than `exit`: it also comes after a launch that failed (no exit then).
+  child.on_close([weak, ww](std::optional<int> code, std::optional<int> signal) {
+    auto self = weak.lock();
+    auto w = ww.lock();
+    if (self && w)
+      self->worker_ended(w, code, signal);
+  });
+  child.on_error([](const process_error&) {}); // reported as the exit (close) of the worker
+}
+
+void cluster_state::control_message(const std::shared_ptr<cluster_worker_state>& w,
+                                    const boost::json::object& o) {
+  const auto* kind = o.at("cc").if_string();
+  if (!kind)
+    return;
+  if (*kind == "online")
+    return on_online.emit(cluster_worker(w));
+  if (*kind != "listening")
+    return;
+  boost::system::error_code ec;
+  const auto* address = o.contains("address") ? o.at("address").if_string() : nullptr;
+  const auto* port = o.contains("port") ? o.at("port").if_int64() : nullptr;
+  tcp::endpoint at = endpoint;
+  if (address && port)
+    at = tcp::endpoint(asio::ip::make_address(std::string(address->c_str()), ec),
+                       static_cast<unsigned short>(*port));
+  w->listening = true;
+  scheduler->worker_listening(*w);
+  if (auto watcher = std::exchange(w->watcher, {}))
+    watcher(true);
+  on_listening.emit(cluster_worker(w), at);
+}
+
+void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
+                                 std::optional<int> code, std::optional<int> signal) {
+  w->dead = true;
+  w->connected = false;
+  w->kill_timer.cancel();
+  live.erase(w->id);
+  scheduler->worker_gone(*w);
+  auto& slot = *slots[w->slot];
+  const bool current = slot.current == w;
+  if (current)
+    slot.current.reset();
+  if (auto watcher = std::exchange(w->watcher, {}))
+    watcher(false);
+  if (current && !w->after_disconnect && opt.autorestart && !stopping)
+    restart_later(w->slot, w);
+  on_exit.emit(cluster_worker(w), code, signal);
+  finish_shutdown_if_done();
+}
+
+void cluster_state::restart_later(std::size_t index,
+                                  const std::shared_ptr<cluster_worker_state>& last) {
+  auto& slot = *slots[index];
+  const auto uptime = clock_type::now() - last->started;
+  if (uptime >= opt.backoff_reset_after)
+    slot.crashes = 0;
+  slot.unstable = uptime < opt.min_uptime ? slot.unstable + 1 : 0;
+  if (slot.unstable > opt.max_restarts) {
+    slot.given_up = true;
+    const std::size_t restarts = slot.unstable - 1;
+    asio::post(ex, [weak = weak_from_this(), last, restarts] {
+      if (auto self = weak.lock())
+        self->on_give_up.emit(cluster_worker(last), restarts);
+    });
+    return;
+  }
+  slot.restart_timer.expires_after(backoff(opt, slot.crashes++));
+  slot.restart_timer.async_wait([weak = weak_from_this(), index](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stopping || self->slots[index]->current)
+      return;
+    self->fork_worker(index);
+  });
+}
+
+void cluster_state::disconnect(const std::shared_ptr<cluster_worker_state>& w) {
+  if (w->dead)
+    return;
+  w->after_disconnect = true;
+  if (w->child.connected())
+    w->child.disconnect();
+  w->kill_timer.expires_after(opt.kill_timeout);
+  w->kill_timer.async_wait([ww = std::weak_ptr(w)](boost::system::error_code ec) {
+    if (auto w = ww.lock(); w && !ec && !w->dead)
+      w->child.kill(SIGKILL);
+  });
+}
+
+// Starts a new worker for `index`; once it listens the old one is disconnected, and `then`
+// runs when the old one has exited. If the new one exits or times out before listening, the
+// old one stays.
+void cluster_state::replace(std::size_t index, std::function<void(std::error_code)> then) {
+  auto& slot = *slots[index];
+  auto old = slot.current;
+  slot.replacing = true;
+  fork_worker(index);
+  auto fresh = slot.current;
+  auto timer = std::make_shared<asio::steady_timer>(ex, opt.listen_timeout);
+  auto finish = [weak = weak_from_this(), index, then](std::error_code ec) {
+    if (auto self = weak.lock())
+      self->slots[index]->replacing = false;
+    then(ec);
+  };
+  timer->async_wait([weak = weak_from_this(), fresh, old, index](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || fresh->listening || fresh->dead)
+      return;
+    fresh->after_disconnect = true; // its exit finishes the replacement with timed_out
+    fresh->child.kill(SIGKILL);
+  });
+  fresh->watcher = [weak = weak_from_this(), fresh, old, index, timer, finish](bool listening) {
+    auto self = weak.lock();
+    timer->cancel();
+    if (!self)
+      return;
+    if (!listening) {
+      if (old && !old->dead)
+        self->slots[index]->current = old;
+      return finish(fresh->after_disconnect ? errc::timed_out : errc::worker_start_failed);
+    }
+    if (!old || old->dead)
+      return finish({});
+    old->watcher = [finish](bool) { finish({}); };
+    self->disconnect(old);
+  };
+}
+
+void cluster_state::reload_from(std::size_t index, std::shared_ptr<done_handler> done) {
+  while (index < slots.size() && (slots[index]->given_up || slots[index]->replacing))
+    ++index;
+  if (stopping || index >= slots.size()) {
+    reloading = false;
+    return (*done)->complete(stopping ? asio::error::operation_aborted
+                                      : boost::system::error_code{});
+  }
+  replace(index, [weak = weak_from_this(), index, done](std::error_code ec) {
+    auto self = weak.lock();
+    if (!self)
+      return;
+    if (ec) {
+      self->reloading = false;
+      return (*done)->complete(ec);
+    }
+    self->reload_from(index + 1, done);
+  });
+}
+
+void cluster_state::check_memory() {
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    auto w = slots[i]->current;
+    if (w && w->listening && !slots[i]->replacing && w->pid &&
+        resident_set(*w->pid) > opt.max_memory_restart)
+      replace(i, [](std::error_code) {});
+  }
+}
+
+void cluster_state::watch_memory() {
+  memory_timer.expires_after(opt.memory_check_interval);
+  memory_timer.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stopping)
+      return;
+    self->check_memory();
+    self->watch_memory();
+  });
+}
+
+void cluster_state::finish_shutdown_if_done() {
+  if (!stopping || !live.empty() || !shutdown_done)
+    return;
+  scheduler->close();
+  auto done = std::move(shutdown_done);
+  auto hold = std::move(keep_alive);
+  done->complete({});
+}
+
+void cluster_state::destroy() noexcept {
+  stopping = true;
+  memory_timer.cancel();
+  for (auto& slot : slots)
+    slot->restart_timer.cancel();
+  for (auto& [id, w] : live) {
+    w->after_disconnect = true;
+    w->kill_timer.cancel();
+    std::error_code ignored;
+    w->child.kill(SIGKILL, ignored);
+  }
+  if (scheduler)
+    scheduler->close();
+}
+
+} // namespace detail
+
+inline namespace v1 {
+
+// ---- cluster_worker ----
+
+unsigned cluster_worker::id() const noexcept {
+  return state_ ? state_->id : 0;
+}
+std::size_t cluster_worker::slot() const noexcept {
+  return state_ ? state_->slot : 0;
+}
+std::optional<pid_t> cluster_worker::pid() const noexcept {
+  return state_ ? state_->pid : std::nullopt;
+}
+child_process& cluster_worker::process() const {
+  if (!state_)
+    throw std::logic_error("childproc: empty cluster_worker");
+  return state_->child;
+}
+bool cluster_worker::send(const message& msg, send_handler done) const {
+  return process().send(msg, std::move(done));
+}
+void cluster_worker::disconnect() const {
+  if (!state_ || state_->dead)
+    return;
+  if (auto owner = state_->owner.lock())
+    return owner->disconnect(state_);
+  state_->after_disconnect = true;
+  if (state_->child.connected())
+    state_->child.disconnect();
+}
+bool cluster_worker::kill(int signal) const {
+  if (!state_ || state_->dead)
+    return false;
+  state_->after_disconnect = true;
+  if (state_->child.connected())
+    state_->child.disconnect();
+  return state_->child.kill(signal);
+}
+bool cluster_worker::is_connected() const noexcept {
+  return state_ && state_->connected && state_->child.connected();
+}
+bool cluster_worker::is_dead() const noexcept {
+  return !state_ || state_->dead;
+}
+bool cluster_worker::exited_after_disconnect() const noexcept {
+  return state_ && state_->after_disconnect;
+}
+bool cluster_worker::is_listening() const noexcept {
+  return state_ && state_->listening && !state_->dead;
+}
+
+// ---- cluster ----
+
+cluster::cluster(const asio::any_io_executor& ex, cluster_options options)
+    : state_(std::make_shared<detail::cluster_state>(ex, std::move(options))) {}
+cluster::cluster(cluster&&) noexcept = default;
+cluster& cluster::operator=(cluster&& other) noexcept {
+  if (this != &other) {
+    if (state_ && !state_->shutdown_done)
+      state_->destroy();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+cluster::~cluster() {
+  if (!state_)
+    return;
+  if (state_->shutdown_done)
+    state_->keep_alive = state_; // lives on until the shutdown completes
+  else
+    state_->destroy();
+}
+
+void cluster::start() {
+  std::error_code ec;
+  start(ec);
+  if (ec)
+    throw std::system_error(ec, "childproc: cluster::start");
+}
+
+void cluster::start(std::error_code& ec) {
+  ec.clear();
+  auto& s = *state_;
+  const auto& o = s.opt;
+  const std::size_t count = o.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
+  s.scheduler = detail::make_primary_scheduler(o.scheduling);
+  if (s.started || count == 0 || !s.scheduler || o.backlog <= 0) {
+    ec = make_error_code(errc::invalid_argument);
+    return;
+  }
+  s.endpoint = s.scheduler->open(o.endpoint, o.backlog, ec);
+  if (ec)
+    return;
+  s.started = true;
+  s.program = o.program.empty() ? self_exe() : o.program;
+  s.args = o.args ? *o.args : detail::own_arguments();
+  for (std::size_t i = 0; i < count; ++i)
+    s.slots.push_back(std::make_unique<detail::cluster_slot>(s.ex));
+  for (std::size_t i = 0; i < count; ++i)
+    s.fork_worker(i);
+  if (o.max_memory_restart > 0)
+    s.watch_memory();
+}
+
+tcp::endpoint cluster::endpoint() const {
+  return state_->endpoint;
+}
+
+std::vector<cluster_worker> cluster::workers() const {
+  std::vector<cluster_worker> all;
+  for (const auto& [id, w] : state_->live)
+    all.emplace_back(w);
+  return all;
+}
+
+void cluster::start_reload(std::unique_ptr<detail::completion<boost::system::error_code>> done) {
+  auto& s = *state_;
+  if (!s.started || s.reloading || s.stopping)
+    return done->complete(make_error_code(errc::invalid_argument));
+  s.reloading = true;
+  s.reload_from(0, std::make_shared<detail::done_handler>(std::move(done)));
+}
+
+void cluster::start_shutdown(std::unique_ptr<detail::completion<boost::system::error_code>> done) {
+  auto& s = *state_;
+  if (s.stopping)
+    return done->complete(make_error_code(errc::invalid_argument));
+  s.stopping = true;
+  s.shutdown_done = std::move(done);
+  s.memory_timer.cancel();
+  for (auto& slot : s.slots)
+    slot->restart_timer.cancel();
+  auto live = s.live; // disconnect() does not end a worker inline, but keep the walk stable
+  for (auto& [id, w] : live)
+    s.disconnect(w);
+  // Completes (posted) at once when no worker is left.
+  asio::post(s.ex, [weak = std::weak_ptr(state_)] {
+    if (auto self = weak.lock())
+      self->finish_shutdown_if_done();
+  });
+}
+
+cluster& cluster::on_fork(worker_handler handler) {
+  state_->on_fork.add(std::move(handler));
+  return *this;
+}
+cluster& cluster::on_online(worker_handler handler) {
+  state_->on_online.add(std::move(handler));
+  return *this;
+}
+cluster&
+cluster::on_listening(std::function<void(const cluster_worker&, const tcp::endpoint&)> handler) {
+  state_->on_listening.add(std::move(handler));
+  return *this;
+}
+cluster& cluster::on_message(std::function<void(const cluster_worker&, const message&)> handler) {
+  state_->on_message.add(std::move(handler));
+  return *this;
+}
+cluster& cluster::on_disconnect(worker_handler handler) {
+  state_->on_disconnect.add(std::move(handler));
+  return *this;
+}
+cluster& cluster::on_exit(
+    std::function<void(const cluster_worker&, std::optional<int>, std::optional<int>)> handler) {
+  state_->on_exit.add(std::move(handler));
+  return *this;
+}
+cluster& cluster::on_give_up(std::function<void(const cluster_worker&, std::size_t)> handler) {
+  state_->on_give_up.add(std::move(handler));
+  return *this;
+}
+
+asio::any_io_executor cluster::executor() const noexcept {
+  return state_->ex;
+}
+
+} // namespace v1
+} // namespace childproc

@@ -1,0 +1,276 @@
+// The cluster's scheduling modes shared and reuse_port, both sides (see cluster_scheduling.hpp).
+#include "cluster_scheduling.hpp"
+
+#include "posix/unique_fd.hpp"
+
+#include <childproc/error.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/error.hpp>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sstream>
+#include <sys/socket.h>
+
+namespace childproc::detail {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using posix::unique_fd;
+
+std::error_code last_error() {
+  return {errno, std::system_category()};
+}
+
+// A TCP socket bound to `ep` (>= 3, close-on-exec), with SO_REUSEADDR and, when asked,
+// SO_REUSEPORT; listening when backlog > 0.
+unique_fd bound_socket(const tcp::endpoint& ep, bool reuse_port, int backlog, std::error_code& ec) {
+  unique_fd fd(posix::above_stdio(
+      ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP)));
+  const int on = 1;
+  if (!fd || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
+      (reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) ||
+      ::bind(fd.get(), ep.data(), static_cast<socklen_t>(ep.size())) < 0 ||
+      (backlog > 0 && ::listen(fd.get(), backlog) < 0)) {
+    ec = last_error();
+    return {};
+  }
+  return fd;
+}
+
+tcp::endpoint local_endpoint_of(int fd, std::error_code& ec) {
+  tcp::endpoint ep;
+  socklen_t size = static_cast<socklen_t>(ep.capacity());
+  if (::getsockname(fd, ep.data(), &size) < 0)
+    ec = last_error();
+  else
+    ep.resize(size);
+  return ep;
+}
+
+// shared: the primary's listening socket, given to every worker in one more stdio slot.
+class shared_scheduler final : public primary_scheduler {
+public:
+  tcp::endpoint open(const tcp::endpoint& requested, int backlog, std::error_code& ec) override {
+    socket_ = bound_socket(requested, false, backlog, ec);
+    return ec ? tcp::endpoint{} : local_endpoint_of(socket_.get(), ec);
+  }
+  void prepare(fork_options& options) override {
+    options.env_overrides[cluster_env::listen_fd] = std::to_string(options.stdio.size());
+    options.stdio.push_back(stdio::fd(socket_.get()));
+  }
+  void close() noexcept override { socket_.reset(); }
+
+private:
+  unique_fd socket_;
+};
+
+// reuse_port: the primary binds (without listening) to hold the port, so that port 0 means one
+// port for every worker; each worker binds and listens itself.
+class reuse_port_scheduler final : public primary_scheduler {
+public:
+  tcp::endpoint open(const tcp::endpoint& requested, int, std::error_code& ec) override {
+    holder_ = bound_socket(requested, true, 0, ec);
+    return ec ? tcp::endpoint{} : local_endpoint_of(holder_.get(), ec);
+  }
+  void prepare(fork_options&) override {}
+  void close() noexcept override { holder_.reset(); }
+
+private:
+  unique_fd holder_;
+};
+
+// A worker's listener over an acceptor: the shared socket (its own copy of the descriptor), or
+// its own SO_REUSEPORT socket, which it drains on stop(): the connections already queued on it
+// would be reset by the close.
+class acceptor_listener final : public cluster_listener_state,
+                                public std::enable_shared_from_this<acceptor_listener> {
+public:
+  acceptor_listener(const asio::any_io_executor& ex, bool drain_on_stop)
+      : executor_(ex), acceptor_(ex), drain_on_stop_(drain_on_stop) {}
+
+  void assign(const tcp::endpoint& ep, unique_fd fd, std::error_code& ec) {
+    boost::system::error_code bec;
+    acceptor_.assign(ep.protocol(), fd.get(), bec);
+    if (bec)
+      ec = bec;
+    else
+      fd.release();
+  }
+
+  void accept(std::unique_ptr<completion<boost::system::error_code, tcp::socket>> done) override {
+    if (closed_)
+      return done->complete(asio::error::operation_aborted, tcp::socket(acceptor_.get_executor()));
+    if (draining_)
+      return drain_one(std::move(done));
+    auto slot = done->cancellation_slot();
+    auto& acceptor = acceptor_;
+    acceptor.async_accept(asio::bind_cancellation_slot(
+        slot, [self = shared_from_this(), done = std::move(done)](boost::system::error_code ec,
+                                                                  tcp::socket socket) mutable {
+          // A stop() while this accept was pending: take what is queued instead.
+          if (ec == asio::error::operation_aborted && self->draining_ && !self->closed_)
+            return self->drain_one(std::move(done));
+          done->complete(ec, std::move(socket));
+        }));
+  }
+  tcp::endpoint local_endpoint() const override {
+    boost::system::error_code ec;
+    return acceptor_.local_endpoint(ec);
+  }
+  bool is_open() const noexcept override { return !closed_ && !draining_; }
+  void close() noexcept override {
+    closed_ = true;
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+  }
+  void stop() noexcept override {
+    if (!drain_on_stop_ || closed_)
+      return close();
+    draining_ = true;
+    boost::system::error_code ignored;
+    acceptor_.cancel(ignored);
+  }
+  asio::any_io_executor executor() const override { return executor_; }
+
+private:
+  // One non-blocking accept of what is queued; the listener closes once nothing is.
+  void drain_one(std::unique_ptr<completion<boost::system::error_code, tcp::socket>> done) {
+    boost::system::error_code ec;
+    acceptor_.non_blocking(true, ec);
+    tcp::socket socket(acceptor_.get_executor());
+    if (!ec)
+      acceptor_.accept(socket, ec);
+    if (ec) {
+      close();
+      return done->complete(asio::error::operation_aborted, std::move(socket));
+    }
+    done->complete({}, std::move(socket));
+  }
+
+  asio::any_io_executor executor_;
+  tcp::acceptor acceptor_;
+  bool drain_on_stop_;
+  bool draining_ = false;
+  bool closed_ = false;
+};
+
+// Whether a worker's `ep` names the cluster's endpoint: the same address, and the configured
+// port or the one chosen for it.
+bool names_cluster_endpoint(const tcp::endpoint& ep, const worker_environment& env) {
+  return env.endpoint && env.requested && ep.address() == env.requested->address() &&
+         (ep.port() == env.requested->port() || ep.port() == env.endpoint->port());
+}
+
+} // namespace
+
+std::string format_endpoint(const tcp::endpoint& ep) {
+  return ep.address().to_string() + " " + std::to_string(ep.port());
+}
+
+std::optional<tcp::endpoint> parse_endpoint(const char* text) {
+  if (!text)
+    return std::nullopt;
+  std::istringstream in(text);
+  std::string address;
+  unsigned port = 0;
+  if (!(in >> address >> port) || port > 65535)
+    return std::nullopt;
+  boost::system::error_code ec;
+  const auto ip = asio::ip::make_address(address, ec);
+  if (ec)
+    return std::nullopt;
+  return tcp::endpoint(ip, static_cast<unsigned short>(port));
+}
+
+const char* scheduling_name(scheduling mode) noexcept {
+  return mode == scheduling::reuse_port ? "reuse_port" : "shared";
+}
+
+namespace {
+worker_environment read_worker_env() noexcept {
+  worker_environment env;
+  const char* id = std::getenv(cluster_env::worker);
+  if (!id || !*id)
+    return env;
+  env.is_worker = true;
+  env.id = static_cast<unsigned>(std::strtoul(id, nullptr, 10));
+  if (const char* slot = std::getenv(cluster_env::instance))
+    env.slot = std::strtoul(slot, nullptr, 10);
+  if (const char* mode = std::getenv(cluster_env::scheduling)) {
+    if (std::strcmp(mode, "shared") == 0)
+      env.mode = scheduling::shared;
+    else if (std::strcmp(mode, "reuse_port") == 0)
+      env.mode = scheduling::reuse_port;
+  }
+  env.endpoint = parse_endpoint(std::getenv(cluster_env::endpoint));
+  env.requested = parse_endpoint(std::getenv(cluster_env::requested));
+  if (const char* backlog = std::getenv(cluster_env::backlog); backlog && std::atoi(backlog) > 0)
+    env.backlog = std::atoi(backlog);
+  if (const char* fd = std::getenv(cluster_env::listen_fd)) {
+    env.listen_fd = std::atoi(fd);
+    // Inherited without close-on-exec: this process's own children must not get it.
+    if (env.listen_fd < 3 || ::fcntl(env.listen_fd, F_SETFD, FD_CLOEXEC) < 0)
+      env.listen_fd = -1;
+  }
+  for (const char* name :
+       {cluster_env::worker, cluster_env::instance, cluster_env::scheduling, cluster_env::endpoint,
+        cluster_env::requested, cluster_env::backlog, cluster_env::listen_fd})
+    ::unsetenv(name);
+  return env;
+}
+} // namespace
+
+const worker_environment& worker_env() noexcept {
+  static const worker_environment env = read_worker_env();
+  return env;
+}
+
+std::unique_ptr<primary_scheduler> make_primary_scheduler(scheduling mode) {
+  switch (mode) {
+  case scheduling::shared:
+    return std::make_unique<shared_scheduler>();
+  case scheduling::reuse_port:
+    return std::make_unique<reuse_port_scheduler>();
+  }
+  return nullptr;
+}
+
+std::shared_ptr<cluster_listener_state> open_listener(const asio::any_io_executor& ex,
+                                                      const worker_environment& env,
+                                                      const tcp::endpoint& ep,
+                                                      std::error_code& ec) {
+  const bool own_socket = !env.is_worker || env.mode == scheduling::reuse_port;
+  auto listener = std::make_shared<acceptor_listener>(ex, env.is_worker && own_socket);
+  unique_fd fd;
+  tcp::endpoint bind_to = ep;
+  if (env.is_worker && (!env.mode || !names_cluster_endpoint(ep, env))) {
+    ec = make_error_code(errc::invalid_argument);
+    return nullptr;
+  }
+  if (env.is_worker)
+    bind_to = *env.endpoint;
+  if (own_socket) {
+    fd = bound_socket(bind_to, env.is_worker, env.backlog, ec);
+  } else {
+    if (env.listen_fd < 0) {
+      ec = make_error_code(errc::invalid_argument);
+      return nullptr;
+    }
+    fd.reset(::fcntl(env.listen_fd, F_DUPFD_CLOEXEC, 3));
+    if (!fd)
+      ec = last_error();
+  }
+  if (!ec)
+    listener->assign(bind_to, std::move(fd), ec);
+  if (ec)
+    return nullptr;
+  return listener;
+}
+
+} // namespace childproc::detail

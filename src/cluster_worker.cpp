@@ -1,0 +1,142 @@
+// The worker's side of a cluster: is_worker(), its channel, listen() and cluster_listener.
+#include "cluster_scheduling.hpp"
+
+#include <childproc/error.hpp>
+
+#include <boost/json/object.hpp>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+namespace childproc {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// The listeners of this worker, stopped when the primary disconnects it.
+struct worker_registry {
+  std::mutex mutex;
+  bool channel_hooked = false;
+  bool disconnected = false;
+  std::vector<std::weak_ptr<detail::cluster_listener_state>> listeners;
+
+  void stop_all() {
+    std::vector<std::shared_ptr<detail::cluster_listener_state>> live;
+    {
+      std::lock_guard lock(mutex);
+      disconnected = true;
+      for (auto& weak : listeners)
+        if (auto l = weak.lock())
+          live.push_back(std::move(l));
+      listeners.clear();
+    }
+    for (auto& l : live)
+      l->stop();
+  }
+};
+
+worker_registry& registry() {
+  static worker_registry r;
+  return r;
+}
+
+message control(const char* kind) {
+  return message(boost::json::value(boost::json::object{{"cc", kind}}));
+}
+
+} // namespace
+
+inline namespace v1 {
+
+bool cluster::is_worker() noexcept {
+  return detail::worker_env().is_worker;
+}
+
+unsigned cluster::worker_id() noexcept {
+  return detail::worker_env().id;
+}
+
+childproc::channel cluster::channel(const asio::any_io_executor& ex) {
+  if (!is_worker())
+    throw std::system_error(make_error_code(errc::channel_closed),
+                            "childproc: cluster::channel outside a cluster worker");
+  auto ch = parent_channel(ex);
+  auto& r = registry();
+  bool first = false;
+  {
+    std::lock_guard lock(r.mutex);
+    first = !std::exchange(r.channel_hooked, true);
+  }
+  if (first) {
+    // The primary disconnecting this worker (or dying) stops its listeners: the worker then
+    // ends once its connections have.
+    ch.on_disconnect([] { registry().stop_all(); });
+    ch.send(control("online"));
+  }
+  return ch;
+}
+
+cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::endpoint& endpoint) {
+  std::error_code ec;
+  auto listener = listen(ex, endpoint, ec);
+  if (ec)
+    throw std::system_error(ec, "childproc: cluster::listen");
+  return listener;
+}
+
+cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::endpoint& endpoint,
+                                 std::error_code& ec) {
+  ec.clear();
+  const auto& env = detail::worker_env();
+  auto state = detail::open_listener(ex, env, endpoint, ec);
+  if (ec)
+    return {};
+  if (env.is_worker) {
+    auto ch = channel(ex);
+    auto& r = registry();
+    bool stopped = false;
+    {
+      std::lock_guard lock(r.mutex);
+      stopped = r.disconnected;
+      if (!stopped)
+        r.listeners.push_back(state);
+    }
+    if (stopped)
+      state->close();
+    const auto local = state->local_endpoint();
+    ch.send(message(boost::json::value(boost::json::object{
+        {"cc", "listening"}, {"address", local.address().to_string()}, {"port", local.port()}})));
+  }
+  return cluster_listener(std::move(state));
+}
+
+void cluster_listener::start_accept(
+    std::unique_ptr<detail::completion<boost::system::error_code, socket_type>> done) {
+  if (!state_)
+    throw std::logic_error("childproc: empty cluster_listener");
+  state_->accept(std::move(done));
+}
+
+tcp::endpoint cluster_listener::local_endpoint() const {
+  return state_ ? state_->local_endpoint() : tcp::endpoint{};
+}
+
+bool cluster_listener::is_open() const noexcept {
+  return state_ && state_->is_open();
+}
+
+void cluster_listener::close() {
+  if (state_)
+    state_->close();
+}
+
+cluster_listener::executor_type cluster_listener::get_executor() const {
+  if (!state_)
+    throw std::logic_error("childproc: empty cluster_listener");
+  return state_->executor();
+}
+
+} // namespace v1
+} // namespace childproc

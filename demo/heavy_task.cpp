@@ -61,13 +61,13 @@ childproc::task_table heavy_tasks() {
            }}};
 }
 
-void lower_thread_priority() {
+void lower_thread_priority(int increment) {
   const auto thread = static_cast<id_t>(::syscall(SYS_gettid));
-  ::setpriority(PRIO_PROCESS, thread, ::getpriority(PRIO_PROCESS, thread) + worker_nice);
+  ::setpriority(PRIO_PROCESS, thread, ::getpriority(PRIO_PROCESS, thread) + increment);
 }
 
-int run_fork_worker() {
-  lower_thread_priority();
+int run_fork_worker(int nice_increment) {
+  lower_thread_priority(nice_increment);
   boost::asio::io_context io;
   auto parent = childproc::parent_channel(io);
   parent.on_message([&](const childproc::message& message) {

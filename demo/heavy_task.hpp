@@ -24,18 +24,17 @@ boost::json::object heavy_reply(double result, long worker_pid);
 /// The pool's task table: "" computes heavy_computation(task.n) in the worker.
 childproc::task_table heavy_tasks();
 
-/// The nice increment of every worker (process or thread): the event loop's wake-ups then win
-/// the CPU over the heavy work, as Piscina's niceIncrement intends. Inline, nothing can do that.
-inline constexpr int worker_nice = 10;
-/// Lowers the calling thread's priority by worker_nice (on Linux, setpriority of a thread id
-/// changes that thread only).
-void lower_thread_priority();
+/// Lowers the calling thread's priority by `increment` (on Linux, setpriority of a thread id
+/// changes that thread only). A worker does it so that the event loop's wake-ups win the CPU
+/// over the heavy work, as Piscina's niceIncrement intends.
+void lower_thread_priority(int increment);
 
-/// The argument that starts this binary as the per-request worker of fork mode.
+/// The argument that starts this binary as the per-request worker of fork mode; the next one is
+/// its nice increment.
 inline constexpr const char* fork_worker_flag = "--fork-worker";
 
 /// heavy-worker.js: answers {"task": "compute", "data": n} with {"result", "pid"}, until the parent
 /// disconnects. Returns the exit status.
-int run_fork_worker();
+int run_fork_worker(int nice_increment);
 
 } // namespace demo

@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <time.h>
 
 namespace {
 
@@ -37,13 +38,16 @@ struct options {
   std::optional<unsigned short> serve_port;
   std::string serve_mode = "pool";
   std::chrono::milliseconds task_time{30};
+  int worker_nice = 10;
   demo::load_options load{.duration = std::chrono::seconds(10)};
   fs::path out = "build/demo";
 };
 
 constexpr const char* usage =
-    "usage: childproc_demo [--short] [--seconds S] [--task-ms MS] [--connections N] [--out DIR]\n"
-    "       childproc_demo --serve PORT [--mode inline|fork|pool|threads] [--task-ms MS]\n";
+    "usage: childproc_demo [--short] [--seconds S] [--task-ms MS] [--connections N]\n"
+    "                      [--worker-nice N] [--out DIR]\n"
+    "       childproc_demo --serve PORT [--mode inline|fork|pool|threads] [--task-ms MS]\n"
+    "                      [--worker-nice N]\n";
 
 options parse(int argc, char** argv) {
   options o;
@@ -62,6 +66,8 @@ options parse(int argc, char** argv) {
       o.task_time = std::chrono::milliseconds(std::stoi(value()));
     else if (arg == "--connections")
       o.load.heavy_connections = std::max(1, std::stoi(value()));
+    else if (arg == "--worker-nice")
+      o.worker_nice = std::stoi(value());
     else if (arg == "--out")
       o.out = value();
     else if (arg == "--serve")
@@ -95,7 +101,8 @@ void fill(demo::mode_row& row, demo::load_result result) {
 }
 
 // Starts the mode's server, drives it from a client thread, stops it once the load is over.
-demo::mode_row run_mode(const demo::mode& mode, std::int64_t n, demo::load_options load) {
+demo::mode_row run_mode(const demo::mode& mode, const demo::mode_config& config,
+                        demo::load_options load) {
   demo::mode_row row;
   row.name = mode.name;
   row.description = mode.description;
@@ -103,7 +110,7 @@ demo::mode_row run_mode(const demo::mode& mode, std::int64_t n, demo::load_optio
   if (!mode.pending.empty())
     return row;
   asio::io_context io;
-  const auto server = mode.start(io, n);
+  const auto server = mode.start(io, config);
   load.port = server->port();
   reset_peak_rss();
   demo::load_result result;
@@ -125,31 +132,43 @@ demo::mode_row run_mode(const demo::mode& mode, std::int64_t n, demo::load_optio
   return row;
 }
 
+double thread_cpu_ms() {
+  timespec now{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return now.tv_sec * 1e3 + now.tv_nsec / 1e6;
+}
+
+// The run's parameters, and what one heavy task costs here: CPU time, and wall time now (more
+// when other processes share the CPUs).
 demo::run_info describe(const options& o, std::int64_t n) {
   demo::run_info info{.n = n,
                       .cpus = std::max(1u, std::thread::hardware_concurrency()),
                       .heavy_connections = o.load.heavy_connections,
-                      .seconds_per_mode = o.load.duration.count() / 1000.0};
+                      .seconds_per_mode = o.load.duration.count() / 1000.0,
+                      .worker_nice = o.worker_nice};
+  const auto cpu_start = thread_cpu_ms();
   const auto start = std::chrono::steady_clock::now();
   volatile double sink = demo::heavy_computation(n);
   (void)sink;
-  info.task_ms =
+  info.task_wall_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  info.task_ms = thread_cpu_ms() - cpu_start;
   return info;
 }
 
 int run_demo(const options& o) {
   const auto info = describe(o, demo::calibrate(o.task_time));
   fmt::print("childproc demo: a Boost.Beast server on one io_context (the event loop). /heavy-task "
-             "is heavy_computation({}), {:.0f} ms here; {} connections send it for {:.0f} s per "
-             "mode while /health is probed every {} ms ({} CPUs).\n",
-             info.n, info.task_ms, info.heavy_connections, info.seconds_per_mode,
-             o.load.probe_interval.count(), info.cpus);
+             "is heavy_computation({}), {:.0f} ms of CPU ({:.0f} ms of wall time just now); {} "
+             "connections send it for {:.0f} s per mode while /health is probed every {} ms ({} "
+             "CPUs, workers at nice +{}).\n",
+             info.n, info.task_ms, info.task_wall_ms, info.heavy_connections, info.seconds_per_mode,
+             o.load.probe_interval.count(), info.cpus, o.worker_nice);
   std::vector<demo::mode_row> rows;
   for (const auto& mode : demo::modes()) {
     fmt::print("{:8} {}\n", mode.name, mode.pending.empty() ? mode.description : mode.pending);
     std::fflush(stdout);
-    rows.push_back(run_mode(mode, info.n, o.load));
+    rows.push_back(run_mode(mode, {info.n, o.worker_nice}, o.load));
   }
   const auto sentence = demo::conclusion(rows);
   fmt::print("\n{}\n{}\n\n", demo::format_table(rows), sentence);
@@ -169,12 +188,13 @@ asio::awaitable<void> close_all(std::vector<std::unique_ptr<demo::heavy_backend>
 // A plain server: every backend mounted at /heavy-task/<mode>, the chosen one at /heavy-task.
 int run_server(const options& o) {
   asio::io_context io;
+  const demo::mode_config config{demo::calibrate(o.task_time), o.worker_nice};
   demo::routes table;
-  table.n = demo::calibrate(o.task_time);
+  table.n = config.n;
   table.default_mode = o.serve_mode;
   std::vector<std::unique_ptr<demo::heavy_backend>> backends;
   for (const auto& name : demo::backend_names()) {
-    backends.push_back(demo::make_backend(name, io));
+    backends.push_back(demo::make_backend(name, io, config));
     table.heavy[name] = backends.back().get();
   }
   if (!table.heavy.contains(o.serve_mode))
@@ -201,8 +221,8 @@ int main(int argc, char** argv) {
     asio::io_context io;
     return childproc::serve(io, demo::heavy_tasks());
   }
-  if (argc > 1 && std::string_view(argv[1]) == demo::fork_worker_flag)
-    return demo::run_fork_worker();
+  if (argc > 2 && std::string_view(argv[1]) == demo::fork_worker_flag)
+    return demo::run_fork_worker(std::atoi(argv[2]));
   try {
     const auto o = parse(argc, argv);
     return o.serve_port ? run_server(o) : run_demo(o);

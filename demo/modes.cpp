@@ -51,10 +51,11 @@ struct forked_task {
 // fork("heavy-worker.js") per request, send {task: "compute", data: n}, reply with its message.
 // The worker's handlers hold the task: they are dropped after its `close`, which frees it.
 template <class Handler>
-void start_forked_task(asio::io_context& io, std::int64_t n, Handler handler) {
+void start_forked_task(asio::io_context& io, std::int64_t n, int nice, Handler handler) {
   auto task = std::make_shared<forked_task<Handler>>();
   task->handler.emplace(std::move(handler));
-  task->child = childproc::fork(io, childproc::self_exe(), {fork_worker_flag});
+  task->child =
+      childproc::fork(io, childproc::self_exe(), {fork_worker_flag, std::to_string(nice)});
   task->child.on_message([task](const childproc::message& message) {
     const auto& answer = message.json().as_object();
     task->complete({}, heavy_reply(answer.at("result").to_number<double>(),
@@ -72,16 +73,17 @@ void start_forked_task(asio::io_context& io, std::int64_t n, Handler handler) {
 
 class fork_backend final : public heavy_backend {
 public:
-  explicit fork_backend(asio::io_context& io) : io_(io) {}
+  fork_backend(asio::io_context& io, int nice) : io_(io), nice_(nice) {}
   asio::awaitable<json::object> run(std::int64_t n) override {
     co_return co_await asio::async_initiate<decltype(asio::use_awaitable),
                                             void(error_code, json::object)>(
-        [this, n](auto handler) { start_forked_task(io_, n, std::move(handler)); },
+        [this, n](auto handler) { start_forked_task(io_, n, nice_, std::move(handler)); },
         asio::use_awaitable);
   }
 
 private:
   asio::io_context& io_;
+  int nice_;
 };
 
 std::size_t cpus() {
@@ -91,8 +93,8 @@ std::size_t cpus() {
 // Piscina's pool, over worker processes (this binary, answering with serve()) or threads.
 class pool_backend final : public heavy_backend {
 public:
-  pool_backend(asio::io_context& io, childproc::isolation isolation)
-      : pool_(io, options(isolation)) {}
+  pool_backend(asio::io_context& io, childproc::isolation isolation, int nice)
+      : pool_(io, options(isolation, nice)) {}
   asio::awaitable<json::object> run(std::int64_t n) override {
     json::object task;
     task["n"] = n;
@@ -106,15 +108,17 @@ public:
   asio::awaitable<void> close() override { co_await pool_.async_close(asio::use_awaitable); }
 
 private:
-  static childproc::pool_options options(childproc::isolation isolation) {
+  static childproc::pool_options options(childproc::isolation isolation, int nice) {
     childproc::pool_options options{
         .isolation = isolation, .min_workers = cpus(), .max_workers = cpus()};
     if (isolation == childproc::isolation::process) {
-      options.nice = worker_nice;
+      options.nice = nice;
       return options;
     }
     options.tasks = heavy_tasks();
-    options.thread_hooks.on_init = [](const childproc::message&) { lower_thread_priority(); };
+    options.thread_hooks.on_init = [nice](const childproc::message&) {
+      lower_thread_priority(nice);
+    };
     return options;
   }
   childproc::pool pool_;
@@ -123,9 +127,9 @@ private:
 // One server whose /heavy-task goes to one backend.
 class server_deployment final : public deployment {
 public:
-  server_deployment(asio::io_context& io, const std::string& name, std::int64_t n)
-      : backend_(make_backend(name, io)),
-        server_(io, routes{n, {{name, backend_.get()}}, name}, 0) {}
+  server_deployment(asio::io_context& io, const std::string& name, const mode_config& config)
+      : backend_(make_backend(name, io, config)),
+        server_(io, routes{config.n, {{name, backend_.get()}}, name}, 0) {}
   unsigned short port() const override { return server_.port(); }
   asio::awaitable<void> stop() override {
     server_.close();
@@ -138,23 +142,25 @@ private:
 };
 
 mode server_mode(std::string name, std::string description) {
-  auto start = [name](asio::io_context& io, std::int64_t n) -> std::unique_ptr<deployment> {
-    return std::make_unique<server_deployment>(io, name, n);
+  auto start = [name](asio::io_context& io,
+                      const mode_config& config) -> std::unique_ptr<deployment> {
+    return std::make_unique<server_deployment>(io, name, config);
   };
   return {std::move(name), std::move(description), "", std::move(start)};
 }
 
 } // namespace
 
-std::unique_ptr<heavy_backend> make_backend(std::string_view name, asio::io_context& io) {
+std::unique_ptr<heavy_backend> make_backend(std::string_view name, asio::io_context& io,
+                                            const mode_config& config) {
   if (name == "inline")
     return std::make_unique<inline_backend>();
   if (name == "fork")
-    return std::make_unique<fork_backend>(io);
+    return std::make_unique<fork_backend>(io, config.worker_nice);
   if (name == "pool")
-    return std::make_unique<pool_backend>(io, childproc::isolation::process);
+    return std::make_unique<pool_backend>(io, childproc::isolation::process, config.worker_nice);
   if (name == "threads")
-    return std::make_unique<pool_backend>(io, childproc::isolation::thread);
+    return std::make_unique<pool_backend>(io, childproc::isolation::thread, config.worker_nice);
   throw std::invalid_argument("no backend named '" + std::string(name) + "'");
 }
 

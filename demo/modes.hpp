@@ -27,9 +27,16 @@ public:
   virtual asio::awaitable<void> close() { co_return; }
 };
 
+/// What every mode is given.
+struct mode_config {
+  std::int64_t n = 0;  ///< heavy_computation's size
+  int worker_nice = 0; ///< the nice increment of the workers (processes and threads)
+};
+
 /// The backends by mode name: "inline", "fork", "pool", "threads". Throws std::invalid_argument
 /// for another name.
-std::unique_ptr<heavy_backend> make_backend(std::string_view name, asio::io_context& io);
+std::unique_ptr<heavy_backend> make_backend(std::string_view name, asio::io_context& io,
+                                            const mode_config& config);
 /// The names make_backend knows, in the demo's order.
 const std::vector<std::string>& backend_names();
 
@@ -47,8 +54,8 @@ struct mode {
   std::string description;
   /// Not empty: the mode cannot run yet, and why (it is still listed in the table).
   std::string pending;
-  /// Starts the mode's server on 127.0.0.1, port 0, with /heavy-task sized `n`.
-  std::function<std::unique_ptr<deployment>(asio::io_context& io, std::int64_t n)> start;
+  /// Starts the mode's server on 127.0.0.1, port 0.
+  std::function<std::unique_ptr<deployment>(asio::io_context& io, const mode_config& config)> start;
 };
 
 /// Every mode of the demo, in the order of the table.

@@ -29,11 +29,13 @@ struct mode_row {
 };
 
 struct run_info {
-  std::int64_t n = 0; ///< heavy_computation's size
-  double task_ms = 0; ///< what one takes here, measured
+  std::int64_t n = 0;      ///< heavy_computation's size
+  double task_ms = 0;      ///< the CPU time one takes here, measured
+  double task_wall_ms = 0; ///< and its wall time when measured
   std::size_t cpus = 0;
   std::size_t heavy_connections = 0;
   double seconds_per_mode = 0;
+  int worker_nice = 0; ///< the workers' nice increment
 };
 
 /// The table, as Markdown (so that it can be pasted as it is).

@@ -229,5 +229,8 @@ int main(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     fmt::print(stderr, "{}\n{}", e.what(), usage);
     return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "childproc_demo: {}\n", e.what());
+    return 1;
   }
 }

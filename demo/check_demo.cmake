@@ -8,12 +8,12 @@
 #
 # The full run shows 10x at p99 and more; this test runs 2 s per mode beside the rest of the
 # suite (ctest -j2 on 2 cores), where the workers' p99 is the scheduler's latency under
-# contention, hence the margin: 3x at p99, 10x at p50.
+# contention, hence the margin: 3x at p99, 5x at p50 (under ASan a launch is slow too).
 if(NOT DEFINED P99_FACTOR)
   set(P99_FACTOR 3)
 endif()
 if(NOT DEFINED P50_FACTOR)
-  set(P50_FACTOR 10)
+  set(P50_FACTOR 5)
 endif()
 execute_process(COMMAND ${DEMO} --short --out ${OUT} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                 ERROR_VARIABLE err)

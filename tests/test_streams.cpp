@@ -1,0 +1,163 @@
+// The stdio streams as Asio objects: pulled reads, flow control, lines, pipes between children.
+#include "common.hpp"
+#include "helpers/stream_data.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <array>
+
+using namespace std::chrono_literals;
+
+// Before the fix: did not compile ("no type named 'executor_type' in 'class
+// childproc::v1::readable_stream'"): asio::async_read_until could not read a child's stream.
+TEST_CASE("async_read_until reads a child's output line by line, byte-exact", "[streams]") {
+  const std::size_t size = 10 * 1024 * 1024 + 11; // ends inside a line
+  const std::string expected = stream_data::lines(size);
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"lines", std::to_string(size)});
+  std::string got;
+  std::size_t lines = 0;
+  bool line_ends_ok = true, closed = false;
+  boost::system::error_code last;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        std::string buffer;
+        for (;;) {
+          auto [ec, n] = co_await asio::async_read_until(child.out(), asio::dynamic_buffer(buffer),
+                                                         '\n', asio::as_tuple(asio::use_awaitable));
+          if (ec) {
+            last = ec;
+            got += buffer; // the last line, without its '\n'
+            co_return;
+          }
+          line_ends_ok = line_ends_ok && buffer[n - 1] == '\n';
+          got.append(buffer, 0, n);
+          buffer.erase(0, n);
+          ++lines;
+        }
+      },
+      asio::detached);
+  child.on_close([&](auto, auto) { closed = true; });
+  io.run();
+  CHECK(last == asio::error::eof);
+  CHECK(line_ends_ok);
+  CHECK(lines == static_cast<std::size_t>(std::count(expected.begin(), expected.end(), '\n')));
+  CHECK(got.size() == expected.size());
+  CHECK(got == expected);
+  CHECK(closed);
+}
+
+// Before the fix: did not compile (no readable_stream::async_read_some, no get_executor()).
+TEST_CASE("a stream read with async_read_some takes any completion token", "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "0123456789"});
+  std::array<char, 4> first{};
+  std::string rest;
+  std::size_t first_count = 0;
+  boost::system::error_code first_ec, rest_ec;
+  // A plain callback, then asio::async_read to the end with a dynamic buffer.
+  asio::async_read(
+      child.out(), asio::buffer(first), [&](boost::system::error_code ec, std::size_t n) {
+        first_ec = ec;
+        first_count = n;
+        asio::async_read(child.out(), asio::dynamic_buffer(rest),
+                         [&](boost::system::error_code ec2, std::size_t) { rest_ec = ec2; });
+      });
+  io.run();
+  CHECK_FALSE(first_ec);
+  CHECK(first_count == 4);
+  CHECK(std::string(first.data(), 4) == "0123");
+  CHECK(rest_ec == asio::error::eof);
+  CHECK(rest == "456789");
+  CHECK(child.out().get_executor() == child.get_executor());
+}
+
+// Before the fix: did not compile (no async_read_some, no resume()).
+TEST_CASE("bytes pulled with async_read_some never reach on_data, and resume() flows again",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "hello world"});
+  std::string seen_by_handlers;
+  bool ended = false;
+  child.out().on_data([&](std::string_view d) { seen_by_handlers += d; });
+  child.out().on_end([&] { ended = true; });
+  std::array<char, 5> pulled{};
+  asio::async_read(child.out(), asio::buffer(pulled),
+                   [&](boost::system::error_code ec, std::size_t) {
+                     CHECK_FALSE(ec);
+                     child.out().resume(); // back to flowing: the rest goes to on_data
+                   });
+  io.run();
+  CHECK(std::string(pulled.data(), pulled.size()) == "hello");
+  CHECK(seen_by_handlers == " world");
+  CHECK(ended);
+}
+
+// Before the fix: did not compile (no type named 'executor_type' in readable_stream).
+TEST_CASE("a pulled stream nobody reads holds close back until it is read to its end",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "abc"});
+  bool closed = false, closed_in_window = false;
+  child.on_close([&](auto, auto) { closed = true; });
+  std::array<char, 1> one{};
+  std::string rest;
+  asio::steady_timer window(io);
+  int done = 0; // the first read and `exit`, in either order
+  auto after_both = [&] {
+    if (++done < 2)
+      return;
+    // Nobody reads now: `close` must not come (an observation window, not a wait).
+    window.expires_after(300ms);
+    window.async_wait([&](boost::system::error_code) {
+      closed_in_window = closed;
+      asio::async_read(child.out(), asio::dynamic_buffer(rest),
+                       [](boost::system::error_code, std::size_t) {});
+    });
+  };
+  child.on_exit([&](auto, auto) { after_both(); });
+  asio::async_read(child.out(), asio::buffer(one), [&](boost::system::error_code ec, std::size_t) {
+    CHECK_FALSE(ec);
+    after_both();
+  });
+  io.run();
+  CHECK_FALSE(closed_in_window);
+  CHECK(closed);
+  CHECK(one[0] == 'a');
+  CHECK(rest == "bc");
+}
+
+// Before the fix: did not compile (no async_read_some).
+TEST_CASE("a cancelled read completes with operation_aborted and loses no byte", "[streams]") {
+  asio::io_context io;
+  // The child says nothing for a while, then one word.
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", "read x; echo late"});
+  asio::cancellation_signal cancel;
+  std::array<char, 16> buffer{};
+  boost::system::error_code first_ec;
+  std::size_t first_count = 99;
+  std::string rest;
+  child.out().async_read_some(
+      asio::buffer(buffer),
+      asio::bind_cancellation_slot(cancel.slot(), [&](boost::system::error_code ec, std::size_t n) {
+        first_ec = ec;
+        first_count = n;
+        child.in().end(); // now the child writes
+        asio::async_read(child.out(), asio::dynamic_buffer(rest),
+                         [](boost::system::error_code, std::size_t) {});
+      }));
+  asio::post(io, [&] { cancel.emit(asio::cancellation_type::terminal); });
+  io.run();
+  CHECK(first_ec == asio::error::operation_aborted);
+  CHECK(first_count == 0);
+  CHECK(rest == "late\n");
+}

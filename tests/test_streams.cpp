@@ -161,3 +161,69 @@ TEST_CASE("a cancelled read completes with operation_aborted and loses no byte",
   CHECK(first_count == 0);
   CHECK(rest == "late\n");
 }
+
+namespace {
+
+// The last complete "T\n" line the count-out helper wrote on stderr, as a number.
+struct progress {
+  std::string text;
+  std::size_t total = 0;
+  void add(std::string_view chunk) {
+    text += chunk;
+    const auto end = text.rfind('\n');
+    if (end == std::string::npos)
+      return;
+    const auto begin = text.rfind('\n', end - 1);
+    total = std::stoull(text.substr(begin == std::string::npos ? 0 : begin + 1));
+    text.erase(0, end + 1);
+  }
+};
+
+} // namespace
+
+// Before the fix (pause() a no-op): received_after_window == received_at_pause: 4194304 ==
+// 4096; written_at_window <= received_at_pause + pipe_capacity: 4194304 <= 69632.
+TEST_CASE("pause() makes a child writing into a full pipe block and resume() lets it finish",
+          "[streams]") {
+  constexpr std::size_t total = 4 << 20, block = 4096, pipe_capacity = 65536;
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper,
+                                {"count-out", std::to_string(total), std::to_string(block)},
+                                {.pipe_size = pipe_capacity});
+  std::size_t received = 0, received_at_pause = 0, received_after_window = 0;
+  std::size_t written_at_window = 0;
+  bool paused = false, window_started = false;
+  progress written;
+  asio::steady_timer window(io);
+  child.out().on_data([&](std::string_view d) {
+    received += d.size();
+    if (!paused) {
+      paused = true;
+      received_at_pause = received;
+      child.out().pause();
+      CHECK(child.out().is_paused());
+    }
+  });
+  child.err().on_data([&](std::string_view d) {
+    written.add(d);
+    // The pipe is full: the child can write nothing more until the parent reads.
+    if (!paused || window_started || written.total + block < received_at_pause + pipe_capacity)
+      return;
+    window_started = true;
+    window.expires_after(300ms); // an observation window: the output must not grow in it
+    window.async_wait([&](boost::system::error_code) {
+      written_at_window = written.total;
+      received_after_window = received;
+      child.out().resume();
+    });
+  });
+  std::optional<int> code;
+  child.on_close([&](std::optional<int> c, auto) { code = c; });
+  io.run();
+  CHECK(window_started);
+  CHECK(received_after_window == received_at_pause); // nothing was read while paused
+  CHECK(written_at_window <= received_at_pause + pipe_capacity);
+  CHECK(received == total);
+  CHECK(written.total == total);
+  CHECK(code == 0);
+}

@@ -96,8 +96,16 @@ public:
         token, buffers);
   }
 
-  /// Back to flowing mode (Node's resume()): the library reads again for the on_data handlers.
+  /// Node's pause(): the library stops reading the pipe (a chunk being delivered is the last
+  /// one), so a child that goes on writing blocks once the pipe is full; that is the point.
+  /// While paused, `close` waits (this stream's EOF is not read) and `exit` does not. A pending
+  /// or later async_read_some still reads: pulled mode is paused mode plus explicit reads.
+  void pause() noexcept { flowing_ = false; }
+  /// Node's resume(): back to flowing mode, the library reads for the on_data handlers again
+  /// (later, never inside this call).
   void resume();
+  /// Node's isPaused(): true when paused or pulled.
+  bool is_paused() const noexcept { return !flowing_; }
 
   readable_stream(const readable_stream&) = delete;
   readable_stream& operator=(const readable_stream&) = delete;
@@ -136,7 +144,7 @@ private:
   detail::handler_list<data_handler> data_handlers_;
   detail::handler_list<end_handler> end_handlers_;
   bool started_ = false;
-  bool flowing_ = true; // false in pulled mode
+  bool flowing_ = true; // false when paused or pulled
   bool ended_ = false;  // reached EOF (reads complete with eof)
   read_request read_request_;
   std::unique_ptr<read_completion> read_done_; // the pending async_read_some

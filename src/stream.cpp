@@ -383,18 +383,23 @@ void writable_stream::shut_down_io() noexcept {
   writing_ = false;
 }
 
+void readable_stream::close() {
+  if (!is_open() || owner_->io_shut_down)
+    return;
+  // The bookkeeping only; `close` (which may be due now) is delivered later, never from here.
+  boost::system::error_code ignored;
+  fd_->close(ignored); // a pending wait ends with operation_aborted
+  complete_read(boost::asio::error::operation_aborted, 0);
+  data_handlers_.release();
+  end_handlers_.release(); // no `end`: the stream did not reach its end
+  --owner_->open_readers;
+  owner_->resume_later();
+}
+
 void readable_stream::stop_reading() {
   if (owner_->io_shut_down)
     return;
-  boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] {
-    if (!is_open())
-      return; // it reached EOF meanwhile (or the context is shutting down)
-    boost::system::error_code ignored;
-    fd_->close(ignored); // a pending wait ends with operation_aborted
-    data_handlers_.release();
-    end_handlers_.release(); // no `end`: the stream did not reach its end
-    owner_->reader_ended();
-  });
+  boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] { close(); });
 }
 
 } // namespace v1

@@ -227,3 +227,37 @@ TEST_CASE("pause() makes a child writing into a full pipe block and resume() let
   CHECK(written.total == total);
   CHECK(code == 0);
 }
+
+// Before the fix: did not compile ("'class childproc::v1::readable_stream' has no member named
+// 'close'").
+TEST_CASE("close() on a stream gives a child still writing SIGPIPE and close stops waiting for it",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(
+      io, test::helper, {"count-out", "0", "4096"},
+      {.stdio = {childproc::stdio::pipe, childproc::stdio::pipe, childproc::stdio::ignore}});
+  std::size_t chunks = 0;
+  bool ended = false, closed = false;
+  std::optional<int> signal;
+  boost::system::error_code read_after_close;
+  child.out().on_data([&](std::string_view) {
+    if (++chunks > 1)
+      return; // the chunk being delivered was the last one: this must not be reached
+    child.out().close();
+    CHECK_FALSE(child.out().is_open());
+    std::array<char, 8> b{};
+    child.out().async_read_some(
+        asio::buffer(b), [&](boost::system::error_code ec, std::size_t) { read_after_close = ec; });
+  });
+  child.out().on_end([&] { ended = true; });
+  child.on_close([&](auto, std::optional<int> s) {
+    closed = true;
+    signal = s;
+  });
+  io.run();
+  CHECK(chunks == 1);
+  CHECK(closed);
+  CHECK(signal == SIGPIPE);
+  CHECK_FALSE(ended); // the stream did not reach its end
+  CHECK(read_after_close == asio::error::bad_descriptor);
+}

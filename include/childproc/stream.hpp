@@ -107,6 +107,13 @@ public:
   /// Node's isPaused(): true when paused or pulled.
   bool is_paused() const noexcept { return !flowing_; }
 
+  /// Node's destroy(): closes the parent's end now. A child that writes to it later gets
+  /// EPIPE, or dies of SIGPIPE (its default); `close` no longer waits for this stream; there is
+  /// no `end` and no more `data` (a chunk being delivered is the last one); a pending read
+  /// completes with operation_aborted, later ones with bad_descriptor. Bytes still in the pipe
+  /// are lost. No effect on a stream that is not open.
+  void close();
+
   readable_stream(const readable_stream&) = delete;
   readable_stream& operator=(const readable_stream&) = delete;
   ~readable_stream();
@@ -149,9 +156,7 @@ private:
   read_request read_request_;
   std::unique_ptr<read_completion> read_done_; // the pending async_read_some
 
-  // Past max_buffer (exec and the sync forms, src/output_limit.hpp): closes the parent's end on
-  // the next turn (a chunk may be being delivered), so that a child still writing gets
-  // EPIPE/SIGPIPE; `close` no longer waits for this stream, and there is no `end`.
+  // Past max_buffer (exec and the sync forms, src/output_limit.hpp): close() on the next turn.
   friend struct detail::stream_stopper;
   void stop_reading();
   bool waiting_ = false; // a wait for readiness is pending

@@ -275,18 +275,47 @@ writable_stream::writable_stream(detail::child_state& owner, boost::asio::any_io
 
 writable_stream::~writable_stream() = default;
 
-void writable_stream::write(std::string data, write_handler done) {
+bool writable_stream::write(std::string data, write_handler done) {
+  return queue(std::move(data), std::move(done));
+}
+
+bool writable_stream::write(std::string_view data, write_handler done) {
+  return queue(std::string(data), std::move(done));
+}
+
+bool writable_stream::queue(std::string data, write_handler done) {
   if (owner_->io_shut_down)
-    return; // inert: nothing can complete on a context that is gone
+    return false; // inert: nothing can complete on a context that is gone
   if (!fd_open() || ending_) {
     // The reader is gone (or end() was called): the same answer a closed pipe gives.
     complete(std::move(done), std::make_error_code(std::errc::broken_pipe));
-    return;
+    return false;
   }
   pending_bytes_ += data.size();
   queue_.push_back({std::move(data), std::move(done), false});
   if (!writing_)
     write_next();
+  if (pending_bytes_ < high_water_mark_)
+    return true;
+  needs_drain_ = true;
+  return false;
+}
+
+writable_stream& writable_stream::on_drain(drain_handler handler) {
+  drain_handlers_.add(std::move(handler));
+  return *this;
+}
+
+writable_stream& writable_stream::on_error(error_handler handler) {
+  error_handlers_.add(std::move(handler));
+  return *this;
+}
+
+void writable_stream::maybe_drain() {
+  if (!needs_drain_ || pending_bytes_ >= high_water_mark_ || !fd_open())
+    return;
+  needs_drain_ = false;
+  drain_handlers_.emit(); // last: the writes are under way again
 }
 
 void writable_stream::end(write_handler done) {
@@ -350,6 +379,7 @@ void writable_stream::write_ready() {
     }
   }
   write_next();
+  maybe_drain();
 }
 
 void writable_stream::complete(write_handler done, std::error_code ec) {
@@ -363,9 +393,14 @@ void writable_stream::fail_all(std::error_code ec) {
   queue_.clear();
   pending_bytes_ = 0;
   front_offset_ = 0;
+  auto errors = std::move(error_handlers_); // the first error only (close_now() drops the list)
+  if (errored_)
+    errors.release();
+  errored_ = true;
   close_now();
   for (auto& p : failed)
     complete(std::move(p.done), p.is_end ? std::error_code{} : ec);
+  errors.emit(ec); // last, after the bookkeeping
 }
 
 void writable_stream::close_now() {
@@ -373,6 +408,9 @@ void writable_stream::close_now() {
   if (fd_)
     fd_->close(ignored);
   ending_ = false;
+  needs_drain_ = false;
+  drain_handlers_.release(); // nothing can drain or fail on a closed pipe
+  error_handlers_.release();
 }
 
 void writable_stream::shut_down_io() noexcept {
@@ -381,6 +419,8 @@ void writable_stream::shut_down_io() noexcept {
   pending_bytes_ = 0;
   front_offset_ = 0;
   writing_ = false;
+  drain_handlers_.release();
+  error_handlers_.release();
 }
 
 void readable_stream::close() {

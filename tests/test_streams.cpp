@@ -15,6 +15,7 @@
 #include <array>
 
 using namespace std::chrono_literals;
+using namespace std::string_literals;
 
 // Before the fix: did not compile ("no type named 'executor_type' in 'class
 // childproc::v1::readable_stream'"): asio::async_read_until could not read a child's stream.
@@ -260,4 +261,76 @@ TEST_CASE("close() on a stream gives a child still writing SIGPIPE and close sto
   CHECK(signal == SIGPIPE);
   CHECK_FALSE(ended); // the stream did not reach its end
   CHECK(read_after_close == asio::error::bad_descriptor);
+}
+
+// Before the fix: did not compile (write() returned void; no on_drain, no high_water_mark()).
+TEST_CASE("write() says when the queue reaches the high-water mark and drain says when to go on",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"slow-count", "0"});
+  auto& in = child.in();
+  CHECK(in.high_water_mark() == 16 * 1024);
+  const std::string chunk(8 * 1024, 'w');
+  const std::size_t total = 1 << 20;
+  std::size_t queued = 0, drains = 0, max_pending = 0;
+  bool pending_below_mark_at_drains = true;
+  // Node's idiom: write until write() says stop, go on at `drain`.
+  std::function<void()> write_more = [&] {
+    while (queued < total) {
+      queued += chunk.size();
+      const bool below = in.write(std::string_view(chunk));
+      max_pending = std::max(max_pending, in.pending_bytes());
+      CHECK(below == (in.pending_bytes() < in.high_water_mark()));
+      if (!below)
+        return;
+    }
+    in.end();
+  };
+  in.on_drain([&] {
+    ++drains;
+    pending_below_mark_at_drains =
+        pending_below_mark_at_drains && in.pending_bytes() < in.high_water_mark();
+    write_more();
+  });
+  CHECK(in.write("4 bytes"s));
+  queued += 7;
+  write_more();
+  std::string out;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  io.run();
+  CHECK(drains > 0);
+  CHECK(pending_below_mark_at_drains);
+  CHECK(max_pending <= in.high_water_mark() + chunk.size());
+  CHECK(out == std::to_string(queued) + "\n");
+
+  // Settable: a larger mark takes more before write() says stop.
+  asio::io_context io2;
+  auto other = childproc::spawn(io2, test::helper, {"slow-count", "0"});
+  other.in().set_high_water_mark(1 << 20);
+  CHECK(other.in().write(asio::buffer(std::string(64 * 1024, 'x'))));
+  other.in().end();
+  io2.run();
+}
+
+// Before the fix: did not compile ("'class childproc::v1::writable_stream' has no member named
+// 'on_error'").
+TEST_CASE("a write to a child that closed its stdin is an error event on in(), not a dead parent",
+          "[streams]") {
+  asio::io_context io;
+  // The child closes its stdin and stays (until killed).
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", "exec 0<&-; echo closed; sleep 30"});
+  std::vector<std::error_code> errors;
+  std::error_code write_result;
+  child.in().on_error([&](std::error_code ec) {
+    errors.push_back(ec);
+    child.kill();
+  });
+  child.out().on_data([&](std::string_view) {
+    child.in().write(std::string(1 << 20, 'x'), [&](std::error_code ec) { write_result = ec; });
+    child.in().write("more"); // fails too, but the error event comes once
+  });
+  io.run();
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == std::errc::broken_pipe);
+  CHECK(write_result == std::errc::broken_pipe);
 }

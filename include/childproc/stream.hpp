@@ -172,15 +172,45 @@ private:
 class writable_stream {
 public:
   using write_handler = std::function<void(std::error_code)>;
+  using drain_handler = std::function<void()>;
+  using error_handler = std::function<void(std::error_code)>;
 
   /// Queues `data`; `done` (optional) gets the result once it is written or has failed.
-  void write(std::string data, write_handler done = {});
+  /// Returns Node's answer: true while the queued bytes stay below high_water_mark(), false
+  /// once they reach it (the data is queued all the same); after a false, `drain` comes when
+  /// they fall below it again. False on a closed stream (the write then completes with EPIPE).
+  bool write(std::string data, write_handler done = {});
+  bool write(std::string_view data, write_handler done = {});
+  bool write(const char* data, write_handler done = {}) {
+    return write(std::string_view(data), std::move(done));
+  }
+  /// Copies the bytes of a buffer sequence (asio::buffer(...)) into the queue.
+  template <class ConstBufferSequence>
+  requires asio::is_const_buffer_sequence<ConstBufferSequence>::value bool
+  write(const ConstBufferSequence& buffers, write_handler done = {}) {
+    std::string data(asio::buffer_size(buffers), '\0');
+    asio::buffer_copy(asio::buffer(data), buffers);
+    return write(std::move(data), std::move(done));
+  }
   /// Closes the pipe once the queued writes are done (the child then reads EOF).
   void end(write_handler done = {});
   /// True until end() completed or the pipe failed.
   bool is_open() const noexcept { return fd_ && fd_->is_open() && !ending_; }
   /// Bytes queued and not yet written.
   std::size_t pending_bytes() const noexcept { return pending_bytes_; }
+  /// Node's writableHighWaterMark (default 16 KiB): where write() starts returning false.
+  std::size_t high_water_mark() const noexcept { return high_water_mark_; }
+  void set_high_water_mark(std::size_t bytes) noexcept { high_water_mark_ = bytes; }
+  /// Node's writableNeedDrain: a write() returned false and `drain` has not come yet.
+  bool needs_drain() const noexcept { return needs_drain_; }
+
+  /// Node's 'drain': the queued bytes fell below the high-water mark after a write() that
+  /// returned false. (Node waits for an empty queue; below the mark keeps the pipe busy.)
+  writable_stream& on_drain(drain_handler handler);
+  /// Node's 'error': the first failed write of the stream (EPIPE when the child closed its
+  /// stdin), once, besides each write's own completion. SIGPIPE never kills the parent; without
+  /// a handler nothing else happens (Node would throw).
+  writable_stream& on_error(error_handler handler);
 
   writable_stream(const writable_stream&) = delete;
   writable_stream& operator=(const writable_stream&) = delete;
@@ -192,8 +222,10 @@ private:
   bool fd_open() const noexcept { return fd_ && fd_->is_open(); }
   void write_next();
   void write_ready();
+  bool queue(std::string data, write_handler done);
   void complete(write_handler done, std::error_code ec);
   void fail_all(std::error_code ec);
+  void maybe_drain();
   void close_now();
   void shut_down_io() noexcept;
 
@@ -209,6 +241,11 @@ private:
   std::size_t front_offset_ = 0;
   bool writing_ = false;
   bool ending_ = false;
+  std::size_t high_water_mark_ = 16 * 1024;
+  bool needs_drain_ = false;
+  bool errored_ = false;
+  detail::handler_list<drain_handler> drain_handlers_;
+  detail::handler_list<error_handler> error_handlers_;
 };
 
 } // namespace v1

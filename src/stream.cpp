@@ -5,6 +5,8 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
+#include <span>
+
 #include <cerrno>
 #include <csignal>
 #include <ctime>
@@ -99,6 +101,8 @@ void readable_stream::on_readable() {
     return;
   if (read_done_)
     serve_read(); // a pending read goes first, also when the stream flows again
+  else if (line_done_)
+    serve_line();
   else if (flowing_)
     drain();
 }
@@ -107,7 +111,7 @@ void readable_stream::start_read(const read_request& request,
                                  std::unique_ptr<read_completion> done) {
   if (owner_->io_shut_down)
     return; // inert: the handler is destroyed, as Asio does on a context that is gone
-  if (read_done_) {
+  if (read_pending()) {
     done->complete(boost::asio::error::in_progress, 0);
     return;
   }
@@ -116,6 +120,14 @@ void readable_stream::start_read(const read_request& request,
     return;
   }
   flowing_ = false;
+  if (!line_buffer_.empty()) { // what the line reader read past its last line comes first
+    const std::size_t n = asio::buffer_copy(std::span(request.buffers.data(), request.count),
+                                            asio::buffer(line_buffer_));
+    line_buffer_.erase(0, n);
+    line_scanned_ = 0;
+    done->complete({}, n);
+    return;
+  }
   if (ended_ || !is_open()) {
     done->complete(ended_ ? boost::system::error_code(boost::asio::error::eof)
                           : boost::system::error_code(boost::asio::error::bad_descriptor),
@@ -136,12 +148,92 @@ void readable_stream::start_read(const read_request& request,
 
 void readable_stream::cancel_read() {
   // Called from inside the slot's handler: the completion (which clears the slot) is posted.
-  if (!read_done_)
+  if (read_done_)
+    boost::asio::post(owner_->executor,
+                      [done = std::move(read_done_), keep = owner_->shared_from_this()] {
+                        done->complete(boost::asio::error::operation_aborted, 0);
+                      });
+  if (line_done_)
+    boost::asio::post(owner_->executor,
+                      [done = std::move(line_done_), keep = owner_->shared_from_this()] {
+                        done->complete(boost::asio::error::operation_aborted, {});
+                      });
+}
+
+void readable_stream::start_line_read(std::unique_ptr<line_completion> done) {
+  if (owner_->io_shut_down)
     return;
-  boost::asio::post(owner_->executor,
-                    [done = std::move(read_done_), keep = owner_->shared_from_this()] {
-                      done->complete(boost::asio::error::operation_aborted, 0);
-                    });
+  if (read_pending()) {
+    done->complete(boost::asio::error::in_progress, {});
+    return;
+  }
+  flowing_ = false;
+  line_done_ = std::move(done);
+  if (try_complete_line())
+    return;
+  if (ended_ || !is_open()) {
+    complete_line_at_end(ended_ ? boost::system::error_code(boost::asio::error::eof)
+                                : boost::system::error_code(boost::asio::error::bad_descriptor));
+    return;
+  }
+  auto slot = line_done_->cancellation_slot();
+  if (slot.is_connected())
+    slot.assign([this, weak = owner_->weak_from_this()](boost::asio::cancellation_type) {
+      if (auto keep = weak.lock())
+        cancel_read();
+    });
+  if (started_)
+    wait_readable();
+}
+
+bool readable_stream::try_complete_line() {
+  const std::size_t eol = line_buffer_.find('\n', line_scanned_);
+  std::size_t take = eol, skip = 1;
+  boost::system::error_code ec;
+  if (eol == std::string::npos || eol > max_line_length_) {
+    line_scanned_ = line_buffer_.size();
+    if (line_buffer_.size() <= max_line_length_)
+      return false;
+    take = max_line_length_; // too long: its first part, and the rest for the next call
+    skip = 0;
+    ec = boost::asio::error::message_size;
+  }
+  std::string line = line_buffer_.substr(0, take);
+  line_buffer_.erase(0, take + skip);
+  line_scanned_ = 0;
+  auto done = std::move(line_done_);
+  done->complete(ec, std::move(line));
+  return true;
+}
+
+void readable_stream::complete_line_at_end(boost::system::error_code ec) {
+  auto done = std::move(line_done_);
+  if (!done)
+    return;
+  if (line_buffer_.empty()) {
+    done->complete(ec, {});
+    return;
+  }
+  std::string last = std::move(line_buffer_); // the last line, without '\n'
+  line_buffer_.clear();
+  line_scanned_ = 0;
+  done->complete({}, std::move(last));
+}
+
+void readable_stream::serve_line() {
+  const std::size_t old = line_buffer_.size();
+  line_buffer_.resize(old + read_chunk);
+  ssize_t n;
+  do
+    n = ::read(fd_->native_handle(), line_buffer_.data() + old, read_chunk);
+  while (n < 0 && errno == EINTR);
+  line_buffer_.resize(old + static_cast<std::size_t>(n > 0 ? n : 0));
+  if (n > 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+    try_complete_line();
+    wait_readable();
+  } else {
+    finish(); // the last line, then eof
+  }
 }
 
 void readable_stream::complete_read(boost::system::error_code ec, std::size_t n) {
@@ -188,9 +280,16 @@ void readable_stream::drain() {
   // Leased for the whole delivery: a handler's nested event loop reads into its own buffer.
   detail::read_buffer_lease buffer;
   for (int i = 0; i < reads_per_turn; ++i) {
-    if (!flowing_ || read_done_ || !is_open()) { // a handler switched to pulled mode or closed
+    if (!flowing_ || read_pending() || !is_open()) { // a handler paused, pulled or closed
       wait_readable();
       return;
+    }
+    if (!line_buffer_.empty()) { // left by the line reader: delivered first
+      std::string rest = std::move(line_buffer_);
+      line_buffer_.clear();
+      line_scanned_ = 0;
+      data_handlers_.emit(std::string_view(rest));
+      continue;
     }
     switch (read_once(buffer.data())) {
     case read_result::more:
@@ -212,7 +311,7 @@ void readable_stream::drain_available() {
   detail::resume_after_throw resume([this] { resume_later(); });
   detail::read_buffer_lease buffer;
   for (;;) {
-    if (!flowing_ || read_done_ || !is_open()) // pulled: the bytes stay for the reader
+    if (!flowing_ || read_pending() || !is_open()) // pulled: the bytes stay for the reader
       return;
     switch (read_once(buffer.data())) {
     case read_result::more:
@@ -233,6 +332,7 @@ void readable_stream::finish() {
   ended_ = true;
   --owner_->open_readers;
   complete_read(boost::asio::error::eof, 0);
+  complete_line_at_end(boost::asio::error::eof);
   data_handlers_.release(); // `end` is the last event: no handler is kept after it
   detail::emit_last(end_handlers_);
   owner_->maybe_close();
@@ -242,7 +342,10 @@ void readable_stream::resume() {
   if (owner_->io_shut_down)
     return;
   flowing_ = true;
-  wait_readable(); // never reads inline: the handlers run later
+  if (!line_buffer_.empty() && started_ && is_open()) // no readiness may come for those bytes
+    boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] { drain(); });
+  else
+    wait_readable(); // never reads inline: the handlers run later
 }
 
 void readable_stream::resume_later() {
@@ -259,12 +362,17 @@ void readable_stream::resume_later() {
 void readable_stream::shut_down_io() noexcept {
   fd_.reset();
   waiting_ = false;
-  if (read_done_) { // abandoned, as Asio abandons the operations of a context that shuts down
-    auto slot = read_done_->cancellation_slot();
+  // Abandoned, as Asio abandons the operations of a context that shuts down.
+  const auto abandon = [](auto& done) {
+    if (!done)
+      return;
+    auto slot = done->cancellation_slot();
     if (slot.is_connected())
       slot.clear();
-    read_done_.reset();
-  }
+    done.reset();
+  };
+  abandon(read_done_);
+  abandon(line_done_);
   data_handlers_.release();
   end_handlers_.release();
 }
@@ -430,6 +538,8 @@ void readable_stream::close() {
   boost::system::error_code ignored;
   fd_->close(ignored); // a pending wait ends with operation_aborted
   complete_read(boost::asio::error::operation_aborted, 0);
+  if (auto done = std::move(line_done_))
+    done->complete(boost::asio::error::operation_aborted, {});
   data_handlers_.release();
   end_handlers_.release(); // no `end`: the stream did not reach its end
   --owner_->open_readers;

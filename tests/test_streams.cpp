@@ -334,3 +334,59 @@ TEST_CASE("a write to a child that closed its stdin is an error event on in(), n
   CHECK(errors[0] == std::errc::broken_pipe);
   CHECK(write_result == std::errc::broken_pipe);
 }
+
+// Before the fix: did not compile ("'async_read_line' is not a member of 'childproc'").
+TEST_CASE("async_read_line splits a child's output into lines across chunk boundaries",
+          "[streams][lines]") {
+  const std::size_t size = 1024 * 1024 + 11;
+  const std::string expected = stream_data::lines(size);
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"lines", std::to_string(size)});
+  std::string joined;
+  boost::system::error_code last;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [ec, line] =
+              co_await childproc::async_read_line(child.out(), asio::as_tuple(asio::use_awaitable));
+          if (ec) {
+            last = ec;
+            co_return;
+          }
+          joined += line;
+          joined += '\n';
+        }
+      },
+      asio::detached);
+  io.run();
+  CHECK(last == asio::error::eof);
+  // The last line had no '\n': it came as a line all the same.
+  CHECK(joined == expected + "\n");
+}
+
+// Before the fix: did not compile (no async_read_line, no set_max_line_length).
+TEST_CASE("a line past max_line_length is a clear error and loses nothing", "[streams][lines]") {
+  asio::io_context io;
+  auto child =
+      childproc::spawn(io, test::helper, {"echo", "short\n" + std::string(100, 'x') + "\nend"});
+  child.out().set_max_line_length(40);
+  std::vector<std::pair<boost::system::error_code, std::string>> got;
+  std::function<void()> next = [&] {
+    child.out().async_read_line([&](boost::system::error_code ec, std::string line) {
+      got.emplace_back(ec, line);
+      if (ec != asio::error::eof)
+        next();
+    });
+  };
+  next();
+  io.run();
+  const boost::system::error_code ok, too_long = asio::error::message_size, eof = asio::error::eof;
+  CHECK(got == std::vector<std::pair<boost::system::error_code, std::string>>{
+                   {ok, "short"},
+                   {too_long, std::string(40, 'x')},
+                   {too_long, std::string(40, 'x')},
+                   {ok, std::string(20, 'x')},
+                   {ok, "end"},
+                   {eof, ""}});
+}

@@ -96,6 +96,27 @@ public:
         token, buffers);
   }
 
+  /// Node's readline over this stream: the next line, without its '\n' ('\r' is kept),
+  /// split across chunk boundaries. Completion void(boost::system::error_code, std::string),
+  /// always later. At EOF a last line without '\n' comes as a line, then asio::error::eof. A
+  /// line longer than max_line_length() completes with asio::error::message_size and its first
+  /// max_line_length() bytes; the next call goes on with the rest of it (nothing is lost).
+  /// Switches the stream to pulled mode, as async_read_some() does; bytes read past the line
+  /// stay in the stream for the next read of either kind (or for on_data after resume()).
+  /// Cancellation as for async_read_some (the bytes read so far stay for the next call).
+  template <class LineToken = asio::default_completion_token_t<executor_type>>
+  auto async_read_line(LineToken&& token = LineToken()) {
+    return asio::async_initiate<LineToken, void(boost::system::error_code, std::string)>(
+        [this](auto handler) {
+          start_line_read(detail::make_completion<boost::system::error_code, std::string>(
+              std::move(handler), get_executor()));
+        },
+        token);
+  }
+  /// The longest line async_read_line() returns whole (default 1 MiB).
+  std::size_t max_line_length() const noexcept { return max_line_length_; }
+  void set_max_line_length(std::size_t bytes) noexcept { max_line_length_ = bytes ? bytes : 1; }
+
   /// Node's pause(): the library stops reading the pipe (a chunk being delivered is the last
   /// one), so a child that goes on writing blocks once the pipe is full; that is the point.
   /// While paused, `close` waits (this stream's EOF is not read) and `exit` does not. A pending
@@ -127,10 +148,16 @@ private:
   };
   using read_completion = detail::completion<boost::system::error_code, std::size_t>;
   void start_read(const read_request& request, std::unique_ptr<read_completion> done);
+  using line_completion = detail::completion<boost::system::error_code, std::string>;
+  void start_line_read(std::unique_ptr<line_completion> done);
+  bool try_complete_line();
+  void complete_line_at_end(boost::system::error_code ec);
+  void serve_line();
+  bool read_pending() const noexcept { return read_done_ || line_done_; }
   void cancel_read();
   void complete_read(boost::system::error_code ec, std::size_t n);
   // Whether the pipe is to be read: for a pending read, or for the handlers while flowing.
-  bool wants_data() const noexcept { return read_done_ || (flowing_ && started_); }
+  bool wants_data() const noexcept { return read_pending() || (flowing_ && started_); }
   void start();
   void wait_readable();
   void on_readable();
@@ -155,12 +182,22 @@ private:
   bool ended_ = false;  // reached EOF (reads complete with eof)
   read_request read_request_;
   std::unique_ptr<read_completion> read_done_; // the pending async_read_some
+  std::unique_ptr<line_completion> line_done_; // the pending async_read_line
+  std::string line_buffer_;                    // read past the last line returned
+  std::size_t line_scanned_ = 0;               // no '\n' in line_buffer_ before this
+  std::size_t max_line_length_ = 1024 * 1024;
 
   // Past max_buffer (exec and the sync forms, src/output_limit.hpp): close() on the next turn.
   friend struct detail::stream_stopper;
   void stop_reading();
   bool waiting_ = false; // a wait for readiness is pending
 };
+
+/// The next line of `stream` (see readable_stream::async_read_line).
+template <class LineToken = asio::default_completion_token_t<readable_stream::executor_type>>
+auto async_read_line(readable_stream& stream, LineToken&& token = LineToken()) {
+  return stream.async_read_line(std::forward<LineToken>(token));
+}
 
 /// A pipe the parent writes and the child reads (stdin).
 ///

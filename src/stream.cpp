@@ -228,7 +228,7 @@ void readable_stream::serve_line() {
     n = ::read(fd_->native_handle(), line_buffer_.data() + old, read_chunk);
   while (n < 0 && errno == EINTR);
   line_buffer_.resize(old + static_cast<std::size_t>(n > 0 ? n : 0));
-  if (n > 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+  if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
     try_complete_line();
     wait_readable();
   } else {

@@ -318,7 +318,7 @@ TEST_CASE("a write to a child that closed its stdin is an error event on in(), n
           "[streams]") {
   asio::io_context io;
   // The child closes its stdin and stays (until killed).
-  auto child = childproc::spawn(io, "/bin/sh", {"-c", "exec 0<&-; echo closed; sleep 30"});
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", "exec 0<&-; echo closed; exec sleep 30"});
   std::vector<std::error_code> errors;
   std::error_code write_result;
   child.in().on_error([&](std::error_code ec) {

@@ -205,7 +205,7 @@ std::string write_plot(const std::filesystem::path& dir, const run_info& info,
   write_file(dir / "demo.gp", gnuplot_script(dir, info));
   std::error_code ec;
   const auto plotted = childproc::spawn_sync("gnuplot", {(dir / "demo.gp").string()}, {}, ec);
-  if (ec || plotted.error == std::errc::no_such_file_or_directory)
+  if (ec || (plotted.error && plotted.error->code() == std::errc::no_such_file_or_directory))
     return "gnuplot is not installed (Debian: gnuplot-nox): no plot, the data is in " +
            (dir / "demo.dat").string();
   if (plotted.error || plotted.status != 0)

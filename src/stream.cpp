@@ -5,10 +5,13 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
+#include <span>
+
 #include <cerrno>
 #include <csignal>
 #include <ctime>
 #include <pthread.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace childproc {
@@ -69,6 +72,10 @@ readable_stream& readable_stream::on_end(end_handler handler) {
   return *this;
 }
 
+readable_stream::executor_type readable_stream::get_executor() const {
+  return owner_->executor;
+}
+
 void readable_stream::start() {
   if (started_)
     return;
@@ -77,7 +84,7 @@ void readable_stream::start() {
 }
 
 void readable_stream::wait_readable() {
-  if (waiting_ || !is_open())
+  if (waiting_ || !is_open() || !wants_data())
     return;
   waiting_ = true;
   fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
@@ -85,8 +92,171 @@ void readable_stream::wait_readable() {
                     waiting_ = false;
                     if (ec == boost::asio::error::operation_aborted)
                       return;
-                    drain();
+                    on_readable();
                   });
+}
+
+void readable_stream::on_readable() {
+  if (!is_open())
+    return;
+  if (read_done_)
+    serve_read(); // a pending read goes first, also when the stream flows again
+  else if (line_done_)
+    serve_line();
+  else if (flowing_)
+    drain();
+}
+
+void readable_stream::start_read(const read_request& request,
+                                 std::unique_ptr<read_completion> done) {
+  if (owner_->io_shut_down)
+    return; // inert: the handler is destroyed, as Asio does on a context that is gone
+  if (read_pending()) {
+    done->complete(boost::asio::error::in_progress, 0);
+    return;
+  }
+  if (request.count == 0) {
+    done->complete({}, 0); // Asio's rule: an empty read completes at once with 0 bytes
+    return;
+  }
+  flowing_ = false;
+  if (!line_buffer_.empty()) { // what the line reader read past its last line comes first
+    const std::size_t n = asio::buffer_copy(std::span(request.buffers.data(), request.count),
+                                            asio::buffer(line_buffer_));
+    line_buffer_.erase(0, n);
+    line_scanned_ = 0;
+    done->complete({}, n);
+    return;
+  }
+  if (ended_ || !is_open()) {
+    done->complete(ended_ ? boost::system::error_code(boost::asio::error::eof)
+                          : boost::system::error_code(boost::asio::error::bad_descriptor),
+                   0);
+    return;
+  }
+  read_request_ = request;
+  read_done_ = std::move(done);
+  auto slot = read_done_->cancellation_slot();
+  if (slot.is_connected())
+    slot.assign([this, weak = owner_->weak_from_this()](boost::asio::cancellation_type) {
+      if (auto keep = weak.lock())
+        cancel_read();
+    });
+  if (started_)
+    wait_readable(); // otherwise start() does, after `spawn`
+}
+
+void readable_stream::cancel_read() {
+  // Called from inside the slot's handler: the completion (which clears the slot) is posted.
+  if (read_done_)
+    boost::asio::post(owner_->executor,
+                      [done = std::move(read_done_), keep = owner_->shared_from_this()] {
+                        done->complete(boost::asio::error::operation_aborted, 0);
+                      });
+  if (line_done_)
+    boost::asio::post(owner_->executor,
+                      [done = std::move(line_done_), keep = owner_->shared_from_this()] {
+                        done->complete(boost::asio::error::operation_aborted, {});
+                      });
+}
+
+void readable_stream::start_line_read(std::unique_ptr<line_completion> done) {
+  if (owner_->io_shut_down)
+    return;
+  if (read_pending()) {
+    done->complete(boost::asio::error::in_progress, {});
+    return;
+  }
+  flowing_ = false;
+  line_done_ = std::move(done);
+  if (try_complete_line())
+    return;
+  if (ended_ || !is_open()) {
+    complete_line_at_end(ended_ ? boost::system::error_code(boost::asio::error::eof)
+                                : boost::system::error_code(boost::asio::error::bad_descriptor));
+    return;
+  }
+  auto slot = line_done_->cancellation_slot();
+  if (slot.is_connected())
+    slot.assign([this, weak = owner_->weak_from_this()](boost::asio::cancellation_type) {
+      if (auto keep = weak.lock())
+        cancel_read();
+    });
+  if (started_)
+    wait_readable();
+}
+
+bool readable_stream::try_complete_line() {
+  const std::size_t eol = line_buffer_.find('\n', line_scanned_);
+  std::size_t take = eol, skip = 1;
+  boost::system::error_code ec;
+  if (eol == std::string::npos || eol > max_line_length_) {
+    line_scanned_ = line_buffer_.size();
+    if (line_buffer_.size() <= max_line_length_)
+      return false;
+    take = max_line_length_; // too long: its first part, and the rest for the next call
+    skip = 0;
+    ec = boost::asio::error::message_size;
+  }
+  std::string line = line_buffer_.substr(0, take);
+  line_buffer_.erase(0, take + skip);
+  line_scanned_ = 0;
+  auto done = std::move(line_done_);
+  done->complete(ec, std::move(line));
+  return true;
+}
+
+void readable_stream::complete_line_at_end(boost::system::error_code ec) {
+  auto done = std::move(line_done_);
+  if (!done)
+    return;
+  if (line_buffer_.empty()) {
+    done->complete(ec, {});
+    return;
+  }
+  std::string last = std::move(line_buffer_); // the last line, without '\n'
+  line_buffer_.clear();
+  line_scanned_ = 0;
+  done->complete({}, std::move(last));
+}
+
+void readable_stream::serve_line() {
+  const std::size_t old = line_buffer_.size();
+  line_buffer_.resize(old + read_chunk);
+  ssize_t n;
+  do
+    n = ::read(fd_->native_handle(), line_buffer_.data() + old, read_chunk);
+  while (n < 0 && errno == EINTR);
+  line_buffer_.resize(old + static_cast<std::size_t>(n > 0 ? n : 0));
+  if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+    try_complete_line();
+    wait_readable();
+  } else {
+    finish(); // the last line, then eof
+  }
+}
+
+void readable_stream::complete_read(boost::system::error_code ec, std::size_t n) {
+  if (auto done = std::move(read_done_))
+    done->complete(ec, n);
+}
+
+void readable_stream::serve_read() {
+  iovec iov[std::tuple_size_v<decltype(read_request_.buffers)>];
+  for (std::size_t i = 0; i < read_request_.count; ++i)
+    iov[i] = {read_request_.buffers[i].data(), read_request_.buffers[i].size()};
+  ssize_t n;
+  do
+    n = ::readv(fd_->native_handle(), iov, static_cast<int>(read_request_.count));
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    complete_read({}, static_cast<std::size_t>(n));
+    wait_readable(); // flowing again meanwhile (resume())
+  } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    wait_readable();
+  } else {
+    finish(); // EOF (or a read error, which ends the stream as EOF would): the read gets eof
+  }
 }
 
 readable_stream::read_result readable_stream::read_once(char* buffer) {
@@ -110,6 +280,17 @@ void readable_stream::drain() {
   // Leased for the whole delivery: a handler's nested event loop reads into its own buffer.
   detail::read_buffer_lease buffer;
   for (int i = 0; i < reads_per_turn; ++i) {
+    if (!flowing_ || read_pending() || !is_open()) { // a handler paused, pulled or closed
+      wait_readable();
+      return;
+    }
+    if (!line_buffer_.empty()) { // left by the line reader: delivered first
+      std::string rest = std::move(line_buffer_);
+      line_buffer_.clear();
+      line_scanned_ = 0;
+      data_handlers_.emit(std::string_view(rest));
+      continue;
+    }
     switch (read_once(buffer.data())) {
     case read_result::more:
       continue;
@@ -130,6 +311,8 @@ void readable_stream::drain_available() {
   detail::resume_after_throw resume([this] { resume_later(); });
   detail::read_buffer_lease buffer;
   for (;;) {
+    if (!flowing_ || read_pending() || !is_open()) // pulled: the bytes stay for the reader
+      return;
     switch (read_once(buffer.data())) {
     case read_result::more:
       continue;
@@ -146,10 +329,23 @@ void readable_stream::finish() {
   // The bookkeeping first: the stream is closed and no longer holds `close` back.
   boost::system::error_code ignored;
   fd_->close(ignored);
+  ended_ = true;
   --owner_->open_readers;
+  complete_read(boost::asio::error::eof, 0);
+  complete_line_at_end(boost::asio::error::eof);
   data_handlers_.release(); // `end` is the last event: no handler is kept after it
   detail::emit_last(end_handlers_);
   owner_->maybe_close();
+}
+
+void readable_stream::resume() {
+  if (owner_->io_shut_down)
+    return;
+  flowing_ = true;
+  if (!line_buffer_.empty() && started_ && is_open()) // no readiness may come for those bytes
+    boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] { drain(); });
+  else
+    wait_readable(); // never reads inline: the handlers run later
 }
 
 void readable_stream::resume_later() {
@@ -166,6 +362,17 @@ void readable_stream::resume_later() {
 void readable_stream::shut_down_io() noexcept {
   fd_.reset();
   waiting_ = false;
+  // Abandoned, as Asio abandons the operations of a context that shuts down.
+  const auto abandon = [](auto& done) {
+    if (!done)
+      return;
+    auto slot = done->cancellation_slot();
+    if (slot.is_connected())
+      slot.clear();
+    done.reset();
+  };
+  abandon(read_done_);
+  abandon(line_done_);
   data_handlers_.release();
   end_handlers_.release();
 }
@@ -176,18 +383,47 @@ writable_stream::writable_stream(detail::child_state& owner, boost::asio::any_io
 
 writable_stream::~writable_stream() = default;
 
-void writable_stream::write(std::string data, write_handler done) {
+bool writable_stream::write(std::string data, write_handler done) {
+  return queue(std::move(data), std::move(done));
+}
+
+bool writable_stream::write(std::string_view data, write_handler done) {
+  return queue(std::string(data), std::move(done));
+}
+
+bool writable_stream::queue(std::string data, write_handler done) {
   if (owner_->io_shut_down)
-    return; // inert: nothing can complete on a context that is gone
+    return false; // inert: nothing can complete on a context that is gone
   if (!fd_open() || ending_) {
     // The reader is gone (or end() was called): the same answer a closed pipe gives.
     complete(std::move(done), std::make_error_code(std::errc::broken_pipe));
-    return;
+    return false;
   }
   pending_bytes_ += data.size();
   queue_.push_back({std::move(data), std::move(done), false});
   if (!writing_)
     write_next();
+  if (pending_bytes_ < high_water_mark_)
+    return true;
+  needs_drain_ = true;
+  return false;
+}
+
+writable_stream& writable_stream::on_drain(drain_handler handler) {
+  drain_handlers_.add(std::move(handler));
+  return *this;
+}
+
+writable_stream& writable_stream::on_error(error_handler handler) {
+  error_handlers_.add(std::move(handler));
+  return *this;
+}
+
+void writable_stream::maybe_drain() {
+  if (!needs_drain_ || pending_bytes_ >= high_water_mark_ || !fd_open())
+    return;
+  needs_drain_ = false;
+  drain_handlers_.emit(); // last: the writes are under way again
 }
 
 void writable_stream::end(write_handler done) {
@@ -251,6 +487,7 @@ void writable_stream::write_ready() {
     }
   }
   write_next();
+  maybe_drain();
 }
 
 void writable_stream::complete(write_handler done, std::error_code ec) {
@@ -264,9 +501,14 @@ void writable_stream::fail_all(std::error_code ec) {
   queue_.clear();
   pending_bytes_ = 0;
   front_offset_ = 0;
+  auto errors = std::move(error_handlers_); // the first error only (close_now() drops the list)
+  if (errored_)
+    errors.release();
+  errored_ = true;
   close_now();
   for (auto& p : failed)
     complete(std::move(p.done), p.is_end ? std::error_code{} : ec);
+  errors.emit(ec); // last, after the bookkeeping
 }
 
 void writable_stream::close_now() {
@@ -274,6 +516,9 @@ void writable_stream::close_now() {
   if (fd_)
     fd_->close(ignored);
   ending_ = false;
+  needs_drain_ = false;
+  drain_handlers_.release(); // nothing can drain or fail on a closed pipe
+  error_handlers_.release();
 }
 
 void writable_stream::shut_down_io() noexcept {
@@ -282,20 +527,29 @@ void writable_stream::shut_down_io() noexcept {
   pending_bytes_ = 0;
   front_offset_ = 0;
   writing_ = false;
+  drain_handlers_.release();
+  error_handlers_.release();
+}
+
+void readable_stream::close() {
+  if (!is_open() || owner_->io_shut_down)
+    return;
+  // The bookkeeping only; `close` (which may be due now) is delivered later, never from here.
+  boost::system::error_code ignored;
+  fd_->close(ignored); // a pending wait ends with operation_aborted
+  complete_read(boost::asio::error::operation_aborted, 0);
+  if (auto done = std::move(line_done_))
+    done->complete(boost::asio::error::operation_aborted, {});
+  data_handlers_.release();
+  end_handlers_.release(); // no `end`: the stream did not reach its end
+  --owner_->open_readers;
+  owner_->resume_later();
 }
 
 void readable_stream::stop_reading() {
   if (owner_->io_shut_down)
     return;
-  boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] {
-    if (!is_open())
-      return; // it reached EOF meanwhile (or the context is shutting down)
-    boost::system::error_code ignored;
-    fd_->close(ignored); // a pending wait ends with operation_aborted
-    data_handlers_.release();
-    end_handlers_.release(); // no `end`: the stream did not reach its end
-    owner_->reader_ended();
-  });
+  boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] { close(); });
 }
 
 } // namespace v1

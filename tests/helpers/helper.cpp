@@ -95,6 +95,11 @@
 //   cluster-worker-crash      exits with 1 at once (a crash loop)
 //   cluster-worker-once FILE ADDR PORT  the first start (FILE absent: creates it) is a
 //                      cluster-worker; later ones take their channel but never listen
+//   lines N            writes stream_data::lines(N) to stdout in writes of stream_data::chunk_sizes
+//   count-out N BLOCK  writes N bytes ('c') to stdout (N = 0: for ever) in BLOCK-byte writes, and
+//                      after each write prints the total written so far on stderr ("T\n")
+//   slow-count USEC    reads stdin 64 KiB at a time, sleeping USEC microseconds after each read,
+//                      and prints the number of bytes it read at EOF
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -110,6 +115,7 @@
 #include "handles.hpp"
 #include "order.hpp"
 #include "pool_worker.hpp"
+#include "stream_data.hpp"
 #include "watcher_modes.hpp"
 
 #include <sys/resource.h>
@@ -696,6 +702,42 @@ int run(int argc, char** argv) {
     ::_exit(1);
   if (mode == "cluster-worker-once")
     return cluster_worker::serve_once(argv[2], argv[3], argv[4]);
+  if (mode == "lines") {
+    const std::string text = stream_data::lines(std::strtoull(argv[2], nullptr, 10));
+    std::size_t at = 0;
+    for (std::size_t k = 0; at < text.size(); ++k) {
+      const std::size_t n = std::min(
+          text.size() - at, stream_data::chunk_sizes[k % std::size(stream_data::chunk_sizes)]);
+      write_all(1, text.data() + at, n);
+      at += n;
+    }
+    return 0;
+  }
+  if (mode == "count-out") {
+    const std::size_t total = std::strtoull(argv[2], nullptr, 10);
+    const std::vector<char> block(std::strtoull(argv[3], nullptr, 10), 'c');
+    for (std::size_t written = 0; total == 0 || written < total;) {
+      const std::size_t n = total == 0 ? block.size() : std::min(block.size(), total - written);
+      write_all(1, block.data(), n);
+      written += n;
+      say(2, std::to_string(written) + "\n");
+    }
+    return 0;
+  }
+  if (mode == "slow-count") {
+    std::vector<char> buffer(65536);
+    std::size_t total = 0;
+    for (;;) {
+      const ssize_t n = ::read(0, buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      total += static_cast<std::size_t>(n);
+      std::this_thread::sleep_for(std::chrono::microseconds(std::atoi(argv[2])));
+    }
+    return say(1, std::to_string(total) + "\n"), 0;
+  }
   return 2;
 }
 

@@ -1,0 +1,392 @@
+// The stdio streams as Asio objects: pulled reads, flow control, lines, pipes between children.
+#include "common.hpp"
+#include "helpers/stream_data.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <array>
+
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+
+// Before the fix: did not compile ("no type named 'executor_type' in 'class
+// childproc::v1::readable_stream'"): asio::async_read_until could not read a child's stream.
+TEST_CASE("async_read_until reads a child's output line by line, byte-exact", "[streams]") {
+  const std::size_t size = 10 * 1024 * 1024 + 11; // ends inside a line
+  const std::string expected = stream_data::lines(size);
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"lines", std::to_string(size)});
+  std::string got;
+  std::size_t lines = 0;
+  bool line_ends_ok = true, closed = false;
+  boost::system::error_code last;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        std::string buffer;
+        for (;;) {
+          auto [ec, n] = co_await asio::async_read_until(child.out(), asio::dynamic_buffer(buffer),
+                                                         '\n', asio::as_tuple(asio::use_awaitable));
+          if (ec) {
+            last = ec;
+            got += buffer; // the last line, without its '\n'
+            co_return;
+          }
+          line_ends_ok = line_ends_ok && buffer[n - 1] == '\n';
+          got.append(buffer, 0, n);
+          buffer.erase(0, n);
+          ++lines;
+        }
+      },
+      asio::detached);
+  child.on_close([&](auto, auto) { closed = true; });
+  io.run();
+  CHECK(last == asio::error::eof);
+  CHECK(line_ends_ok);
+  CHECK(lines == static_cast<std::size_t>(std::count(expected.begin(), expected.end(), '\n')));
+  CHECK(got.size() == expected.size());
+  CHECK(got == expected);
+  CHECK(closed);
+}
+
+// Before the fix: did not compile (no readable_stream::async_read_some, no get_executor()).
+TEST_CASE("a stream read with async_read_some takes any completion token", "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "0123456789"});
+  std::array<char, 4> first{};
+  std::string rest;
+  std::size_t first_count = 0;
+  boost::system::error_code first_ec, rest_ec;
+  // A plain callback, then asio::async_read to the end with a dynamic buffer.
+  asio::async_read(
+      child.out(), asio::buffer(first), [&](boost::system::error_code ec, std::size_t n) {
+        first_ec = ec;
+        first_count = n;
+        asio::async_read(child.out(), asio::dynamic_buffer(rest),
+                         [&](boost::system::error_code ec2, std::size_t) { rest_ec = ec2; });
+      });
+  io.run();
+  CHECK_FALSE(first_ec);
+  CHECK(first_count == 4);
+  CHECK(std::string(first.data(), 4) == "0123");
+  CHECK(rest_ec == asio::error::eof);
+  CHECK(rest == "456789");
+  CHECK(child.out().get_executor() == child.get_executor());
+}
+
+// Before the fix: did not compile (no async_read_some, no resume()).
+TEST_CASE("bytes pulled with async_read_some never reach on_data, and resume() flows again",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "hello world"});
+  std::string seen_by_handlers;
+  bool ended = false;
+  child.out().on_data([&](std::string_view d) { seen_by_handlers += d; });
+  child.out().on_end([&] { ended = true; });
+  std::array<char, 5> pulled{};
+  asio::async_read(child.out(), asio::buffer(pulled),
+                   [&](boost::system::error_code ec, std::size_t) {
+                     CHECK_FALSE(ec);
+                     child.out().resume(); // back to flowing: the rest goes to on_data
+                   });
+  io.run();
+  CHECK(std::string(pulled.data(), pulled.size()) == "hello");
+  CHECK(seen_by_handlers == " world");
+  CHECK(ended);
+}
+
+// Before the fix: did not compile (no type named 'executor_type' in readable_stream).
+TEST_CASE("a pulled stream nobody reads holds close back until it is read to its end",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "abc"});
+  bool closed = false, closed_in_window = false;
+  child.on_close([&](auto, auto) { closed = true; });
+  std::array<char, 1> one{};
+  std::string rest;
+  asio::steady_timer window(io);
+  int done = 0; // the first read and `exit`, in either order
+  auto after_both = [&] {
+    if (++done < 2)
+      return;
+    // Nobody reads now: `close` must not come (an observation window, not a wait).
+    window.expires_after(300ms);
+    window.async_wait([&](boost::system::error_code) {
+      closed_in_window = closed;
+      asio::async_read(child.out(), asio::dynamic_buffer(rest),
+                       [](boost::system::error_code, std::size_t) {});
+    });
+  };
+  child.on_exit([&](auto, auto) { after_both(); });
+  asio::async_read(child.out(), asio::buffer(one), [&](boost::system::error_code ec, std::size_t) {
+    CHECK_FALSE(ec);
+    after_both();
+  });
+  io.run();
+  CHECK_FALSE(closed_in_window);
+  CHECK(closed);
+  CHECK(one[0] == 'a');
+  CHECK(rest == "bc");
+}
+
+// Before the fix: did not compile (no async_read_some).
+TEST_CASE("a cancelled read completes with operation_aborted and loses no byte", "[streams]") {
+  asio::io_context io;
+  // The child says nothing for a while, then one word.
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", "read x; echo late"});
+  asio::cancellation_signal cancel;
+  std::array<char, 16> buffer{};
+  boost::system::error_code first_ec;
+  std::size_t first_count = 99;
+  std::string rest;
+  child.out().async_read_some(
+      asio::buffer(buffer),
+      asio::bind_cancellation_slot(cancel.slot(), [&](boost::system::error_code ec, std::size_t n) {
+        first_ec = ec;
+        first_count = n;
+        child.in().end(); // now the child writes
+        asio::async_read(child.out(), asio::dynamic_buffer(rest),
+                         [](boost::system::error_code, std::size_t) {});
+      }));
+  asio::post(io, [&] { cancel.emit(asio::cancellation_type::terminal); });
+  io.run();
+  CHECK(first_ec == asio::error::operation_aborted);
+  CHECK(first_count == 0);
+  CHECK(rest == "late\n");
+}
+
+namespace {
+
+// The last complete "T\n" line the count-out helper wrote on stderr, as a number.
+struct progress {
+  std::string text;
+  std::size_t total = 0;
+  void add(std::string_view chunk) {
+    text += chunk;
+    const auto end = text.rfind('\n');
+    if (end == std::string::npos)
+      return;
+    const auto begin = text.rfind('\n', end - 1);
+    total = std::stoull(text.substr(begin == std::string::npos ? 0 : begin + 1));
+    text.erase(0, end + 1);
+  }
+};
+
+} // namespace
+
+// Before the fix (pause() a no-op): received_after_window == received_at_pause: 4194304 ==
+// 4096; written_at_window <= received_at_pause + pipe_capacity: 4194304 <= 69632.
+TEST_CASE("pause() makes a child writing into a full pipe block and resume() lets it finish",
+          "[streams]") {
+  constexpr std::size_t total = 4 << 20, block = 4096, pipe_capacity = 65536;
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper,
+                                {"count-out", std::to_string(total), std::to_string(block)},
+                                {.pipe_size = pipe_capacity});
+  std::size_t received = 0, received_at_pause = 0, received_after_window = 0;
+  std::size_t written_at_window = 0;
+  bool paused = false, window_started = false;
+  progress written;
+  asio::steady_timer window(io);
+  child.out().on_data([&](std::string_view d) {
+    received += d.size();
+    if (!paused) {
+      paused = true;
+      received_at_pause = received;
+      child.out().pause();
+      CHECK(child.out().is_paused());
+    }
+  });
+  child.err().on_data([&](std::string_view d) {
+    written.add(d);
+    // The pipe is full: the child can write nothing more until the parent reads.
+    if (!paused || window_started || written.total + block < received_at_pause + pipe_capacity)
+      return;
+    window_started = true;
+    window.expires_after(300ms); // an observation window: the output must not grow in it
+    window.async_wait([&](boost::system::error_code) {
+      written_at_window = written.total;
+      received_after_window = received;
+      child.out().resume();
+    });
+  });
+  std::optional<int> code;
+  child.on_close([&](std::optional<int> c, auto) { code = c; });
+  io.run();
+  CHECK(window_started);
+  CHECK(received_after_window == received_at_pause); // nothing was read while paused
+  CHECK(written_at_window <= received_at_pause + pipe_capacity);
+  CHECK(received == total);
+  CHECK(written.total == total);
+  CHECK(code == 0);
+}
+
+// Before the fix: did not compile ("'class childproc::v1::readable_stream' has no member named
+// 'close'").
+TEST_CASE("close() on a stream gives a child still writing SIGPIPE and close stops waiting for it",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(
+      io, test::helper, {"count-out", "0", "4096"},
+      {.stdio = {childproc::stdio::pipe, childproc::stdio::pipe, childproc::stdio::ignore}});
+  std::size_t chunks = 0;
+  bool ended = false, closed = false;
+  std::optional<int> signal;
+  boost::system::error_code read_after_close;
+  child.out().on_data([&](std::string_view) {
+    if (++chunks > 1)
+      return; // the chunk being delivered was the last one: this must not be reached
+    child.out().close();
+    CHECK_FALSE(child.out().is_open());
+    std::array<char, 8> b{};
+    child.out().async_read_some(
+        asio::buffer(b), [&](boost::system::error_code ec, std::size_t) { read_after_close = ec; });
+  });
+  child.out().on_end([&] { ended = true; });
+  child.on_close([&](auto, std::optional<int> s) {
+    closed = true;
+    signal = s;
+  });
+  io.run();
+  CHECK(chunks == 1);
+  CHECK(closed);
+  CHECK(signal == SIGPIPE);
+  CHECK_FALSE(ended); // the stream did not reach its end
+  CHECK(read_after_close == asio::error::bad_descriptor);
+}
+
+// Before the fix: did not compile (write() returned void; no on_drain, no high_water_mark()).
+TEST_CASE("write() says when the queue reaches the high-water mark and drain says when to go on",
+          "[streams]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"slow-count", "0"});
+  auto& in = child.in();
+  CHECK(in.high_water_mark() == 16 * 1024);
+  const std::string chunk(8 * 1024, 'w');
+  const std::size_t total = 1 << 20;
+  std::size_t queued = 0, drains = 0, max_pending = 0;
+  bool pending_below_mark_at_drains = true;
+  // Node's idiom: write until write() says stop, go on at `drain`.
+  std::function<void()> write_more = [&] {
+    while (queued < total) {
+      queued += chunk.size();
+      const bool below = in.write(std::string_view(chunk));
+      max_pending = std::max(max_pending, in.pending_bytes());
+      CHECK(below == (in.pending_bytes() < in.high_water_mark()));
+      if (!below)
+        return;
+    }
+    in.end();
+  };
+  in.on_drain([&] {
+    ++drains;
+    pending_below_mark_at_drains =
+        pending_below_mark_at_drains && in.pending_bytes() < in.high_water_mark();
+    write_more();
+  });
+  CHECK(in.write("4 bytes"s));
+  queued += 7;
+  write_more();
+  std::string out;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  io.run();
+  CHECK(drains > 0);
+  CHECK(pending_below_mark_at_drains);
+  CHECK(max_pending <= in.high_water_mark() + chunk.size());
+  CHECK(out == std::to_string(queued) + "\n");
+
+  // Settable: a larger mark takes more before write() says stop.
+  asio::io_context io2;
+  auto other = childproc::spawn(io2, test::helper, {"slow-count", "0"});
+  other.in().set_high_water_mark(1 << 20);
+  CHECK(other.in().write(asio::buffer(std::string(64 * 1024, 'x'))));
+  other.in().end();
+  io2.run();
+}
+
+// Before the fix: did not compile ("'class childproc::v1::writable_stream' has no member named
+// 'on_error'").
+TEST_CASE("a write to a child that closed its stdin is an error event on in(), not a dead parent",
+          "[streams]") {
+  asio::io_context io;
+  // The child closes its stdin and stays (until killed).
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", "exec 0<&-; echo closed; exec sleep 30"});
+  std::vector<std::error_code> errors;
+  std::error_code write_result;
+  child.in().on_error([&](std::error_code ec) {
+    errors.push_back(ec);
+    child.kill();
+  });
+  child.out().on_data([&](std::string_view) {
+    child.in().write(std::string(1 << 20, 'x'), [&](std::error_code ec) { write_result = ec; });
+    child.in().write("more"); // fails too, but the error event comes once
+  });
+  io.run();
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == std::errc::broken_pipe);
+  CHECK(write_result == std::errc::broken_pipe);
+}
+
+// Before the fix: did not compile ("'async_read_line' is not a member of 'childproc'").
+TEST_CASE("async_read_line splits a child's output into lines across chunk boundaries",
+          "[streams][lines]") {
+  const std::size_t size = 1024 * 1024 + 11;
+  const std::string expected = stream_data::lines(size);
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"lines", std::to_string(size)});
+  std::string joined;
+  boost::system::error_code last;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [ec, line] =
+              co_await childproc::async_read_line(child.out(), asio::as_tuple(asio::use_awaitable));
+          if (ec) {
+            last = ec;
+            co_return;
+          }
+          joined += line;
+          joined += '\n';
+        }
+      },
+      asio::detached);
+  io.run();
+  CHECK(last == asio::error::eof);
+  // The last line had no '\n': it came as a line all the same.
+  CHECK(joined == expected + "\n");
+}
+
+// Before the fix: did not compile (no async_read_line, no set_max_line_length).
+TEST_CASE("a line past max_line_length is a clear error and loses nothing", "[streams][lines]") {
+  asio::io_context io;
+  auto child =
+      childproc::spawn(io, test::helper, {"echo", "short\n" + std::string(100, 'x') + "\nend"});
+  child.out().set_max_line_length(40);
+  std::vector<std::pair<boost::system::error_code, std::string>> got;
+  std::function<void()> next = [&] {
+    child.out().async_read_line([&](boost::system::error_code ec, std::string line) {
+      got.emplace_back(ec, line);
+      if (ec != asio::error::eof)
+        next();
+    });
+  };
+  next();
+  io.run();
+  const boost::system::error_code ok, too_long = asio::error::message_size, eof = asio::error::eof;
+  CHECK(got == std::vector<std::pair<boost::system::error_code, std::string>>{
+                   {ok, "short"},
+                   {too_long, std::string(40, 'x')},
+                   {too_long, std::string(40, 'x')},
+                   {ok, std::string(20, 'x')},
+                   {ok, "end"},
+                   {eof, ""}});
+}

@@ -79,8 +79,8 @@
 //   pool-worker-init-throws  serve()s them with an on_init that throws "init failed"
 //   pool-worker-exit-at-start  exits with 3 before serve() (never ready)
 //   pool-worker-slow-start MS  sleeps MS milliseconds, then acts as pool-worker
-//   pool-worker-flaky-start FILE N  appends a byte to FILE; exits with 3 while FILE holds at
-//                      most N bytes, then acts as pool-worker (a start-up that recovers)
+//   pool-worker-start-when FILE  exits with 3 while FILE does not exist, then acts as
+//                      pool-worker (a start-up that recovers when the test says so)
 //   chan-handles       on its parent channel: {"fds":1} is answered with its open fds;
 //                      {"ignore":1} with {"ignored":1}, leaving the message's handle untaken;
 //                      {"give":KIND,"text":T} with {"kind":KIND} and a KIND handle holding T
@@ -620,12 +620,8 @@ int run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(argv[2])));
     return pool_worker::serve(false);
   }
-  if (mode == "pool-worker-flaky-start") {
-    std::FILE* count = std::fopen(argv[2], "a+");
-    std::fputc('x', count);
-    const long starts = std::ftell(count);
-    std::fclose(count);
-    if (starts <= std::atol(argv[3]))
+  if (mode == "pool-worker-start-when") {
+    if (::access(argv[2], F_OK) != 0)
       ::_exit(3);
     return pool_worker::serve(false);
   }

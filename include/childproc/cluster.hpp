@@ -55,7 +55,7 @@ enum class scheduling {
   /// it closes are reset, unless net.ipv4.tcp_migrate_req is 1.
   reuse_port,
   // round_robin (Node's default: the primary accepts and passes each connection to a worker)
-  // needs handle passing over the channel; it is not available yet.
+  // is not available yet; it will be built on the channel's handle passing (channel.hpp).
 };
 
 /// Options of a cluster: aggregates for designated initializers.
@@ -104,7 +104,8 @@ struct cluster_options {
   /// finish its connections and exit before it gets SIGKILL. Default: 1600 ms (PM2's).
   std::chrono::milliseconds kill_timeout{1600};
   /// How long a new worker may take to report `listening` in a reload before the reload fails
-  /// (the new worker is killed, the old one kept). Default: 3 s (PM2's listen_timeout).
+  /// (the new worker is killed, the old one kept). Default: 3 s (PM2's listen_timeout value;
+  /// PM2 takes a worker that timed out as ready and goes on, this cluster keeps the old one).
   std::chrono::milliseconds listen_timeout{3000};
 };
 

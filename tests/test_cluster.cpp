@@ -513,7 +513,9 @@ TEST_CASE("a worker killed or disconnected through the cluster is not restarted"
   run_until(io, both);
   REQUIRE(both);
   io.run_for(200ms); // a restart would fork now
-  CHECK(has(r, "exit 1 - SIGTERM after-disconnect"));
+  // kill() closes the channel, then signals (Node's order): a worker that sees the disconnect
+  // first may exit 0 before SIGTERM lands. Either way it is not restarted.
+  CHECK((has(r, "exit 1 - SIGTERM after-disconnect") || has(r, "exit 1 0 - after-disconnect")));
   CHECK(has(r, "exit 2 0 - after-disconnect"));
   CHECK(count_prefix(r.events, "fork ") == 2);
   CHECK(c.workers().empty());

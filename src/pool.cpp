@@ -189,13 +189,13 @@ std::uint64_t micros_between(clock_type::time_point a, clock_type::time_point b)
       std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
 }
 
-// The worker's resident set in bytes (0 when it cannot be read).
 // The task `id` among those `w` is running.
 auto find_running(pool_worker& w, std::uint64_t id) {
   return std::find_if(w.running.begin(), w.running.end(),
                       [id](const auto& t) { return t->id == id; });
 }
 
+// The worker's resident set in bytes (0 when it cannot be read).
 std::size_t resident_bytes(pid_t pid) {
   std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
   std::size_t size = 0, resident = 0;

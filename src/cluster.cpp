@@ -290,7 +290,7 @@ void cluster_state::replace(std::size_t index, std::function<void(std::error_cod
       self->slots[index]->replacing = false;
     then(ec);
   };
-  timer->async_wait([weak = weak_from_this(), fresh, old, index](boost::system::error_code ec) {
+  timer->async_wait([weak = weak_from_this(), fresh](boost::system::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || fresh->listening || fresh->dead)
       return;

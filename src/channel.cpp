@@ -373,6 +373,13 @@ void channel_state::gather() {
   }
 }
 
+namespace {
+// The errors of a socket whose peer is gone, as opposed to those of a message's descriptor.
+bool peer_gone(int error) {
+  return error == EPIPE || error == ECONNRESET || error == ENOTCONN || error == ECONNREFUSED;
+}
+} // namespace
+
 bool channel_state::write_once(std::vector<send_handler>& written) {
   gather();
   if (gather_.empty())
@@ -396,6 +403,10 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
   if (n < 0) {
     if (errno == EINTR)
       return true;
+    if (header.msg_control && !peer_gone(errno)) {
+      refuse_front(errno); // the descriptor's own error (EBADF, ETOOMANYREFS): one send fails
+      return true;
+    }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       writing_ = true;
       socket.async_wait(boost::asio::posix::stream_descriptor::wait_write,
@@ -414,6 +425,15 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
   }
   finish_written(static_cast<std::size_t>(n), written);
   return true;
+}
+
+void channel_state::refuse_front(int error) {
+  // Nothing of this message went out (its descriptor goes with its first byte): it fails alone,
+  // and its descriptor is closed with it.
+  pending_write refused = std::move(queue_.front());
+  queue_.pop_front();
+  pending_bytes -= refused.size();
+  post_error(std::error_code(error, std::system_category()), std::move(refused.done));
 }
 
 void channel_state::finish_written(std::size_t n, std::vector<send_handler>& written) {

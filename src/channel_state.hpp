@@ -96,6 +96,7 @@ private:
   void gather(); // gather_: the queue's front messages that may go in one sendmsg
   // Pops the messages that `n` written bytes completed, collecting their completions.
   void finish_written(std::size_t n, std::vector<send_handler>& written);
+  void refuse_front(int error);
   void post_error(std::error_code ec, send_handler done);
   void report(std::error_code ec);
   void emit_close_events(std::error_code reason);

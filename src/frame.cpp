@@ -332,9 +332,11 @@ std::error_code decoder::node_internal(boost::json::value& v, message& m, bool& 
   if (!handle_message)
     return {}; // Node's other internal messages (cluster's...) are not the application's
   boost::json::value* inner = v.as_object().if_contains("msg");
+  controls_.push_back(node_control::send_ack); // received: Node's sender closes its own copy
+  if (inner && !node_command(*inner).empty())
+    return {}; // Node's internal message with a handle (its cluster's): closed with `fd`
   m = message(inner ? std::move(*inner) : boost::json::value());
   message_access::attach_handle(m, std::move(fd));
-  controls_.push_back(node_control::send_ack);
   deliver = true;
   return {};
 }

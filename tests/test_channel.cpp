@@ -339,6 +339,26 @@ TEST_CASE("a primary hands an accepted TCP socket to a worker, which serves it",
   peer.finish();
 }
 
+// Before the fix: the send failed with channel_closed, and so did every later send (the
+// channel stopped writing for good on the descriptor's EBADF); the next ask() never got a reply.
+TEST_CASE("a descriptor that cannot be sent fails only its own send, and the channel goes on",
+          "[channel][handles]") {
+  handle_peer peer;
+  int closed_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  REQUIRE(closed_fd >= 0);
+  ::close(closed_fd); // nothing opens a descriptor before the send below: the number stays free
+  std::optional<std::error_code> refused;
+  CHECK(peer.ch.send(boost::json::value{{"i", 1}}, childproc::owned_fd(closed_fd),
+                     [&](std::error_code ec) { refused = ec; }));
+  const auto reply = peer.ask({{"i", 2}});
+  REQUIRE(refused);
+  CHECK(*refused == std::errc::bad_file_descriptor);
+  CHECK(reply.json().at("i") == 2); // the refused message never reached the child
+  CHECK(reply.json().at("kind") == "none");
+  CHECK(peer.ch.connected());
+  peer.finish();
+}
+
 // Before the fix: did not compile (no message::take_handle).
 TEST_CASE("a handle nobody takes is closed, in the child and in the parent", "[channel][handles]") {
   const auto before = fds_after_warm_up();
@@ -632,4 +652,26 @@ TEST_CASE("the node_json decoder delivers a NODE_HANDLE's message with its descr
   CHECK(got[0].json() == boost::json::value{{"a", 1}});
   CHECK(got[0].has_handle());
   CHECK(d.take_node_controls() == std::vector<control>{control::send_ack, control::ack_received});
+}
+
+// Before the fix: got.size() == 1 — Node's internal message (its cluster's "newconn") reached the
+// application as a user message, with the descriptor.
+TEST_CASE("a NODE_HANDLE carrying one of Node's internal messages is acknowledged, not delivered, "
+          "and its descriptor is closed",
+          "[channel][handles][frame]") {
+  using childproc::detail::decoder;
+  using childproc::detail::wire;
+  using control = decoder::node_control;
+  const std::string line = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"cmd\":"
+                           "\"NODE_CLUSTER\",\"act\":\"newconn\"}}\n";
+  decoder d(wire::node_json, 1 << 20);
+  std::vector<childproc::message> got;
+  auto sink = [&](childproc::message&& m) { got.push_back(std::move(m)); };
+  const int fd = handles::make("pipe", "x");
+  std::vector<childproc::owned_fd> fds;
+  fds.emplace_back(fd);
+  CHECK(!d.feed(line, std::move(fds), sink));
+  CHECK(got.empty());
+  CHECK(d.take_node_controls() == std::vector<control>{control::send_ack}); // Node holds none
+  CHECK(::fcntl(fd, F_GETFD) == -1);
 }

@@ -107,6 +107,7 @@ demo::mode_row run_mode(const demo::mode& mode, const demo::mode_config& config,
   row.name = mode.name;
   row.description = mode.description;
   row.pending = mode.pending;
+  row.work_on_loop = mode.work_on_loop;
   if (!mode.pending.empty())
     return row;
   asio::io_context io;
@@ -117,7 +118,7 @@ demo::mode_row run_mode(const demo::mode& mode, const demo::mode_config& config,
   std::thread client([&] {
     result = demo::run_load(load);
     asio::post(io, [&] {
-      row.parent_rss_kb = peak_rss_kb();
+      row.parent_rss_kb = peak_rss_kb() + server->workers_peak_rss_kb();
       asio::co_spawn(io, server->stop(), asio::detached);
     });
   });
@@ -223,6 +224,9 @@ int main(int argc, char** argv) {
   }
   if (argc > 2 && std::string_view(argv[1]) == demo::fork_worker_flag)
     return demo::run_fork_worker(std::atoi(argv[2]));
+  if (childproc::cluster::is_worker() && argc > 2 &&
+      std::string_view(argv[1]) == demo::cluster_worker_flag)
+    return demo::run_cluster_worker(std::atoll(argv[2]));
   try {
     const auto o = parse(argc, argv);
     return o.serve_port ? run_server(o) : run_demo(o);

@@ -3,6 +3,7 @@
 #include "heavy_task.hpp"
 #include "server.hpp"
 
+#include <childproc/cluster.hpp>
 #include <childproc/fork.hpp>
 #include <childproc/pool.hpp>
 
@@ -11,6 +12,7 @@
 #include <boost/json/value.hpp>
 
 #include <algorithm>
+#include <fstream>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -146,8 +148,44 @@ mode server_mode(std::string name, std::string description) {
                       const mode_config& config) -> std::unique_ptr<deployment> {
     return std::make_unique<server_deployment>(io, name, config);
   };
-  return {std::move(name), std::move(description), "", std::move(start)};
+  const bool on_loop = name == "inline";
+  return {std::move(name), std::move(description), "", on_loop, std::move(start)};
 }
+
+// A process's peak resident set (VmHWM) in KiB, 0 once it is gone.
+std::size_t peak_rss_kb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("VmHWM:"))
+      return std::stoul(line.substr(6));
+  return 0;
+}
+
+// Node's cluster: the whole server (this binary, heavy task inline) in one worker per CPU on a
+// port they share; this process only supervises.
+class cluster_deployment final : public deployment {
+public:
+  cluster_deployment(asio::io_context& io, const mode_config& config)
+      : primary_(
+            io, childproc::cluster_options{
+                    .workers = cpus(),
+                    .args = std::vector<std::string>{cluster_worker_flag, std::to_string(config.n)},
+                    .endpoint = {asio::ip::make_address("127.0.0.1"), 0}}) {
+    primary_.start(); // the shared socket listens from here on: connections wait in its queue
+  }
+  unsigned short port() const override { return primary_.endpoint().port(); }
+  std::size_t workers_peak_rss_kb() const override {
+    std::size_t sum = 0;
+    for (const auto& worker : primary_.workers())
+      if (worker.pid())
+        sum += peak_rss_kb(*worker.pid());
+    return sum;
+  }
+  asio::awaitable<void> stop() override { co_await primary_.async_shutdown(asio::use_awaitable); }
+
+private:
+  childproc::cluster primary_;
+};
 
 } // namespace
 
@@ -169,6 +207,14 @@ const std::vector<std::string>& backend_names() {
   return names;
 }
 
+int run_cluster_worker(std::int64_t n) {
+  asio::io_context io;
+  inline_backend backend;
+  http_server server(io, routes{n, {{"cluster", &backend}}, "cluster"}, 0);
+  io.run(); // until the primary disconnects this worker and its connections end
+  return 0;
+}
+
 const std::vector<mode>& modes() {
   static const std::vector<mode> all{
       server_mode("inline", "computed on the event loop (the seeds' BAD version)"),
@@ -176,9 +222,12 @@ const std::vector<mode>& modes() {
       server_mode("pool", "childproc::pool of worker processes (Piscina, over processes)"),
       server_mode("threads", "childproc::pool with isolation::thread (worker_threads)"),
       {"cluster",
-       "the server itself in several processes (Node's cluster)",
-       "pending: childproc::cluster is not merged yet (issue 12 point 2)",
-       {}},
+       "the whole server in a worker per CPU, computed on each worker's loop "
+       "(Node's cluster)",
+       "", true,
+       [](asio::io_context& io, const mode_config& config) -> std::unique_ptr<deployment> {
+         return std::make_unique<cluster_deployment>(io, config);
+       }},
   };
   return all;
 }

@@ -45,6 +45,9 @@ class deployment {
 public:
   virtual ~deployment() = default;
   virtual unsigned short port() const = 0;
+  /// The peak resident sets of the worker processes that serve (the cluster's), in KiB; 0 for
+  /// a server in this process.
+  virtual std::size_t workers_peak_rss_kb() const { return 0; }
   /// Stops accepting, closes the connections, lets the workers finish and end.
   virtual asio::awaitable<void> stop() = 0;
 };
@@ -54,9 +57,19 @@ struct mode {
   std::string description;
   /// Not empty: the mode cannot run yet, and why (it is still listed in the table).
   std::string pending;
+  /// The heavy task runs on the loop that answers /health (inline, and each cluster worker's).
+  bool work_on_loop = false;
   /// Starts the mode's server on 127.0.0.1, port 0.
   std::function<std::unique_ptr<deployment>(asio::io_context& io, const mode_config& config)> start;
 };
+
+/// The argument that starts this binary as a worker of the cluster mode; the next one is the
+/// heavy task's size.
+inline constexpr const char* cluster_worker_flag = "--cluster-worker";
+
+/// A worker of the cluster mode: the whole server (heavy task inline) on the cluster's port,
+/// until the primary disconnects it. Returns the exit status.
+int run_cluster_worker(std::int64_t n);
 
 /// Every mode of the demo, in the order of the table.
 const std::vector<mode>& modes();

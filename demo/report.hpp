@@ -19,13 +19,16 @@ latency summarize(std::vector<double> samples_ms);
 struct mode_row {
   std::string name;
   std::string description;
-  std::string pending; ///< not empty: the mode did not run
+  std::string pending;       ///< not empty: the mode did not run
+  bool work_on_loop = false; ///< the heavy task ran on a loop that answers /health
   std::size_t heavy_completed = 0;
   std::size_t errors = 0;
   double heavy_per_second = 0;
   latency heavy;
   latency health;
-  std::size_t parent_rss_kb = 0; ///< the server process's peak resident set during the run
+  /// The peak resident set of the processes that serve during the run: the server's (with the
+  /// load client's thread), or the cluster's primary and workers.
+  std::size_t parent_rss_kb = 0;
 };
 
 struct run_info {

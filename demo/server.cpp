@@ -87,14 +87,15 @@ asio::awaitable<response> respond(const request& req, const routes& table) {
 
 http_server::http_server(asio::io_context& io, routes table, unsigned short port)
     : io_(io), routes_(std::move(table)),
-      acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port)) {
+      acceptor_(childproc::cluster::listen(
+          io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port))) {
   port_ = acceptor_.local_endpoint().port();
   asio::co_spawn(io_, accept_loop(), asio::detached);
 }
 
 void http_server::close() {
   boost::system::error_code ignored;
-  acceptor_.close(ignored);
+  acceptor_.close();
   for (const auto& connection : connections_)
     connection->socket().close(ignored);
   connections_.clear();
@@ -123,7 +124,9 @@ asio::awaitable<void> http_server::session(std::shared_ptr<stream> connection) {
     response res = co_await respond(req, routes_);
     connection->expires_after(std::chrono::seconds(60));
     auto [write_error, written] = co_await http::async_write(*connection, res, use_tuple);
-    if (write_error || !res.keep_alive())
+    // A closed listener (the cluster's primary disconnected this worker): the connection ends
+    // after its response, so that the worker can exit.
+    if (write_error || !res.keep_alive() || !acceptor_.is_open())
       break;
   }
   boost::system::error_code ignored;

@@ -3,6 +3,8 @@
 
 #include "modes.hpp"
 
+#include <childproc/cluster.hpp>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
@@ -24,8 +26,10 @@ struct routes {
   std::string default_mode;
 };
 
-/// Listens on 127.0.0.1:port (0: any free port) from construction on. Use it from its
-/// io_context's thread; it must outlive that io_context's run().
+/// Listens on 127.0.0.1:port (0: any free port) from construction on, through
+/// childproc::cluster::listen: a plain listening socket in a process of its own, the cluster's
+/// endpoint in a cluster worker (the same server in every mode). Use it from its io_context's
+/// thread; it must outlive that io_context's run().
 class http_server {
 public:
   http_server(asio::io_context& io, routes routes, unsigned short port);
@@ -40,7 +44,7 @@ private:
 
   asio::io_context& io_;
   routes routes_;
-  asio::ip::tcp::acceptor acceptor_;
+  childproc::cluster_listener acceptor_;
   unsigned short port_ = 0;
   std::set<std::shared_ptr<stream>> connections_;
 };

@@ -8,8 +8,8 @@
 //     process.pid }))
 //   })
 //
-// The worker is this binary started with "child" (longTask.js's loop, 1e8 long instead of 1e10:
-// see fork_long_task.cpp). The route awaits the worker's reply, then its exit (fork_task.hpp).
+// The worker is fork_long_task's (longTask.js's loop, 1e8 long instead of 1e10: see
+// fork_long_task.cpp). The route awaits the worker's reply, then its exit (fork_task.hpp).
 // Three requests: three child pids, one main pid.
 #include "fork_task.hpp"
 #include "http/router.hpp"
@@ -18,6 +18,7 @@
 
 #include <fmt/core.h>
 
+#include <filesystem>
 #include <set>
 #include <string_view>
 #include <unistd.h>
@@ -26,18 +27,18 @@ namespace hr = http_router;
 
 namespace {
 
-long long long_computation() {
-  volatile long long sum = 0; // volatile: keep the loop, as the snippet's is real work
-  for (long long i = 0; i < 100'000'000; ++i)
-    sum = sum + i;
-  return sum;
+// longTask.js is fork_long_task's worker ("fork_long_task child"), built next to this program:
+// a separate program, as the snippet's fork("./longTask.js").
+std::string long_task_program() {
+  return (std::filesystem::path(childproc::self_exe()).parent_path() / "fork_long_task").string();
 }
 
 hr::awaitable<void> sum_route(hr::context& c) {
   // Named before the co_await: g++ 12 mishandles temporaries inside a co_await expression.
   const std::vector<std::string> args{"child"};
   const childproc::message start("start");
-  const auto done = co_await fork_task::run(childproc::self_exe(), args, start);
+  const auto program = long_task_program();
+  const auto done = co_await fork_task::run(program, args, start);
   if (!done.reply) {
     hr::send_json(c, {{"error", "the worker did not answer"}},
                   hr::http::status::internal_server_error);
@@ -52,14 +53,7 @@ hr::awaitable<void> sum_route(hr::context& c) {
 
 } // namespace
 
-int main(int argc, char** argv) {
-  if (argc > 1 && std::string_view(argv[1]) == "child")
-    return fork_task::serve_tasks([](const hr::json::value& message) { // longTask.js
-      return message == "start"
-                 ? hr::json::value{{"result", long_computation()}, {"pid", ::getpid()}}
-                 : hr::json::value{};
-    });
-
+int main() {
   boost::asio::io_context io;
   auto app = std::make_shared<hr::router>();
   app->get("/sum", sum_route);

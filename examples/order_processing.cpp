@@ -107,7 +107,9 @@ int main(int argc, char** argv) {
         const std::pair<const char*, const char*> workers[] = {{"email", "send-confirmation"},
                                                                {"inventory", "update-stock"},
                                                                {"payment", "process-payment"}};
-        for (auto [kind, task] : workers) {
+        for (const auto& worker : workers) {
+          const char* kind = worker.first;  // not a structured binding: clang 14 cannot
+          const char* task = worker.second; // capture one
           childproc::fork_options options;
           if (std::string_view(kind) == "payment")
             options.timeout = std::chrono::seconds(5);

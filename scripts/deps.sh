@@ -14,6 +14,10 @@ if [ "${CHILDPROC_WITH_NODE:-0}" = 1 ]; then
   # The Node interop tests run the real node binary (any nodejs package provides it).
   command -v node > /dev/null || childproc_packages+=(nodejs)
 fi
+if [ "${CHILDPROC_WITH_VIPS:-0}" = 1 ]; then
+  # libvips, for the image_processing example; without it CMake skips only that example.
+  childproc_packages+=(libvips-dev pkg-config)
+fi
 
 missing=()
 for p in "${childproc_packages[@]}"; do

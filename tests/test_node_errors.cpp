@@ -2,12 +2,18 @@
 // streams, stdio forms and the environment's order (issue 10).
 #include "common.hpp"
 
+#include <childproc/pool.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <future>
 
@@ -286,6 +292,14 @@ void check_fields(const failing_run& run, const childproc::exec_error& e, bool s
   CHECK(e.signal() == run.signal);
   CHECK(e.killed() == run.killed);
   CHECK(e.result().pid.has_value() == run.syscall.empty());
+  // Node's err.stdout / err.stderr: what was captured; "" after a failed launch (see
+  // node-differences.md: Node's sync forms give null there), with launch_error set.
+  CHECK(e.result().launch_error.has_value() == !run.syscall.empty());
+  if (run.name == "max_buffer")
+    CHECK((sync ? e.result().out.size() > 10 : e.result().out.size() == 10));
+  else
+    CHECK(e.result().out.empty());
+  CHECK(e.result().err.empty());
 }
 
 } // namespace
@@ -378,4 +392,44 @@ TEST_CASE("the child sees its environment in the order given", "[node-errors][en
   childproc::spawn_sync_options options{.env = env, .env_overrides = {{"B", "5"}, {"Z", "6"}}};
   const auto r = childproc::spawn_sync("/usr/bin/env", {}, options);
   CHECK(r.out == "Z=6\nA=4\nM=3\nB=5\n");
+}
+
+// Before the fix: did not compile: spawn_sync_result had no `output`, and `out`/`err` were
+// std::string, "" for a slot that is no pipe and after a failed launch (Node's null).
+TEST_CASE("streams that do not exist are absent in spawn_sync's result, as Node's null",
+          "[node-errors][absent]") {
+  namespace stdio = childproc::stdio;
+  const auto piped = childproc::spawn_sync(test::helper, {"echo", "hi"});
+  REQUIRE(piped.output);
+  REQUIRE(piped.output->size() == 3);
+  CHECK_FALSE((*piped.output)[0]); // stdin is written, never read: Node's output[0] is null
+  CHECK((*piped.output)[1] == "hi");
+  CHECK((*piped.output)[2] == "");
+  CHECK(piped.out == "hi");
+  CHECK(piped.err == ""); // a pipe that said nothing is an empty string, not absent
+
+  childproc::spawn_sync_options not_piped{.stdio = {stdio::pipe, stdio::inherit, stdio::ignore}};
+  const auto unpiped = childproc::spawn_sync(test::helper, {"exit", "0"}, not_piped);
+  CHECK_FALSE(unpiped.error);
+  CHECK_FALSE(unpiped.out);
+  CHECK_FALSE(unpiped.err);
+  REQUIRE(unpiped.output);
+  CHECK(unpiped.output->size() == 3);
+  CHECK(std::none_of(unpiped.output->begin(), unpiped.output->end(),
+                     [](const auto& s) { return s.has_value(); }));
+
+  childproc::spawn_sync_options extra{
+      .stdio = {stdio::pipe, stdio::pipe, stdio::pipe, stdio::pipe}};
+  const auto fourth = childproc::spawn_sync(test::helper, {"write-fd", "3", "three"}, extra);
+  REQUIRE(fourth.output);
+  REQUIRE(fourth.output->size() == 4);
+  CHECK((*fourth.output)[3] == "three");
+
+  const auto failed = childproc::spawn_sync(missing);
+  REQUIRE(failed.error);
+  CHECK_FALSE(failed.out);
+  CHECK_FALSE(failed.err);
+  CHECK_FALSE(failed.output); // Node: output, stdout and stderr are all null
+  CHECK_FALSE(failed.pid);
+  CHECK_FALSE(failed.status);
 }

@@ -433,3 +433,57 @@ TEST_CASE("streams that do not exist are absent in spawn_sync's result, as Node'
   CHECK_FALSE(failed.pid);
   CHECK_FALSE(failed.status);
 }
+
+namespace {
+
+// Runs `io` until `pred` holds or `bound` passed; returns whether it holds.
+template <class Pred>
+bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds bound) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!pred() && std::chrono::steady_clock::now() < deadline) {
+    io.run_one_for(std::chrono::milliseconds(50));
+    if (io.stopped())
+      io.restart();
+  }
+  return pred();
+}
+
+} // namespace
+
+// Before the fix: did not compile: pool_options::kill_signal was an int.
+TEST_CASE("pool_options::kill_signal takes a signal by name; an unknown name is an error",
+          "[node-errors][pool]") {
+  using namespace std::chrono_literals;
+  asio::io_context io;
+  childproc::pool_options options{.program = test::helper,
+                                  .args = {"pool-worker"},
+                                  .min_workers = 1,
+                                  .max_workers = 1,
+                                  .task_timeout = 200ms,
+                                  .kill_signal = "SIGUSR1"};
+  childproc::pool p(io, options);
+  std::vector<childproc::exit_status> exits;
+  p.on_worker_exit([&](pid_t, const childproc::exit_status& s) { exits.push_back(s); });
+  bool done = false;
+  boost::system::error_code task_ec;
+  p.async_run(childproc::message(20000), childproc::run_options{.name = "sleep"},
+              [&](boost::system::error_code ec, childproc::message) {
+                done = true;
+                task_ec = ec;
+              });
+  REQUIRE(run_until(
+      io, [&] { return done && !exits.empty(); }, 15s));
+  CHECK(task_ec == childproc::errc::timed_out);
+  CHECK(exits[0].signal == SIGUSR1);
+  p.destroy();
+  io.restart();
+  io.run_for(10s);
+
+  options.kill_signal = "SIGFOO";
+  try {
+    childproc::pool unknown(io, options);
+    FAIL("no throw");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == childproc::errc::unknown_signal);
+  }
+}

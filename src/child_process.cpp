@@ -543,6 +543,10 @@ readable_stream& child_process::err() {
   return stdio(2);
 }
 
+int child_process::stdio_count() const noexcept {
+  return state_ ? static_cast<int>(state_->readers.size()) : 0;
+}
+
 bool child_process::has_pipe(int n) const noexcept {
   if (!state_ || n < 0)
     return false;

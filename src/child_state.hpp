@@ -182,15 +182,16 @@ struct child_state : std::enable_shared_from_this<child_state> {
 // boost::system::system_error (Asio's; not a std::system_error) too. Anything else is rethrown.
 std::error_code current_exception_code();
 
-// spawn() for fork(): the channel is attached to the child's state before the launch. Throws as
-// spawn() does.
+// The sync forms refuse stdio::ipc (Node's ERR_IPC_SYNC_FORK): that error ("<syscall>
+// <message>"), or nullopt for a table without one.
+std::optional<process_error> sync_ipc_error(const std::string& syscall, const std::string& file,
+                                            const std::vector<std::string>& args,
+                                            const spawn_options& options);
+
 // spawn() that reports what it would throw as a process_error in `failure` (syscall, path, args,
 // step: more than the error_code form keeps). Other exceptions (bad_alloc) propagate.
 child_process spawn_reporting(const asio::any_io_executor& ex, std::string file,
                               std::vector<std::string> args, const spawn_options& options,
                               std::optional<process_error>& failure);
-child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,
-                                 std::vector<std::string> args, spawn_options options,
-                                 std::shared_ptr<channel_state> channel);
 
 } // namespace childproc::detail

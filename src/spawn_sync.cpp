@@ -14,6 +14,8 @@ namespace {
 
 spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
                            spawn_sync_options options) {
+  if (auto refused = detail::sync_ipc_error("spawnSync", file, args, options))
+    throw *refused;
   asio::io_context io;
   spawn_sync_result result;
   child_process child = spawn(io, std::move(file), std::move(args), options);

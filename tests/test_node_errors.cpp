@@ -487,3 +487,142 @@ TEST_CASE("pool_options::kill_signal takes a signal by name; an unknown name is 
     CHECK(e.code() == childproc::errc::unknown_signal);
   }
 }
+
+namespace {
+
+bool have_node() {
+  return childproc::spawn_sync("node", {"--version"},
+                               {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore,
+                                          childproc::stdio::ignore}})
+             .status == 0;
+}
+
+} // namespace
+
+// Before the fix: did not compile: there was no stdio::ipc (spawn had no channel; fork's was
+// always after the last slot) and no stdio_count().
+TEST_CASE("stdio::ipc at slot 1 gives a node child its channel there, named by NODE_CHANNEL_FD",
+          "[node-errors][ipc]") {
+  if (!have_node()) {
+    WARN("node is not on PATH: skipped");
+    return;
+  }
+  namespace stdio = childproc::stdio;
+  // Node deletes NODE_CHANNEL_FD from its process.env at start-up: a shell reports it on
+  // stderr, then becomes the node child, which says whether its fd 1 is the channel's socket.
+  const std::string script = R"(
+    process.send({socket: require('fs').fstatSync(1).isSocket()});
+    process.on('message', (m) => { process.send({echo: m}); process.disconnect(); });)";
+  asio::io_context io;
+  auto child = childproc::spawn(
+      io, "/bin/sh",
+      {"-c", R"(echo "NODE_CHANNEL_FD=$NODE_CHANNEL_FD" >&2; exec node -e "$0")", script},
+      {.stdio = {stdio::pipe, stdio::ipc, stdio::pipe}});
+  CHECK(child.stdio_count() == 3);
+  CHECK_FALSE(child.has_pipe(1)); // Node's child.stdio[1] is null: the slot is the channel
+  REQUIRE(child.has_channel());
+  std::vector<std::string> got;
+  std::string err;
+  child.err().on_data([&](std::string_view d) { err += d; });
+  child.on_message([&](const childproc::message& m) {
+    got.push_back(boost::json::serialize(m.json()));
+    if (got.size() == 1)
+      child.send(childproc::message::from(boost::json::object{{"hello", 1}}));
+  });
+  std::optional<int> code;
+  child.on_close([&](std::optional<int> c, std::optional<int>) { code = c; });
+  io.run();
+  CHECK(err == "NODE_CHANNEL_FD=1\n");
+  CHECK(got == std::vector<std::string>{R"({"socket":true})", R"({"echo":{"hello":1}})"});
+  CHECK(code == 0);
+}
+
+// Before the fix: did not compile (no stdio::ipc); fork with stdio {pipe, pipe, pipe} counted
+// as "not given" and the child inherited 0..2 (has_pipe(1) was false).
+TEST_CASE("fork's stdio: not given is Node's default, a given table is used as it is",
+          "[node-errors][ipc]") {
+  namespace stdio = childproc::stdio;
+  const auto channel_fd = [](std::vector<childproc::stdio_spec> table) {
+    asio::io_context io;
+    std::string out;
+    auto child = childproc::fork(io, test::helper, {"env", "CHILDPROC_CHANNEL_FD"},
+                                 {.stdio = std::move(table)});
+    const int count = child.stdio_count();
+    REQUIRE(child.has_pipe(1));
+    child.out().on_data([&](std::string_view d) { out += d; });
+    child.on_exit([&](auto, auto) { child.disconnect(); });
+    io.run();
+    return std::to_string(count) + " " + out;
+  };
+  CHECK(channel_fd({stdio::pipe, stdio::pipe, stdio::pipe, stdio::ipc}) == "4 3\n");
+  CHECK(channel_fd({stdio::ignore, stdio::pipe, stdio::ignore, stdio::ignore, stdio::ipc}) ==
+        "5 4\n");
+
+  asio::io_context io;
+  auto inherited = childproc::fork(io, test::helper, {"exit", "0"});
+  CHECK(inherited.stdio_count() == 4); // 0..2 inherited and the channel at 3
+  CHECK_FALSE(inherited.has_pipe(1));
+  auto silent = childproc::fork(io, test::helper, {"exit", "0"}, {.silent = true});
+  CHECK(silent.stdio_count() == 4);
+  CHECK(silent.has_pipe(1));
+  inherited.on_exit([&](auto, auto) { inherited.disconnect(); });
+  silent.on_exit([&](auto, auto) { silent.disconnect(); });
+  io.run();
+}
+
+// Before the fix: did not compile (no stdio::ipc, no errc::ipc_*): Node's ERR_IPC_ONE_PIPE,
+// ERR_CHILD_PROCESS_IPC_REQUIRED and ERR_IPC_SYNC_FORK had no counterpart.
+TEST_CASE("Node's stdio validation: one ipc at most, fork needs one, the sync forms none",
+          "[node-errors][ipc]") {
+  namespace stdio = childproc::stdio;
+  using childproc::errc;
+  asio::io_context io;
+  const auto thrown = [](auto&& call) -> std::pair<std::error_code, std::string> {
+    try {
+      call();
+    } catch (const std::system_error& e) {
+      return {e.code(), e.what()};
+    }
+    return {};
+  };
+  const auto two = thrown([&] {
+    childproc::spawn(io, test::helper, {"exit", "0"},
+                     {.stdio = {stdio::pipe, stdio::ipc, stdio::ipc}});
+  });
+  CHECK(two.first == errc::ipc_one_pipe);
+  CHECK(two.first == std::errc::invalid_argument);
+  CHECK_THAT(two.second, Catch::Contains("only one IPC pipe"));
+
+  const auto none = thrown([&] {
+    childproc::fork(io, test::helper, {"exit", "0"},
+                    {.stdio = {stdio::pipe, stdio::pipe, stdio::pipe}});
+  });
+  CHECK(none.first == errc::ipc_required);
+  CHECK_THAT(none.second, Catch::Contains("missing value 'ipc' in options.stdio"));
+
+  childproc::spawn_sync_options with_ipc{
+      .stdio = {stdio::pipe, stdio::pipe, stdio::pipe, stdio::ipc}};
+  const auto sync = thrown([&] { childproc::spawn_sync(test::helper, {"exit", "0"}, with_ipc); });
+  CHECK(sync.first == errc::ipc_sync);
+  CHECK_THAT(sync.second, Catch::Contains("spawnSync " + test::helper));
+  std::error_code ec;
+  childproc::exec_file_sync(test::helper, {"exit", "0"}, with_ipc, ec);
+  CHECK(ec == errc::ipc_sync);
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: did not compile: stdio_count() did not exist.
+TEST_CASE("stdio_count is the number of slots the child has", "[node-errors][ipc]") {
+  namespace stdio = childproc::stdio;
+  asio::io_context io;
+  auto three = childproc::spawn(io, test::helper, {"exit", "0"});
+  auto five = childproc::spawn(
+      io, test::helper, {"exit", "0"},
+      {.stdio = {stdio::ignore, stdio::ignore, stdio::ignore, stdio::ignore, stdio::pipe}});
+  auto failed = childproc::spawn(io, missing);
+  CHECK(three.stdio_count() == 3);
+  CHECK(five.stdio_count() == 5);
+  CHECK(failed.stdio_count() == 3);
+  CHECK(childproc::child_process().stdio_count() == 0);
+  io.run();
+}

@@ -161,6 +161,9 @@ public:
   readable_stream& stdio(int n);
   /// True when slot n is a pipe.
   bool has_pipe(int n) const noexcept;
+  /// The number of stdio slots the child has, the stdio::ipc slot included (Node's
+  /// child.stdio.length): at least 3; 0 for an empty handle.
+  int stdio_count() const noexcept;
 
   /// fork(): the IPC channel (a shared handle). Throws std::logic_error when there is none.
   childproc::channel channel() const;

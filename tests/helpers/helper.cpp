@@ -363,9 +363,9 @@ int run(int argc, char** argv) {
   }
   if (mode == "fork-echo-and-die") {
     boost::asio::io_context io;
-    auto child = childproc::fork(
-        io, argv[0], {"ipc-echo"},
-        {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore, childproc::stdio::ignore}});
+    auto child = childproc::fork(io, argv[0], {"ipc-echo"},
+                                 {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore,
+                                            childproc::stdio::ignore, childproc::stdio::ipc}});
     say(1, std::to_string(*child.pid()) + "\n");
     ::_exit(0);
   }

@@ -111,6 +111,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void reader_ended();
   void maybe_close();
   void complete_waiters();
+  // At `close` (or, for a cancelled one, at `exit`): the async_wait_close waiters.
+  void complete_close_waiters(bool cancelled_only);
   // The error an async_wait completes with: the launch failure, or none.
   boost::system::error_code wait_error() const noexcept;
   // The execution context is shutting down: destroy the I/O objects while its services exist,
@@ -161,7 +163,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   handler_list<exit_handler> exit_handlers;
   handler_list<exit_handler> close_handlers;
   handler_list<error_handler> error_handlers;
-  std::vector<std::unique_ptr<exit_waiter>> waiters;
+  std::vector<std::unique_ptr<exit_waiter>> waiters;       // async_wait: complete at `exit`
+  std::vector<std::unique_ptr<exit_waiter>> close_waiters; // async_wait_close: at `close`
 
   // Optional so that they can be destroyed when the execution context shuts down.
   std::optional<asio::steady_timer> timeout_timer;

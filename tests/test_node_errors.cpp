@@ -626,3 +626,94 @@ TEST_CASE("stdio_count is the number of slots the child has", "[node-errors][ipc
   CHECK(childproc::child_process().stdio_count() == 0);
   io.run();
 }
+
+namespace {
+
+// A shell that exits at once while a grandchild keeps its stdout, and writes "late" there once
+// the test writes a line to the shell's stdin (which the grandchild reads on fd 3).
+const std::string holds_stdout = "exec 3<&0; (read x <&3; echo late) & echo early";
+
+} // namespace
+
+// Before the fix: did not compile: there was no wait for `close`, only async_wait at `exit`.
+TEST_CASE("async_wait_close completes at close with the status, after a grandchild's output",
+          "[node-errors][close-wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", holds_stdout});
+  std::string out, at_exit, at_close;
+  std::vector<std::string> events;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  child.on_close([&](auto, auto) { events.push_back("close"); });
+  child.async_wait([&](boost::system::error_code ec, childproc::exit_status st) {
+    CHECK(!ec);
+    CHECK(st.code == 0);
+    at_exit = out;
+    events.push_back("exit wait");
+    child.in().write("go\n");
+    child.in().end();
+  });
+  std::optional<childproc::exit_status> closed;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        closed = co_await child.async_wait_close(asio::use_awaitable);
+        at_close = out;
+        events.push_back("close wait");
+      },
+      asio::detached);
+  io.run();
+  CHECK(at_exit.find("late") == std::string::npos); // written only after the exit wait
+  CHECK(at_close == "early\nlate\n");
+  REQUIRE(closed);
+  CHECK(closed->code == 0);
+  CHECK(events == std::vector<std::string>{"exit wait", "close", "close wait"});
+
+  // A wait started after `close` completes at once with the status; a failed launch's with its
+  // error, as async_wait's.
+  boost::system::error_code late_ec;
+  std::optional<int> late_code;
+  child.async_wait_close([&](boost::system::error_code ec, childproc::exit_status st) {
+    late_ec = ec;
+    late_code = st.code;
+  });
+  auto failed = childproc::spawn(io, missing);
+  boost::system::error_code failed_ec;
+  failed.async_wait_close([&](boost::system::error_code ec, auto) { failed_ec = ec; });
+  io.restart();
+  io.run();
+  CHECK(!late_ec);
+  CHECK(late_code == 0);
+  CHECK(failed_ec.value() == ENOENT);
+}
+
+// Before the fix: did not compile (no async_wait_close).
+TEST_CASE("cancelling async_wait_close after the exit completes it without waiting for the "
+          "streams",
+          "[node-errors][close-wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", holds_stdout});
+  std::string out;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  asio::cancellation_signal cancel;
+  boost::system::error_code close_ec;
+  std::optional<int> close_code;
+  std::string at_cancelled;
+  child.async_wait_close(asio::bind_cancellation_slot(
+      cancel.slot(), [&](boost::system::error_code ec, childproc::exit_status st) {
+        close_ec = ec;
+        close_code = st.code;
+        at_cancelled = out;
+        child.in().write("go\n"); // now let the grandchild finish
+        child.in().end();
+      }));
+  child.async_wait(
+      [&](boost::system::error_code, auto) { cancel.emit(asio::cancellation_type::terminal); });
+  bool closed = false;
+  child.on_close([&](auto, auto) { closed = true; });
+  io.run();
+  CHECK(close_ec == asio::error::operation_aborted);
+  CHECK(close_code == 0);
+  CHECK(at_cancelled.find("late") == std::string::npos);
+  CHECK(closed);
+  CHECK(out == "early\nlate\n");
+}

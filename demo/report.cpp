@@ -225,7 +225,7 @@ std::string write_plot(const std::filesystem::path& dir, const run_info& info,
     return "gnuplot is not installed (Debian: gnuplot-nox): no plot, the data is in " +
            (dir / "demo.dat").string();
   if (plotted.error || plotted.status != 0)
-    return "gnuplot failed: " + plotted.err;
+    return "gnuplot failed: " + plotted.err.value_or("");
   return "plot: " + (dir / "demo.png").string();
 }
 

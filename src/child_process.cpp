@@ -9,6 +9,7 @@
 #include <boost/asio/query.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <mutex>
@@ -210,6 +211,7 @@ void child_state::maybe_close() {
   }
   if (in)
     in->close_now();
+  complete_close_waiters(false); // posts the completions
   // `close` is the last event: no handler is kept after it (one capturing the handle would keep
   // the state alive), except on_error's while a handle exists (send() and kill() can still fail).
   spawn_handlers.release();
@@ -225,6 +227,23 @@ void child_state::complete_waiters() {
   const boost::system::error_code ec = wait_error();
   for (auto& w : pending) {
     auto result = ec;
+    if (w->cancelled && !result)
+      result = asio::error::operation_aborted;
+    w->complete(result, *status, launch_error ? &*launch_error : nullptr);
+  }
+  complete_close_waiters(true); // a cancelled close wait does not wait for the streams
+}
+
+void child_state::complete_close_waiters(bool cancelled_only) {
+  std::vector<std::unique_ptr<exit_waiter>> due;
+  std::erase_if(close_waiters, [&](std::unique_ptr<exit_waiter>& w) {
+    if (cancelled_only && !w->cancelled)
+      return false;
+    due.push_back(std::move(w));
+    return true;
+  });
+  for (auto& w : due) {
+    auto result = wait_error();
     if (w->cancelled && !result)
       result = asio::error::operation_aborted;
     w->complete(result, *status, launch_error ? &*launch_error : nullptr);
@@ -255,6 +274,8 @@ void child_state::shut_down_io() noexcept {
   // As Asio does with the operations of a context that shuts down: never called, destroyed.
   auto abandoned = std::move(waiters);
   waiters.clear();
+  auto abandoned_close = std::move(close_waiters);
+  close_waiters.clear();
   spawn_handlers.release();
   exit_handlers.release();
   close_handlers.release();
@@ -383,31 +404,42 @@ void exit_waiter::complete(boost::system::error_code ec, const exit_status& stat
   done_throwing->complete(failure, status);
 }
 
-void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w) {
+void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w,
+                     wait_event event) {
   if (state->io_shut_down)
     return; // abandoned, as any operation on a context that is gone
-  if (state->status) {
+  const bool due = event == wait_event::exit ? state->status.has_value() : state->close_emitted;
+  if (due) {
     w->complete(state->wait_error(), *state->status,
                 state->launch_error ? &*state->launch_error : nullptr);
     return;
   }
-  state->waiters.push_back(std::move(w));
+  (event == wait_event::exit ? state->waiters : state->close_waiters).push_back(std::move(w));
 }
 
 void cancel_exit_waiter(const std::weak_ptr<child_state>& weak, exit_waiter* w) {
   auto state = weak.lock();
   if (!state)
     return;
-  for (auto& waiter : state->waiters) {
-    if (waiter.get() != w || w->cancelled)
-      continue;
-    // Asio's rule: once the result is determined (the child has exited by itself, even if it
-    // is not reaped yet), a cancellation has no effect.
-    if (!state->running() || !state->watcher || state->watcher->has_exited())
+  const auto listed = [w](const std::vector<std::unique_ptr<exit_waiter>>& list) {
+    return std::any_of(list.begin(), list.end(), [w](const auto& x) { return x.get() == w; });
+  };
+  const bool at_close = listed(state->close_waiters);
+  if (w->cancelled || (!at_close && !listed(state->waiters)))
+    return;
+  // Asio's rule: once the result is determined (the child has exited by itself, even if it
+  // is not reaped yet), a cancellation has no effect on async_wait. async_wait_close stops
+  // waiting for the streams then: it completes at once, or at the exit being reaped.
+  if (!state->running() || !state->watcher || state->watcher->has_exited()) {
+    if (!at_close)
       return;
     w->cancelled = true;
-    state->kill_by_library();
+    if (state->exit_delivered)
+      state->complete_close_waiters(true);
+    return;
   }
+  w->cancelled = true;
+  state->kill_by_library();
 }
 
 asio::any_io_executor state_executor(const child_state& state) {
@@ -541,6 +573,10 @@ readable_stream& child_process::out() {
 }
 readable_stream& child_process::err() {
   return stdio(2);
+}
+
+int child_process::stdio_count() const noexcept {
+  return state_ ? static_cast<int>(state_->readers.size()) : 0;
 }
 
 bool child_process::has_pipe(int n) const noexcept {

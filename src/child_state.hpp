@@ -111,6 +111,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void reader_ended();
   void maybe_close();
   void complete_waiters();
+  // At `close` (or, for a cancelled one, at `exit`): the async_wait_close waiters.
+  void complete_close_waiters(bool cancelled_only);
   // The error an async_wait completes with: the launch failure, or none.
   boost::system::error_code wait_error() const noexcept;
   // The execution context is shutting down: destroy the I/O objects while its services exist,
@@ -161,7 +163,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   handler_list<exit_handler> exit_handlers;
   handler_list<exit_handler> close_handlers;
   handler_list<error_handler> error_handlers;
-  std::vector<std::unique_ptr<exit_waiter>> waiters;
+  std::vector<std::unique_ptr<exit_waiter>> waiters;       // async_wait: complete at `exit`
+  std::vector<std::unique_ptr<exit_waiter>> close_waiters; // async_wait_close: at `close`
 
   // Optional so that they can be destroyed when the execution context shuts down.
   std::optional<asio::steady_timer> timeout_timer;
@@ -182,15 +185,16 @@ struct child_state : std::enable_shared_from_this<child_state> {
 // boost::system::system_error (Asio's; not a std::system_error) too. Anything else is rethrown.
 std::error_code current_exception_code();
 
-// spawn() for fork(): the channel is attached to the child's state before the launch. Throws as
-// spawn() does.
+// The sync forms refuse stdio::ipc (Node's ERR_IPC_SYNC_FORK): that error ("<syscall>
+// <message>"), or nullopt for a table without one.
+std::optional<process_error> sync_ipc_error(const std::string& syscall, const std::string& file,
+                                            const std::vector<std::string>& args,
+                                            const spawn_options& options);
+
 // spawn() that reports what it would throw as a process_error in `failure` (syscall, path, args,
 // step: more than the error_code form keeps). Other exceptions (bad_alloc) propagate.
 child_process spawn_reporting(const asio::any_io_executor& ex, std::string file,
                               std::vector<std::string> args, const spawn_options& options,
                               std::optional<process_error>& failure);
-child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,
-                                 std::vector<std::string> args, spawn_options options,
-                                 std::shared_ptr<channel_state> channel);
 
 } // namespace childproc::detail

@@ -121,14 +121,6 @@ std::vector<std::string> own_arguments() {
   return args;
 }
 
-// Node's fork() default: stdio inherited unless silent; the cluster may add a slot after it.
-void settle_stdio(fork_options& o) {
-  if (o.stdio == spawn_options{}.stdio && !o.silent)
-    o.stdio = {stdio::inherit, stdio::inherit, stdio::inherit};
-  while (o.stdio.size() < 3)
-    o.stdio.push_back(o.silent ? stdio::pipe : stdio::inherit);
-}
-
 std::chrono::milliseconds backoff(const cluster_options& o, std::size_t crashes) {
   const double delay = static_cast<double>(o.restart_backoff.count()) *
                        std::pow(1.5, static_cast<double>(std::min<std::size_t>(crashes, 64)));
@@ -143,7 +135,7 @@ void cluster_state::fork_worker(std::size_t slot) {
   auto w = std::make_shared<cluster_worker_state>(ex, next_id++, slot);
   w->owner = weak_from_this();
   fork_options fo = opt.worker_options;
-  settle_stdio(fo);
+  detail::settle_fork_stdio(fo, program, args); // fork()'s table: a slot may follow it
   fo.env_overrides[cluster_env::worker] = std::to_string(w->id);
   fo.env_overrides[cluster_env::instance] = std::to_string(slot);
   fo.env_overrides[cluster_env::scheduling] = scheduling_name(opt.scheduling);

@@ -59,6 +59,12 @@ public:
       return "workers keep failing during start-up";
     case errc::unknown_signal:
       return "Unknown signal";
+    case errc::ipc_one_pipe:
+      return "Child process can have only one IPC pipe";
+    case errc::ipc_required:
+      return "Forked processes must have an IPC channel, missing value 'ipc' in options.stdio";
+    case errc::ipc_sync:
+      return "IPC cannot be used with synchronous forks";
     }
     return "unknown childproc error";
   }
@@ -69,6 +75,9 @@ public:
     switch (static_cast<errc>(value)) {
     case errc::invalid_argument:
     case errc::unknown_signal:
+    case errc::ipc_one_pipe:
+    case errc::ipc_required:
+    case errc::ipc_sync:
       return generic(EINVAL);
     case errc::timed_out:
       return generic(ETIMEDOUT);

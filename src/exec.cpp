@@ -109,9 +109,12 @@ std::shared_ptr<exec_run> start_exec(const asio::any_io_executor& ex, exec_reque
     options.shell = true; // exec always runs through a shell; a named shell is kept
   if (!options.process_group && !options.detached)
     options.process_group = 0; // so that library kills reach the whole command
-  std::optional<process_error> failure;
-  child_process child =
-      spawn_reporting(ex, std::move(request.file), std::move(request.args), options, failure);
+  std::optional<process_error> failure =
+      request.sync ? sync_ipc_error("spawnSync", request.file, request.args, options)
+                   : std::nullopt;
+  child_process child;
+  if (!failure)
+    child = spawn_reporting(ex, std::move(request.file), std::move(request.args), options, failure);
   if (failure) {
     // A failure spawn() throws (bad cwd, invalid argument): completes with it, never inline.
     asio::post(ex, [run, failure = std::move(*failure)] {

@@ -242,6 +242,11 @@ void validate(const pool_options& o) {
     bad("pool_options::tasks is for isolation::thread (a worker process has its own)");
   if (o.max_startup_failures == 0)
     bad("pool_options::max_startup_failures must be at least 1");
+  if (o.kill_signal.unknown_name())
+    throw std::system_error(make_error_code(errc::unknown_signal),
+                            "pool_options::kill_signal names no signal");
+  if (o.kill_signal <= 0 || o.kill_signal >= NSIG)
+    bad("pool_options::kill_signal is no signal");
 }
 
 } // namespace
@@ -765,7 +770,7 @@ void pool_state::kill(const std::shared_ptr<pool_worker>& w, bool at_once) {
     return ended(w, exit_status{.unknown = true});
   }
   std::error_code ignored; // the worker may have ended already
-  w->child.kill(at_once ? SIGKILL : opt.kill_signal, ignored);
+  w->child.kill(at_once ? SIGKILL : opt.kill_signal.number(), ignored);
   if (!at_once) {
     w->timer.expires_after(opt.kill_after);
     w->timer.async_wait([weak_worker = std::weak_ptr(w)](bsys_error ec) {

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <limits>
 #include <mutex>
+#include <sys/socket.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -61,7 +63,40 @@ struct prepared {
   std::vector<unique_fd> parent_ends; // by slot: the parent's end of each pipe
   std::vector<unique_fd> child_ends;  // kept open until the launch is done
   unique_fd dev_null;
+  int ipc_slot = -1; // stdio::ipc's slot, -1 without one
+  unique_fd ipc_end; // the parent's end of the channel's socketpair
 };
+
+// The channel's protocol: fork() sets it; spawn's 'ipc' speaks Node's, as Node's does.
+detail::wire channel_wire(const spawn_options& o) noexcept {
+  return o.serialization == serialization::framed ? detail::wire::framed : detail::wire::node_json;
+}
+
+// The stdio::ipc slot, -1 without one; Node allows one (ERR_IPC_ONE_PIPE).
+int find_ipc_slot(const std::vector<stdio_spec>& table, std::error_code& ec) noexcept {
+  int found = -1;
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    if (table[i].kind != stdio_kind::ipc)
+      continue;
+    if (found >= 0)
+      ec = make_error_code(errc::ipc_one_pipe);
+    found = static_cast<int>(i);
+  }
+  return found;
+}
+
+// The variables that tell the child which fd its channel is (Node's, or childproc's own).
+void add_channel_variables(env_map& env, int slot, const spawn_options& o) {
+  const std::string fd = std::to_string(slot);
+  if (channel_wire(o) == detail::wire::framed) {
+    env["CHILDPROC_CHANNEL_FD"] = fd;
+    env["CHILDPROC_CHANNEL_MAX_MESSAGE"] =
+        std::to_string(detail::clamp_max_message(o.max_message_size));
+  } else {
+    env["NODE_CHANNEL_FD"] = fd;
+    env["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
+  }
+}
 
 // What can be checked without a system call.
 bool valid_request(const std::string& file, const std::vector<std::string>& args,
@@ -106,6 +141,8 @@ bool build_env(prepared& p, const spawn_options& o) {
   env_map env = o.env ? *o.env : current_env();
   for (const auto& [name, value] : o.env_overrides)
     env[name] = value;
+  if (p.ipc_slot >= 0)
+    add_channel_variables(env, p.ipc_slot, o);
   std::optional<std::string> path_env;
   auto& envp = p.request.envp;
   envp.reserve(env.size());
@@ -141,14 +178,35 @@ int make_pipe(int slot, std::size_t size, unique_fd& parent, unique_fd& child) n
   return 0;
 }
 
+// The channel's socketpair, both ends above stdio, the parent's non-blocking. Returns 0 or the
+// errno.
+int make_channel_pair(unique_fd& parent, unique_fd& child) noexcept {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+    return errno;
+  unique_fd parent_end(detail::posix::above_stdio(pair[0]));
+  const int parent_errno = errno;
+  unique_fd child_end(detail::posix::above_stdio(pair[1]));
+  if (!parent_end || !child_end)
+    return parent_end ? errno : parent_errno;
+  ::fcntl(parent_end.get(), F_SETFL, ::fcntl(parent_end.get(), F_GETFL) | O_NONBLOCK);
+  parent = std::move(parent_end);
+  child = std::move(child_end);
+  return 0;
+}
+
 // One slot's source fd in the child. Sets `ec` and `step` on failure.
 void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t pipe_size,
                std::error_code& ec, spawn_step& step) {
   const int slot = static_cast<int>(i);
   switch (spec.kind) {
-  case stdio_kind::pipe: {
+  case stdio_kind::pipe:
+  case stdio_kind::ipc: { // a pipe, or the channel's socketpair: the child's end goes in the slot
     unique_fd child;
-    if (const int err = make_pipe(slot, pipe_size, p.parent_ends[i], child)) {
+    const int err = spec.kind == stdio_kind::pipe
+                        ? make_pipe(slot, pipe_size, p.parent_ends[i], child)
+                        : make_channel_pair(p.ipc_end, child);
+    if (err) {
       ec.assign(err, std::system_category());
       step = spawn_step::pipe;
       return;
@@ -214,6 +272,9 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
     ec = make_error_code(errc::invalid_argument);
     return;
   }
+  p.ipc_slot = find_ipc_slot(o.stdio, ec);
+  if (ec)
+    return;
   build_command(p, std::move(file), std::move(args), o);
   if (!build_env(p, o)) {
     ec = make_error_code(errc::invalid_argument);
@@ -235,15 +296,15 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
 // state is returned when it can still report the failure as events. When prepare() already
 // failed (`ec` set), makes only the state and the streams of the pipes made.
 std::shared_ptr<detail::child_state> make_state(const asio::any_io_executor& ex, prepared& p,
-                                                const spawn_options& options,
-                                                std::shared_ptr<detail::channel_state> channel,
-                                                std::error_code& ec, spawn_step& step) {
+                                                const spawn_options& options, std::error_code& ec,
+                                                spawn_step& step) {
   std::shared_ptr<detail::child_state> state;
   const spawn_step failed_step = step;
   try {
     state = std::make_shared<detail::child_state>(ex, p.file, p.argv, options);
-    if (channel)
-      state->attach_channel(std::move(channel));
+    if (p.ipc_end) // registered now: once the child exists, nothing may fail
+      state->attach_channel(std::make_shared<detail::channel_state>(
+          ex, std::move(p.ipc_end), channel_wire(options), options.max_message_size));
     step = spawn_step::pipe;
     state->attach_pipes(p.parent_ends);
     if (ec) { // prepare() failed (EMFILE...): only the streams made so far, for the events
@@ -271,7 +332,6 @@ std::shared_ptr<detail::child_state> make_state(const asio::any_io_executor& ex,
 // One implementation for both forms: the handle, or an empty one with `failure` set.
 child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
                          std::vector<std::string> args, const spawn_options& options,
-                         std::shared_ptr<detail::channel_state> channel,
                          std::optional<process_error>& failure) {
   failure.reset();
   prepared p;
@@ -282,7 +342,7 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
   prepare(p, std::move(file), std::move(args), options, ec, step);
   std::shared_ptr<detail::child_state> state;
   if (!ec || is_event_error(ec, step))
-    state = make_state(ex, p, options, std::move(channel), ec, step);
+    state = make_state(ex, p, options, ec, step);
   if (!ec) {
     auto launched = detail::posix::launch(p.request, ec, step);
     // The point of no return. Only the pidfd's registration and the post of start() can fail
@@ -317,7 +377,7 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
                     std::error_code& ec) noexcept {
   try {
     std::optional<process_error> failure;
-    auto child = spawn_impl(ex, std::move(file), std::move(args), options, {}, failure);
+    auto child = spawn_impl(ex, std::move(file), std::move(args), options, failure);
     ec = failure ? failure->code() : std::error_code{};
     return child;
   } catch (...) {
@@ -328,7 +388,11 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
 
 child_process spawn(const asio::any_io_executor& ex, std::string file,
                     std::vector<std::string> args, spawn_options options) {
-  return detail::spawn_with_channel(ex, std::move(file), std::move(args), std::move(options), {});
+  std::optional<process_error> failure;
+  auto child = spawn_impl(ex, std::move(file), std::move(args), options, failure);
+  if (failure)
+    throw *failure;
+  return child;
 }
 } // namespace v1
 
@@ -350,21 +414,19 @@ std::error_code current_exception_code() {
   }
 }
 
-child_process spawn_with_channel(const asio::any_io_executor& ex, std::string file,
-                                 std::vector<std::string> args, spawn_options options,
-                                 std::shared_ptr<channel_state> channel) {
-  std::optional<process_error> failure;
-  auto child =
-      v1::spawn_impl(ex, std::move(file), std::move(args), options, std::move(channel), failure);
-  if (failure)
-    throw *failure;
-  return child;
+std::optional<process_error> sync_ipc_error(const std::string& syscall, const std::string& file,
+                                            const std::vector<std::string>& args,
+                                            const spawn_options& options) {
+  const auto is_ipc = [](const stdio_spec& s) { return s.kind == stdio_kind::ipc; };
+  if (std::none_of(options.stdio.begin(), options.stdio.end(), is_ipc))
+    return std::nullopt;
+  return process_error(make_error_code(errc::ipc_sync), syscall + ' ' + file, file, args);
 }
 
 child_process spawn_reporting(const asio::any_io_executor& ex, std::string file,
                               std::vector<std::string> args, const spawn_options& options,
                               std::optional<process_error>& failure) {
-  return v1::spawn_impl(ex, std::move(file), std::move(args), options, {}, failure);
+  return v1::spawn_impl(ex, std::move(file), std::move(args), options, failure);
 }
 
 } // namespace detail

@@ -14,6 +14,8 @@ namespace {
 
 spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
                            spawn_sync_options options) {
+  if (auto refused = detail::sync_ipc_error("spawnSync", file, args, options))
+    throw *refused;
   asio::io_context io;
   spawn_sync_result result;
   child_process child = spawn(io, std::move(file), std::move(args), options);
@@ -31,10 +33,14 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
       }
     };
   };
-  if (child.has_pipe(1))
-    child.out().on_data(collect(result.out));
-  if (child.has_pipe(2))
-    child.err().on_data(collect(result.err));
+  // Node's output: what each slot the child writes to gave; null where there is no pipe.
+  std::vector<std::optional<std::string>> output(state.readers.size());
+  for (int slot = 1; slot < static_cast<int>(output.size()); ++slot) {
+    if (!child.has_pipe(slot))
+      continue;
+    output[slot].emplace();
+    child.stdio(slot).on_data(collect(*output[slot]));
+  }
   std::optional<process_error> launch_error;
   child.on_error([&](const process_error& e) {
     if (!launch_error)
@@ -57,6 +63,11 @@ spawn_sync_result run_sync(std::string file, std::vector<std::string> args,
     return process_error(code, "spawnSync " + child.spawn_file(), child.spawn_file(),
                          {argv.begin() + (argv.empty() ? 0 : 1), argv.end()}, step);
   };
+  if (!launch_error) { // a failed launch has no streams (Node's null output, stdout, stderr)
+    result.out = output.size() > 1 ? output[1] : std::nullopt;
+    result.err = output.size() > 2 ? output[2] : std::nullopt;
+    result.output = std::move(output);
+  }
   if (launch_error) {
     result.error = sync_error(launch_error->code(), launch_error->step());
     result.status.reset(); // a launch failure has no exit code

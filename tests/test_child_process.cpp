@@ -369,7 +369,7 @@ TEST_CASE("kill_on_parent_death kills the child when the spawning process dies",
     INFO("kill_on_parent_death = " << on);
     auto r = childproc::spawn_sync(test::helper, {"spawn-sleeper", on ? "1" : "0"});
     REQUIRE(r.status == 0);
-    const pid_t grandchild = std::stoi(r.out);
+    const pid_t grandchild = std::stoi(r.out.value());
     const auto deadline = clock_type::now() + 10s;
     while (on && test::alive(grandchild) && clock_type::now() < deadline)
       std::this_thread::sleep_for(10ms);

@@ -31,7 +31,7 @@ std::string run_scenario(const std::string& mode, watch w) {
   options.env_overrides["CHILDPROC_EXIT_WATCH"] =
       w == watch::sigchld ? std::optional<std::string>("sigchld") : std::nullopt;
   auto r = childproc::spawn_sync(test::helper, {mode}, options);
-  std::string out = r.out;
+  std::string out = r.out.value_or("");
   if (r.signal)
     out += "[signal " + std::to_string(*r.signal) + "]\n";
   else if (r.status != 0)

@@ -55,7 +55,7 @@ TEST_CASE("fork gives a channel both ways and the worker ends when the parent di
 TEST_CASE("a worker ends by itself when its parent dies", "[fork][lifetime]") {
   auto r = childproc::spawn_sync(test::helper, {"fork-echo-and-die"});
   REQUIRE(r.status == 0);
-  const pid_t worker = std::stoi(r.out);
+  const pid_t worker = std::stoi(r.out.value());
   const auto deadline = clock_type::now() + 10s;
   while (test::alive(worker) && clock_type::now() < deadline)
     std::this_thread::sleep_for(10ms);

@@ -161,8 +161,8 @@ TEST_CASE("kill_on_parent_death holds with uid and gid", "[launcher][credentials
   }
   auto r = childproc::spawn_sync(test::helper, {"spawn-sleeper-as", "65534"});
   REQUIRE(r.status == 0);
-  INFO("helper printed: " << r.out);
-  const pid_t sleeper = std::stoi(r.out);
+  INFO("helper printed: " << r.out.value_or(""));
+  const pid_t sleeper = std::stoi(r.out.value());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (test::alive(sleeper) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -2,12 +2,18 @@
 // streams, stdio forms and the environment's order (issue 10).
 #include "common.hpp"
 
+#include <childproc/pool.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <future>
 
@@ -286,6 +292,14 @@ void check_fields(const failing_run& run, const childproc::exec_error& e, bool s
   CHECK(e.signal() == run.signal);
   CHECK(e.killed() == run.killed);
   CHECK(e.result().pid.has_value() == run.syscall.empty());
+  // Node's err.stdout / err.stderr: what was captured; "" after a failed launch (see
+  // node-differences.md: Node's sync forms give null there), with launch_error set.
+  CHECK(e.result().launch_error.has_value() == !run.syscall.empty());
+  if (run.name == "max_buffer")
+    CHECK((sync ? e.result().out.size() > 10 : e.result().out.size() == 10));
+  else
+    CHECK(e.result().out.empty());
+  CHECK(e.result().err.empty());
 }
 
 } // namespace
@@ -378,4 +392,328 @@ TEST_CASE("the child sees its environment in the order given", "[node-errors][en
   childproc::spawn_sync_options options{.env = env, .env_overrides = {{"B", "5"}, {"Z", "6"}}};
   const auto r = childproc::spawn_sync("/usr/bin/env", {}, options);
   CHECK(r.out == "Z=6\nA=4\nM=3\nB=5\n");
+}
+
+// Before the fix: did not compile: spawn_sync_result had no `output`, and `out`/`err` were
+// std::string, "" for a slot that is no pipe and after a failed launch (Node's null).
+TEST_CASE("streams that do not exist are absent in spawn_sync's result, as Node's null",
+          "[node-errors][absent]") {
+  namespace stdio = childproc::stdio;
+  const auto piped = childproc::spawn_sync(test::helper, {"echo", "hi"});
+  REQUIRE(piped.output);
+  REQUIRE(piped.output->size() == 3);
+  CHECK_FALSE((*piped.output)[0]); // stdin is written, never read: Node's output[0] is null
+  CHECK((*piped.output)[1] == "hi");
+  CHECK((*piped.output)[2] == "");
+  CHECK(piped.out == "hi");
+  CHECK(piped.err == ""); // a pipe that said nothing is an empty string, not absent
+
+  childproc::spawn_sync_options not_piped{.stdio = {stdio::pipe, stdio::inherit, stdio::ignore}};
+  const auto unpiped = childproc::spawn_sync(test::helper, {"exit", "0"}, not_piped);
+  CHECK_FALSE(unpiped.error);
+  CHECK_FALSE(unpiped.out);
+  CHECK_FALSE(unpiped.err);
+  REQUIRE(unpiped.output);
+  CHECK(unpiped.output->size() == 3);
+  CHECK(std::none_of(unpiped.output->begin(), unpiped.output->end(),
+                     [](const auto& s) { return s.has_value(); }));
+
+  childproc::spawn_sync_options extra{
+      .stdio = {stdio::pipe, stdio::pipe, stdio::pipe, stdio::pipe}};
+  const auto fourth = childproc::spawn_sync(test::helper, {"write-fd", "3", "three"}, extra);
+  REQUIRE(fourth.output);
+  REQUIRE(fourth.output->size() == 4);
+  CHECK((*fourth.output)[3] == "three");
+
+  const auto failed = childproc::spawn_sync(missing);
+  REQUIRE(failed.error);
+  CHECK_FALSE(failed.out);
+  CHECK_FALSE(failed.err);
+  CHECK_FALSE(failed.output); // Node: output, stdout and stderr are all null
+  CHECK_FALSE(failed.pid);
+  CHECK_FALSE(failed.status);
+}
+
+namespace {
+
+// Runs `io` until `pred` holds or `bound` passed; returns whether it holds.
+template <class Pred>
+bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds bound) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!pred() && std::chrono::steady_clock::now() < deadline) {
+    io.run_one_for(std::chrono::milliseconds(50));
+    if (io.stopped())
+      io.restart();
+  }
+  return pred();
+}
+
+} // namespace
+
+// Before the fix: did not compile: pool_options::kill_signal was an int.
+TEST_CASE("pool_options::kill_signal takes a signal by name; an unknown name is an error",
+          "[node-errors][pool]") {
+  using namespace std::chrono_literals;
+  asio::io_context io;
+  childproc::pool_options options{.program = test::helper,
+                                  .args = {"pool-worker"},
+                                  .min_workers = 1,
+                                  .max_workers = 1,
+                                  .task_timeout = 200ms,
+                                  .kill_signal = "SIGUSR1"};
+  childproc::pool p(io, options);
+  std::vector<childproc::exit_status> exits;
+  p.on_worker_exit([&](pid_t, const childproc::exit_status& s) { exits.push_back(s); });
+  bool done = false;
+  boost::system::error_code task_ec;
+  p.async_run(childproc::message(20000), childproc::run_options{.name = "sleep"},
+              [&](boost::system::error_code ec, childproc::message) {
+                done = true;
+                task_ec = ec;
+              });
+  REQUIRE(run_until(
+      io, [&] { return done && !exits.empty(); }, 15s));
+  CHECK(task_ec == childproc::errc::timed_out);
+  CHECK(exits[0].signal == SIGUSR1);
+  p.destroy();
+  io.restart();
+  io.run_for(10s);
+
+  options.kill_signal = "SIGFOO";
+  try {
+    childproc::pool unknown(io, options);
+    FAIL("no throw");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == childproc::errc::unknown_signal);
+  }
+}
+
+namespace {
+
+bool have_node() {
+  return childproc::spawn_sync("node", {"--version"},
+                               {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore,
+                                          childproc::stdio::ignore}})
+             .status == 0;
+}
+
+} // namespace
+
+// Before the fix: did not compile: there was no stdio::ipc (spawn had no channel; fork's was
+// always after the last slot) and no stdio_count().
+TEST_CASE("stdio::ipc at slot 1 gives a node child its channel there, named by NODE_CHANNEL_FD",
+          "[node-errors][ipc]") {
+  if (!have_node()) {
+    WARN("node is not on PATH: skipped");
+    return;
+  }
+  namespace stdio = childproc::stdio;
+  // Node deletes NODE_CHANNEL_FD from its process.env at start-up: a shell reports it on
+  // stderr, then becomes the node child, which says whether its fd 1 is the channel's socket.
+  const std::string script = R"(
+    process.send({socket: require('fs').fstatSync(1).isSocket()});
+    process.on('message', (m) => { process.send({echo: m}); process.disconnect(); });)";
+  asio::io_context io;
+  auto child = childproc::spawn(
+      io, "/bin/sh",
+      {"-c", R"(echo "NODE_CHANNEL_FD=$NODE_CHANNEL_FD" >&2; exec node -e "$0")", script},
+      {.stdio = {stdio::pipe, stdio::ipc, stdio::pipe}});
+  CHECK(child.stdio_count() == 3);
+  CHECK_FALSE(child.has_pipe(1)); // Node's child.stdio[1] is null: the slot is the channel
+  REQUIRE(child.has_channel());
+  std::vector<std::string> got;
+  std::string err;
+  child.err().on_data([&](std::string_view d) { err += d; });
+  child.on_message([&](const childproc::message& m) {
+    got.push_back(boost::json::serialize(m.json()));
+    if (got.size() == 1)
+      child.send(childproc::message::from(boost::json::object{{"hello", 1}}));
+  });
+  std::optional<int> code;
+  child.on_close([&](std::optional<int> c, std::optional<int>) { code = c; });
+  io.run();
+  CHECK(err == "NODE_CHANNEL_FD=1\n");
+  CHECK(got == std::vector<std::string>{R"({"socket":true})", R"({"echo":{"hello":1}})"});
+  CHECK(code == 0);
+}
+
+// Before the fix: did not compile (no stdio::ipc); fork with stdio {pipe, pipe, pipe} counted
+// as "not given" and the child inherited 0..2 (has_pipe(1) was false).
+TEST_CASE("fork's stdio: not given is Node's default, a given table is used as it is",
+          "[node-errors][ipc]") {
+  namespace stdio = childproc::stdio;
+  const auto channel_fd = [](std::vector<childproc::stdio_spec> table) {
+    asio::io_context io;
+    std::string out;
+    auto child = childproc::fork(io, test::helper, {"env", "CHILDPROC_CHANNEL_FD"},
+                                 {.stdio = std::move(table)});
+    const int count = child.stdio_count();
+    REQUIRE(child.has_pipe(1));
+    child.out().on_data([&](std::string_view d) { out += d; });
+    child.on_exit([&](auto, auto) { child.disconnect(); });
+    io.run();
+    return std::to_string(count) + " " + out;
+  };
+  CHECK(channel_fd({stdio::pipe, stdio::pipe, stdio::pipe, stdio::ipc}) == "4 3\n");
+  CHECK(channel_fd({stdio::ignore, stdio::pipe, stdio::ignore, stdio::ignore, stdio::ipc}) ==
+        "5 4\n");
+
+  asio::io_context io;
+  auto inherited = childproc::fork(io, test::helper, {"exit", "0"});
+  CHECK(inherited.stdio_count() == 4); // 0..2 inherited and the channel at 3
+  CHECK_FALSE(inherited.has_pipe(1));
+  auto silent = childproc::fork(io, test::helper, {"exit", "0"}, {.silent = true});
+  CHECK(silent.stdio_count() == 4);
+  CHECK(silent.has_pipe(1));
+  inherited.on_exit([&](auto, auto) { inherited.disconnect(); });
+  silent.on_exit([&](auto, auto) { silent.disconnect(); });
+  io.run();
+}
+
+// Before the fix: did not compile (no stdio::ipc, no errc::ipc_*): Node's ERR_IPC_ONE_PIPE,
+// ERR_CHILD_PROCESS_IPC_REQUIRED and ERR_IPC_SYNC_FORK had no counterpart.
+TEST_CASE("Node's stdio validation: one ipc at most, fork needs one, the sync forms none",
+          "[node-errors][ipc]") {
+  namespace stdio = childproc::stdio;
+  using childproc::errc;
+  asio::io_context io;
+  const auto thrown = [](auto&& call) -> std::pair<std::error_code, std::string> {
+    try {
+      call();
+    } catch (const std::system_error& e) {
+      return {e.code(), e.what()};
+    }
+    return {};
+  };
+  const auto two = thrown([&] {
+    childproc::spawn(io, test::helper, {"exit", "0"},
+                     {.stdio = {stdio::pipe, stdio::ipc, stdio::ipc}});
+  });
+  CHECK(two.first == errc::ipc_one_pipe);
+  CHECK(two.first == std::errc::invalid_argument);
+  CHECK_THAT(two.second, Catch::Contains("only one IPC pipe"));
+
+  const auto none = thrown([&] {
+    childproc::fork(io, test::helper, {"exit", "0"},
+                    {.stdio = {stdio::pipe, stdio::pipe, stdio::pipe}});
+  });
+  CHECK(none.first == errc::ipc_required);
+  CHECK_THAT(none.second, Catch::Contains("missing value 'ipc' in options.stdio"));
+
+  childproc::spawn_sync_options with_ipc{
+      .stdio = {stdio::pipe, stdio::pipe, stdio::pipe, stdio::ipc}};
+  const auto sync = thrown([&] { childproc::spawn_sync(test::helper, {"exit", "0"}, with_ipc); });
+  CHECK(sync.first == errc::ipc_sync);
+  CHECK_THAT(sync.second, Catch::Contains("spawnSync " + test::helper));
+  std::error_code ec;
+  childproc::exec_file_sync(test::helper, {"exit", "0"}, with_ipc, ec);
+  CHECK(ec == errc::ipc_sync);
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: did not compile: stdio_count() did not exist.
+TEST_CASE("stdio_count is the number of slots the child has", "[node-errors][ipc]") {
+  namespace stdio = childproc::stdio;
+  asio::io_context io;
+  auto three = childproc::spawn(io, test::helper, {"exit", "0"});
+  auto five = childproc::spawn(
+      io, test::helper, {"exit", "0"},
+      {.stdio = {stdio::ignore, stdio::ignore, stdio::ignore, stdio::ignore, stdio::pipe}});
+  auto failed = childproc::spawn(io, missing);
+  CHECK(three.stdio_count() == 3);
+  CHECK(five.stdio_count() == 5);
+  CHECK(failed.stdio_count() == 3);
+  CHECK(childproc::child_process().stdio_count() == 0);
+  io.run();
+}
+
+namespace {
+
+// A shell that exits at once while a grandchild keeps its stdout, and writes "late" there once
+// the test writes a line to the shell's stdin (which the grandchild reads on fd 3).
+const std::string holds_stdout = "exec 3<&0; (read x <&3; echo late) & echo early";
+
+} // namespace
+
+// Before the fix: did not compile: there was no wait for `close`, only async_wait at `exit`.
+TEST_CASE("async_wait_close completes at close with the status, after a grandchild's output",
+          "[node-errors][close-wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", holds_stdout});
+  std::string out, at_exit, at_close;
+  std::vector<std::string> events;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  child.on_close([&](auto, auto) { events.push_back("close"); });
+  child.async_wait([&](boost::system::error_code ec, childproc::exit_status st) {
+    CHECK(!ec);
+    CHECK(st.code == 0);
+    at_exit = out;
+    events.push_back("exit wait");
+    child.in().write("go\n");
+    child.in().end();
+  });
+  std::optional<childproc::exit_status> closed;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        closed = co_await child.async_wait_close(asio::use_awaitable);
+        at_close = out;
+        events.push_back("close wait");
+      },
+      asio::detached);
+  io.run();
+  CHECK(at_exit.find("late") == std::string::npos); // written only after the exit wait
+  CHECK(at_close == "early\nlate\n");
+  REQUIRE(closed);
+  CHECK(closed->code == 0);
+  CHECK(events == std::vector<std::string>{"exit wait", "close", "close wait"});
+
+  // A wait started after `close` completes at once with the status; a failed launch's with its
+  // error, as async_wait's.
+  boost::system::error_code late_ec;
+  std::optional<int> late_code;
+  child.async_wait_close([&](boost::system::error_code ec, childproc::exit_status st) {
+    late_ec = ec;
+    late_code = st.code;
+  });
+  auto failed = childproc::spawn(io, missing);
+  boost::system::error_code failed_ec;
+  failed.async_wait_close([&](boost::system::error_code ec, auto) { failed_ec = ec; });
+  io.restart();
+  io.run();
+  CHECK(!late_ec);
+  CHECK(late_code == 0);
+  CHECK(failed_ec.value() == ENOENT);
+}
+
+// Before the fix: did not compile (no async_wait_close).
+TEST_CASE("cancelling async_wait_close after the exit completes it without waiting for the "
+          "streams",
+          "[node-errors][close-wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", holds_stdout});
+  std::string out;
+  child.out().on_data([&](std::string_view d) { out += d; });
+  asio::cancellation_signal cancel;
+  boost::system::error_code close_ec;
+  std::optional<int> close_code;
+  std::string at_cancelled;
+  child.async_wait_close(asio::bind_cancellation_slot(
+      cancel.slot(), [&](boost::system::error_code ec, childproc::exit_status st) {
+        close_ec = ec;
+        close_code = st.code;
+        at_cancelled = out;
+        child.in().write("go\n"); // now let the grandchild finish
+        child.in().end();
+      }));
+  child.async_wait(
+      [&](boost::system::error_code, auto) { cancel.emit(asio::cancellation_type::terminal); });
+  bool closed = false;
+  child.on_close([&](auto, auto) { closed = true; });
+  io.run();
+  CHECK(close_ec == asio::error::operation_aborted);
+  CHECK(close_code == 0);
+  CHECK(at_cancelled.find("late") == std::string::npos);
+  CHECK(closed);
+  CHECK(out == "early\nlate\n");
 }

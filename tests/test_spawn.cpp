@@ -384,7 +384,7 @@ TEST_CASE("a failed open of /dev/null names its own launch step", "[spawn][error
 TEST_CASE("with fd 0 closed, an inherit of it is /dev/null and the library's fds stay above 2",
           "[spawn][stdio]") {
   auto r = childproc::spawn_sync(test::helper, {"stdin-closed"});
-  std::istringstream lines(r.out);
+  std::istringstream lines(r.out.value_or(""));
   std::string sync_line, fd_line, inherit_line;
   std::getline(lines, sync_line);
   std::getline(lines, fd_line);

@@ -60,7 +60,7 @@ TEST_CASE("spawn_sync max_buffer kills a child that keeps writing", "[spawn_sync
   auto r = childproc::spawn_sync("yes", {}, o);
   CHECK((r.error && r.error->code() == std::errc::no_buffer_space));
   CHECK(r.signal == SIGTERM);
-  CHECK(r.out.size() > o.max_buffer);
+  CHECK(r.out.value().size() > o.max_buffer);
 }
 
 TEST_CASE("spawn_sync of a missing program puts ENOENT in the result", "[spawn_sync][errors]") {
@@ -90,13 +90,13 @@ TEST_CASE("spawn_sync stops reading past max_buffer when the child survives kill
                                         {.kill_after = 500ms, .max_buffer = 1024});
   CHECK(std::chrono::steady_clock::now() - start < 30s);
   CHECK((stubborn.error && stubborn.error->code() == std::errc::no_buffer_space));
-  CHECK(stubborn.out.size() > 1024);
-  CHECK(stubborn.out.size() <= 1024 + 256 * 1024); // what was read, at most one read past it
+  CHECK(stubborn.out.value().size() > 1024);
+  CHECK(stubborn.out.value().size() <= 1024 + 256 * 1024); // what was read, at most one read past it
   CHECK(stubborn.signal == SIGKILL);
   // The pipes are closed: the child's next write fails with EPIPE.
   auto told = childproc::spawn_sync(test::helper, {"stubborn-flood", "exit"},
                                     {.kill_after = 2s, .max_buffer = 1024});
   CHECK((told.error && told.error->code() == std::errc::no_buffer_space));
   CHECK(told.status == EPIPE);
-  CHECK(told.out.size() <= 1024 + 256 * 1024);
+  CHECK(told.out.value().size() <= 1024 + 256 * 1024);
 }

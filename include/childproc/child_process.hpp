@@ -70,7 +70,11 @@ struct exit_waiter {
                 const process_error* launch_error);
 };
 
-void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w);
+// Which event a wait completes at.
+enum class wait_event { exit, close };
+
+void add_exit_waiter(const std::shared_ptr<child_state>& state, std::unique_ptr<exit_waiter> w,
+                     wait_event event);
 void cancel_exit_waiter(const std::weak_ptr<child_state>& state, exit_waiter* w);
 asio::any_io_executor state_executor(const child_state& state);
 } // namespace detail
@@ -161,6 +165,9 @@ public:
   readable_stream& stdio(int n);
   /// True when slot n is a pipe.
   bool has_pipe(int n) const noexcept;
+  /// The number of stdio slots the child has, the stdio::ipc slot included (Node's
+  /// child.stdio.length): at least 3; 0 for an empty handle.
+  int stdio_count() const noexcept;
 
   /// fork(): the IPC channel (a shared handle). Throws std::logic_error when there is none.
   childproc::channel channel() const;
@@ -188,9 +195,10 @@ public:
 
   executor_type get_executor() const;
 
-  /// Waits for the child's `exit` (not `close`: output a grandchild still writes may come
-  /// later) and reaps it. Completion: void(error_code, exit_status) for callbacks, deferred and
-  /// the other tokens; the error is the launch failure (ENOENT...) for a child that never ran.
+  /// Waits for the child's `exit` event (not `close`: output a grandchild still writes may come
+  /// later; async_wait_close waits for that) and reaps it. Completion: void(error_code,
+  /// exit_status) for callbacks, deferred and the other tokens; the error is the launch failure
+  /// (ENOENT...) for a child that never ran.
   /// With asio::use_future and asio::use_awaitable the signature is
   /// void(std::exception_ptr, exit_status): a failed launch throws its process_error ("spawn
   /// <file> ENOENT", with syscall, path, args), a cancellation boost::system::system_error.
@@ -200,8 +208,29 @@ public:
   /// has no effect (Asio's rule): the wait completes with the status and no error.
   template <class CompletionToken>
   auto async_wait(CompletionToken&& token) {
+    return initiate_wait(detail::wait_event::exit, std::forward<CompletionToken>(token));
+  }
+
+  /// Waits for the child's `close` event: it exited and every piped output stream reached EOF
+  /// (and the channel closed), so everything it and its grandchildren wrote has been delivered.
+  /// Completes as async_wait does, with the same exit_status and errors, at `close` instead of
+  /// `exit` (a grandchild holding stdout delays it). Cancelling signals a running child as
+  /// async_wait does; the wait then completes with operation_aborted once the child has exited,
+  /// without waiting for the streams (a cancellation after the exit completes it at once).
+  template <class CompletionToken>
+  auto async_wait_close(CompletionToken&& token) {
+    return initiate_wait(detail::wait_event::close, std::forward<CompletionToken>(token));
+  }
+
+  /// For the library's own parts (exec, fork): the shared state.
+  explicit child_process(std::shared_ptr<detail::child_state> state) noexcept;
+  const std::shared_ptr<detail::child_state>& state() const noexcept { return state_; }
+
+private:
+  template <class CompletionToken>
+  auto initiate_wait(detail::wait_event event, CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, detail::wait_signature<CompletionToken>>(
-        [](auto handler, std::shared_ptr<detail::child_state> state) {
+        [](auto handler, std::shared_ptr<detail::child_state> state, detail::wait_event event) {
           auto ex = detail::state_executor(*state);
           auto slot = asio::get_associated_cancellation_slot(handler);
           auto waiter = std::make_unique<detail::exit_waiter>();
@@ -215,16 +244,10 @@ public:
             slot.assign([weak = std::weak_ptr<detail::child_state>(state), w = waiter.get()](
                             asio::cancellation_type) { detail::cancel_exit_waiter(weak, w); });
           }
-          detail::add_exit_waiter(state, std::move(waiter));
+          detail::add_exit_waiter(state, std::move(waiter), event);
         },
-        token, checked_state());
+        token, checked_state(), event);
   }
-
-  /// For the library's own parts (exec, fork): the shared state.
-  explicit child_process(std::shared_ptr<detail::child_state> state) noexcept;
-  const std::shared_ptr<detail::child_state>& state() const noexcept { return state_; }
-
-private:
   const std::shared_ptr<detail::child_state>& checked_state() const;
   void release() noexcept;
 

@@ -41,6 +41,14 @@ enum class errc {
   worker_start_failed,  ///< pool: workers keep dying before they are ready; respawning paused
   unknown_signal, ///< a signal name that names no signal (Node's ERR_UNKNOWN_SIGNAL); compares
                   ///< equal to std::errc::invalid_argument
+  /// more than one stdio::ipc slot (Node's ERR_IPC_ONE_PIPE); compares equal to
+  /// std::errc::invalid_argument, as the two below
+  ipc_one_pipe,
+  /// fork() with an explicit stdio that has no stdio::ipc slot (Node's
+  /// ERR_CHILD_PROCESS_IPC_REQUIRED)
+  ipc_required,
+  /// stdio::ipc in a sync form (spawn_sync, exec_sync, exec_file_sync: Node's ERR_IPC_SYNC_FORK)
+  ipc_sync,
 };
 
 /// The category of childproc::errc.

@@ -12,7 +12,7 @@
 namespace childproc {
 inline namespace v1 {
 
-/// Starts `program` with `args` and an IPC channel on the fd after its stdio (fd 3 by default),
+/// Starts `program` with `args` and an IPC channel (fd 3 by default, or the stdio::ipc slot),
 /// and returns its handle; child.channel() (or child.send / on_message) talks to it.
 ///
 /// - A program that links childproc gets the channel with parent_channel(); the current binary is
@@ -20,7 +20,11 @@ inline namespace v1 {
 /// - A script (.js, .mjs, .cjs), or any program when options.exec_path is set, runs through
 ///   `exec_path` (default "node" on PATH) with exec_argv, and speaks Node's own channel protocol,
 ///   so an unmodified Node worker's process.send / process.on('message') work.
-/// - stdin/stdout/stderr are inherited unless options.silent (or an explicit stdio) says otherwise.
+/// - options.stdio not given (empty, the default): Node's default, stdin/stdout/stderr inherited
+///   (piped with options.silent) and the channel at fd 3. A given table is used as it is (slots
+///   missing among 0..2 are pipes, silent does not apply) and must contain stdio::ipc, where
+///   the channel goes (NODE_CHANNEL_FD, or CHILDPROC_CHANNEL_FD, names that fd): without one it
+///   throws process_error with errc::ipc_required (Node's ERR_CHILD_PROCESS_IPC_REQUIRED).
 ///
 /// Events, in Node's order: `spawn`, `message`s, `disconnect`, `exit`, `close`. Everything the
 /// child sent before it exited is delivered before `disconnect` and `exit`.
@@ -37,4 +41,12 @@ child_process fork(Target& target, std::string program, std::vector<std::string>
 std::string self_exe();
 
 } // namespace v1
+
+namespace detail {
+// fork()'s stdio table in `options`: Node's default when none is given, a given one padded to
+// three slots; throws process_error(errc::ipc_required) when a given one has no stdio::ipc. (For
+// the cluster, which adds a slot after it.)
+void settle_fork_stdio(fork_options& options, const std::string& file,
+                       const std::vector<std::string>& args);
+} // namespace detail
 } // namespace childproc

@@ -25,6 +25,7 @@ enum class stdio_kind {
   inherit, ///< the parent's own fd of the same number
   ignore,  ///< /dev/null
   fd,      ///< a descriptor of the parent's, given by number (it stays owned by the caller)
+  ipc,     ///< the IPC channel (Node's 'ipc'): at most one slot; NODE_CHANNEL_FD names it
 };
 
 /// One stdio slot. Use the constants in childproc::stdio.
@@ -43,6 +44,11 @@ inline constexpr stdio_spec ignore{stdio_kind::ignore};
 constexpr stdio_spec fd(int fd) noexcept {
   return {stdio_kind::fd, fd};
 }
+/// The IPC channel in this slot (Node's 'ipc'), in spawn() as in fork(): the child finds it by
+/// the variable NODE_CHANNEL_FD (CHILDPROC_CHANNEL_FD with serialization::framed), which names
+/// the slot, and the parent on child.channel(). At most one per table (errc::ipc_one_pipe); not
+/// in the sync forms (errc::ipc_sync).
+inline constexpr stdio_spec ipc{stdio_kind::ipc};
 } // namespace stdio
 
 /// How messages travel over a fork() channel.
@@ -153,10 +159,12 @@ struct spawn_options {
   /// change what is executed.
   std::optional<std::string> argv0{};
 
-  /// One entry per child fd: 0, 1, 2 and any number of extra slots. Default: three pipes.
-  /// Missing entries among 0..2 are pipes. Extra pipe slots are read by the parent (child writes).
-  /// (Not a braced list: g++ 12 cannot build one inside a coroutine frame.)
-  std::vector<stdio_spec> stdio = std::vector<stdio_spec>(3, stdio::pipe);
+  /// One entry per child fd: 0, 1, 2 and any number of extra slots (up to 64). Default: empty,
+  /// "not given": three pipes for spawn and exec, Node's default for fork (inherit 0..2, or
+  /// pipes with `silent`, and the channel at slot 3). Missing entries among 0..2 are pipes.
+  /// Extra pipe slots are read by the parent (child writes).
+  /// A given table is used as it is; fork's must contain stdio::ipc (errc::ipc_required).
+  std::vector<stdio_spec> stdio{};
 
   /// Start the child in a new session (setsid), so it outlives the parent's terminal.
   /// Default: false. Cannot be combined with process_group.
@@ -217,8 +225,9 @@ struct spawn_options {
   /// more. Default: 1 MiB, Node's. spawn() does not buffer and ignores it.
   std::size_t max_buffer = 1024 * 1024;
 
-  /// fork() only: the channel's protocol. Default: nullopt, which means node_json for a script
-  /// (.js, .mjs, .cjs) or when exec_path is set, framed otherwise.
+  /// The channel's protocol (fork, and spawn with stdio::ipc). Default: nullopt, which means for
+  /// fork node_json for a script (.js, .mjs, .cjs) or when exec_path is set, framed otherwise;
+  /// for spawn node_json (Node's own 'ipc').
   std::optional<childproc::serialization> serialization{};
 
   /// fork() only: the program that runs a script, as Node's execPath. Default: empty, which
@@ -229,12 +238,13 @@ struct spawn_options {
   std::vector<std::string> exec_argv{};
 
   /// fork() only: pipe the child's stdin/stdout/stderr instead of inheriting them (Node's
-  /// `silent`). Default: false. An stdio other than the default three pipes is used as given.
+  /// `silent`) when no stdio is given. Default: false. A given stdio is used as given.
   bool silent = false;
 
-  /// fork() only: the largest message either side sends or accepts (the child is told it); a
-  /// larger send is refused with errc::message_too_large, a larger incoming frame ends the
-  /// channel with it. Clamped to 4 GiB - 1, what a frame's length can carry. Default: 64 MiB.
+  /// fork() and stdio::ipc: the largest message either side sends or accepts (the child is told
+  /// it with serialization::framed); a larger send is refused with errc::message_too_large, a
+  /// larger incoming frame ends the channel with it. Clamped to 4 GiB - 1, what a frame's length
+  /// can carry. Default: 64 MiB.
   std::size_t max_message_size = 64u << 20;
 };
 

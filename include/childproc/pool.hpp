@@ -110,9 +110,11 @@ struct pool_options {
   /// The grace between the cancel message to a worker running a cancelled task and the kill.
   /// Default: 1 s.
   std::chrono::milliseconds cancel_grace{1000};
-  /// The signal that kills a worker (timeout, cancellation, destroy), and how long before
-  /// SIGKILL follows. Defaults: SIGTERM, 1 s.
-  int kill_signal = SIGTERM;
+  /// The signal that kills a worker (timeout, cancellation, destroy), by number or Node's name
+  /// ("SIGINT"), and how long before SIGKILL follows. Defaults: SIGTERM, 1 s. An unknown name
+  /// makes the pool's constructor throw errc::unknown_signal; 0 or a number past the last
+  /// signal, errc::invalid_argument.
+  signal_choice kill_signal = SIGTERM;
   std::chrono::milliseconds kill_after{1000};
   /// Recycling on memory: a worker whose resident set is above this many bytes after a task is
   /// replaced (its result is delivered first). Default: 0, no check.

@@ -49,9 +49,16 @@ noexcept {
 
 /// The outcome of spawn_sync(), as Node's spawnSync returns it.
 struct spawn_sync_result {
-  std::optional<pid_t> pid{};  ///< empty when the launch failed
-  std::string out{};           ///< everything read from stdout (empty when not a pipe)
-  std::string err{};           ///< everything read from stderr (empty when not a pipe)
+  std::optional<pid_t> pid{}; ///< empty when the launch failed
+  /// Everything read from stdout; nullopt when slot 1 is no pipe or the launch failed (Node's
+  /// null), "" for a pipe the child wrote nothing to. A copy of (*output)[1].
+  std::optional<std::string> out{};
+  /// Everything read from stderr, as `out`: a copy of (*output)[2].
+  std::optional<std::string> err{};
+  /// Node's result.output: one entry per stdio slot, what was read from it; nullopt for slot 0
+  /// (stdin is written, never read) and for every slot that is no pipe. nullopt as a whole
+  /// after a failed launch, as Node's null.
+  std::optional<std::vector<std::optional<std::string>>> output{};
   std::optional<int> status{}; ///< exit code (Node's status), empty when ended by a signal
   std::optional<int> signal{}; ///< the signal that ended the child
   exit_status exit{};          ///< the full status, with resource usage

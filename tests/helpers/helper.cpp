@@ -363,9 +363,9 @@ int run(int argc, char** argv) {
   }
   if (mode == "fork-echo-and-die") {
     boost::asio::io_context io;
-    auto child = childproc::fork(
-        io, argv[0], {"ipc-echo"},
-        {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore, childproc::stdio::ignore}});
+    auto child = childproc::fork(io, argv[0], {"ipc-echo"},
+                                 {.stdio = {childproc::stdio::ignore, childproc::stdio::ignore,
+                                            childproc::stdio::ignore, childproc::stdio::ipc}});
     say(1, std::to_string(*child.pid()) + "\n");
     ::_exit(0);
   }
@@ -399,7 +399,7 @@ int run(int argc, char** argv) {
     const int leaky = ::open("/dev/null", O_RDONLY); // no O_CLOEXEC: the sweep must catch it
     try {
       auto r = childproc::spawn_sync(argv[0], {"fds"});
-      say(1, r.out);
+      say(1, r.out.value_or(""));
     } catch (const childproc::process_error& e) {
       say(1, "error " + std::string(childproc::to_string(e.step())) + " " +
                  std::to_string(e.code().value()) + "\n");
@@ -485,7 +485,7 @@ int run(int argc, char** argv) {
   }
   if (mode == "spawn-inherit") {
     try {
-      say(1, childproc::spawn_sync(argv[0], {"env-nameless"}).out);
+      say(1, childproc::spawn_sync(argv[0], {"env-nameless"}).out.value_or(""));
     } catch (const std::exception& e) {
       say(1, std::string("error: ") + e.what() + "\n");
     }
@@ -503,7 +503,7 @@ int run(int argc, char** argv) {
     const auto sync =
         childproc::spawn_sync(argv[0], {"fd-target", "0"}, {.stdio = {stdio::inherit}});
     const auto line = [](std::string s) { return s.substr(0, s.find('\n')); };
-    say(1, "spawn_sync inherit: child " + line(sync.out) + "\n");
+    say(1, "spawn_sync inherit: child " + line(sync.out.value_or("")) + "\n");
     const std::vector<std::pair<std::string, std::vector<childproc::stdio_spec>>> tables{
         {"fd(1)", {stdio::fd(1), stdio::pipe, stdio::pipe}},
         {"inherit", {stdio::inherit, stdio::pipe, stdio::pipe}}};

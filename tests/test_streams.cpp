@@ -390,3 +390,33 @@ TEST_CASE("a line past max_line_length is a clear error and loses nothing", "[st
                    {ok, "end"},
                    {eof, ""}});
 }
+
+// Before the fix: did not compile ("'class childproc::v1::readable_stream' has no member named
+// 'on_line'").
+TEST_CASE("on_line splits a flowing stream into lines across chunk boundaries",
+          "[streams][lines]") {
+  const std::size_t size = 1024 * 1024 + 11;
+  const std::string expected = stream_data::lines(size);
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"lines", std::to_string(size)});
+  std::string joined, data;
+  std::size_t lines = 0, longest = 0;
+  bool line_before_end = false, ended = false;
+  child.out().set_max_line_length(150); // some lines are 200 bytes: they come in pieces
+  child.out().on_data([&](std::string_view d) { data += d; });
+  child.out().on_line([&](std::string_view line) {
+    line_before_end = !ended;
+    ++lines;
+    longest = std::max(longest, line.size());
+    joined += line;
+  });
+  child.out().on_end([&] { ended = true; });
+  io.run();
+  CHECK(data == expected); // on_data sees every byte too
+  std::string without_newlines = expected;
+  std::erase(without_newlines, '\n');
+  CHECK(joined == without_newlines); // nothing lost, nothing twice
+  CHECK(longest == 150);
+  CHECK(lines > static_cast<std::size_t>(std::count(expected.begin(), expected.end(), '\n')));
+  CHECK(line_before_end); // the last line, without '\n', came before `end`
+}

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csignal>
 #include <ctime>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -577,16 +578,46 @@ void writable_stream::shut_down_io() noexcept {
 void readable_stream::close() {
   if (!is_open() || owner_->io_shut_down)
     return;
-  // The bookkeeping only; `close` (which may be due now) is delivered later, never from here.
   boost::system::error_code ignored;
   fd_->close(ignored); // a pending wait ends with operation_aborted
+  detach();
+}
+
+int readable_stream::hand_over(std::error_code& ec) {
+  if (!is_open() || owner_->io_shut_down) {
+    ec.assign(EBADF, std::system_category());
+    return -1;
+  }
+  ec.clear();
+  const int fd = fd_->release(); // a pending wait ends with operation_aborted
+  // The file description is shared with the next child: it reads it blocking, as a shell's.
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  detach();
+  return fd;
+}
+
+void readable_stream::detach() {
+  // The bookkeeping only; `close` (which may be due now) is delivered later, never from here.
   complete_read(boost::asio::error::operation_aborted, 0);
   if (auto done = std::move(line_done_))
     done->complete(boost::asio::error::operation_aborted, {});
   data_handlers_.release();
+  line_handlers_.release();
   end_handlers_.release(); // no `end`: the stream did not reach its end
   --owner_->open_readers;
   owner_->resume_later();
+}
+
+stdio_spec stdio::from(readable_stream& stream, std::error_code& ec) {
+  return {stdio_kind::from, stream.hand_over(ec)};
+}
+
+stdio_spec stdio::from(readable_stream& stream) {
+  std::error_code ec;
+  const stdio_spec spec = from(stream, ec);
+  if (ec)
+    throw std::system_error(ec, "stdio::from");
+  return spec;
 }
 
 void readable_stream::stop_reading() {

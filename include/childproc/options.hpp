@@ -13,11 +13,13 @@
 #include <string>
 #include <string_view>
 #include <sys/types.h>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 namespace childproc {
 inline namespace v1 {
+class readable_stream;
 
 /// How one stdio slot of the child is set up.
 enum class stdio_kind {
@@ -25,6 +27,7 @@ enum class stdio_kind {
   inherit, ///< the parent's own fd of the same number
   ignore,  ///< /dev/null
   fd,      ///< a descriptor of the parent's, given by number (it stays owned by the caller)
+  from,    ///< another child's pipe, handed over by stdio::from() (spawn closes the parent's copy)
 };
 
 /// One stdio slot. Use the constants in childproc::stdio.
@@ -43,6 +46,14 @@ inline constexpr stdio_spec ignore{stdio_kind::ignore};
 constexpr stdio_spec fd(int fd) noexcept {
   return {stdio_kind::fd, fd};
 }
+/// Node's `stdio: [a.stdout]`: the pipe behind another child's readable stream in this slot, so
+/// `ls | grep` moves no byte through the parent. The stream is handed over at once: the parent
+/// stops reading it (no more `data`, no `end`; reads complete with bad_descriptor) and the
+/// first child's `close` no longer waits for it. The spec owns the pipe's fd until the spawn()
+/// that takes it, which closes the parent's copy whatever its outcome: use it in one spawn, at
+/// once. Throws std::system_error (EBADF) on a stream that is not open; see docs/streams.md.
+stdio_spec from(readable_stream& stream);
+stdio_spec from(readable_stream& stream, std::error_code& ec);
 } // namespace stdio
 
 /// How messages travel over a fork() channel.

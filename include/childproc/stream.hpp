@@ -7,6 +7,7 @@
 
 #include <childproc/detail/completion.hpp>
 #include <childproc/detail/handler_list.hpp>
+#include <childproc/options.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -149,7 +150,13 @@ public:
 
 private:
   friend struct detail::child_state;
+  friend stdio_spec stdio::from(readable_stream&, std::error_code&);
   readable_stream(detail::child_state& owner, int slot, boost::asio::any_io_executor ex, int fd);
+  // The parent lets go of the pipe: as close(), but the fd is returned (blocking again) to be
+  // handed to another child instead of closed. -1 and `ec` on a stream that is not open.
+  int hand_over(std::error_code& ec);
+  // What close() and hand_over() share: the stream is done for the parent.
+  void detach();
   struct read_request {
     std::array<asio::mutable_buffer, 16> buffers;
     std::size_t count = 0;

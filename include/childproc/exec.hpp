@@ -178,14 +178,16 @@ inline namespace v1 {
 /// children and the completion never waits on a grandchild holding the pipes.
 /// Cancelling kills the child (its group) with kill_signal and completes with operation_aborted
 /// once it has ended, with what was captured.
-template <executor_or_context Target, class Token>
-auto async_exec(Target& target, std::string command, exec_options options, Token&& token) {
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, exec_options options, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(command), {}, std::move(options), true, false}, nullptr,
                                std::forward<Token>(token));
 }
-template <executor_or_context Target, class Token>
-auto async_exec(Target& target, std::string command, exec_options options, child_process& child,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, exec_options options, child_process& child,
                 Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(command), {}, std::move(options), true, false}, &child,
@@ -195,8 +197,9 @@ auto async_exec(Target& target, std::string command, exec_options options, child
 /// async_exec with default options. (With g++ 12, prefer this, or options in a named variable,
 /// inside `co_await`: g++ 12 destroys an aggregate temporary such as `{}` twice when it is built
 /// in a co_await expression.)
-template <executor_or_context Target, class Token>
-auto async_exec(Target& target, std::string command, Token&& token) {
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(command), {}, exec_options(), true, false}, nullptr,
                                std::forward<Token>(token));
@@ -204,15 +207,17 @@ auto async_exec(Target& target, std::string command, Token&& token) {
 
 /// Node's execFile: as async_exec, without a shell (unless options.shell asks for one); `args`
 /// reach the program byte for byte. A missing program completes with ENOENT.
-template <executor_or_context Target, class Token>
-auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
                      exec_options options, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(file), std::move(args), std::move(options), false, false},
                                nullptr, std::forward<Token>(token));
 }
-template <executor_or_context Target, class Token>
-auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
                      exec_options options, child_process& child, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(file), std::move(args), std::move(options), false, false},
@@ -220,8 +225,9 @@ auto async_exec_file(Target& target, std::string file, std::vector<std::string> 
 }
 
 /// async_exec_file with default options (see async_exec about g++ 12 and co_await).
-template <executor_or_context Target, class Token>
-auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
                      Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(file), std::move(args), exec_options(), false, false},

@@ -34,3 +34,50 @@ TEST_CASE("async_exec and async_exec_file take an executor by value", "[exec][co
   std::sort(outs.begin(), outs.end());
   CHECK(outs == std::vector<std::string>{"executor\n", "file", "file", "inline\n", "strand\n"});
 }
+
+// Before the fix: aborted under g++ 12 ("free(): invalid pointer"): the `{}` options aggregate
+// built inside the co_await was destroyed twice.
+TEST_CASE("co_await async_exec with {} for the options runs under g++ 12", "[exec][coroutines]") {
+  asio::io_context io;
+  std::string out, file_out;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        auto r = co_await childproc::async_exec(ex, "echo hi", {}, asio::use_awaitable);
+        out = r.out;
+        const std::vector<std::string> args = {"echo", "there"};
+        auto f =
+            co_await childproc::async_exec_file(ex, test::helper, args, {}, asio::use_awaitable);
+        file_out = f.out;
+      },
+      asio::detached);
+  io.run();
+  CHECK(out == "hi\n");
+  CHECK(file_out == "there");
+}
+
+// Before the fix: aborted under g++ 12 ("free(): invalid pointer"): the default argument
+// `spawn_options options = {}`, an aggregate built in the co_await's full expression, was
+// destroyed twice (the issue saw a hang: what a double free does varies).
+TEST_CASE("spawn(co_await this_coro::executor, ...) runs under g++ 12", "[spawn][coroutines]") {
+  asio::io_context io;
+  std::string out;
+  std::optional<int> code;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const std::vector<std::string> args = {"echo", "inline"};
+        auto child = childproc::spawn(co_await asio::this_coro::executor, test::helper, args);
+        child.out().on_data([&](std::string_view d) { out += d; });
+        auto status = co_await child.async_wait(asio::use_awaitable);
+        code = status.code;
+        const std::vector<std::string> exit_args = {"exit", "0"};
+        auto forked = childproc::fork(co_await asio::this_coro::executor, test::helper, exit_args);
+        co_await forked.async_wait(asio::use_awaitable);
+      },
+      asio::detached);
+  io.run();
+  CHECK(out == "inline");
+  CHECK(code == 0);
+}

@@ -21,6 +21,14 @@
 using namespace std::chrono_literals;
 using namespace std::string_literals;
 
+namespace {
+// A child writing 4 KiB blocks to its stdout for ever: only the loss of every reader stops it.
+childproc::child_process spawn_endless_writer(asio::io_context& io, childproc::stdio_spec in) {
+  return childproc::spawn(io, test::helper, {"count-out", "0", "4096"},
+                          {.stdio = {in, childproc::stdio::pipe, childproc::stdio::ignore}});
+}
+} // namespace
+
 // Before the fix: did not compile ("no type named 'executor_type' in 'class
 // childproc::v1::readable_stream'"): asio::async_read_until could not read a child's stream.
 TEST_CASE("async_read_until reads a child's output line by line, byte-exact", "[streams]") {
@@ -238,9 +246,7 @@ TEST_CASE("pause() makes a child writing into a full pipe block and resume() let
 TEST_CASE("close() on a stream gives a child still writing SIGPIPE and close stops waiting for it",
           "[streams]") {
   asio::io_context io;
-  auto child = childproc::spawn(
-      io, test::helper, {"count-out", "0", "4096"},
-      {.stdio = {childproc::stdio::pipe, childproc::stdio::pipe, childproc::stdio::ignore}});
+  auto child = spawn_endless_writer(io, childproc::stdio::pipe);
   std::size_t chunks = 0;
   bool ended = false, closed = false;
   std::optional<int> signal;
@@ -444,10 +450,7 @@ TEST_CASE("ls | grep through stdio::from moves no byte through the parent", "[st
 // Before the fix: did not compile ("'from' is not a member of 'childproc::stdio'").
 TEST_CASE("a spawn that fails still closes the pipe stdio::from handed it", "[streams][pipes]") {
   asio::io_context io;
-  // Writes for ever: only the loss of every reader (SIGPIPE) stops it.
-  auto writer = childproc::spawn(
-      io, test::helper, {"count-out", "0", "4096"},
-      {.stdio = {childproc::stdio::ignore, childproc::stdio::pipe, childproc::stdio::ignore}});
+  auto writer = spawn_endless_writer(io, childproc::stdio::ignore);
   std::optional<int> writer_signal;
   writer.on_close([&](auto, std::optional<int> s) { writer_signal = s; });
   childproc::spawn_options options{.stdio = {childproc::stdio::from(writer.out())}};
@@ -510,9 +513,7 @@ TEST_CASE("pipe() into a slow consumer keeps the queued bytes under the high-wat
 TEST_CASE("pipe() completes with EPIPE when its reader goes away, and the source stays pulled",
           "[streams][pipes]") {
   asio::io_context io;
-  auto producer = childproc::spawn(
-      io, test::helper, {"count-out", "0", "4096"},
-      {.stdio = {childproc::stdio::ignore, childproc::stdio::pipe, childproc::stdio::ignore}});
+  auto producer = spawn_endless_writer(io, childproc::stdio::ignore);
   auto head = childproc::spawn(io, "head", {"-c", "1000"});
   std::string head_out;
   head.out().on_data([&](std::string_view d) { head_out += d; });

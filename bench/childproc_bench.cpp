@@ -9,6 +9,10 @@
 //   ipc          fork IPC ping-pong of 32-byte messages; 1 MiB one-way messages
 //   forkmem      fork() to the first message of a worker; the idle worker's RSS and PSS
 //   bigparent    spawn rate with 1 GiB of touched memory in the parent, vs. without
+//   pipe         childproc::pipe() from `head -c N /dev/zero` into another child's stdin: the
+//                parent's peak RSS growth with a slow reader (1 GiB; a python3 loop that reads
+//                64 KiB, then sleeps 0.5 ms), then GB/s into `cat > /dev/null` (2 GiB); Node's
+//                a.stdout.pipe(b.stdin) on the same data is bench/pipe.js
 //   pool         a childproc::pool of 2 worker processes (this binary), as the peers' pools:
 //                100 000 tiny {a, b} add tasks with one in flight per worker (tasks_w1), 64 per
 //                worker through concurrent_tasks_per_worker (tasks_w64), all queued at once
@@ -212,6 +216,43 @@ double stream(std::size_t pipe_size) {
 void bench_stdout() {
   out("stdout", "head", stream(0), "GB/s");
   out("stdout", "head_pipe1M", stream(1 << 20), "GB/s");
+}
+
+// The slow reader of the pipe workload (the same command as bench/pipe.js's).
+const std::vector<std::string> slow_reader = {
+    "python3", "-c",
+    "import sys, time\nr = sys.stdin.buffer.raw\nwhile r.read(65536):\n    time.sleep(0.0005)\n"};
+
+// Seconds to pipe `size` bytes of `head -c` into `reader` with childproc::pipe().
+double pipe_through(const std::vector<std::string>& reader, std::uint64_t size) {
+  asio::io_context io;
+  const auto t0 = clock_type::now();
+  auto producer = childproc::spawn(io, "head", {"-c", std::to_string(size), "/dev/zero"},
+                                   {.stdio = {stdio::ignore, stdio::pipe, stdio::inherit}});
+  auto consumer =
+      childproc::spawn(io, reader[0], std::vector<std::string>(reader.begin() + 1, reader.end()),
+                       {.stdio = {stdio::pipe, stdio::ignore, stdio::inherit}});
+  boost::system::error_code result;
+  std::size_t copied = 0;
+  childproc::pipe(producer.out(), consumer.in(), [&](boost::system::error_code ec, std::size_t n) {
+    result = ec;
+    copied = n;
+  });
+  io.run();
+  if (result || copied != size) {
+    std::fprintf(stderr, "pipe: %s, %zu bytes\n", result.message().c_str(), copied);
+    std::exit(1);
+  }
+  return seconds_since(t0);
+}
+
+void bench_pipe() {
+  // The slow reader first: the peak that the fast run may reach must not hide this one's.
+  const long rss0 = max_rss_kib();
+  pipe_through(slow_reader, quick ? (64ull << 20) : (1ull << 30));
+  out("pipe", "slow_rss_growth", static_cast<double>(max_rss_kib() - rss0) / 1024.0, "MB");
+  const std::uint64_t size = quick ? (256ull << 20) : (2ull << 30);
+  out("pipe", "throughput", static_cast<double>(size) / pipe_through({"cat"}, size) / 1e9, "GB/s");
 }
 
 // The ipc worker: echoes small messages; counts big ones and reports their total on "done".
@@ -489,9 +530,9 @@ int main(int argc, char** argv) {
   if (childproc::is_pool_worker()) // started by bench_pool's pool
     return pool_worker();
   if (argc < 2) {
-    std::fprintf(stderr,
-                 "usage: %s spawn|exec|concurrency|stdout|ipc|forkmem|bigparent|pool [quick]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr, "usage: %s spawn|exec|concurrency|stdout|ipc|forkmem|bigparent|pool|pipe [quick]\n",
+        argv[0]);
     return 2;
   }
   const std::string_view workload = argv[1];
@@ -517,6 +558,8 @@ int main(int argc, char** argv) {
     bench_bigparent();
   else if (workload == "pool")
     bench_pool();
+  else if (workload == "pipe")
+    bench_pipe();
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);
     return 2;

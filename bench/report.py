@@ -43,6 +43,10 @@ ROWS = [
     ("idle worker PSS", "forkmem", "fork_pss", "fork_pss", "fork_pss", "MB", False, None, None),
     ("spawn rate, 1 GiB parent / small parent", "bigparent", "ratio", None, None, "×", True,
      "≥ 0.9", lambda o, r: o >= 0.9),
+    ("pipe() into cat: throughput", "pipe", "throughput", None, "throughput", "GB/s", True,
+     None, None),
+    ("pipe() of 1 GiB through a slow reader: parent peak RSS growth", "pipe", "slow_rss_growth",
+     None, "slow_rss_growth", "MB", False, "≤ 5 MB", lambda o, r: o <= 5),
 ]
 
 # The pool (workload "pool" of every peer: 2 workers, tiny {a, b} add tasks): label, childproc

@@ -235,6 +235,7 @@ void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t p
     p.request.sources[i] = p.dev_null.get();
     return;
   case stdio_kind::fd:
+  case stdio_kind::from: // from: adopted by adopt_handed_over(), closed with the child's ends
     if (spec.fd < 0 || ::fcntl(spec.fd, F_GETFD) < 0) {
       ec.assign(EBADF, std::system_category());
       return;
@@ -242,6 +243,16 @@ void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t p
     p.request.sources[i] = spec.fd;
     return;
   }
+}
+
+// The fds stdio::from() handed over belong to this spawn from its first line: the parent's copy
+// closes with the child's ends, whether the launch happens or not.
+void adopt_handed_over(prepared& p, const spawn_options& o) {
+  for (const auto& spec : o.stdio)
+    if (spec.kind == stdio_kind::from && spec.fd >= 0 &&
+        std::none_of(p.child_ends.begin(), p.child_ends.end(),
+                     [&](const unique_fd& fd) { return fd.get() == spec.fd; }))
+      p.child_ends.emplace_back(spec.fd);
 }
 
 // The stdio table: Node fills missing slots among 0..2 with pipes.
@@ -335,6 +346,7 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
                          std::optional<process_error>& failure) {
   failure.reset();
   prepared p;
+  adopt_handed_over(p, options);
   std::error_code ec;
   spawn_step step = spawn_step::none;
   const std::string requested_file = file;

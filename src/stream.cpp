@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csignal>
 #include <ctime>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -65,6 +66,42 @@ readable_stream::~readable_stream() = default;
 readable_stream& readable_stream::on_data(data_handler handler) {
   data_handlers_.add(std::move(handler));
   return *this;
+}
+
+readable_stream& readable_stream::on_line(line_handler handler) {
+  line_handlers_.add(std::move(handler));
+  return *this;
+}
+
+void readable_stream::deliver(std::string_view chunk) {
+  data_handlers_.emit(chunk);
+  emit_lines(chunk);
+}
+
+void readable_stream::emit_lines(std::string_view chunk) {
+  if (line_handlers_.empty())
+    return;
+  flowing_line_.append(chunk);
+  // What was emitted leaves the buffer even when a handler throws: no line comes twice.
+  std::size_t done = 0;
+  struct consume {
+    std::string& buffer;
+    std::size_t& count;
+    ~consume() { buffer.erase(0, count); }
+  } guard{flowing_line_, done};
+  for (;;) {
+    const std::size_t eol = flowing_line_.find('\n', done);
+    std::size_t take = eol - done, skip = 1;
+    if (eol == std::string::npos || take > max_line_length_) {
+      if (flowing_line_.size() - done <= max_line_length_)
+        return;
+      take = max_line_length_; // too long: a piece, and the rest goes on
+      skip = 0;
+    }
+    const std::string line = flowing_line_.substr(done, take);
+    done += take + skip;
+    line_handlers_.emit(std::string_view(line));
+  }
 }
 
 readable_stream& readable_stream::on_end(end_handler handler) {
@@ -262,7 +299,7 @@ void readable_stream::serve_read() {
 readable_stream::read_result readable_stream::read_once(char* buffer) {
   const ssize_t n = ::read(fd_->native_handle(), buffer, read_chunk);
   if (n > 0) {
-    data_handlers_.emit(std::string_view(buffer, static_cast<std::size_t>(n)));
+    deliver(std::string_view(buffer, static_cast<std::size_t>(n)));
     return read_result::more;
   }
   if (n < 0 && errno == EINTR)
@@ -288,7 +325,7 @@ void readable_stream::drain() {
       std::string rest = std::move(line_buffer_);
       line_buffer_.clear();
       line_scanned_ = 0;
-      data_handlers_.emit(std::string_view(rest));
+      deliver(rest);
       continue;
     }
     switch (read_once(buffer.data())) {
@@ -334,6 +371,12 @@ void readable_stream::finish() {
   complete_read(boost::asio::error::eof, 0);
   complete_line_at_end(boost::asio::error::eof);
   data_handlers_.release(); // `end` is the last event: no handler is kept after it
+  if (!line_handlers_.empty() && !flowing_line_.empty()) {
+    const std::string last = std::move(flowing_line_);
+    flowing_line_.clear();
+    line_handlers_.emit(std::string_view(last));
+  }
+  line_handlers_.release();
   detail::emit_last(end_handlers_);
   owner_->maybe_close();
 }
@@ -374,6 +417,7 @@ void readable_stream::shut_down_io() noexcept {
   abandon(read_done_);
   abandon(line_done_);
   data_handlers_.release();
+  line_handlers_.release();
   end_handlers_.release();
 }
 
@@ -534,16 +578,46 @@ void writable_stream::shut_down_io() noexcept {
 void readable_stream::close() {
   if (!is_open() || owner_->io_shut_down)
     return;
-  // The bookkeeping only; `close` (which may be due now) is delivered later, never from here.
   boost::system::error_code ignored;
   fd_->close(ignored); // a pending wait ends with operation_aborted
+  detach();
+}
+
+int readable_stream::hand_over(std::error_code& ec) {
+  if (!is_open() || owner_->io_shut_down) {
+    ec.assign(EBADF, std::system_category());
+    return -1;
+  }
+  ec.clear();
+  const int fd = fd_->release(); // a pending wait ends with operation_aborted
+  // The file description is shared with the next child: it reads it blocking, as a shell's.
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  detach();
+  return fd;
+}
+
+void readable_stream::detach() {
+  // The bookkeeping only; `close` (which may be due now) is delivered later, never from here.
   complete_read(boost::asio::error::operation_aborted, 0);
   if (auto done = std::move(line_done_))
     done->complete(boost::asio::error::operation_aborted, {});
   data_handlers_.release();
+  line_handlers_.release();
   end_handlers_.release(); // no `end`: the stream did not reach its end
   --owner_->open_readers;
   owner_->resume_later();
+}
+
+stdio_spec stdio::from(readable_stream& stream, std::error_code& ec) {
+  return {stdio_kind::from, stream.hand_over(ec)};
+}
+
+stdio_spec stdio::from(readable_stream& stream) {
+  std::error_code ec;
+  const stdio_spec spec = from(stream, ec);
+  if (ec)
+    throw std::system_error(ec, "stdio::from");
+  return spec;
 }
 
 void readable_stream::stop_reading() {

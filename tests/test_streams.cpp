@@ -2,6 +2,8 @@
 #include "common.hpp"
 #include "helpers/stream_data.hpp"
 
+#include <childproc/pipe.hpp>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -13,9 +15,19 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <array>
+#include <cstdio>
+#include <filesystem>
 
 using namespace std::chrono_literals;
 using namespace std::string_literals;
+
+namespace {
+// A child writing 4 KiB blocks to its stdout for ever: only the loss of every reader stops it.
+childproc::child_process spawn_endless_writer(asio::io_context& io, childproc::stdio_spec in) {
+  return childproc::spawn(io, test::helper, {"count-out", "0", "4096"},
+                          {.stdio = {in, childproc::stdio::pipe, childproc::stdio::ignore}});
+}
+} // namespace
 
 // Before the fix: did not compile ("no type named 'executor_type' in 'class
 // childproc::v1::readable_stream'"): asio::async_read_until could not read a child's stream.
@@ -234,9 +246,7 @@ TEST_CASE("pause() makes a child writing into a full pipe block and resume() let
 TEST_CASE("close() on a stream gives a child still writing SIGPIPE and close stops waiting for it",
           "[streams]") {
   asio::io_context io;
-  auto child = childproc::spawn(
-      io, test::helper, {"count-out", "0", "4096"},
-      {.stdio = {childproc::stdio::pipe, childproc::stdio::pipe, childproc::stdio::ignore}});
+  auto child = spawn_endless_writer(io, childproc::stdio::pipe);
   std::size_t chunks = 0;
   bool ended = false, closed = false;
   std::optional<int> signal;
@@ -389,4 +399,167 @@ TEST_CASE("a line past max_line_length is a clear error and loses nothing", "[st
                    {ok, std::string(20, 'x')},
                    {ok, "end"},
                    {eof, ""}});
+}
+
+// Before the fix: did not compile ("'from' is not a member of 'childproc::stdio'").
+TEST_CASE("ls | grep through stdio::from moves no byte through the parent", "[streams][pipes]") {
+  char dir_template[] = "/tmp/childproc-pipeline-XXXXXX";
+  REQUIRE(::mkdtemp(dir_template) != nullptr);
+  const std::string dir = dir_template;
+  for (const char* name : {"apple", "box", "fox", "xenon"})
+    std::fclose(std::fopen((dir + "/" + name).c_str(), "w"));
+  childproc::spawn_sync("true"); // the library's process-wide fds (exit watch) exist from here
+  const auto fds_before = test::open_fds();
+  std::optional<asio::io_context> context(std::in_place);
+  auto& io = *context;
+  auto ls = childproc::spawn(io, "ls", {dir});
+  std::size_t parent_bytes = 0;
+  bool ls_closed = false;
+  ls.out().on_data([&](std::string_view d) { parent_bytes += d.size(); });
+  ls.on_close([&](auto, auto) { ls_closed = true; });
+  childproc::spawn_options grep_options{.stdio = {childproc::stdio::from(ls.out())}};
+  auto grep = childproc::spawn(io, "grep", {"x"}, grep_options);
+  CHECK_FALSE(ls.out().is_open());
+  std::string matched;
+  grep.out().on_data([&](std::string_view d) { matched += d; });
+  boost::system::error_code read_after;
+  char byte = 0;
+  ls.out().async_read_some(asio::buffer(&byte, 1),
+                           [&](boost::system::error_code ec, std::size_t) { read_after = ec; });
+  // The next child reads the pipe as a shell's would: blocking.
+  auto probe_source = childproc::spawn(io, test::helper, {"echo", "x"});
+  childproc::spawn_options probe_options{.stdio = {childproc::stdio::from(probe_source.out())}};
+  auto probe = childproc::spawn(io, test::helper, {"fd-info", "0"}, probe_options);
+  std::string probe_said;
+  probe.out().on_data([&](std::string_view d) { probe_said += d; });
+  io.run();
+  CHECK(matched == "box\nfox\nxenon\n");
+  CHECK(parent_bytes == 0);
+  CHECK(ls_closed); // close does not wait for a stream handed over
+  CHECK(read_after == asio::error::bad_descriptor);
+  CHECK(probe_said == "open nonblock=0\n");
+  ls = {};
+  grep = {};
+  probe_source = {};
+  probe = {};
+  context.reset();
+  CHECK(test::open_fds() == fds_before); // the parent's copies are closed
+  std::filesystem::remove_all(dir);
+}
+
+// Before the fix: did not compile ("'from' is not a member of 'childproc::stdio'").
+TEST_CASE("a spawn that fails still closes the pipe stdio::from handed it", "[streams][pipes]") {
+  asio::io_context io;
+  auto writer = spawn_endless_writer(io, childproc::stdio::ignore);
+  std::optional<int> writer_signal;
+  writer.on_close([&](auto, std::optional<int> s) { writer_signal = s; });
+  childproc::spawn_options options{.stdio = {childproc::stdio::from(writer.out())}};
+  auto missing = childproc::spawn(io, "/nonexistent/childproc-reader", {}, options);
+  std::error_code missing_error;
+  missing.on_error([&](const childproc::process_error& e) { missing_error = e.code(); });
+  io.run();
+  CHECK(missing_error == std::errc::no_such_file_or_directory);
+  CHECK(writer_signal == SIGPIPE);
+  std::error_code closed_ec;
+  CHECK(childproc::stdio::from(writer.out(), closed_ec).fd == -1);
+  CHECK(closed_ec == std::errc::bad_file_descriptor);
+  CHECK_THROWS_AS(childproc::stdio::from(writer.out()), std::system_error);
+}
+
+// Before the fix: did not compile ("'pipe' is not a member of 'childproc'").
+TEST_CASE("pipe() into a slow consumer keeps the queued bytes under the high-water mark",
+          "[streams][pipes]") {
+  const std::size_t total = 32 * 1024 * 1024;
+  asio::io_context io;
+  auto producer = childproc::spawn(io, test::helper, {"out", std::to_string(total)});
+  auto consumer = childproc::spawn(io, test::helper, {"slow-count", "500"});
+  auto& in = consumer.in();
+  std::size_t drains = 0, max_pending = 0;
+  bool below_mark_at_drains = true;
+  in.on_drain([&] { // added first: runs before pipe()'s own, which writes more
+    ++drains;
+    below_mark_at_drains = below_mark_at_drains && in.pending_bytes() < in.high_water_mark();
+  });
+  // Sampled, not timed: the peak of what the parent holds between two writes.
+  asio::steady_timer sampler(io);
+  bool piping = true;
+  std::function<void()> sample = [&] {
+    max_pending = std::max(max_pending, in.pending_bytes());
+    if (!piping)
+      return;
+    sampler.expires_after(1ms);
+    sampler.async_wait([&](boost::system::error_code) { sample(); });
+  };
+  sample();
+  boost::system::error_code result = asio::error::would_block;
+  std::size_t copied = 0;
+  childproc::pipe(producer.out(), in, [&](boost::system::error_code ec, std::size_t n) {
+    result = ec;
+    copied = n;
+    piping = false;
+  });
+  std::string counted;
+  consumer.out().on_data([&](std::string_view d) { counted += d; });
+  io.run();
+  CHECK_FALSE(result);
+  CHECK(copied == total);
+  CHECK(counted == std::to_string(total) + "\n");
+  CHECK(drains > 0);
+  CHECK(below_mark_at_drains);
+  CHECK(max_pending <= in.high_water_mark() + 64 * 1024);
+}
+
+// Before the fix: did not compile ("'pipe' is not a member of 'childproc'").
+TEST_CASE("pipe() completes with EPIPE when its reader goes away, and the source stays pulled",
+          "[streams][pipes]") {
+  asio::io_context io;
+  auto producer = spawn_endless_writer(io, childproc::stdio::ignore);
+  auto head = childproc::spawn(io, "head", {"-c", "1000"});
+  std::string head_out;
+  head.out().on_data([&](std::string_view d) { head_out += d; });
+  std::optional<int> producer_signal;
+  producer.on_close([&](auto, std::optional<int> s) { producer_signal = s; });
+  boost::system::error_code result;
+  std::size_t copied = 0;
+  childproc::pipe(producer.out(), head.in(), [&](boost::system::error_code ec, std::size_t n) {
+    result = ec;
+    copied = n;
+    CHECK(producer.out().is_paused());
+    producer.out().close(); // the teardown: the producer then dies of SIGPIPE, as in a shell
+  });
+  io.run();
+  CHECK(result == boost::system::errc::broken_pipe); // EPIPE, in whichever category
+  CHECK(copied >= 1000);
+  CHECK(head_out == std::string(1000, 'c'));
+  CHECK(producer_signal == SIGPIPE);
+}
+
+// Before the fix: did not compile ("'class childproc::v1::readable_stream' has no member named
+// 'on_line'").
+TEST_CASE("on_line splits a flowing stream into lines across chunk boundaries",
+          "[streams][lines]") {
+  const std::size_t size = 1024 * 1024 + 11;
+  const std::string expected = stream_data::lines(size);
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"lines", std::to_string(size)});
+  std::string joined, data;
+  std::size_t lines = 0, longest = 0;
+  bool line_before_end = false, ended = false;
+  child.out().set_max_line_length(150); // some lines are 200 bytes: they come in pieces
+  child.out().on_data([&](std::string_view d) { data += d; });
+  child.out().on_line([&](std::string_view line) {
+    line_before_end = !ended;
+    ++lines;
+    longest = std::max(longest, line.size());
+    joined += line;
+  });
+  child.out().on_end([&] { ended = true; });
+  io.run();
+  CHECK(data == expected); // on_data sees every byte too
+  std::string without_newlines = expected;
+  std::erase(without_newlines, '\n');
+  CHECK(joined == without_newlines); // nothing lost, nothing twice
+  CHECK(longest == 150);
+  CHECK(lines > static_cast<std::size_t>(std::count(expected.begin(), expected.end(), '\n')));
+  CHECK(line_before_end); // the last line, without '\n', came before `end`
 }

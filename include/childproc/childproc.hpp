@@ -10,6 +10,7 @@
 #include <childproc/fork.hpp>
 #include <childproc/message.hpp>
 #include <childproc/options.hpp>
+#include <childproc/pipe.hpp>
 #include <childproc/spawn.hpp>
 #include <childproc/stream.hpp>
 #include <childproc/version.hpp>

@@ -158,6 +158,9 @@ auto initiate_exec(asio::any_io_executor ex, exec_request request, child_process
 
 inline namespace v1 {
 
+/// `{}` in the options' place of async_exec / async_exec_file: the default options (see there).
+enum class default_options {};
+
 /// Node's exec: runs `command` through `/bin/sh -c` (or options.shell when it names a shell),
 /// buffers stdout and stderr, and completes once the child has exited and its output ended (Node's
 /// callback). The second form also gives the child's handle in `child` as soon as it is launched
@@ -178,41 +181,63 @@ inline namespace v1 {
 /// children and the completion never waits on a grandchild holding the pipes.
 /// Cancelling kills the child (its group) with kill_signal and completes with operation_aborted
 /// once it has ended, with what was captured.
-template <executor_or_context Target, class Token>
-auto async_exec(Target& target, std::string command, exec_options options, Token&& token) {
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, exec_options options, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(command), {}, std::move(options), true, false}, nullptr,
                                std::forward<Token>(token));
 }
-template <executor_or_context Target, class Token>
-auto async_exec(Target& target, std::string command, exec_options options, child_process& child,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, exec_options options, child_process& child,
                 Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(command), {}, std::move(options), true, false}, &child,
                                std::forward<Token>(token));
 }
 
-/// async_exec with default options. (With g++ 12, prefer this, or options in a named variable,
-/// inside `co_await`: g++ 12 destroys an aggregate temporary such as `{}` twice when it is built
-/// in a co_await expression.)
-template <executor_or_context Target, class Token>
-auto async_exec(Target& target, std::string command, Token&& token) {
+/// async_exec with default options. (Inside `co_await` with g++ 12, options written in place,
+/// `{.cwd = "/"}`, are an aggregate temporary that g++ 12 destroys twice: name them in a
+/// variable. `{}` alone is fine, see below.)
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(command), {}, exec_options(), true, false}, nullptr,
                                std::forward<Token>(token));
 }
 
+/// async_exec with `{}` for the options: the defaults. `{}` picks this overload (a scalar type
+/// converts better than an aggregate), so that `co_await async_exec(ex, cmd, {}, use_awaitable)`
+/// builds no options aggregate inside the co_await, which g++ 12 would destroy twice.
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, default_options, Token&& token) {
+  return async_exec(target, std::move(command), std::forward<Token>(token));
+}
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec(Target&& target, std::string command, default_options, child_process& child,
+                Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(command), {}, exec_options(), true, false}, &child,
+                               std::forward<Token>(token));
+}
+
 /// Node's execFile: as async_exec, without a shell (unless options.shell asks for one); `args`
 /// reach the program byte for byte. A missing program completes with ENOENT.
-template <executor_or_context Target, class Token>
-auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
                      exec_options options, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(file), std::move(args), std::move(options), false, false},
                                nullptr, std::forward<Token>(token));
 }
-template <executor_or_context Target, class Token>
-auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
                      exec_options options, child_process& child, Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(file), std::move(args), std::move(options), false, false},
@@ -220,12 +245,29 @@ auto async_exec_file(Target& target, std::string file, std::vector<std::string> 
 }
 
 /// async_exec_file with default options (see async_exec about g++ 12 and co_await).
-template <executor_or_context Target, class Token>
-auto async_exec_file(Target& target, std::string file, std::vector<std::string> args,
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
                      Token&& token) {
   return detail::initiate_exec(detail::executor_of(target),
                                {std::move(file), std::move(args), exec_options(), false, false},
                                nullptr, std::forward<Token>(token));
+}
+
+/// async_exec_file with `{}` for the options (see async_exec about g++ 12 and co_await).
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
+                     default_options, Token&& token) {
+  return async_exec_file(target, std::move(file), std::move(args), std::forward<Token>(token));
+}
+template <class Target, class Token>
+requires executor_or_context<std::remove_cvref_t<Target>>
+auto async_exec_file(Target&& target, std::string file, std::vector<std::string> args,
+                     default_options, child_process& child, Token&& token) {
+  return detail::initiate_exec(detail::executor_of(target),
+                               {std::move(file), std::move(args), exec_options(), false, false},
+                               &child, std::forward<Token>(token));
 }
 
 /// Node's execSync / execFileSync: run to the end on a private io_context. Return the result;

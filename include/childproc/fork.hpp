@@ -30,10 +30,10 @@ inline namespace v1 {
 /// child sent before it exited is delivered before `disconnect` and `exit`.
 /// Throws as spawn() does (a missing program is an `error` event, as in Node).
 child_process fork(const asio::any_io_executor& ex, std::string program,
-                   std::vector<std::string> args = {}, fork_options options = {});
+                   std::vector<std::string> args = {}, fork_options options = fork_options());
 template <executor_or_context Target>
 child_process fork(Target& target, std::string program, std::vector<std::string> args = {},
-                   fork_options options = {}) {
+                   fork_options options = fork_options()) {
   return fork(detail::executor_of(target), std::move(program), std::move(args), std::move(options));
 }
 

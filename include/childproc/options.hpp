@@ -13,11 +13,13 @@
 #include <string>
 #include <string_view>
 #include <sys/types.h>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 namespace childproc {
 inline namespace v1 {
+class readable_stream;
 
 /// How one stdio slot of the child is set up.
 enum class stdio_kind {
@@ -26,6 +28,7 @@ enum class stdio_kind {
   ignore,  ///< /dev/null
   fd,      ///< a descriptor of the parent's, given by number (it stays owned by the caller)
   ipc,     ///< the IPC channel (Node's 'ipc'): at most one slot; NODE_CHANNEL_FD names it
+  from,    ///< another child's pipe, handed over by stdio::from() (spawn closes the parent's copy)
 };
 
 /// One stdio slot. Use the constants in childproc::stdio.
@@ -49,6 +52,14 @@ constexpr stdio_spec fd(int fd) noexcept {
 /// the slot, and the parent on child.channel(). At most one per table (errc::ipc_one_pipe); not
 /// in the sync forms (errc::ipc_sync).
 inline constexpr stdio_spec ipc{stdio_kind::ipc};
+/// Node's `stdio: [a.stdout]`: the pipe behind another child's readable stream in this slot, so
+/// `ls | grep` moves no byte through the parent. The stream is handed over at once: the parent
+/// stops reading it (no more `data`, no `end`; reads complete with bad_descriptor) and the
+/// first child's `close` no longer waits for it. The spec owns the pipe's fd until the spawn()
+/// that takes it, which closes the parent's copy whatever its outcome: use it in one spawn, at
+/// once. Throws std::system_error (EBADF) on a stream that is not open; see docs/streams.md.
+stdio_spec from(readable_stream& stream);
+stdio_spec from(readable_stream& stream, std::error_code& ec);
 } // namespace stdio
 
 /// How messages travel over a fork() channel.

@@ -26,7 +26,7 @@ inline namespace v1 {
 /// processes or fds (ENOENT, EACCES, EAGAIN, EMFILE, ENFILE), are not thrown: the handle reports
 /// them through on_error and on_close, as Node does.
 child_process spawn(const asio::any_io_executor& ex, std::string file,
-                    std::vector<std::string> args = {}, spawn_options options = {});
+                    std::vector<std::string> args = {}, spawn_options options = spawn_options());
 child_process spawn(const asio::any_io_executor& ex, std::string file,
                     std::vector<std::string> args, spawn_options options,
                     std::error_code& ec) noexcept;
@@ -34,7 +34,7 @@ child_process spawn(const asio::any_io_executor& ex, std::string file,
 template <class ExecutionContext>
 requires std::derived_from<ExecutionContext, asio::execution_context>
     child_process spawn(ExecutionContext& ctx, std::string file, std::vector<std::string> args = {},
-                        spawn_options options = {}) {
+                        spawn_options options = spawn_options()) {
   return spawn(asio::any_io_executor(ctx.get_executor()), std::move(file), std::move(args),
                std::move(options));
 }

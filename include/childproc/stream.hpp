@@ -7,6 +7,7 @@
 
 #include <childproc/detail/completion.hpp>
 #include <childproc/detail/handler_list.hpp>
+#include <childproc/options.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -61,6 +62,14 @@ public:
 
   /// Adds a handler for each chunk read (Node's 'data').
   readable_stream& on_data(data_handler handler);
+  using line_handler = std::function<void(std::string_view line)>;
+  /// Adds a handler for each line of the flowing stream (Node's readline `line` event): the line
+  /// without its '\n' ('\r' is kept), split across chunk boundaries, valid during the call. A
+  /// last line without '\n' comes at EOF, before `end`. A line longer than max_line_length()
+  /// comes in pieces of that length (nothing is lost, memory stays bounded). Lines come after
+  /// the on_data handlers of their chunk, and only in flowing mode (async_read_line is the
+  /// pulled form); bytes the stream read before the first on_line are not split.
+  readable_stream& on_line(line_handler handler);
   /// Adds a handler for EOF (Node's 'end'); called once, after the last on_data.
   readable_stream& on_end(end_handler handler);
 
@@ -141,7 +150,13 @@ public:
 
 private:
   friend struct detail::child_state;
+  friend stdio_spec stdio::from(readable_stream&, std::error_code&);
   readable_stream(detail::child_state& owner, int slot, boost::asio::any_io_executor ex, int fd);
+  // The parent lets go of the pipe: as close(), but the fd is returned (blocking again) to be
+  // handed to another child instead of closed. -1 and `ec` on a stream that is not open.
+  int hand_over(std::error_code& ec);
+  // What close() and hand_over() share: the stream is done for the parent.
+  void detach();
   struct read_request {
     std::array<asio::mutable_buffer, 16> buffers;
     std::size_t count = 0;
@@ -177,6 +192,11 @@ private:
   std::optional<boost::asio::posix::stream_descriptor> fd_; // reset when the context shuts down
   detail::handler_list<data_handler> data_handlers_;
   detail::handler_list<end_handler> end_handlers_;
+  detail::handler_list<line_handler> line_handlers_;
+  std::string flowing_line_; // on_line: the start of a line that has no '\n' yet
+  // A flowing chunk to the on_data handlers, then its lines to the on_line handlers.
+  void deliver(std::string_view chunk);
+  void emit_lines(std::string_view chunk);
   bool started_ = false;
   bool flowing_ = true; // false when paused or pulled
   bool ended_ = false;  // reached EOF (reads complete with eof)

@@ -74,6 +74,7 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
   bool stopping = false;
   bool reloading = false;
   done_handler shutdown_done;
+  done_handler reload_done;
   std::shared_ptr<cluster_state> keep_alive; // while a shutdown outlives the handle
   asio::steady_timer memory_timer;
 
@@ -93,7 +94,8 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
   void restart_later(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last);
   void disconnect(const std::shared_ptr<cluster_worker_state>& w);
   void replace(std::size_t slot, std::function<void(std::error_code)> then);
-  void reload_from(std::size_t slot, std::shared_ptr<done_handler> done);
+  void reload_from(std::size_t slot);
+  void finish_reload(boost::system::error_code ec);
   void check_memory();
   void watch_memory();
   void finish_shutdown_if_done();
@@ -314,24 +316,27 @@ void cluster_state::replace(std::size_t index, std::function<void(std::error_cod
   };
 }
 
-void cluster_state::reload_from(std::size_t index, std::shared_ptr<done_handler> done) {
+// The reload's completion is the state's (not a capture of the watchers), so that destroy()
+// can abort it: a watcher holding it would keep its work guard, and io.run(), for ever.
+void cluster_state::reload_from(std::size_t index) {
   while (index < slots.size() && (slots[index]->given_up || slots[index]->replacing))
     ++index;
-  if (stopping || index >= slots.size()) {
-    reloading = false;
-    return (*done)->complete(stopping ? asio::error::operation_aborted
-                                      : boost::system::error_code{});
-  }
-  replace(index, [weak = weak_from_this(), index, done](std::error_code ec) {
+  if (stopping || index >= slots.size())
+    return finish_reload(stopping ? asio::error::operation_aborted : boost::system::error_code{});
+  replace(index, [weak = weak_from_this(), index](std::error_code ec) {
     auto self = weak.lock();
     if (!self)
       return;
-    if (ec) {
-      self->reloading = false;
-      return (*done)->complete(ec);
-    }
-    self->reload_from(index + 1, done);
+    if (ec)
+      return self->finish_reload(ec);
+    self->reload_from(index + 1);
   });
+}
+
+void cluster_state::finish_reload(boost::system::error_code ec) {
+  reloading = false;
+  if (auto done = std::move(reload_done))
+    done->complete(ec);
 }
 
 void cluster_state::check_memory() {
@@ -369,6 +374,7 @@ void cluster_state::destroy() noexcept {
   for (auto& slot : slots)
     slot->restart_timer.cancel();
   for (auto& [id, w] : live) {
+    w->watcher = {}; // a new worker's watcher holds itself, its timer and the reload
     w->after_disconnect = true;
     w->kill_timer.cancel();
     std::error_code ignored;
@@ -376,6 +382,8 @@ void cluster_state::destroy() noexcept {
   }
   if (scheduler)
     scheduler->close();
+  if (reload_done)
+    finish_reload(asio::error::operation_aborted);
 }
 
 } // namespace detail
@@ -500,7 +508,8 @@ void cluster::start_reload(std::unique_ptr<detail::completion<boost::system::err
   if (!s.started || s.reloading || s.stopping)
     return done->complete(make_error_code(errc::invalid_argument));
   s.reloading = true;
-  s.reload_from(0, std::make_shared<detail::done_handler>(std::move(done)));
+  s.reload_done = std::move(done);
+  s.reload_from(0);
 }
 
 void cluster::start_shutdown(std::unique_ptr<detail::completion<boost::system::error_code>> done) {

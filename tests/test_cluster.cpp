@@ -11,6 +11,7 @@
 #include <childproc/cluster.hpp>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,7 +24,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
+#include <sstream>
+#include <stdexcept>
 
 using namespace std::chrono_literals;
 using tcp = asio::ip::tcp;
@@ -712,4 +716,68 @@ TEST_CASE("outside a cluster listen is a plain listener and there is no worker c
   listener.close();
   CHECK(!listener.is_open());
   CHECK_THROWS_AS(cluster::channel(io), std::system_error);
+}
+
+// ---- hardening (the review of the merged cluster) ----
+
+namespace {
+
+// A flag file for the helper's cluster-worker-once modes, absent at first and removed at the end.
+struct flag_file {
+  std::string path = "/tmp/childproc-cluster-flag-" + std::to_string(::getpid());
+  flag_file() { std::remove(path.c_str()); }
+  ~flag_file() { std::remove(path.c_str()); }
+};
+
+childproc::cluster_options once_options(const std::string& mode, const flag_file& flag) {
+  auto options = worker_options(scheduling::shared, 1);
+  options.args = std::vector<std::string>{mode, flag.path, "127.0.0.1", "0"};
+  return options;
+}
+
+// Runs `io` until `done()` or the bound, counting the exceptions that escape io.run_for().
+template <class Predicate>
+bool run_until_counting(asio::io_context& io, Predicate done, std::size_t& thrown,
+                        std::chrono::seconds bound = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  io.restart();
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    try {
+      io.run_for(50ms);
+    } catch (const std::runtime_error&) {
+      ++thrown;
+    }
+  }
+  return done();
+}
+
+} // namespace
+
+// Before the fix: "CHECK( io.stopped() ) with expansion: false" after 20 s: the new worker's
+// watcher held itself and the reload's completion (its work guard).
+TEST_CASE("destroying a cluster during a reload lets io.run() return and aborts the reload",
+          "[cluster]") {
+  flag_file flag;
+  asio::io_context io;
+  auto options = once_options("cluster-worker-once", flag);
+  options.listen_timeout = 60s;
+  std::optional<cluster> c(std::in_place, io, options);
+  recorded r;
+  start_listening(io, *c, r, 1);
+  bool reloaded = false;
+  boost::system::error_code reload_ec;
+  c->async_reload([&](boost::system::error_code ec) {
+    reload_ec = ec;
+    reloaded = true;
+  });
+  REQUIRE(run_until(io, [&] { return has(r, "fork 2"); }));
+  c.reset();
+  io.restart();
+  io.run_for(20s); // returns at once when out of work
+  CHECK(io.stopped());
+  CHECK(reloaded);
+  CHECK(reload_ec == asio::error::operation_aborted);
+  for (const auto& [id, pid] : r.pids)
+    CHECK(test::wait_reaped(pid));
+  CHECK(test::zombie_children() == 0);
 }

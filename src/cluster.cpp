@@ -362,7 +362,8 @@ void cluster_state::watch_memory() {
 void cluster_state::finish_shutdown_if_done() {
   if (!stopping || !live.empty() || !shutdown_done)
     return;
-  scheduler->close();
+  if (scheduler) // none before start()
+    scheduler->close();
   auto done = std::move(shutdown_done);
   auto hold = std::move(keep_alive);
   done->complete({});
@@ -474,7 +475,7 @@ void cluster::start(std::error_code& ec) {
   const auto& o = s.opt;
   const std::size_t count = o.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
   s.scheduler = detail::make_primary_scheduler(o.scheduling);
-  if (s.started || count == 0 || !s.scheduler || o.backlog <= 0) {
+  if (s.started || s.stopping || count == 0 || !s.scheduler || o.backlog <= 0) {
     ec = make_error_code(errc::invalid_argument);
     return;
   }

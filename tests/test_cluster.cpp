@@ -781,3 +781,23 @@ TEST_CASE("destroying a cluster during a reload lets io.run() return and aborts 
     CHECK(test::wait_reaped(pid));
   CHECK(test::zombie_children() == 0);
 }
+
+// Before the fix: SIGSEGV in finish_shutdown_if_done (a null scheduler).
+TEST_CASE("a shutdown before start() completes with no worker and the cluster cannot start",
+          "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  bool closed = false;
+  boost::system::error_code close_ec = asio::error::would_block;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    close_ec = ec;
+    closed = true;
+  });
+  REQUIRE(run_until(io, closed, 10s));
+  CHECK(!close_ec);
+  std::error_code ec;
+  c.start(ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  CHECK(c.workers().empty());
+  CHECK(test::zombie_children() == 0);
+}

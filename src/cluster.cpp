@@ -474,8 +474,13 @@ void cluster::start(std::error_code& ec) {
   auto& s = *state_;
   const auto& o = s.opt;
   const std::size_t count = o.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
+  // Checked before anything changes: a second start() must not touch the running cluster.
+  if (s.started || s.stopping || count == 0 || o.backlog <= 0) {
+    ec = make_error_code(errc::invalid_argument);
+    return;
+  }
   s.scheduler = detail::make_primary_scheduler(o.scheduling);
-  if (s.started || s.stopping || count == 0 || !s.scheduler || o.backlog <= 0) {
+  if (!s.scheduler) {
     ec = make_error_code(errc::invalid_argument);
     return;
   }

@@ -801,3 +801,31 @@ TEST_CASE("a shutdown before start() completes with no worker and the cluster ca
   CHECK(c.workers().empty());
   CHECK(test::zombie_children() == 0);
 }
+
+// Before the fix: "REQUIRE( run_until(...) ) due to unexpected exception with message: spawn
+// .../childproc_test_helper EBADF: Bad file descriptor" (the second start() closed the socket).
+TEST_CASE("a second start() is an error and leaves the running cluster as it was", "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.restart_backoff = 10ms;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  const auto endpoint = c.endpoint();
+  std::error_code ec;
+  c.start(ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  CHECK_THROWS_AS(c.start(), std::system_error);
+  CHECK(c.endpoint() == endpoint);
+  ::kill(r.pids[1], SIGKILL);
+  REQUIRE(run_until(
+      io, [&] { return r.listening == 2; }, 30s));
+  auto l = std::make_shared<load>(io, c.endpoint(), 20, 2);
+  bool done = false;
+  l->on_done = [&] { done = true; };
+  l->start();
+  REQUIRE(run_until(io, done));
+  CHECK(l->errors == 0);
+  CHECK(l->per_pid.count(r.pids[2]) == 1);
+  shut_down(io, c);
+}

@@ -85,7 +85,7 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
       on_exit;
   handler_list<std::function<void(const cluster_worker&, std::size_t)>> on_give_up;
 
-  void fork_worker(std::size_t slot);
+  std::shared_ptr<cluster_worker_state> fork_worker(std::size_t slot, std::error_code& ec);
   void attach(const std::shared_ptr<cluster_worker_state>& w);
   void control_message(const std::shared_ptr<cluster_worker_state>& w,
                        const boost::json::object& o);
@@ -141,7 +141,11 @@ std::chrono::milliseconds backoff(const cluster_options& o, std::size_t crashes)
 
 } // namespace
 
-void cluster_state::fork_worker(std::size_t slot) {
+// Launches a worker for `slot`. A launch that throws (a cwd that cannot be entered, no fds) sets
+// `ec` and returns a worker that never ran (no pid), registered nowhere: the callers run in
+// timers and reloads, where an exception would escape io.run().
+std::shared_ptr<cluster_worker_state> cluster_state::fork_worker(std::size_t slot,
+                                                                 std::error_code& ec) {
   auto w = std::make_shared<cluster_worker_state>(ex, next_id++, slot);
   w->owner = weak_from_this();
   fork_options fo = opt.worker_options;
@@ -152,8 +156,14 @@ void cluster_state::fork_worker(std::size_t slot) {
   fo.env_overrides[cluster_env::endpoint] = format_endpoint(endpoint);
   fo.env_overrides[cluster_env::requested] = format_endpoint(opt.endpoint);
   fo.env_overrides[cluster_env::backlog] = std::to_string(opt.backlog);
-  scheduler->prepare(fo);
-  w->child = childproc::fork(ex, program, args, std::move(fo));
+  try {
+    scheduler->prepare(fo);
+    w->child = childproc::fork(ex, program, args, std::move(fo));
+  } catch (const std::system_error& e) {
+    ec = e.code();
+    w->dead = true;
+    return w;
+  }
   w->pid = w->child.original_pid();
   w->connected = w->child.connected();
   w->started = clock_type::now();
@@ -164,6 +174,7 @@ void cluster_state::fork_worker(std::size_t slot) {
     if (auto self = weak.lock())
       self->on_fork.emit(cluster_worker(w));
   });
+  return w;
 }
 
 void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
@@ -260,7 +271,10 @@ void cluster_state::restart_later(std::size_t index,
     auto self = weak.lock();
     if (ec || !self || self->stopping || self->slots[index]->current)
       return;
-    self->fork_worker(index);
+    std::error_code launch;
+    auto w = self->fork_worker(index, launch);
+    if (launch) // an unstable start: backs off, gives up after max_restarts
+      self->restart_later(index, w);
   });
 }
 
@@ -283,9 +297,11 @@ void cluster_state::disconnect(const std::shared_ptr<cluster_worker_state>& w) {
 void cluster_state::replace(std::size_t index, std::function<void(std::error_code)> then) {
   auto& slot = *slots[index];
   auto old = slot.current;
+  std::error_code launch;
+  auto fresh = fork_worker(index, launch);
+  if (launch)
+    return then(launch); // the old worker stays; `then` completes through a post
   slot.replacing = true;
-  fork_worker(index);
-  auto fresh = slot.current;
   auto timer = std::make_shared<asio::steady_timer>(ex, opt.listen_timeout);
   auto finish = [weak = weak_from_this(), index, then](std::error_code ec) {
     if (auto self = weak.lock())
@@ -492,8 +508,10 @@ void cluster::start(std::error_code& ec) {
   s.args = o.args ? *o.args : detail::own_arguments();
   for (std::size_t i = 0; i < count; ++i)
     s.slots.push_back(std::make_unique<detail::cluster_slot>(s.ex));
-  for (std::size_t i = 0; i < count; ++i)
-    s.fork_worker(i);
+  for (std::size_t i = 0; i < count && !ec; ++i)
+    s.fork_worker(i, ec);
+  if (ec)
+    return s.destroy(); // the workers already launched are killed; the cluster is done
   if (o.max_memory_restart > 0)
     s.watch_memory();
 }

@@ -829,3 +829,58 @@ TEST_CASE("a second start() is an error and leaves the running cluster as it was
   CHECK(l->per_pid.count(r.pids[2]) == 1);
   shut_down(io, c);
 }
+
+// Before the fix: "CHECK_NOTHROW( c.start(ec) ) due to unexpected exception with message: spawn
+// .../childproc_test_helper ENOENT (chdir) : No such file or directory", then "CHECK( ec )".
+TEST_CASE("start(ec) sets ec for a worker launch that throws, and leaves no worker", "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 2);
+  options.worker_options.cwd = "/nonexistent-childproc-cwd";
+  cluster c(io, options);
+  std::error_code ec;
+  CHECK_NOTHROW(c.start(ec));
+  CHECK(ec);
+  CHECK(c.workers().empty());
+  cluster thrower(io, options);
+  CHECK_THROWS_AS(thrower.start(), std::system_error);
+  io.run_for(200ms);
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "FAILED: due to unexpected exception with message: spawn ... ENOENT (chdir) :
+// No such file or directory" out of io.run(), from replace() in the first reload.
+TEST_CASE("a fork that fails in a reload or a restart is an error code or an event, and the "
+          "cluster goes on",
+          "[cluster]") {
+  char dir_template[] = "/tmp/childproc-cluster-cwd-XXXXXX";
+  REQUIRE(::mkdtemp(dir_template));
+  const std::string dir = dir_template;
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.worker_options.cwd = dir;
+  options.max_restarts = 2;
+  options.restart_backoff = 10ms;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  REQUIRE(::rmdir(dir.c_str()) == 0); // every later launch fails
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool reloaded = false;
+    boost::system::error_code reload_ec;
+    c.async_reload([&](boost::system::error_code ec) {
+      reload_ec = ec;
+      reloaded = true;
+    });
+    REQUIRE(run_until(io, reloaded, 10s));
+    CHECK(reload_ec); // the launch's error, not invalid_argument (a reload stuck under way)
+    CHECK(reload_ec != childproc::errc::invalid_argument);
+    REQUIRE(c.workers().size() == 1);
+    CHECK(c.workers().front().id() == 1);
+  }
+  bool gave_up = false;
+  c.on_give_up([&](const cluster_worker&, std::size_t) { gave_up = true; });
+  ::kill(r.pids[1], SIGKILL);
+  REQUIRE(run_until(io, gave_up, 30s));
+  CHECK(c.workers().empty());
+  shut_down(io, c);
+}

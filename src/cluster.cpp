@@ -527,8 +527,8 @@ std::vector<cluster_worker> cluster::workers() const {
   return all;
 }
 
-void cluster::start_reload(std::unique_ptr<detail::completion<boost::system::error_code>> done) {
-  auto& s = *state_;
+void cluster::start_reload(const state_ptr& state, done_ptr done) {
+  auto& s = *state;
   if (!s.started || s.reloading || s.stopping)
     return done->complete(make_error_code(errc::invalid_argument));
   s.reloading = true;
@@ -536,8 +536,8 @@ void cluster::start_reload(std::unique_ptr<detail::completion<boost::system::err
   s.reload_from(0);
 }
 
-void cluster::start_shutdown(std::unique_ptr<detail::completion<boost::system::error_code>> done) {
-  auto& s = *state_;
+void cluster::start_shutdown(const state_ptr& state, done_ptr done) {
+  auto& s = *state;
   if (s.stopping)
     return done->complete(make_error_code(errc::invalid_argument));
   s.stopping = true;
@@ -549,7 +549,7 @@ void cluster::start_shutdown(std::unique_ptr<detail::completion<boost::system::e
   for (auto& [id, w] : live)
     s.disconnect(w);
   // Completes (posted) at once when no worker is left.
-  asio::post(s.ex, [weak = std::weak_ptr(state_)] {
+  asio::post(s.ex, [weak = std::weak_ptr(state)] {
     if (auto self = weak.lock())
       self->finish_shutdown_if_done();
   });
@@ -588,6 +588,9 @@ cluster& cluster::on_give_up(std::function<void(const cluster_worker&, std::size
 
 asio::any_io_executor cluster::executor() const noexcept {
   return state_->ex;
+}
+asio::any_io_executor cluster::executor_of(const state_ptr& state) noexcept {
+  return state->ex;
 }
 
 } // namespace v1

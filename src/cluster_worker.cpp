@@ -113,10 +113,9 @@ cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::end
 }
 
 void cluster_listener::start_accept(
+    const std::shared_ptr<detail::cluster_listener_state>& state,
     std::unique_ptr<detail::completion<boost::system::error_code, socket_type>> done) {
-  if (!state_)
-    throw std::logic_error("childproc: empty cluster_listener");
-  state_->accept(std::move(done));
+  state->accept(std::move(done)); // executor_of() threw for an empty listener
 }
 
 tcp::endpoint cluster_listener::local_endpoint() const {
@@ -133,9 +132,14 @@ void cluster_listener::close() {
 }
 
 cluster_listener::executor_type cluster_listener::get_executor() const {
-  if (!state_)
+  return executor_of(state_);
+}
+
+cluster_listener::executor_type
+cluster_listener::executor_of(const std::shared_ptr<detail::cluster_listener_state>& state) {
+  if (!state)
     throw std::logic_error("childproc: empty cluster_listener");
-  return state_->executor();
+  return state->executor();
 }
 
 } // namespace v1

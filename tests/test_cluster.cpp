@@ -884,3 +884,37 @@ TEST_CASE("a fork that fails in a reload or a restart is an error code or an eve
   CHECK(c.workers().empty());
   shut_down(io, c);
 }
+
+// Before the fix: "FAILED: due to a fatal error condition: SIGSEGV": the deferred reload used
+// the moved-from handle (a null state).
+TEST_CASE("deferred async operations use the cluster's state, not the handle they came from",
+          "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  auto reload = c.async_reload(asio::deferred);
+  auto shutdown = c.async_shutdown(asio::deferred);
+  cluster moved(std::move(c));
+  bool reloaded = false, closed = false;
+  std::move(reload)([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    reloaded = true;
+  });
+  REQUIRE(run_until(io, reloaded));
+  std::move(shutdown)([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  REQUIRE(run_until(io, closed));
+
+  auto listener = cluster::listen(io, loopback_any);
+  auto accept = listener.async_accept(asio::deferred);
+  childproc::cluster_listener listener_moved(std::move(listener));
+  bool accepted = false;
+  std::move(accept)([&](boost::system::error_code ec, tcp::socket) { accepted = !ec; });
+  tcp::socket client(io);
+  client.async_connect(listener_moved.local_endpoint(), [](boost::system::error_code) {});
+  REQUIRE(run_until(io, accepted, 10s));
+  CHECK(test::zombie_children() == 0);
+}

@@ -169,14 +169,15 @@ public:
 
   /// Completion: void(boost::system::error_code, tcp::socket). Fails with
   /// asio::error::operation_aborted once the listener was closed (close(), or the primary
-  /// disconnected this worker). Cancellation aborts the accept.
+  /// disconnected this worker). Cancellation aborts the accept. The operation holds the
+  /// listener's state, not this handle: a deferred accept may outlive a moved handle.
   template <class Token>
   auto async_accept(Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, socket_type)>(
-        [this](auto handler) {
-          auto ex = get_executor();
-          start_accept(detail::make_completion<boost::system::error_code, socket_type>(
-              std::move(handler), ex));
+        [state = state_](auto handler) {
+          auto ex = executor_of(state);
+          start_accept(state, detail::make_completion<boost::system::error_code, socket_type>(
+                                  std::move(handler), ex));
         },
         token);
   }
@@ -190,8 +191,10 @@ public:
   executor_type get_executor() const;
 
 private:
-  void
-  start_accept(std::unique_ptr<detail::completion<boost::system::error_code, socket_type>> done);
+  static executor_type executor_of(const std::shared_ptr<detail::cluster_listener_state>& state);
+  static void
+  start_accept(const std::shared_ptr<detail::cluster_listener_state>& state,
+               std::unique_ptr<detail::completion<boost::system::error_code, socket_type>> done);
   std::shared_ptr<detail::cluster_listener_state> state_;
 };
 
@@ -233,13 +236,14 @@ public:
   /// then SIGKILL). Completion: void(boost::system::error_code): success, errc::timed_out when a
   /// new worker did not listen within listen_timeout, errc::worker_start_failed when it exited
   /// first (the old workers of the remaining slots are kept then), or errc::invalid_argument when
-  /// a reload or shutdown is already under way.
+  /// a reload or shutdown is already under way. Like async_shutdown, the operation holds the
+  /// cluster's state, not this handle (a deferred operation may outlive a moved handle).
   template <class Token>
   auto async_reload(Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
-        [this](auto handler) {
-          start_reload(
-              detail::make_completion<boost::system::error_code>(std::move(handler), executor()));
+        [state = state_](auto handler) {
+          start_reload(state, detail::make_completion<boost::system::error_code>(
+                                  std::move(handler), executor_of(state)));
         },
         token);
   }
@@ -248,9 +252,9 @@ public:
   template <class Token>
   auto async_shutdown(Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
-        [this](auto handler) {
-          start_shutdown(
-              detail::make_completion<boost::system::error_code>(std::move(handler), executor()));
+        [state = state_](auto handler) {
+          start_shutdown(state, detail::make_completion<boost::system::error_code>(
+                                    std::move(handler), executor_of(state)));
         },
         token);
   }
@@ -300,8 +304,11 @@ public:
   }
 
 private:
-  void start_reload(std::unique_ptr<detail::completion<boost::system::error_code>> done);
-  void start_shutdown(std::unique_ptr<detail::completion<boost::system::error_code>> done);
+  using state_ptr = std::shared_ptr<detail::cluster_state>;
+  using done_ptr = std::unique_ptr<detail::completion<boost::system::error_code>>;
+  static boost::asio::any_io_executor executor_of(const state_ptr& state) noexcept;
+  static void start_reload(const state_ptr& state, done_ptr done);
+  static void start_shutdown(const state_ptr& state, done_ptr done);
   std::shared_ptr<detail::cluster_state> state_;
 };
 

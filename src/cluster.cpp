@@ -242,9 +242,14 @@ void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
   const bool current = slot.current == w;
   if (current)
     slot.current.reset();
-  if (auto watcher = std::exchange(w->watcher, {}))
+  // A replacement that failed gives the slot back to the old worker, if that one still runs;
+  // if it does not (it crashed meanwhile), the slot is restarted: it is never left empty.
+  auto watcher = std::exchange(w->watcher, {});
+  const bool replacement = current && watcher;
+  if (watcher)
     watcher(false);
-  if (current && !w->after_disconnect && opt.autorestart && !stopping)
+  if (current && !slot.current && (replacement || !w->after_disconnect) && opt.autorestart &&
+      !stopping)
     restart_later(w->slot, w);
   on_exit.emit(cluster_worker(w), code, signal);
   finish_shutdown_if_done();

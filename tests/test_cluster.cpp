@@ -918,3 +918,40 @@ TEST_CASE("deferred async operations use the cluster's state, not the handle the
   REQUIRE(run_until(io, accepted, 10s));
   CHECK(test::zombie_children() == 0);
 }
+
+// Before the fix: "REQUIRE( run_until(io, [&] { return r.listening == 2; }, 15s) )" failed: the
+// slot had no worker after the old one crashed and the new one timed out.
+TEST_CASE("a slot is never left without a worker: the old one crashing during a failed reload",
+          "[cluster]") {
+  flag_file flag;
+  asio::io_context io;
+  auto options = once_options("cluster-worker-once", flag);
+  options.listen_timeout = 2s;
+  options.restart_backoff = 10ms;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  c.on_fork([&](const cluster_worker& w) {
+    if (w.id() == 2)
+      ::kill(r.pids[1], SIGKILL); // the old worker crashes while the new one starts
+  });
+  c.on_exit([&](const cluster_worker& w, auto, auto) {
+    if (w.id() == 2)
+      std::remove(flag.path.c_str()); // the next start serves
+  });
+  bool reloaded = false;
+  boost::system::error_code reload_ec;
+  c.async_reload([&](boost::system::error_code ec) {
+    reload_ec = ec;
+    reloaded = true;
+  });
+  REQUIRE(run_until(io, reloaded));
+  CHECK(reload_ec == childproc::errc::timed_out);
+  REQUIRE(run_until(
+      io, [&] { return r.listening == 2; }, 15s));
+  const auto workers = c.workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0].id() == 3);
+  CHECK(workers[0].is_listening());
+  shut_down(io, c);
+}

@@ -251,8 +251,8 @@ void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
   if (current && !slot.current && (replacement || !w->after_disconnect) && opt.autorestart &&
       !stopping)
     restart_later(w->slot, w);
+  finish_shutdown_if_done(); // before user code: a handler that throws must not lose it
   on_exit.emit(cluster_worker(w), code, signal);
-  finish_shutdown_if_done();
 }
 
 void cluster_state::restart_later(std::size_t index,

@@ -955,3 +955,23 @@ TEST_CASE("a slot is never left without a worker: the old one crashing during a 
   CHECK(workers[0].is_listening());
   shut_down(io, c);
 }
+
+// Before the fix: "REQUIRE( run_until_counting(io, [&] { return closed; }, thrown) )" failed:
+// the throwing exit handler skipped the shutdown's completion.
+TEST_CASE("an exit handler that throws does not lose the shutdown", "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  c.on_exit([](const cluster_worker&, auto, auto) { throw std::runtime_error("exit handler"); });
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  std::size_t thrown = 0;
+  REQUIRE(run_until_counting(
+      io, [&] { return closed; }, thrown));
+  CHECK(thrown == 1);
+  CHECK(test::zombie_children() == 0);
+}

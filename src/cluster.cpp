@@ -38,6 +38,7 @@ struct cluster_worker_state {
   bool listening = false;
   bool dead = false;
   bool after_disconnect = false;
+  bool launch_threw = false;     // fork() threw: the worker never existed, no event
   asio::steady_timer kill_timer; // SIGKILL after kill_timeout, once disconnected
   // A replacement waiting on this worker (reload, memory): called after the bookkeeping of its
   // `listening` (true) or of its exit (false).
@@ -156,12 +157,18 @@ std::shared_ptr<cluster_worker_state> cluster_state::fork_worker(std::size_t slo
   fo.env_overrides[cluster_env::endpoint] = format_endpoint(endpoint);
   fo.env_overrides[cluster_env::requested] = format_endpoint(opt.endpoint);
   fo.env_overrides[cluster_env::backlog] = std::to_string(opt.backlog);
+  // `fork` is posted before fork() runs, so that it comes before the events of a launch that
+  // fails (error, close), which fork() posts: Node's order (fork, then the worker's events).
+  asio::post(ex, [weak = weak_from_this(), w] {
+    if (auto self = weak.lock(); self && !w->launch_threw)
+      self->on_fork.emit(cluster_worker(w));
+  });
   try {
     scheduler->prepare(fo);
     w->child = childproc::fork(ex, program, args, std::move(fo));
   } catch (const std::system_error& e) {
     ec = e.code();
-    w->dead = true;
+    w->dead = w->launch_threw = true;
     return w;
   }
   w->pid = w->child.original_pid();
@@ -170,10 +177,6 @@ std::shared_ptr<cluster_worker_state> cluster_state::fork_worker(std::size_t slo
   live[w->id] = w;
   slots[slot]->current = w;
   attach(w);
-  asio::post(ex, [weak = weak_from_this(), w] {
-    if (auto self = weak.lock())
-      self->on_fork.emit(cluster_worker(w));
-  });
   return w;
 }
 

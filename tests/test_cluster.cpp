@@ -975,3 +975,23 @@ TEST_CASE("an exit handler that throws does not lose the shutdown", "[cluster]")
   CHECK(thrown == 1);
   CHECK(test::zombie_children() == 0);
 }
+
+// Before the fix: "CHECK( r.events[0] == "fork 1" ) with expansion: "exit 1 -2 -" == "fork 1"":
+// the failed launch's exit came first.
+TEST_CASE("a worker whose launch fails reports fork before exit, as Node orders them",
+          "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.program = "/nonexistent/childproc-cluster-worker";
+  options.autorestart = false;
+  cluster c(io, options);
+  recorded r;
+  record(c, r);
+  c.start();
+  REQUIRE(run_until(
+      io, [&] { return count_prefix(r.events, "exit ") == 1; }, 10s));
+  REQUIRE(r.events.size() == 2);
+  CHECK(r.events[0] == "fork 1");
+  CHECK(r.events[1].rfind("exit 1 ", 0) == 0);
+  CHECK(c.workers().empty());
+}

@@ -92,7 +92,9 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
                        const boost::json::object& o);
   void worker_ended(const std::shared_ptr<cluster_worker_state>& w, std::optional<int> code,
                     std::optional<int> signal);
-  void restart_later(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last);
+  void restart_later(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last,
+                     bool counts = true);
+  bool give_up_if_unstable(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last);
   void disconnect(const std::shared_ptr<cluster_worker_state>& w);
   void replace(std::size_t slot, std::function<void(std::error_code)> then);
   void reload_from(std::size_t slot);
@@ -253,28 +255,37 @@ void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
     watcher(false);
   if (current && !slot.current && (replacement || !w->after_disconnect) && opt.autorestart &&
       !stopping)
-    restart_later(w->slot, w);
+    restart_later(w->slot, w, !replacement); // a failed replacement is no crash of the slot
   finish_shutdown_if_done(); // before user code: a handler that throws must not lose it
   on_exit.emit(cluster_worker(w), code, signal);
 }
 
-void cluster_state::restart_later(std::size_t index,
-                                  const std::shared_ptr<cluster_worker_state>& last) {
+// Counts `last`'s exit (unless it was a replacement that failed: that is no crash of the slot)
+// and gives the slot up, with the give_up event, after max_restarts unstable exits in a row.
+bool cluster_state::give_up_if_unstable(std::size_t index,
+                                        const std::shared_ptr<cluster_worker_state>& last) {
   auto& slot = *slots[index];
   const auto uptime = clock_type::now() - last->started;
   if (uptime >= opt.backoff_reset_after)
     slot.crashes = 0;
   slot.unstable = uptime < opt.min_uptime ? slot.unstable + 1 : 0;
-  if (slot.unstable > opt.max_restarts) {
-    slot.given_up = true;
-    const std::size_t restarts = slot.unstable - 1;
-    asio::post(ex, [weak = weak_from_this(), last, restarts] {
-      if (auto self = weak.lock())
-        self->on_give_up.emit(cluster_worker(last), restarts);
-    });
+  if (slot.unstable <= opt.max_restarts)
+    return false;
+  slot.given_up = true;
+  const std::size_t restarts = slot.unstable - 1;
+  asio::post(ex, [weak = weak_from_this(), last, restarts] {
+    if (auto self = weak.lock())
+      self->on_give_up.emit(cluster_worker(last), restarts);
+  });
+  return true;
+}
+
+void cluster_state::restart_later(std::size_t index,
+                                  const std::shared_ptr<cluster_worker_state>& last, bool counts) {
+  auto& slot = *slots[index];
+  if (counts && give_up_if_unstable(index, last))
     return;
-  }
-  slot.restart_timer.expires_after(backoff(opt, slot.crashes++));
+  slot.restart_timer.expires_after(backoff(opt, counts ? slot.crashes++ : slot.crashes));
   slot.restart_timer.async_wait([weak = weak_from_this(), index](boost::system::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || self->stopping || self->slots[index]->current)

@@ -995,3 +995,39 @@ TEST_CASE("a worker whose launch fails reports fork before exit, as Node orders 
   CHECK(r.events[1].rfind("exit 1 ", 0) == 0);
   CHECK(c.workers().empty());
 }
+
+// Before the fix: "CHECK( reload() == childproc::errc::worker_start_failed ) with expansion:
+// system:0 == childproc:16", "CHECK( !gave_up )": the slot was given up, the third reload skipped
+// it.
+TEST_CASE("failed reloads do not count as crashes of a slot that serves", "[cluster]") {
+  flag_file flag;
+  asio::io_context io;
+  auto options = once_options("cluster-worker-once-crash", flag);
+  options.max_restarts = 1;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  bool gave_up = false;
+  c.on_give_up([&](const cluster_worker&, std::size_t) { gave_up = true; });
+  auto reload = [&] {
+    bool reloaded = false;
+    boost::system::error_code reload_ec;
+    c.async_reload([&](boost::system::error_code ec) {
+      reload_ec = ec;
+      reloaded = true;
+    });
+    REQUIRE(run_until(io, reloaded));
+    return reload_ec;
+  };
+  for (int attempt = 0; attempt < 3; ++attempt)
+    CHECK(reload() == childproc::errc::worker_start_failed);
+  io.run_for(300ms); // a restart of the slot (if one was scheduled) would have come
+  CHECK(!gave_up);
+  std::remove(flag.path.c_str()); // the next start serves
+  CHECK(!reload());
+  const auto workers = c.workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0].id() == 5);
+  CHECK(!gave_up);
+  shut_down(io, c);
+}

@@ -480,21 +480,26 @@ bool cluster_worker::is_listening() const noexcept {
 cluster::cluster(const asio::any_io_executor& ex, cluster_options options)
     : state_(std::make_shared<detail::cluster_state>(ex, std::move(options))) {}
 cluster::cluster(cluster&&) noexcept = default;
+// What the handle leaves behind (destroyed, or assigned over): a shutdown under way lives on
+// until it completes; anything else is killed.
+void cluster::release() noexcept {
+  if (!state_)
+    return;
+  if (state_->shutdown_done)
+    state_->keep_alive = state_;
+  else
+    state_->destroy();
+  state_.reset();
+}
 cluster& cluster::operator=(cluster&& other) noexcept {
   if (this != &other) {
-    if (state_ && !state_->shutdown_done)
-      state_->destroy();
+    release();
     state_ = std::move(other.state_);
   }
   return *this;
 }
 cluster::~cluster() {
-  if (!state_)
-    return;
-  if (state_->shutdown_done)
-    state_->keep_alive = state_; // lives on until the shutdown completes
-  else
-    state_->destroy();
+  release();
 }
 
 void cluster::start() {

@@ -1031,3 +1031,23 @@ TEST_CASE("failed reloads do not count as crashes of a slot that serves", "[clus
   CHECK(!gave_up);
   shut_down(io, c);
 }
+
+// Before the fix: "REQUIRE( run_until(io, closed, 30s) )" failed: the assignment dropped the
+// shutdown's completion (and the kill timers) with the old state.
+TEST_CASE("assigning over a cluster that is shutting down lets the shutdown complete",
+          "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  c = cluster(io, worker_options(scheduling::shared, 1));
+  REQUIRE(run_until(io, closed, 30s));
+  CHECK(has(r, "exit 1 0 - after-disconnect"));
+  CHECK(test::wait_reaped(r.pids[1]));
+  CHECK(test::zombie_children() == 0);
+}

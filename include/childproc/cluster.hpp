@@ -309,6 +309,7 @@ private:
   static boost::asio::any_io_executor executor_of(const state_ptr& state) noexcept;
   static void start_reload(const state_ptr& state, done_ptr done);
   static void start_shutdown(const state_ptr& state, done_ptr done);
+  void release() noexcept;
   std::shared_ptr<detail::cluster_state> state_;
 };
 

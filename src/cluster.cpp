@@ -203,13 +203,16 @@ void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
     w->connected = false;
     self->on_disconnect.emit(cluster_worker(w));
   });
-  // `close` rather than `exit`: it also comes after a launch that failed (no exit then).
-  child.on_close([weak, ww](std::optional<int> code, std::optional<int> signal) {
+  // `exit`, as Node's cluster: a `close` waits for the stdio pipes, which a grandchild may hold
+  // long after the worker ended. `close` only for a launch that failed (no exit then).
+  auto ended = [weak, ww](std::optional<int> code, std::optional<int> signal) {
     auto self = weak.lock();
     auto w = ww.lock();
-    if (self && w)
+    if (self && w && !w->dead)
       self->worker_ended(w, code, signal);
-  });
+  };
+  child.on_exit(ended);
+  child.on_close(ended);
   child.on_error([](const process_error&) {}); // reported as the exit (close) of the worker
 }
 

@@ -1051,3 +1051,43 @@ TEST_CASE("assigning over a cluster that is shutting down lets the shutdown comp
   CHECK(test::wait_reaped(r.pids[1]));
   CHECK(test::zombie_children() == 0);
 }
+
+// Before the fix: "REQUIRE( run_until(io, closed, 15s) )" failed: the worker had exited, but
+// its `close` waited for the grandchild holding its stdout and stderr pipes.
+TEST_CASE("a worker has ended at its exit, even while a grandchild holds its stdio pipes",
+          "[cluster]") {
+  const std::string pid_file = "/tmp/childproc-cluster-grandchild-" + std::to_string(::getpid());
+  std::remove(pid_file.c_str());
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  // The grandchild keeps the worker's stdout and stderr (pipes: silent), not its channel (fd 4)
+  // or the listening socket (fd 3).
+  options.program = "/bin/sh";
+  options.args = std::vector<std::string>{"-c",
+                                          "sleep 30 </dev/null 3>&- 4>&- & echo $! > " + pid_file +
+                                              "; exec \"$0\" cluster-worker 127.0.0.1 0",
+                                          test::helper};
+  options.worker_options.silent = true;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  const bool shut = run_until(io, closed, 15s);
+  pid_t grandchild = 0;
+  if (std::FILE* f = std::fopen(pid_file.c_str(), "r")) {
+    if (std::fscanf(f, "%d", &grandchild) != 1)
+      grandchild = 0;
+    std::fclose(f);
+  }
+  if (grandchild > 0)
+    ::kill(grandchild, SIGKILL);
+  std::remove(pid_file.c_str());
+  REQUIRE(grandchild > 0);
+  REQUIRE(shut);
+  CHECK(has(r, "exit 1 0 - after-disconnect"));
+  CHECK(test::zombie_children() == 0);
+}

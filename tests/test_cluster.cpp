@@ -1091,3 +1091,70 @@ TEST_CASE("a worker has ended at its exit, even while a grandchild holds its std
   CHECK(has(r, "exit 1 0 - after-disconnect"));
   CHECK(test::zombie_children() == 0);
 }
+
+namespace {
+
+// The inode of the socket listening on 127.0.0.1:`port` (/proc/net/tcp), 0 when none.
+unsigned long listening_inode(unsigned short port) {
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line); // the header
+  char wanted[16];
+  std::snprintf(wanted, sizeof wanted, "0100007F:%04X", port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
+    unsigned long inode = 0;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+        timeout >> inode;
+    if (local == wanted && state == "0A") // TCP_LISTEN
+      return inode;
+  }
+  return 0;
+}
+
+// How many of `pid`'s descriptors are the socket `inode`.
+std::size_t descriptors_of(pid_t pid, unsigned long inode) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  const std::string target = "socket:[" + std::to_string(inode) + "]";
+  std::size_t count = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char link[64];
+    const auto n = ::readlink((dir + "/" + std::to_string(fd)).c_str(), link, sizeof link);
+    if (n > 0 && std::string(link, static_cast<std::size_t>(n)) == target)
+      ++count;
+  }
+  return count;
+}
+
+} // namespace
+
+// Before the fix: "descriptors_of(pid, inode) == 0" never held: the disconnected worker kept the
+// listening socket it had inherited (1 descriptor), only its own copy was closed.
+TEST_CASE("a disconnected worker in shared mode holds no descriptor of the listening socket",
+          "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.kill_timeout = 30s; // the keep-alive connection below keeps the worker up
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  const auto inode = listening_inode(c.endpoint().port());
+  REQUIRE(inode != 0);
+  const pid_t pid = r.pids[1];
+  CHECK(descriptors_of(pid, inode) >= 1);
+  // One answered request on a keep-alive connection that stays open.
+  tcp::socket client(io);
+  client.connect(c.endpoint());
+  const std::string request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  asio::write(client, asio::buffer(request));
+  asio::streambuf answer;
+  asio::read_until(client, answer, "\r\n\r\n");
+  c.workers().front().disconnect();
+  const bool closed_all = run_until(
+      io, [&] { return descriptors_of(pid, inode) == 0; }, 15s);
+  CHECK(test::alive(pid)); // still draining its connection
+  CHECK(closed_all);
+  client.close();
+  shut_down(io, c);
+}

@@ -207,8 +207,11 @@ private:
 /// `give_up(worker, restarts)` when a slot exited unstably more than max_restarts times in a
 /// row and is not restarted any more.
 ///
-/// Lifetime: the handle owns the cluster. Destroying it without async_shutdown() kills every
-/// worker (SIGKILL). Use it from its executor's thread.
+/// `exit` comes at the worker's exit (Node's), after `fork` also for a launch that failed.
+///
+/// Lifetime: the handle owns the cluster. Destroying it (or assigning over it) without
+/// async_shutdown() kills every worker (SIGKILL) and aborts a reload (operation_aborted). Use it
+/// from its executor's thread.
 class cluster {
 public:
   using worker_handler = std::function<void(const cluster_worker& worker)>;
@@ -222,7 +225,9 @@ public:
   ~cluster();
 
   /// Opens the endpoint and forks the workers. Throws std::system_error (invalid options, a
-  /// bind that fails, round_robin), or sets `ec`.
+  /// bind that fails, a launch that fork() refuses: the workers already launched are killed), or
+  /// sets `ec`. A second start(), or one after async_shutdown(), is errc::invalid_argument and
+  /// changes nothing.
   void start();
   void start(std::error_code& ec);
 
@@ -235,9 +240,10 @@ public:
   /// before the old one is disconnected, and the old one finishes its connections (kill_timeout,
   /// then SIGKILL). Completion: void(boost::system::error_code): success, errc::timed_out when a
   /// new worker did not listen within listen_timeout, errc::worker_start_failed when it exited
-  /// first (the old workers of the remaining slots are kept then), or errc::invalid_argument when
-  /// a reload or shutdown is already under way. Like async_shutdown, the operation holds the
-  /// cluster's state, not this handle (a deferred operation may outlive a moved handle).
+  /// first, the launch's own error when fork() refused it (the old workers of the remaining slots
+  /// are kept then), or errc::invalid_argument when a reload or shutdown is already under way. Like
+  /// async_shutdown, the operation holds the cluster's state, not this handle (a deferred operation
+  /// may outlive a moved handle).
   template <class Token>
   auto async_reload(Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
@@ -292,7 +298,8 @@ public:
   /// cluster's: errc::invalid_argument otherwise) and reports `listening`; when the primary
   /// disconnects the worker, the listener closes. Outside a cluster: a listening socket on
   /// `endpoint` (SO_REUSEADDR), so the same server runs alone. Throws std::system_error, or
-  /// sets `ec`.
+  /// sets `ec`. Not for concurrent calls (nor with channel()): listen before other threads run
+  /// the io_context.
   static cluster_listener listen(const boost::asio::any_io_executor& ex,
                                  const boost::asio::ip::tcp::endpoint& endpoint);
   static cluster_listener listen(const boost::asio::any_io_executor& ex,

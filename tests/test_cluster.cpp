@@ -751,6 +751,18 @@ bool run_until_counting(asio::io_context& io, Predicate done, std::size_t& throw
   return done();
 }
 
+// Reloads `c` and runs `io` until the reload completes; returns its error.
+boost::system::error_code reload_and_wait(asio::io_context& io, cluster& c) {
+  bool reloaded = false;
+  boost::system::error_code reload_ec;
+  c.async_reload([&](boost::system::error_code ec) {
+    reload_ec = ec;
+    reloaded = true;
+  });
+  REQUIRE(run_until(io, reloaded));
+  return reload_ec;
+}
+
 } // namespace
 
 // Before the fix: "CHECK( io.stopped() ) with expansion: false" after 20 s: the new worker's
@@ -787,14 +799,7 @@ TEST_CASE("a shutdown before start() completes with no worker and the cluster ca
           "[cluster]") {
   asio::io_context io;
   cluster c(io, worker_options(scheduling::shared, 1));
-  bool closed = false;
-  boost::system::error_code close_ec = asio::error::would_block;
-  c.async_shutdown([&](boost::system::error_code ec) {
-    close_ec = ec;
-    closed = true;
-  });
-  REQUIRE(run_until(io, closed, 10s));
-  CHECK(!close_ec);
+  shut_down(io, c);
   std::error_code ec;
   c.start(ec);
   CHECK(ec == childproc::errc::invalid_argument);
@@ -865,13 +870,7 @@ TEST_CASE("a fork that fails in a reload or a restart is an error code or an eve
   start_listening(io, c, r, 1);
   REQUIRE(::rmdir(dir.c_str()) == 0); // every later launch fails
   for (int attempt = 0; attempt < 2; ++attempt) {
-    bool reloaded = false;
-    boost::system::error_code reload_ec;
-    c.async_reload([&](boost::system::error_code ec) {
-      reload_ec = ec;
-      reloaded = true;
-    });
-    REQUIRE(run_until(io, reloaded, 10s));
+    const auto reload_ec = reload_and_wait(io, c);
     CHECK(reload_ec); // the launch's error, not invalid_argument (a reload stuck under way)
     CHECK(reload_ec != childproc::errc::invalid_argument);
     REQUIRE(c.workers().size() == 1);
@@ -939,14 +938,7 @@ TEST_CASE("a slot is never left without a worker: the old one crashing during a 
     if (w.id() == 2)
       std::remove(flag.path.c_str()); // the next start serves
   });
-  bool reloaded = false;
-  boost::system::error_code reload_ec;
-  c.async_reload([&](boost::system::error_code ec) {
-    reload_ec = ec;
-    reloaded = true;
-  });
-  REQUIRE(run_until(io, reloaded));
-  CHECK(reload_ec == childproc::errc::timed_out);
+  CHECK(reload_and_wait(io, c) == childproc::errc::timed_out);
   REQUIRE(run_until(
       io, [&] { return r.listening == 2; }, 15s));
   const auto workers = c.workers();
@@ -996,7 +988,7 @@ TEST_CASE("a worker whose launch fails reports fork before exit, as Node orders 
   CHECK(c.workers().empty());
 }
 
-// Before the fix: "CHECK( reload() == childproc::errc::worker_start_failed ) with expansion:
+// Before the fix: "CHECK( reload_and_wait(io, c) == errc::worker_start_failed ) with expansion:
 // system:0 == childproc:16", "CHECK( !gave_up )": the slot was given up, the third reload skipped
 // it.
 TEST_CASE("failed reloads do not count as crashes of a slot that serves", "[cluster]") {
@@ -1009,22 +1001,12 @@ TEST_CASE("failed reloads do not count as crashes of a slot that serves", "[clus
   start_listening(io, c, r, 1);
   bool gave_up = false;
   c.on_give_up([&](const cluster_worker&, std::size_t) { gave_up = true; });
-  auto reload = [&] {
-    bool reloaded = false;
-    boost::system::error_code reload_ec;
-    c.async_reload([&](boost::system::error_code ec) {
-      reload_ec = ec;
-      reloaded = true;
-    });
-    REQUIRE(run_until(io, reloaded));
-    return reload_ec;
-  };
   for (int attempt = 0; attempt < 3; ++attempt)
-    CHECK(reload() == childproc::errc::worker_start_failed);
+    CHECK(reload_and_wait(io, c) == childproc::errc::worker_start_failed);
   io.run_for(300ms); // a restart of the slot (if one was scheduled) would have come
   CHECK(!gave_up);
   std::remove(flag.path.c_str()); // the next start serves
-  CHECK(!reload());
+  CHECK(!reload_and_wait(io, c));
   const auto workers = c.workers();
   REQUIRE(workers.size() == 1);
   CHECK(workers[0].id() == 5);

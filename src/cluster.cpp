@@ -38,6 +38,7 @@ struct cluster_worker_state {
   bool listening = false;
   bool dead = false;
   bool after_disconnect = false;
+  bool launch_threw = false;     // fork() threw: the worker never existed, no event
   asio::steady_timer kill_timer; // SIGKILL after kill_timeout, once disconnected
   // A replacement waiting on this worker (reload, memory): called after the bookkeeping of its
   // `listening` (true) or of its exit (false).
@@ -74,6 +75,7 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
   bool stopping = false;
   bool reloading = false;
   done_handler shutdown_done;
+  done_handler reload_done;
   std::shared_ptr<cluster_state> keep_alive; // while a shutdown outlives the handle
   asio::steady_timer memory_timer;
 
@@ -84,16 +86,19 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
       on_exit;
   handler_list<std::function<void(const cluster_worker&, std::size_t)>> on_give_up;
 
-  void fork_worker(std::size_t slot);
+  std::shared_ptr<cluster_worker_state> fork_worker(std::size_t slot, std::error_code& ec);
   void attach(const std::shared_ptr<cluster_worker_state>& w);
   void control_message(const std::shared_ptr<cluster_worker_state>& w,
                        const boost::json::object& o);
   void worker_ended(const std::shared_ptr<cluster_worker_state>& w, std::optional<int> code,
                     std::optional<int> signal);
-  void restart_later(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last);
+  void restart_later(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last,
+                     bool counts = true);
+  bool give_up_if_unstable(std::size_t slot, const std::shared_ptr<cluster_worker_state>& last);
   void disconnect(const std::shared_ptr<cluster_worker_state>& w);
   void replace(std::size_t slot, std::function<void(std::error_code)> then);
-  void reload_from(std::size_t slot, std::shared_ptr<done_handler> done);
+  void reload_from(std::size_t slot);
+  void finish_reload(boost::system::error_code ec);
   void check_memory();
   void watch_memory();
   void finish_shutdown_if_done();
@@ -131,7 +136,11 @@ std::chrono::milliseconds backoff(const cluster_options& o, std::size_t crashes)
 
 } // namespace
 
-void cluster_state::fork_worker(std::size_t slot) {
+// Launches a worker for `slot`. A launch that throws (a cwd that cannot be entered, no fds) sets
+// `ec` and returns a worker that never ran (no pid), registered nowhere: the callers run in
+// timers and reloads, where an exception would escape io.run().
+std::shared_ptr<cluster_worker_state> cluster_state::fork_worker(std::size_t slot,
+                                                                 std::error_code& ec) {
   auto w = std::make_shared<cluster_worker_state>(ex, next_id++, slot);
   w->owner = weak_from_this();
   fork_options fo = opt.worker_options;
@@ -142,18 +151,27 @@ void cluster_state::fork_worker(std::size_t slot) {
   fo.env_overrides[cluster_env::endpoint] = format_endpoint(endpoint);
   fo.env_overrides[cluster_env::requested] = format_endpoint(opt.endpoint);
   fo.env_overrides[cluster_env::backlog] = std::to_string(opt.backlog);
-  scheduler->prepare(fo);
-  w->child = childproc::fork(ex, program, args, std::move(fo));
+  // `fork` is posted before fork() runs, so that it comes before the events of a launch that
+  // fails (error, close), which fork() posts: Node's order (fork, then the worker's events).
+  asio::post(ex, [weak = weak_from_this(), w] {
+    if (auto self = weak.lock(); self && !w->launch_threw)
+      self->on_fork.emit(cluster_worker(w));
+  });
+  try {
+    scheduler->prepare(fo);
+    w->child = childproc::fork(ex, program, args, std::move(fo));
+  } catch (const std::system_error& e) {
+    ec = e.code();
+    w->dead = w->launch_threw = true;
+    return w;
+  }
   w->pid = w->child.original_pid();
   w->connected = w->child.connected();
   w->started = clock_type::now();
   live[w->id] = w;
   slots[slot]->current = w;
   attach(w);
-  asio::post(ex, [weak = weak_from_this(), w] {
-    if (auto self = weak.lock())
-      self->on_fork.emit(cluster_worker(w));
-  });
+  return w;
 }
 
 void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
@@ -177,13 +195,16 @@ void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
     w->connected = false;
     self->on_disconnect.emit(cluster_worker(w));
   });
-  // `close` rather than `exit`: it also comes after a launch that failed (no exit then).
-  child.on_close([weak, ww](std::optional<int> code, std::optional<int> signal) {
+  // `exit`, as Node's cluster: a `close` waits for the stdio pipes, which a grandchild may hold
+  // long after the worker ended. `close` only for a launch that failed (no exit then).
+  auto ended = [weak, ww](std::optional<int> code, std::optional<int> signal) {
     auto self = weak.lock();
     auto w = ww.lock();
-    if (self && w)
+    if (self && w && !w->dead)
       self->worker_ended(w, code, signal);
-  });
+  };
+  child.on_exit(ended);
+  child.on_close(ended);
   child.on_error([](const process_error&) {}); // reported as the exit (close) of the worker
 }
 
@@ -221,36 +242,53 @@ void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
   const bool current = slot.current == w;
   if (current)
     slot.current.reset();
-  if (auto watcher = std::exchange(w->watcher, {}))
+  // A replacement that failed gives the slot back to the old worker, if that one still runs;
+  // if it does not (it crashed meanwhile), the slot is restarted: it is never left empty.
+  auto watcher = std::exchange(w->watcher, {});
+  const bool replacement = current && watcher;
+  if (watcher)
     watcher(false);
-  if (current && !w->after_disconnect && opt.autorestart && !stopping)
-    restart_later(w->slot, w);
+  if (current && !slot.current && (replacement || !w->after_disconnect) && opt.autorestart &&
+      !stopping)
+    restart_later(w->slot, w, !replacement); // a failed replacement is no crash of the slot
+  finish_shutdown_if_done(); // before user code: a handler that throws must not lose it
   on_exit.emit(cluster_worker(w), code, signal);
-  finish_shutdown_if_done();
 }
 
-void cluster_state::restart_later(std::size_t index,
-                                  const std::shared_ptr<cluster_worker_state>& last) {
+// Counts `last`'s exit (unless it was a replacement that failed: that is no crash of the slot)
+// and gives the slot up, with the give_up event, after max_restarts unstable exits in a row.
+bool cluster_state::give_up_if_unstable(std::size_t index,
+                                        const std::shared_ptr<cluster_worker_state>& last) {
   auto& slot = *slots[index];
   const auto uptime = clock_type::now() - last->started;
   if (uptime >= opt.backoff_reset_after)
     slot.crashes = 0;
   slot.unstable = uptime < opt.min_uptime ? slot.unstable + 1 : 0;
-  if (slot.unstable > opt.max_restarts) {
-    slot.given_up = true;
-    const std::size_t restarts = slot.unstable - 1;
-    asio::post(ex, [weak = weak_from_this(), last, restarts] {
-      if (auto self = weak.lock())
-        self->on_give_up.emit(cluster_worker(last), restarts);
-    });
+  if (slot.unstable <= opt.max_restarts)
+    return false;
+  slot.given_up = true;
+  const std::size_t restarts = slot.unstable - 1;
+  asio::post(ex, [weak = weak_from_this(), last, restarts] {
+    if (auto self = weak.lock())
+      self->on_give_up.emit(cluster_worker(last), restarts);
+  });
+  return true;
+}
+
+void cluster_state::restart_later(std::size_t index,
+                                  const std::shared_ptr<cluster_worker_state>& last, bool counts) {
+  auto& slot = *slots[index];
+  if (counts && give_up_if_unstable(index, last))
     return;
-  }
-  slot.restart_timer.expires_after(backoff(opt, slot.crashes++));
+  slot.restart_timer.expires_after(backoff(opt, counts ? slot.crashes++ : slot.crashes));
   slot.restart_timer.async_wait([weak = weak_from_this(), index](boost::system::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || self->stopping || self->slots[index]->current)
       return;
-    self->fork_worker(index);
+    std::error_code launch;
+    auto w = self->fork_worker(index, launch);
+    if (launch) // an unstable start: backs off, gives up after max_restarts
+      self->restart_later(index, w);
   });
 }
 
@@ -273,9 +311,11 @@ void cluster_state::disconnect(const std::shared_ptr<cluster_worker_state>& w) {
 void cluster_state::replace(std::size_t index, std::function<void(std::error_code)> then) {
   auto& slot = *slots[index];
   auto old = slot.current;
+  std::error_code launch;
+  auto fresh = fork_worker(index, launch);
+  if (launch)
+    return then(launch); // the old worker stays; `then` completes through a post
   slot.replacing = true;
-  fork_worker(index);
-  auto fresh = slot.current;
   auto timer = std::make_shared<asio::steady_timer>(ex, opt.listen_timeout);
   auto finish = [weak = weak_from_this(), index, then](std::error_code ec) {
     if (auto self = weak.lock())
@@ -306,24 +346,27 @@ void cluster_state::replace(std::size_t index, std::function<void(std::error_cod
   };
 }
 
-void cluster_state::reload_from(std::size_t index, std::shared_ptr<done_handler> done) {
+// The reload's completion is the state's (not a capture of the watchers), so that destroy()
+// can abort it: a watcher holding it would keep its work guard, and io.run(), for ever.
+void cluster_state::reload_from(std::size_t index) {
   while (index < slots.size() && (slots[index]->given_up || slots[index]->replacing))
     ++index;
-  if (stopping || index >= slots.size()) {
-    reloading = false;
-    return (*done)->complete(stopping ? asio::error::operation_aborted
-                                      : boost::system::error_code{});
-  }
-  replace(index, [weak = weak_from_this(), index, done](std::error_code ec) {
+  if (stopping || index >= slots.size())
+    return finish_reload(stopping ? asio::error::operation_aborted : boost::system::error_code{});
+  replace(index, [weak = weak_from_this(), index](std::error_code ec) {
     auto self = weak.lock();
     if (!self)
       return;
-    if (ec) {
-      self->reloading = false;
-      return (*done)->complete(ec);
-    }
-    self->reload_from(index + 1, done);
+    if (ec)
+      return self->finish_reload(ec);
+    self->reload_from(index + 1);
   });
+}
+
+void cluster_state::finish_reload(boost::system::error_code ec) {
+  reloading = false;
+  if (auto done = std::move(reload_done))
+    done->complete(ec);
 }
 
 void cluster_state::check_memory() {
@@ -349,7 +392,8 @@ void cluster_state::watch_memory() {
 void cluster_state::finish_shutdown_if_done() {
   if (!stopping || !live.empty() || !shutdown_done)
     return;
-  scheduler->close();
+  if (scheduler) // none before start()
+    scheduler->close();
   auto done = std::move(shutdown_done);
   auto hold = std::move(keep_alive);
   done->complete({});
@@ -361,6 +405,7 @@ void cluster_state::destroy() noexcept {
   for (auto& slot : slots)
     slot->restart_timer.cancel();
   for (auto& [id, w] : live) {
+    w->watcher = {}; // a new worker's watcher holds itself, its timer and the reload
     w->after_disconnect = true;
     w->kill_timer.cancel();
     std::error_code ignored;
@@ -368,6 +413,8 @@ void cluster_state::destroy() noexcept {
   }
   if (scheduler)
     scheduler->close();
+  if (reload_done)
+    finish_reload(asio::error::operation_aborted);
 }
 
 } // namespace detail
@@ -428,21 +475,26 @@ bool cluster_worker::is_listening() const noexcept {
 cluster::cluster(const asio::any_io_executor& ex, cluster_options options)
     : state_(std::make_shared<detail::cluster_state>(ex, std::move(options))) {}
 cluster::cluster(cluster&&) noexcept = default;
+// What the handle leaves behind (destroyed, or assigned over): a shutdown under way lives on
+// until it completes; anything else is killed.
+void cluster::release() noexcept {
+  if (!state_)
+    return;
+  if (state_->shutdown_done)
+    state_->keep_alive = state_;
+  else
+    state_->destroy();
+  state_.reset();
+}
 cluster& cluster::operator=(cluster&& other) noexcept {
   if (this != &other) {
-    if (state_ && !state_->shutdown_done)
-      state_->destroy();
+    release();
     state_ = std::move(other.state_);
   }
   return *this;
 }
 cluster::~cluster() {
-  if (!state_)
-    return;
-  if (state_->shutdown_done)
-    state_->keep_alive = state_; // lives on until the shutdown completes
-  else
-    state_->destroy();
+  release();
 }
 
 void cluster::start() {
@@ -457,8 +509,13 @@ void cluster::start(std::error_code& ec) {
   auto& s = *state_;
   const auto& o = s.opt;
   const std::size_t count = o.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
+  // Checked before anything changes: a second start() must not touch the running cluster.
+  if (s.started || s.stopping || count == 0 || o.backlog <= 0) {
+    ec = make_error_code(errc::invalid_argument);
+    return;
+  }
   s.scheduler = detail::make_primary_scheduler(o.scheduling);
-  if (s.started || count == 0 || !s.scheduler || o.backlog <= 0) {
+  if (!s.scheduler) {
     ec = make_error_code(errc::invalid_argument);
     return;
   }
@@ -470,8 +527,10 @@ void cluster::start(std::error_code& ec) {
   s.args = o.args ? *o.args : detail::own_arguments();
   for (std::size_t i = 0; i < count; ++i)
     s.slots.push_back(std::make_unique<detail::cluster_slot>(s.ex));
-  for (std::size_t i = 0; i < count; ++i)
-    s.fork_worker(i);
+  for (std::size_t i = 0; i < count && !ec; ++i)
+    s.fork_worker(i, ec);
+  if (ec)
+    return s.destroy(); // the workers already launched are killed; the cluster is done
   if (o.max_memory_restart > 0)
     s.watch_memory();
 }
@@ -487,16 +546,17 @@ std::vector<cluster_worker> cluster::workers() const {
   return all;
 }
 
-void cluster::start_reload(std::unique_ptr<detail::completion<boost::system::error_code>> done) {
-  auto& s = *state_;
+void cluster::start_reload(const state_ptr& state, done_ptr done) {
+  auto& s = *state;
   if (!s.started || s.reloading || s.stopping)
     return done->complete(make_error_code(errc::invalid_argument));
   s.reloading = true;
-  s.reload_from(0, std::make_shared<detail::done_handler>(std::move(done)));
+  s.reload_done = std::move(done);
+  s.reload_from(0);
 }
 
-void cluster::start_shutdown(std::unique_ptr<detail::completion<boost::system::error_code>> done) {
-  auto& s = *state_;
+void cluster::start_shutdown(const state_ptr& state, done_ptr done) {
+  auto& s = *state;
   if (s.stopping)
     return done->complete(make_error_code(errc::invalid_argument));
   s.stopping = true;
@@ -508,7 +568,7 @@ void cluster::start_shutdown(std::unique_ptr<detail::completion<boost::system::e
   for (auto& [id, w] : live)
     s.disconnect(w);
   // Completes (posted) at once when no worker is left.
-  asio::post(s.ex, [weak = std::weak_ptr(state_)] {
+  asio::post(s.ex, [weak = std::weak_ptr(state)] {
     if (auto self = weak.lock())
       self->finish_shutdown_if_done();
   });
@@ -547,6 +607,9 @@ cluster& cluster::on_give_up(std::function<void(const cluster_worker&, std::size
 
 asio::any_io_executor cluster::executor() const noexcept {
   return state_->ex;
+}
+asio::any_io_executor cluster::executor_of(const state_ptr& state) noexcept {
+  return state->ex;
 }
 
 } // namespace v1

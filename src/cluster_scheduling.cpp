@@ -273,4 +273,10 @@ std::shared_ptr<cluster_listener_state> open_listener(const asio::any_io_executo
   return listener;
 }
 
+std::shared_ptr<cluster_listener_state> closed_listener(const asio::any_io_executor& ex) {
+  auto listener = std::make_shared<acceptor_listener>(ex, false);
+  listener->close();
+  return listener;
+}
+
 } // namespace childproc::detail

@@ -96,5 +96,7 @@ std::shared_ptr<cluster_listener_state> open_listener(const boost::asio::any_io_
                                                       const worker_environment& env,
                                                       const boost::asio::ip::tcp::endpoint& ep,
                                                       std::error_code& ec);
+// A listener closed from the start (listen() after the primary disconnected the worker).
+std::shared_ptr<cluster_listener_state> closed_listener(const boost::asio::any_io_executor& ex);
 
 } // namespace childproc::detail

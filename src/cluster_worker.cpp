@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <mutex>
+#include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace childproc {
@@ -15,11 +17,13 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-// The listeners of this worker, stopped when the primary disconnects it.
+// The listeners of this worker, stopped when the primary disconnects it, and (shared) the
+// listening socket it inherited, which each listener copies.
 struct worker_registry {
   std::mutex mutex;
   bool channel_hooked = false;
   bool disconnected = false;
+  int inherited_socket = detail::worker_env().listen_fd;
   std::vector<std::weak_ptr<detail::cluster_listener_state>> listeners;
 
   void stop_all() {
@@ -27,6 +31,9 @@ struct worker_registry {
     {
       std::lock_guard lock(mutex);
       disconnected = true;
+      // A worker that drains its connections (its primary gone, maybe) must not keep the port.
+      if (inherited_socket >= 0)
+        ::close(std::exchange(inherited_socket, -1));
       for (auto& weak : listeners)
         if (auto l = weak.lock())
           live.push_back(std::move(l));
@@ -89,22 +96,23 @@ cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::end
 cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::endpoint& endpoint,
                                  std::error_code& ec) {
   ec.clear();
-  const auto& env = detail::worker_env();
-  auto state = detail::open_listener(ex, env, endpoint, ec);
+  auto env = detail::worker_env();
+  if (!env.is_worker)
+    return cluster_listener(detail::open_listener(ex, env, endpoint, ec));
+  auto ch = channel(ex);
+  auto& r = registry();
+  std::shared_ptr<detail::cluster_listener_state> state;
+  {
+    std::lock_guard lock(r.mutex); // stop_all() may close the inherited socket meanwhile
+    env.listen_fd = r.inherited_socket;
+    if (r.disconnected)
+      state = detail::closed_listener(ex);
+    else if ((state = detail::open_listener(ex, env, endpoint, ec)))
+      r.listeners.push_back(state);
+  }
   if (ec)
     return {};
-  if (env.is_worker) {
-    auto ch = channel(ex);
-    auto& r = registry();
-    bool stopped = false;
-    {
-      std::lock_guard lock(r.mutex);
-      stopped = r.disconnected;
-      if (!stopped)
-        r.listeners.push_back(state);
-    }
-    if (stopped)
-      state->close();
+  {
     const auto local = state->local_endpoint();
     ch.send(message(boost::json::value(boost::json::object{
         {"cc", "listening"}, {"address", local.address().to_string()}, {"port", local.port()}})));
@@ -113,10 +121,9 @@ cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::end
 }
 
 void cluster_listener::start_accept(
+    const std::shared_ptr<detail::cluster_listener_state>& state,
     std::unique_ptr<detail::completion<boost::system::error_code, socket_type>> done) {
-  if (!state_)
-    throw std::logic_error("childproc: empty cluster_listener");
-  state_->accept(std::move(done));
+  state->accept(std::move(done)); // executor_of() threw for an empty listener
 }
 
 tcp::endpoint cluster_listener::local_endpoint() const {
@@ -133,9 +140,14 @@ void cluster_listener::close() {
 }
 
 cluster_listener::executor_type cluster_listener::get_executor() const {
-  if (!state_)
+  return executor_of(state_);
+}
+
+cluster_listener::executor_type
+cluster_listener::executor_of(const std::shared_ptr<detail::cluster_listener_state>& state) {
+  if (!state)
     throw std::logic_error("childproc: empty cluster_listener");
-  return state_->executor();
+  return state->executor();
 }
 
 } // namespace v1

@@ -11,6 +11,7 @@
 #include <childproc/cluster.hpp>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,7 +24,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
+#include <sstream>
+#include <stdexcept>
 
 using namespace std::chrono_literals;
 using tcp = asio::ip::tcp;
@@ -712,4 +716,427 @@ TEST_CASE("outside a cluster listen is a plain listener and there is no worker c
   listener.close();
   CHECK(!listener.is_open());
   CHECK_THROWS_AS(cluster::channel(io), std::system_error);
+}
+
+// ---- hardening (the review of the merged cluster) ----
+
+namespace {
+
+// A flag file for the helper's cluster-worker-once modes, absent at first and removed at the end.
+struct flag_file {
+  std::string path = "/tmp/childproc-cluster-flag-" + std::to_string(::getpid());
+  flag_file() { std::remove(path.c_str()); }
+  ~flag_file() { std::remove(path.c_str()); }
+};
+
+childproc::cluster_options once_options(const std::string& mode, const flag_file& flag) {
+  auto options = worker_options(scheduling::shared, 1);
+  options.args = std::vector<std::string>{mode, flag.path, "127.0.0.1", "0"};
+  return options;
+}
+
+// Runs `io` until `done()` or the bound, counting the exceptions that escape io.run_for().
+template <class Predicate>
+bool run_until_counting(asio::io_context& io, Predicate done, std::size_t& thrown,
+                        std::chrono::seconds bound = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  io.restart();
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    try {
+      io.run_for(50ms);
+    } catch (const std::runtime_error&) {
+      ++thrown;
+    }
+  }
+  return done();
+}
+
+// Reloads `c` and runs `io` until the reload completes; returns its error.
+boost::system::error_code reload_and_wait(asio::io_context& io, cluster& c) {
+  bool reloaded = false;
+  boost::system::error_code reload_ec;
+  c.async_reload([&](boost::system::error_code ec) {
+    reload_ec = ec;
+    reloaded = true;
+  });
+  REQUIRE(run_until(io, reloaded));
+  return reload_ec;
+}
+
+} // namespace
+
+// Before the fix: "CHECK( io.stopped() ) with expansion: false" after 20 s: the new worker's
+// watcher held itself and the reload's completion (its work guard).
+TEST_CASE("destroying a cluster during a reload lets io.run() return and aborts the reload",
+          "[cluster]") {
+  flag_file flag;
+  asio::io_context io;
+  auto options = once_options("cluster-worker-once", flag);
+  options.listen_timeout = 60s;
+  std::optional<cluster> c(std::in_place, io, options);
+  recorded r;
+  start_listening(io, *c, r, 1);
+  bool reloaded = false;
+  boost::system::error_code reload_ec;
+  c->async_reload([&](boost::system::error_code ec) {
+    reload_ec = ec;
+    reloaded = true;
+  });
+  REQUIRE(run_until(io, [&] { return has(r, "fork 2"); }));
+  c.reset();
+  io.restart();
+  io.run_for(20s); // returns at once when out of work
+  CHECK(io.stopped());
+  CHECK(reloaded);
+  CHECK(reload_ec == asio::error::operation_aborted);
+  for (const auto& [id, pid] : r.pids)
+    CHECK(test::wait_reaped(pid));
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: SIGSEGV in finish_shutdown_if_done (a null scheduler).
+TEST_CASE("a shutdown before start() completes with no worker and the cluster cannot start",
+          "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  shut_down(io, c);
+  std::error_code ec;
+  c.start(ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  CHECK(c.workers().empty());
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "REQUIRE( run_until(...) ) due to unexpected exception with message: spawn
+// .../childproc_test_helper EBADF: Bad file descriptor" (the second start() closed the socket).
+TEST_CASE("a second start() is an error and leaves the running cluster as it was", "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.restart_backoff = 10ms;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  const auto endpoint = c.endpoint();
+  std::error_code ec;
+  c.start(ec);
+  CHECK(ec == childproc::errc::invalid_argument);
+  CHECK_THROWS_AS(c.start(), std::system_error);
+  CHECK(c.endpoint() == endpoint);
+  ::kill(r.pids[1], SIGKILL);
+  REQUIRE(run_until(
+      io, [&] { return r.listening == 2; }, 30s));
+  auto l = std::make_shared<load>(io, c.endpoint(), 20, 2);
+  bool done = false;
+  l->on_done = [&] { done = true; };
+  l->start();
+  REQUIRE(run_until(io, done));
+  CHECK(l->errors == 0);
+  CHECK(l->per_pid.count(r.pids[2]) == 1);
+  shut_down(io, c);
+}
+
+// Before the fix: "CHECK_NOTHROW( c.start(ec) ) due to unexpected exception with message: spawn
+// .../childproc_test_helper ENOENT (chdir) : No such file or directory", then "CHECK( ec )".
+TEST_CASE("start(ec) sets ec for a worker launch that throws, and leaves no worker", "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 2);
+  options.worker_options.cwd = "/nonexistent-childproc-cwd";
+  cluster c(io, options);
+  std::error_code ec;
+  CHECK_NOTHROW(c.start(ec));
+  CHECK(ec);
+  CHECK(c.workers().empty());
+  cluster thrower(io, options);
+  CHECK_THROWS_AS(thrower.start(), std::system_error);
+  io.run_for(200ms);
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "FAILED: due to unexpected exception with message: spawn ... ENOENT (chdir) :
+// No such file or directory" out of io.run(), from replace() in the first reload.
+TEST_CASE("a fork that fails in a reload or a restart is an error code or an event, and the "
+          "cluster goes on",
+          "[cluster]") {
+  char dir_template[] = "/tmp/childproc-cluster-cwd-XXXXXX";
+  REQUIRE(::mkdtemp(dir_template));
+  const std::string dir = dir_template;
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.worker_options.cwd = dir;
+  options.max_restarts = 2;
+  options.restart_backoff = 10ms;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  REQUIRE(::rmdir(dir.c_str()) == 0); // every later launch fails
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const auto reload_ec = reload_and_wait(io, c);
+    CHECK(reload_ec); // the launch's error, not invalid_argument (a reload stuck under way)
+    CHECK(reload_ec != childproc::errc::invalid_argument);
+    REQUIRE(c.workers().size() == 1);
+    CHECK(c.workers().front().id() == 1);
+  }
+  bool gave_up = false;
+  c.on_give_up([&](const cluster_worker&, std::size_t) { gave_up = true; });
+  ::kill(r.pids[1], SIGKILL);
+  REQUIRE(run_until(io, gave_up, 30s));
+  CHECK(c.workers().empty());
+  shut_down(io, c);
+}
+
+// Before the fix: "FAILED: due to a fatal error condition: SIGSEGV": the deferred reload used
+// the moved-from handle (a null state).
+TEST_CASE("deferred async operations use the cluster's state, not the handle they came from",
+          "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  auto reload = c.async_reload(asio::deferred);
+  auto shutdown = c.async_shutdown(asio::deferred);
+  cluster moved(std::move(c));
+  bool reloaded = false, closed = false;
+  std::move(reload)([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    reloaded = true;
+  });
+  REQUIRE(run_until(io, reloaded));
+  std::move(shutdown)([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  REQUIRE(run_until(io, closed));
+
+  auto listener = cluster::listen(io, loopback_any);
+  auto accept = listener.async_accept(asio::deferred);
+  childproc::cluster_listener listener_moved(std::move(listener));
+  bool accepted = false;
+  std::move(accept)([&](boost::system::error_code ec, tcp::socket) { accepted = !ec; });
+  tcp::socket client(io);
+  client.async_connect(listener_moved.local_endpoint(), [](boost::system::error_code) {});
+  REQUIRE(run_until(io, accepted, 10s));
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "REQUIRE( run_until(io, [&] { return r.listening == 2; }, 15s) )" failed: the
+// slot had no worker after the old one crashed and the new one timed out.
+TEST_CASE("a slot is never left without a worker: the old one crashing during a failed reload",
+          "[cluster]") {
+  flag_file flag;
+  asio::io_context io;
+  auto options = once_options("cluster-worker-once", flag);
+  options.listen_timeout = 2s;
+  options.restart_backoff = 10ms;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  c.on_fork([&](const cluster_worker& w) {
+    if (w.id() == 2)
+      ::kill(r.pids[1], SIGKILL); // the old worker crashes while the new one starts
+  });
+  c.on_exit([&](const cluster_worker& w, auto, auto) {
+    if (w.id() == 2)
+      std::remove(flag.path.c_str()); // the next start serves
+  });
+  CHECK(reload_and_wait(io, c) == childproc::errc::timed_out);
+  REQUIRE(run_until(
+      io, [&] { return r.listening == 2; }, 15s));
+  const auto workers = c.workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0].id() == 3);
+  CHECK(workers[0].is_listening());
+  shut_down(io, c);
+}
+
+// Before the fix: "REQUIRE( run_until_counting(io, [&] { return closed; }, thrown) )" failed:
+// the throwing exit handler skipped the shutdown's completion.
+TEST_CASE("an exit handler that throws does not lose the shutdown", "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  c.on_exit([](const cluster_worker&, auto, auto) { throw std::runtime_error("exit handler"); });
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  std::size_t thrown = 0;
+  REQUIRE(run_until_counting(
+      io, [&] { return closed; }, thrown));
+  CHECK(thrown == 1);
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "CHECK( r.events[0] == "fork 1" ) with expansion: "exit 1 -2 -" == "fork 1"":
+// the failed launch's exit came first.
+TEST_CASE("a worker whose launch fails reports fork before exit, as Node orders them",
+          "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.program = "/nonexistent/childproc-cluster-worker";
+  options.autorestart = false;
+  cluster c(io, options);
+  recorded r;
+  record(c, r);
+  c.start();
+  REQUIRE(run_until(
+      io, [&] { return count_prefix(r.events, "exit ") == 1; }, 10s));
+  REQUIRE(r.events.size() == 2);
+  CHECK(r.events[0] == "fork 1");
+  CHECK(r.events[1].rfind("exit 1 ", 0) == 0);
+  CHECK(c.workers().empty());
+}
+
+// Before the fix: "CHECK( reload_and_wait(io, c) == errc::worker_start_failed ) with expansion:
+// system:0 == childproc:16", "CHECK( !gave_up )": the slot was given up, the third reload skipped
+// it.
+TEST_CASE("failed reloads do not count as crashes of a slot that serves", "[cluster]") {
+  flag_file flag;
+  asio::io_context io;
+  auto options = once_options("cluster-worker-once-crash", flag);
+  options.max_restarts = 1;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  bool gave_up = false;
+  c.on_give_up([&](const cluster_worker&, std::size_t) { gave_up = true; });
+  for (int attempt = 0; attempt < 3; ++attempt)
+    CHECK(reload_and_wait(io, c) == childproc::errc::worker_start_failed);
+  io.run_for(300ms); // a restart of the slot (if one was scheduled) would have come
+  CHECK(!gave_up);
+  std::remove(flag.path.c_str()); // the next start serves
+  CHECK(!reload_and_wait(io, c));
+  const auto workers = c.workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0].id() == 5);
+  CHECK(!gave_up);
+  shut_down(io, c);
+}
+
+// Before the fix: "REQUIRE( run_until(io, closed, 30s) )" failed: the assignment dropped the
+// shutdown's completion (and the kill timers) with the old state.
+TEST_CASE("assigning over a cluster that is shutting down lets the shutdown complete",
+          "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::shared, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  c = cluster(io, worker_options(scheduling::shared, 1));
+  REQUIRE(run_until(io, closed, 30s));
+  CHECK(has(r, "exit 1 0 - after-disconnect"));
+  CHECK(test::wait_reaped(r.pids[1]));
+  CHECK(test::zombie_children() == 0);
+}
+
+// Before the fix: "REQUIRE( run_until(io, closed, 15s) )" failed: the worker had exited, but
+// its `close` waited for the grandchild holding its stdout and stderr pipes.
+TEST_CASE("a worker has ended at its exit, even while a grandchild holds its stdio pipes",
+          "[cluster]") {
+  const std::string pid_file = "/tmp/childproc-cluster-grandchild-" + std::to_string(::getpid());
+  std::remove(pid_file.c_str());
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  // The grandchild keeps the worker's stdout and stderr (pipes: silent), not its channel (fd 4)
+  // or the listening socket (fd 3).
+  options.program = "/bin/sh";
+  options.args = std::vector<std::string>{"-c",
+                                          "sleep 30 </dev/null 3>&- 4>&- & echo $! > " + pid_file +
+                                              "; exec \"$0\" cluster-worker 127.0.0.1 0",
+                                          test::helper};
+  options.worker_options.silent = true;
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  bool closed = false;
+  c.async_shutdown([&](boost::system::error_code ec) {
+    CHECK(!ec);
+    closed = true;
+  });
+  const bool shut = run_until(io, closed, 15s);
+  pid_t grandchild = 0;
+  if (std::FILE* f = std::fopen(pid_file.c_str(), "r")) {
+    if (std::fscanf(f, "%d", &grandchild) != 1)
+      grandchild = 0;
+    std::fclose(f);
+  }
+  if (grandchild > 0)
+    ::kill(grandchild, SIGKILL);
+  std::remove(pid_file.c_str());
+  REQUIRE(grandchild > 0);
+  REQUIRE(shut);
+  CHECK(has(r, "exit 1 0 - after-disconnect"));
+  CHECK(test::zombie_children() == 0);
+}
+
+namespace {
+
+// The inode of the socket listening on 127.0.0.1:`port` (/proc/net/tcp), 0 when none.
+unsigned long listening_inode(unsigned short port) {
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line); // the header
+  char wanted[16];
+  std::snprintf(wanted, sizeof wanted, "0100007F:%04X", port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
+    unsigned long inode = 0;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+        timeout >> inode;
+    if (local == wanted && state == "0A") // TCP_LISTEN
+      return inode;
+  }
+  return 0;
+}
+
+// How many of `pid`'s descriptors are the socket `inode`.
+std::size_t descriptors_of(pid_t pid, unsigned long inode) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  const std::string target = "socket:[" + std::to_string(inode) + "]";
+  std::size_t count = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char link[64];
+    const auto n = ::readlink((dir + "/" + std::to_string(fd)).c_str(), link, sizeof link);
+    if (n > 0 && std::string(link, static_cast<std::size_t>(n)) == target)
+      ++count;
+  }
+  return count;
+}
+
+} // namespace
+
+// Before the fix: "descriptors_of(pid, inode) == 0" never held: the disconnected worker kept the
+// listening socket it had inherited (1 descriptor), only its own copy was closed.
+TEST_CASE("a disconnected worker in shared mode holds no descriptor of the listening socket",
+          "[cluster]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::shared, 1);
+  options.kill_timeout = 30s; // the keep-alive connection below keeps the worker up
+  cluster c(io, options);
+  recorded r;
+  start_listening(io, c, r, 1);
+  const auto inode = listening_inode(c.endpoint().port());
+  REQUIRE(inode != 0);
+  const pid_t pid = r.pids[1];
+  CHECK(descriptors_of(pid, inode) >= 1);
+  // One answered request on a keep-alive connection that stays open.
+  tcp::socket client(io);
+  client.connect(c.endpoint());
+  const std::string request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  asio::write(client, asio::buffer(request));
+  asio::streambuf answer;
+  asio::read_until(client, answer, "\r\n\r\n");
+  c.workers().front().disconnect();
+  const bool closed_all = run_until(
+      io, [&] { return descriptors_of(pid, inode) == 0; }, 15s);
+  CHECK(test::alive(pid)); // still draining its connection
+  CHECK(closed_all);
+  client.close();
+  shut_down(io, c);
 }

@@ -169,14 +169,15 @@ public:
 
   /// Completion: void(boost::system::error_code, tcp::socket). Fails with
   /// asio::error::operation_aborted once the listener was closed (close(), or the primary
-  /// disconnected this worker). Cancellation aborts the accept.
+  /// disconnected this worker). Cancellation aborts the accept. The operation holds the
+  /// listener's state, not this handle: a deferred accept may outlive a moved handle.
   template <class Token>
   auto async_accept(Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, socket_type)>(
-        [this](auto handler) {
-          auto ex = get_executor();
-          start_accept(detail::make_completion<boost::system::error_code, socket_type>(
-              std::move(handler), ex));
+        [state = state_](auto handler) {
+          auto ex = executor_of(state);
+          start_accept(state, detail::make_completion<boost::system::error_code, socket_type>(
+                                  std::move(handler), ex));
         },
         token);
   }
@@ -190,8 +191,10 @@ public:
   executor_type get_executor() const;
 
 private:
-  void
-  start_accept(std::unique_ptr<detail::completion<boost::system::error_code, socket_type>> done);
+  static executor_type executor_of(const std::shared_ptr<detail::cluster_listener_state>& state);
+  static void
+  start_accept(const std::shared_ptr<detail::cluster_listener_state>& state,
+               std::unique_ptr<detail::completion<boost::system::error_code, socket_type>> done);
   std::shared_ptr<detail::cluster_listener_state> state_;
 };
 
@@ -204,8 +207,11 @@ private:
 /// `give_up(worker, restarts)` when a slot exited unstably more than max_restarts times in a
 /// row and is not restarted any more.
 ///
-/// Lifetime: the handle owns the cluster. Destroying it without async_shutdown() kills every
-/// worker (SIGKILL). Use it from its executor's thread.
+/// `exit` comes at the worker's exit (Node's), after `fork` also for a launch that failed.
+///
+/// Lifetime: the handle owns the cluster. Destroying it (or assigning over it) without
+/// async_shutdown() kills every worker (SIGKILL) and aborts a reload (operation_aborted). Use it
+/// from its executor's thread.
 class cluster {
 public:
   using worker_handler = std::function<void(const cluster_worker& worker)>;
@@ -219,7 +225,9 @@ public:
   ~cluster();
 
   /// Opens the endpoint and forks the workers. Throws std::system_error (invalid options, a
-  /// bind that fails, round_robin), or sets `ec`.
+  /// bind that fails, a launch that fork() refuses: the workers already launched are killed), or
+  /// sets `ec`. A second start(), or one after async_shutdown(), is errc::invalid_argument and
+  /// changes nothing.
   void start();
   void start(std::error_code& ec);
 
@@ -232,14 +240,16 @@ public:
   /// before the old one is disconnected, and the old one finishes its connections (kill_timeout,
   /// then SIGKILL). Completion: void(boost::system::error_code): success, errc::timed_out when a
   /// new worker did not listen within listen_timeout, errc::worker_start_failed when it exited
-  /// first (the old workers of the remaining slots are kept then), or errc::invalid_argument when
-  /// a reload or shutdown is already under way.
+  /// first, the launch's own error when fork() refused it (the old workers of the remaining slots
+  /// are kept then), or errc::invalid_argument when a reload or shutdown is already under way. Like
+  /// async_shutdown, the operation holds the cluster's state, not this handle (a deferred operation
+  /// may outlive a moved handle).
   template <class Token>
   auto async_reload(Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
-        [this](auto handler) {
-          start_reload(
-              detail::make_completion<boost::system::error_code>(std::move(handler), executor()));
+        [state = state_](auto handler) {
+          start_reload(state, detail::make_completion<boost::system::error_code>(
+                                  std::move(handler), executor_of(state)));
         },
         token);
   }
@@ -248,9 +258,9 @@ public:
   template <class Token>
   auto async_shutdown(Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
-        [this](auto handler) {
-          start_shutdown(
-              detail::make_completion<boost::system::error_code>(std::move(handler), executor()));
+        [state = state_](auto handler) {
+          start_shutdown(state, detail::make_completion<boost::system::error_code>(
+                                    std::move(handler), executor_of(state)));
         },
         token);
   }
@@ -288,7 +298,8 @@ public:
   /// cluster's: errc::invalid_argument otherwise) and reports `listening`; when the primary
   /// disconnects the worker, the listener closes. Outside a cluster: a listening socket on
   /// `endpoint` (SO_REUSEADDR), so the same server runs alone. Throws std::system_error, or
-  /// sets `ec`.
+  /// sets `ec`. Not for concurrent calls (nor with channel()): listen before other threads run
+  /// the io_context.
   static cluster_listener listen(const boost::asio::any_io_executor& ex,
                                  const boost::asio::ip::tcp::endpoint& endpoint);
   static cluster_listener listen(const boost::asio::any_io_executor& ex,
@@ -300,8 +311,12 @@ public:
   }
 
 private:
-  void start_reload(std::unique_ptr<detail::completion<boost::system::error_code>> done);
-  void start_shutdown(std::unique_ptr<detail::completion<boost::system::error_code>> done);
+  using state_ptr = std::shared_ptr<detail::cluster_state>;
+  using done_ptr = std::unique_ptr<detail::completion<boost::system::error_code>>;
+  static boost::asio::any_io_executor executor_of(const state_ptr& state) noexcept;
+  static void start_reload(const state_ptr& state, done_ptr done);
+  static void start_shutdown(const state_ptr& state, done_ptr done);
+  void release() noexcept;
   std::shared_ptr<detail::cluster_state> state_;
 };
 

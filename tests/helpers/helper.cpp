@@ -100,6 +100,8 @@
 //                      after each write prints the total written so far on stderr ("T\n")
 //   slow-count USEC    reads stdin 64 KiB at a time, sleeping USEC microseconds after each read,
 //                      and prints the number of bytes it read at EOF
+//   cluster-worker-once-crash FILE ADDR PORT  the first start (FILE absent: creates it) is a
+//                      cluster-worker; later ones exit with 1 at once
 #include <childproc/spawn.hpp>
 
 #include <childproc/channel.hpp>
@@ -733,6 +735,13 @@ int run(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::microseconds(std::atoi(argv[2])));
     }
     return say(1, std::to_string(total) + "\n"), 0;
+  }
+  if (mode == "cluster-worker-once-crash") {
+    if (std::FILE* f = std::fopen(argv[2], "wx")) {
+      std::fclose(f);
+      return cluster_worker::serve(argv[3], argv[4]);
+    }
+    ::_exit(1);
   }
   return 2;
 }

@@ -374,9 +374,10 @@ void channel_state::gather() {
 }
 
 namespace {
-// The errors of a socket whose peer is gone, as opposed to those of a message's descriptor.
-bool peer_gone(int error) {
-  return error == EPIPE || error == ECONNRESET || error == ENOTCONN || error == ECONNREFUSED;
+// The errors of a sendmsg that are the descriptor's, not the socket's: a number that is not open,
+// Unix sockets nested too deep. Any other error (EAGAIN excepted) means the peer is gone.
+bool descriptor_refused(int error) {
+  return error == EBADF || error == ETOOMANYREFS;
 }
 } // namespace
 
@@ -403,10 +404,6 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
   if (n < 0) {
     if (errno == EINTR)
       return true;
-    if (header.msg_control && !peer_gone(errno)) {
-      refuse_front(errno); // the descriptor's own error (EBADF, ETOOMANYREFS): one send fails
-      return true;
-    }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       writing_ = true;
       socket.async_wait(boost::asio::posix::stream_descriptor::wait_write,
@@ -416,6 +413,10 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
                             self->write_next();
                         });
       return false;
+    }
+    if (header.msg_control && descriptor_refused(errno)) {
+      refuse_front(errno); // the descriptor's own error: this one send fails
+      return true;
     }
     // The peer is gone. Its last messages may still be unread: the read side ends the channel
     // when it reaches the EOF; here only the queued sends fail.

@@ -359,6 +359,58 @@ TEST_CASE("a descriptor that cannot be sent fails only its own send, and the cha
   peer.finish();
 }
 
+// Before the fix (in this session's first version of the rule above): the send failed at once
+// with EAGAIN ("Resource temporarily unavailable") and its descriptor was closed: a full socket
+// buffer was taken for the descriptor's own error.
+TEST_CASE("a descriptor sent while the socket buffer is full waits for room, as any send",
+          "[channel][handles]") {
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  childproc::owned_fd peer(pair[1]);
+  ::setenv("CHILDPROC_CHANNEL_FD", std::to_string(pair[0]).c_str(), 1);
+  asio::io_context io;
+  auto ch = childproc::parent_channel(io); // owns pair[0]
+  // Fill the kernel's buffer behind the channel's back, so that its next sendmsg gets EAGAIN.
+  const std::string filler(4096, 'x');
+  while (::send(pair[0], filler.data(), filler.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+  }
+  REQUIRE(errno == EAGAIN);
+  std::optional<std::error_code> sent;
+  ch.send(boost::json::value{{"i", 1}}, childproc::owned_fd(handles::make("pipe", "x")),
+          [&](std::error_code ec) { sent = ec; });
+  io.poll();
+  CHECK_FALSE(sent); // waiting for room
+  // The reader drains the socket (the filler, then the frame and its descriptor).
+  int received_fds = 0;
+  const auto drain = [&] {
+    char buffer[65536];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+    iovec into{buffer, sizeof buffer};
+    msghdr header{};
+    header.msg_iov = &into;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = sizeof control;
+    while (::recvmsg(peer.get(), &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) > 0) {
+      for (cmsghdr* c = CMSG_FIRSTHDR(&header); c; c = CMSG_NXTHDR(&header, c)) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        ::close(fd);
+        ++received_fds;
+      }
+      header.msg_controllen = sizeof control;
+    }
+  };
+  for (int round = 0; round < 1000 && !sent; ++round) {
+    drain();
+    io.run_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(sent);
+  CHECK(*sent == std::error_code());
+  drain(); // the frame may have been written after the last read
+  CHECK(received_fds == 1);
+}
+
 // Before the fix: did not compile (no message::take_handle).
 TEST_CASE("a handle nobody takes is closed, in the child and in the parent", "[channel][handles]") {
   const auto before = fds_after_warm_up();

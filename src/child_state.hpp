@@ -83,6 +83,15 @@ struct child_state : std::enable_shared_from_this<child_state> {
               const spawn_options& options);
   ~child_state();
 
+  // The state a stream belongs to, for an operation that must keep both ends of its work alive
+  // after the caller dropped its handles (pipe()). Null for a stream of no child.
+  static std::shared_ptr<child_state> owner_of(const readable_stream& s) {
+    return s.owner_ ? s.owner_->shared_from_this() : nullptr;
+  }
+  static std::shared_ptr<child_state> owner_of(const writable_stream& s) {
+    return s.owner_ ? s.owner_->shared_from_this() : nullptr;
+  }
+
   // Before the launch, everything that can fail (each throws): the streams over the parent's
   // pipe ends (valid for pipe slots; taken as they are wrapped), the exit watch.
   void attach_pipes(std::vector<posix::unique_fd>& pipe_fds);

@@ -1,5 +1,6 @@
 // childproc::pipe(): a child's output copied into another child's stdin, with backpressure.
 #include "asio_error.hpp"
+#include "child_state.hpp"
 
 #include <childproc/pipe.hpp>
 
@@ -16,10 +17,13 @@ namespace {
 // One read at most this large: with the writable's high-water mark, what the parent holds.
 constexpr std::size_t pipe_chunk = 64 * 1024;
 
-// The copy's state, kept alive by its pending read, writes and drain handler.
+// The copy's state, kept alive by its pending read, writes and drain handler. It keeps both
+// children's states alive as long as it lives: the caller may drop their handles (Node code
+// does), and a child that exits frees nothing the copy still uses.
 struct pipe_op : std::enable_shared_from_this<pipe_op> {
   pipe_op(readable_stream& f, writable_stream& t, std::unique_ptr<pipe_completion> d)
-      : from(f), to(t), done(std::move(d)), buffer(pipe_chunk) {}
+      : from(f), to(t), keep_from(child_state::owner_of(f)), keep_to(child_state::owner_of(t)),
+        done(std::move(d)), buffer(pipe_chunk) {}
 
   void read() {
     reading = true;
@@ -82,6 +86,7 @@ struct pipe_op : std::enable_shared_from_this<pipe_op> {
 
   readable_stream& from;
   writable_stream& to;
+  std::shared_ptr<child_state> keep_from, keep_to;
   std::unique_ptr<pipe_completion> done; // empty once completed
   std::vector<char> buffer;
   asio::cancellation_signal stop_read;

@@ -534,6 +534,29 @@ TEST_CASE("pipe() completes with EPIPE when its reader goes away, and the source
   CHECK(producer_signal == SIGPIPE);
 }
 
+// Before the fix (valgrind, with both handles dropped): "Invalid read" in writable_stream::write
+// from pipe_op::on_read: the consumer's state was freed at its close while the copy still wrote
+// to it. (With both dropped the producer then blocks for ever on its full pipe, in Node too: the
+// test keeps the producer to close its stream, as the teardown of the test above.)
+TEST_CASE("pipe() keeps the consumer's stream alive when the caller drops its handle",
+          "[streams][pipes]") {
+  asio::io_context io;
+  std::optional<boost::system::error_code> result;
+  auto producer = childproc::spawn(io, "head", {"-c", "20000000", "/dev/zero"});
+  {
+    auto consumer = childproc::spawn(
+        io, "head", {"-c", "1"},
+        childproc::spawn_options{.stdio = {childproc::stdio::pipe, childproc::stdio::ignore}});
+    childproc::pipe(producer.out(), consumer.in(), [&](boost::system::error_code ec, std::size_t) {
+      result = ec;
+      producer.out().close();
+    });
+  } // Node code keeps no handle: `a.stdout.pipe(spawn('head', ['-c', '1']).stdin)`
+  io.run();
+  REQUIRE(result);
+  CHECK(*result == boost::system::errc::broken_pipe);
+}
+
 // Before the fix: did not compile ("'class childproc::v1::readable_stream' has no member named
 // 'on_line'").
 TEST_CASE("on_line splits a flowing stream into lines across chunk boundaries",

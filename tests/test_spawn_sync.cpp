@@ -91,7 +91,8 @@ TEST_CASE("spawn_sync stops reading past max_buffer when the child survives kill
   CHECK(std::chrono::steady_clock::now() - start < 30s);
   CHECK((stubborn.error && stubborn.error->code() == std::errc::no_buffer_space));
   CHECK(stubborn.out.value().size() > 1024);
-  CHECK(stubborn.out.value().size() <= 1024 + 256 * 1024); // what was read, at most one read past it
+  CHECK(stubborn.out.value().size() <=
+        1024 + 256 * 1024); // what was read, at most one read past it
   CHECK(stubborn.signal == SIGKILL);
   // The pipes are closed: the child's next write fails with EPIPE.
   auto told = childproc::spawn_sync(test::helper, {"stubborn-flood", "exit"},

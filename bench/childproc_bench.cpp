@@ -19,6 +19,10 @@
 //                (tasks, Piscina's runAll), pool start + 1000 tasks; 1 MiB bytes tasks echoed
 //                back, one in flight per worker (bytes_1MiB, MB/s each way); then the same
 //                with isolation::thread (threads_*)
+//   workers      seed 004's tables: 1, 10, 100 and 1000 idle workers forked at once (1 and 10
+//                quick): the time until all are ready and the sum of their RSS and PSS; and a
+//                thread's create + join (the process side is forkmem); Node's side is
+//                bench/workers.js
 // Output: one line per measurement, `childproc <workload> <metric> <value> <unit>`, the format
 // of the peers' programs.
 #include <childproc/childproc.hpp>
@@ -28,6 +32,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -39,6 +44,7 @@
 #include <string>
 #include <string_view>
 #include <sys/resource.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -358,6 +364,66 @@ void bench_forkmem(const std::string& self) {
   out("forkmem", "fork_pss", pct(pss, 0.5), "MB");
 }
 
+// The workers workload, seed 004's memory table measured: n idle workers (this binary) forked at
+// once; once every one has said "ready", the time that took and the sum of their RSS and PSS.
+// PSS divides a shared page between the processes that map it, so its sum is what the workers
+// really cost the machine; RSS counts the shared pages (the executable, libc) in each again.
+void workers_memory(const std::string& self, int n) {
+  asio::io_context io;
+  std::vector<childproc::child_process> children;
+  children.reserve(static_cast<std::size_t>(n));
+  int ready = 0;
+  const auto t0 = clock_type::now();
+  const auto all_ready = [&] {
+    const double ms = seconds_since(t0) * 1e3;
+    long rss_kib = 0, pss_kib = 0;
+    for (auto& child : children) {
+      long r = 0, p = 0;
+      proc_mem(*child.pid(), r, p);
+      rss_kib += r;
+      pss_kib += p;
+    }
+    // snprintf, not "ready_" + std::to_string(n): g++ 12 -O3 warns falsely (-Wrestrict) there.
+    const auto metric = [n](const char* name) {
+      std::array<char, 32> text{};
+      std::snprintf(text.data(), text.size(), "%s_%d", name, n);
+      return text;
+    };
+    out("workers", metric("ready").data(), ms, "ms");
+    out("workers", metric("rss_total").data(), static_cast<double>(rss_kib) / 1024.0, "MB");
+    out("workers", metric("pss_total").data(), static_cast<double>(pss_kib) / 1024.0, "MB");
+    for (auto& child : children)
+      child.disconnect();
+  };
+  for (int i = 0; i < n; ++i) {
+    children.push_back(childproc::fork(io, self, {"idle-worker"}));
+    children.back().on_message([&](const childproc::message&) {
+      if (++ready == n)
+        all_ready();
+    });
+  }
+  io.run();
+}
+
+// A thread created and joined, k times: the other half of seed 004's "creation cost" row (the
+// process half is forkmem's fork -> first message).
+void thread_creation(int k) {
+  std::vector<double> us;
+  for (int i = 0; i < k; ++i) {
+    const auto t0 = clock_type::now();
+    std::thread([] {}).join();
+    us.push_back(seconds_since(t0) * 1e6);
+  }
+  out("workers", "thread_create_join", pct(us, 0.5), "us");
+}
+
+void bench_workers(const std::string& self) {
+  for (const int n : {1, 10, 100, 1000})
+    if (!quick || n <= 10)
+      workers_memory(self, n);
+  thread_creation(quick ? 20 : 200);
+}
+
 void bench_bigparent() {
   const int n = quick ? 100 : 500;
   spawn_rate(20, nullptr);
@@ -531,7 +597,8 @@ int main(int argc, char** argv) {
     return pool_worker();
   if (argc < 2) {
     std::fprintf(
-        stderr, "usage: %s spawn|exec|concurrency|stdout|ipc|forkmem|bigparent|pool|pipe [quick]\n",
+        stderr,
+        "usage: %s spawn|exec|concurrency|stdout|ipc|forkmem|bigparent|pool|pipe|workers [quick]\n",
         argv[0]);
     return 2;
   }
@@ -560,6 +627,8 @@ int main(int argc, char** argv) {
     bench_pool();
   else if (workload == "pipe")
     bench_pipe();
+  else if (workload == "workers")
+    bench_workers(self);
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);
     return 2;

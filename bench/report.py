@@ -74,6 +74,56 @@ for kind, prefix in (("processes", ""), ("isolation::thread", "threads_")):
          None, None, "MB/s", True, None, None),
     ]
 
+# Seed 004's tables, measured (workload "workers"): n idle workers forked at once, the sums of
+# their PSS and RSS and the time until all were ready, childproc's C++ workers against Node's
+# fork; the seed's own figure is "~25MB each". Then creation: a process (forkmem's fork -> first
+# message) against a thread (create + join; Node: a worker_threads Worker run to its exit).
+WORKER_COUNTS = (1, 10, 100, 1000)
+SEED_MB_PER_WORKER = 25
+
+
+def workers_tables(values):
+    def med(peer, workload, metric):
+        s = summary(values, (peer, workload, metric))
+        return s["median"] if s else None
+
+    def cell(v, digits=1):
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    table, plot, rows = [], [], []
+    for n in WORKER_COUNTS:
+        ours_pss = med("childproc", "workers", f"pss_total_{n}")
+        node_pss = med("node", "workers", f"pss_total_{n}")
+        row = {"workers": n, "seed_mb": n * SEED_MB_PER_WORKER}
+        for peer in ("childproc", "node"):
+            for metric in ("pss_total", "rss_total", "ready"):
+                row[f"{peer}_{metric}"] = med(peer, "workers", f"{metric}_{n}")
+        if ours_pss is None and node_pss is None:
+            continue
+        rows.append(row)
+        ratio = node_pss / ours_pss if ours_pss and node_pss else None
+        table.append(
+            f"| {n} | {cell(ours_pss)} | {cell(row['childproc_rss_total'])} | "
+            f"{cell(row['childproc_ready'])} | {cell(node_pss)} | {cell(row['node_rss_total'])} | "
+            f"{cell(row['node_ready'])} | {n * SEED_MB_PER_WORKER} | "
+            f"{'n/a' if ratio is None else f'{ratio:.1f}×'} |")
+        nan = float("nan")
+        plot.append(f"{n} {ours_pss if ours_pss else nan:.3f} {node_pss if node_pss else nan:.3f} "
+                    f"{n * SEED_MB_PER_WORKER}")
+    creation = [
+        f"| process: fork with a channel → first message | µs | "
+        f"{cell(_ms_to_us(med('childproc', 'forkmem', 'fork_startup_median')), 0)} | "
+        f"{cell(_ms_to_us(med('node', 'forkmem', 'fork_startup_median')), 0)} |",
+        f"| thread: create + join | µs | {cell(med('childproc', 'workers', 'thread_create_join'), 0)} | "
+        f"{cell(med('node', 'workers', 'thread_create_join'), 0)} |",
+    ]
+    return table, creation, plot, rows
+
+
+def _ms_to_us(v):
+    return None if v is None else v * 1e3
+
+
 
 def load(path):
     values = defaultdict(list)
@@ -171,6 +221,8 @@ def main():
             adv = [float("nan") if not r else (r if higher else 1 / r) for r in (r_raw, r_node)]
             plot.append(f"\"{label}\" {adv[0]:.4f} {adv[1]:.4f}")
 
+    workers_table, creation_table, workers_plot, workers_rows = workers_tables(values)
+
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     kind = "quick pass (CI smoke test; short workloads, 1 repetition)" if args.quick else \
         f"{args.reps} repetitions, medians with min–max"
@@ -195,14 +247,36 @@ def main():
         "",
         "![ratios](ratios.png)",
         "",
+        "Seed 004's memory table, measured: n idle workers forked at once (C++ workers: this "
+        "project's bench binary; Node: `child_process.fork` of a script that idles). PSS divides "
+        "shared pages between the processes mapping them, so its sum is what the workers cost; "
+        "1000 Node workers are not run (about 40 GB of RSS).",
+        "",
+        "| idle workers | childproc PSS, MB | childproc RSS, MB | childproc all ready, ms "
+        "| Node PSS, MB | Node RSS, MB | Node all ready, ms | seed's figure, MB | Node / childproc "
+        "PSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *workers_table,
+        "",
+        "![memory of idle workers](workers.png)",
+        "",
+        "Seed 004's \"creation cost: process higher, thread lower\", measured (medians):",
+        "",
+        "| created | unit | childproc (C++) | Node |",
+        "|---|---|---|---|",
+        *creation_table,
+        "",
     ]
     with open(f"{args.out_dir}/latest.md", "w", encoding="utf-8") as f:
         f.write("\n".join(md))
     with open(f"{args.out_dir}/results.json", "w", encoding="utf-8") as f:
         json.dump({"when": when, "machine": args.machine, "reps": args.reps,
-                   "quick": args.quick, "rows": rows, "pool_rows": pool_rows}, f, indent=1)
+                   "quick": args.quick, "rows": rows, "pool_rows": pool_rows,
+                   "workers_rows": workers_rows}, f, indent=1)
     with open(f"{args.out_dir}/ratios.dat", "w", encoding="utf-8") as f:
         f.write("# label advantage_vs_raw advantage_vs_node\n" + "\n".join(plot) + "\n")
+    with open(f"{args.out_dir}/workers.dat", "w", encoding="utf-8") as f:
+        f.write("# workers childproc_pss_mb node_pss_mb seed_mb\n" + "\n".join(workers_plot) + "\n")
 
 
 if __name__ == "__main__":

@@ -276,6 +276,10 @@ public:
           handler);
   cluster&
   on_give_up(std::function<void(const cluster_worker& last, std::size_t restarts)> handler);
+  /// A worker's process error (Node's worker 'error'): its launch failed (a missing program: its
+  /// `exit` follows, code -errno), a restart that fork() refused (no `fork` nor `exit` then: that
+  /// worker never existed), or an error of its channel.
+  cluster& on_error(std::function<void(const cluster_worker&, std::error_code ec)> handler);
 
   boost::asio::any_io_executor executor() const noexcept;
 

@@ -232,7 +232,7 @@ void cluster_state::control_message(const std::shared_ptr<cluster_worker_state>&
   if (*kind == "online")
     return on_online.emit(cluster_worker(w));
   if (*kind != "listening")
-    return;
+    return scheduler->worker_control(w->id, *kind);
   boost::system::error_code ec;
   const auto* address = o.contains("address") ? o.at("address").if_string() : nullptr;
   const auto* port = o.contains("port") ? o.at("port").if_int64() : nullptr;
@@ -241,7 +241,8 @@ void cluster_state::control_message(const std::shared_ptr<cluster_worker_state>&
     at = tcp::endpoint(asio::ip::make_address(std::string(address->c_str()), ec),
                        static_cast<unsigned short>(*port));
   w->listening = true;
-  scheduler->worker_listening(*w);
+  if (w->child.connected())
+    scheduler->worker_listening(w->id, w->child.channel());
   if (auto watcher = std::exchange(w->watcher, {}))
     watcher(true);
   on_listening.emit(cluster_worker(w), at);
@@ -253,7 +254,7 @@ void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
   w->connected = false;
   w->kill_timer.cancel();
   live.erase(w->id);
-  scheduler->worker_gone(*w);
+  scheduler->worker_gone(w->id);
   auto& slot = *slots[w->slot];
   const bool current = slot.current == w;
   if (current)
@@ -315,6 +316,7 @@ void cluster_state::disconnect(const std::shared_ptr<cluster_worker_state>& w) {
   if (w->dead)
     return;
   w->after_disconnect = true;
+  scheduler->worker_gone(w->id); // round_robin: no more connections (those sent are delivered)
   if (w->child.connected())
     w->child.disconnect();
   w->kill_timer.expires_after(opt.kill_timeout);
@@ -472,7 +474,7 @@ const char* cluster_state::start(std::error_code& ec) {
   }
   if (const char* what = settle_launch(ec); ec)
     return what;
-  scheduler = make_primary_scheduler(opt.scheduling);
+  scheduler = make_primary_scheduler(opt.scheduling, ex);
   if (!scheduler) {
     ec = make_error_code(errc::invalid_argument);
     return "childproc: cluster::start: scheduling";
@@ -533,6 +535,8 @@ bool cluster_worker::kill(int signal) const {
   if (!state_ || state_->dead)
     return false;
   state_->after_disconnect = true;
+  if (auto owner = state_->owner.lock(); owner && owner->scheduler)
+    owner->scheduler->worker_gone(state_->id);
   if (state_->child.connected())
     state_->child.disconnect();
   return state_->child.kill(signal);

@@ -176,7 +176,15 @@ std::size_t resident_set(pid_t pid) {
 }
 
 const char* mode_name(scheduling mode) {
-  return mode == scheduling::shared ? "shared" : "reuse_port";
+  switch (mode) {
+  case scheduling::shared:
+    return "shared";
+  case scheduling::reuse_port:
+    return "reuse_port";
+  case scheduling::round_robin:
+    return "round_robin";
+  }
+  return "?";
 }
 
 std::string distribution(const std::map<pid_t, std::size_t>& per_pid) {
@@ -330,7 +338,7 @@ TEST_CASE("a worker's user messages pass through and the cluster's own are not d
 
 TEST_CASE("every scheduling mode serves 1000 requests from 32 connections with no error",
           "[cluster][load]") {
-  const auto mode = GENERATE(scheduling::shared, scheduling::reuse_port);
+  const auto mode = GENERATE(scheduling::shared, scheduling::reuse_port, scheduling::round_robin);
   asio::io_context io;
   cluster c(io, worker_options(mode, 3));
   recorded r;
@@ -357,7 +365,7 @@ TEST_CASE("every scheduling mode serves 1000 requests from 32 connections with n
 
 TEST_CASE("a worker killed under load is restarted in its slot and the load keeps being served",
           "[cluster][load]") {
-  const auto mode = GENERATE(scheduling::shared);
+  const auto mode = GENERATE(scheduling::shared, scheduling::round_robin);
   asio::io_context io;
   auto options = worker_options(mode, 2);
   options.restart_backoff = 10ms;
@@ -409,7 +417,7 @@ bool kernel_migrates_requests() {
 // Before the fix (reuse_port's stop() closing its socket at once, without the drain): "cluster
 // reuse_port, a connection per request: ... 5 errors" (28 in another run): CHECK(errors == 0).
 TEST_CASE("a rolling reload under continuous load drops zero requests", "[cluster][load]") {
-  const auto mode = GENERATE(scheduling::shared, scheduling::reuse_port);
+  const auto mode = GENERATE(scheduling::shared, scheduling::reuse_port, scheduling::round_robin);
   const bool close_each = GENERATE(false, true);
   asio::io_context io;
   cluster c(io, worker_options(mode, 2));
@@ -1299,4 +1307,32 @@ TEST_CASE("a worker whose launch fails reports the error event with its error co
   CHECK(r.events[1] == "error 1");
   CHECK(r.events[2].rfind("exit 1 ", 0) == 0);
   CHECK(error == std::errc::no_such_file_or_directory);
+}
+
+// round_robin hands each connection to the next free worker: with a connection per request,
+// every worker serves its share.
+TEST_CASE("round_robin spreads connections within 20% of even over its workers",
+          "[cluster][load]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::round_robin, 3));
+  recorded r;
+  start_listening(io, c, r, 3);
+  // Two clients: a worker is in flight only between a hand-over and its acknowledgement, so the
+  // next free worker in turn takes each new connection (with more clients than workers, the
+  // share follows how fast each worker acknowledges, as in Node).
+  auto l = std::make_shared<load>(io, c.endpoint(), 600, 2);
+  l->close_each = true;
+  bool done = false;
+  l->on_done = [&] { done = true; };
+  l->start();
+  REQUIRE(run_until(io, done));
+  std::printf("cluster round_robin: 600 connections, per worker pid: %s\n",
+              distribution(l->per_pid).c_str());
+  CHECK(l->errors == 0);
+  REQUIRE(l->per_pid.size() == 3);
+  for (const auto& [pid, n] : l->per_pid) {
+    CHECK(n >= 160); // 200 ± 20%
+    CHECK(n <= 240);
+  }
+  shut_down(io, c);
 }

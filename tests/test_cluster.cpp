@@ -1317,10 +1317,10 @@ TEST_CASE("round_robin spreads connections within 20% of even over its workers",
   cluster c(io, worker_options(scheduling::round_robin, 3));
   recorded r;
   start_listening(io, c, r, 3);
-  // Two clients: a worker is in flight only between a hand-over and its acknowledgement, so the
-  // next free worker in turn takes each new connection (with more clients than workers, the
-  // share follows how fast each worker acknowledges, as in Node).
-  auto l = std::make_shared<load>(io, c.endpoint(), 600, 2);
+  // One client: each worker acknowledges its connection long before its turn comes again, so the
+  // free list turns in order. (With more clients the share follows how fast each worker
+  // acknowledges, as in Node: 82 to 262 of 600 over 8 clients on a loaded machine.)
+  auto l = std::make_shared<load>(io, c.endpoint(), 600, 1);
   l->close_each = true;
   bool done = false;
   l->on_done = [&] { done = true; };

@@ -38,7 +38,9 @@ struct cluster_worker_state {
   bool listening = false;
   bool dead = false;
   bool after_disconnect = false;
-  bool launch_threw = false;     // fork() threw: the worker never existed, no event
+  bool listen_timed_out = false; // a replacement killed for not listening within listen_timeout
+  // No event: fork() threw (the worker never existed), or the start(ec) that launched it failed.
+  bool unreported = false;
   asio::steady_timer kill_timer; // SIGKILL after kill_timeout, once disconnected
   // A replacement waiting on this worker (reload, memory): called after the bookkeeping of its
   // `listening` (true) or of its exit (false).
@@ -66,6 +68,7 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
   cluster_options opt;
   std::string program;
   std::vector<std::string> args;
+  fork_options launch; // opt.worker_options with fork()'s stdio table settled, at start()
   std::unique_ptr<primary_scheduler> scheduler;
   tcp::endpoint endpoint;
   std::vector<std::unique_ptr<cluster_slot>> slots;
@@ -85,6 +88,7 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
   handler_list<std::function<void(const cluster_worker&, std::optional<int>, std::optional<int>)>>
       on_exit;
   handler_list<std::function<void(const cluster_worker&, std::size_t)>> on_give_up;
+  handler_list<std::function<void(const cluster_worker&, std::error_code)>> on_error;
 
   std::shared_ptr<cluster_worker_state> fork_worker(std::size_t slot, std::error_code& ec);
   void attach(const std::shared_ptr<cluster_worker_state>& w);
@@ -103,6 +107,8 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
   void watch_memory();
   void finish_shutdown_if_done();
   void destroy() noexcept;
+  const char* start(std::error_code& ec);
+  const char* settle_launch(std::error_code& ec);
 };
 
 namespace {
@@ -143,8 +149,7 @@ std::shared_ptr<cluster_worker_state> cluster_state::fork_worker(std::size_t slo
                                                                  std::error_code& ec) {
   auto w = std::make_shared<cluster_worker_state>(ex, next_id++, slot);
   w->owner = weak_from_this();
-  fork_options fo = opt.worker_options;
-  detail::settle_fork_stdio(fo, program, args); // fork()'s table: a slot may follow it
+  fork_options fo = launch; // settled: a scheduler's slot may follow the table
   fo.env_overrides[cluster_env::worker] = std::to_string(w->id);
   fo.env_overrides[cluster_env::instance] = std::to_string(slot);
   fo.env_overrides[cluster_env::scheduling] = scheduling_name(opt.scheduling);
@@ -154,7 +159,7 @@ std::shared_ptr<cluster_worker_state> cluster_state::fork_worker(std::size_t slo
   // `fork` is posted before fork() runs, so that it comes before the events of a launch that
   // fails (error, close), which fork() posts: Node's order (fork, then the worker's events).
   asio::post(ex, [weak = weak_from_this(), w] {
-    if (auto self = weak.lock(); self && !w->launch_threw)
+    if (auto self = weak.lock(); self && !w->unreported)
       self->on_fork.emit(cluster_worker(w));
   });
   try {
@@ -162,7 +167,7 @@ std::shared_ptr<cluster_worker_state> cluster_state::fork_worker(std::size_t slo
     w->child = childproc::fork(ex, program, args, std::move(fo));
   } catch (const std::system_error& e) {
     ec = e.code();
-    w->dead = w->launch_threw = true;
+    w->dead = w->unreported = true;
     return w;
   }
   w->pid = w->child.original_pid();
@@ -178,23 +183,28 @@ void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
   std::weak_ptr<cluster_state> weak = weak_from_this();
   std::weak_ptr<cluster_worker_state> ww = w;
   auto& child = w->child;
-  child.on_message([weak, ww](const message& m) {
-    auto self = weak.lock();
-    auto w = ww.lock();
-    if (!self || !w)
-      return;
-    if (m.is_json() && m.json().is_object() && m.json().as_object().contains("cc"))
-      return self->control_message(w, m.json().as_object());
-    self->on_message.emit(cluster_worker(w), m);
-  });
-  child.on_disconnect([weak, ww] {
-    auto self = weak.lock();
-    auto w = ww.lock();
-    if (!self || !w)
-      return;
-    w->connected = false;
-    self->on_disconnect.emit(cluster_worker(w));
-  });
+  // A launch that failed before its channel existed (no descriptor for it) has none: its error
+  // and close still come.
+  if (child.has_channel()) {
+    child.on_message([weak, ww](const message& m) {
+      auto self = weak.lock();
+      auto w = ww.lock();
+      if (!self || !w || w->unreported)
+        return;
+      if (m.is_json() && m.json().is_object() && m.json().as_object().contains("cc"))
+        return self->control_message(w, m.json().as_object());
+      self->on_message.emit(cluster_worker(w), m);
+    });
+    child.on_disconnect([weak, ww] {
+      auto self = weak.lock();
+      auto w = ww.lock();
+      if (!self || !w)
+        return;
+      w->connected = false;
+      if (!w->unreported)
+        self->on_disconnect.emit(cluster_worker(w));
+    });
+  }
   // `exit`, as Node's cluster: a `close` waits for the stdio pipes, which a grandchild may hold
   // long after the worker ended. `close` only for a launch that failed (no exit then).
   auto ended = [weak, ww](std::optional<int> code, std::optional<int> signal) {
@@ -205,7 +215,13 @@ void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
   };
   child.on_exit(ended);
   child.on_close(ended);
-  child.on_error([](const process_error&) {}); // reported as the exit (close) of the worker
+  // A launch that failed (a missing program): `error`, then its close is the worker's `exit`.
+  child.on_error([weak, ww](const process_error& e) {
+    auto self = weak.lock();
+    auto w = ww.lock();
+    if (self && w && !w->unreported)
+      self->on_error.emit(cluster_worker(w), e.code());
+  });
 }
 
 void cluster_state::control_message(const std::shared_ptr<cluster_worker_state>& w,
@@ -216,7 +232,7 @@ void cluster_state::control_message(const std::shared_ptr<cluster_worker_state>&
   if (*kind == "online")
     return on_online.emit(cluster_worker(w));
   if (*kind != "listening")
-    return;
+    return scheduler->worker_control(w->id, *kind);
   boost::system::error_code ec;
   const auto* address = o.contains("address") ? o.at("address").if_string() : nullptr;
   const auto* port = o.contains("port") ? o.at("port").if_int64() : nullptr;
@@ -225,7 +241,8 @@ void cluster_state::control_message(const std::shared_ptr<cluster_worker_state>&
     at = tcp::endpoint(asio::ip::make_address(std::string(address->c_str()), ec),
                        static_cast<unsigned short>(*port));
   w->listening = true;
-  scheduler->worker_listening(*w);
+  if (w->child.connected())
+    scheduler->worker_listening(w->id, w->child.channel());
   if (auto watcher = std::exchange(w->watcher, {}))
     watcher(true);
   on_listening.emit(cluster_worker(w), at);
@@ -237,7 +254,7 @@ void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
   w->connected = false;
   w->kill_timer.cancel();
   live.erase(w->id);
-  scheduler->worker_gone(*w);
+  scheduler->worker_gone(w->id);
   auto& slot = *slots[w->slot];
   const bool current = slot.current == w;
   if (current)
@@ -252,7 +269,8 @@ void cluster_state::worker_ended(const std::shared_ptr<cluster_worker_state>& w,
       !stopping)
     restart_later(w->slot, w, !replacement); // a failed replacement is no crash of the slot
   finish_shutdown_if_done(); // before user code: a handler that throws must not lose it
-  on_exit.emit(cluster_worker(w), code, signal);
+  if (!w->unreported)
+    on_exit.emit(cluster_worker(w), code, signal);
 }
 
 // Counts `last`'s exit (unless it was a replacement that failed: that is no crash of the slot)
@@ -287,8 +305,10 @@ void cluster_state::restart_later(std::size_t index,
       return;
     std::error_code launch;
     auto w = self->fork_worker(index, launch);
-    if (launch) // an unstable start: backs off, gives up after max_restarts
-      self->restart_later(index, w);
+    if (!launch)
+      return;
+    self->restart_later(index, w); // an unstable start: backs off, gives up after max_restarts
+    self->on_error.emit(cluster_worker(w), launch);
   });
 }
 
@@ -296,6 +316,7 @@ void cluster_state::disconnect(const std::shared_ptr<cluster_worker_state>& w) {
   if (w->dead)
     return;
   w->after_disconnect = true;
+  scheduler->worker_gone(w->id); // round_robin: no more connections (those sent are delivered)
   if (w->child.connected())
     w->child.disconnect();
   w->kill_timer.expires_after(opt.kill_timeout);
@@ -326,7 +347,7 @@ void cluster_state::replace(std::size_t index, std::function<void(std::error_cod
     auto self = weak.lock();
     if (ec || !self || fresh->listening || fresh->dead)
       return;
-    fresh->after_disconnect = true; // its exit finishes the replacement with timed_out
+    fresh->after_disconnect = fresh->listen_timed_out = true; // its exit: timed_out
     fresh->child.kill(SIGKILL);
   });
   fresh->watcher = [weak = weak_from_this(), fresh, old, index, timer, finish](bool listening) {
@@ -337,7 +358,7 @@ void cluster_state::replace(std::size_t index, std::function<void(std::error_cod
     if (!listening) {
       if (old && !old->dead)
         self->slots[index]->current = old;
-      return finish(fresh->after_disconnect ? errc::timed_out : errc::worker_start_failed);
+      return finish(fresh->listen_timed_out ? errc::timed_out : errc::worker_start_failed);
     }
     if (!old || old->dead)
       return finish({});
@@ -357,6 +378,8 @@ void cluster_state::reload_from(std::size_t index) {
     auto self = weak.lock();
     if (!self)
       return;
+    if (self->stopping) // a shutdown disconnected the new worker or the old one: aborted
+      return self->finish_reload(asio::error::operation_aborted);
     if (ec)
       return self->finish_reload(ec);
     self->reload_from(index + 1);
@@ -417,6 +440,65 @@ void cluster_state::destroy() noexcept {
     finish_reload(asio::error::operation_aborted);
 }
 
+// The program, arguments and launch options every fork of a worker uses, checked before
+// start() changes anything (a launch that would throw fails start(ec) instead). Returns what
+// failed, for the throwing form's message.
+const char* cluster_state::settle_launch(std::error_code& ec) {
+  launch = opt.worker_options;
+  // The cluster forks again from these options at every restart; a handed-over pipe serves one
+  // spawn only (and its number may name another descriptor by then).
+  if (std::any_of(launch.stdio.begin(), launch.stdio.end(),
+                  [](const stdio_spec& s) { return s.kind == stdio_kind::from; })) {
+    ec = make_error_code(errc::invalid_argument);
+    return "childproc: cluster::start: stdio::from in worker_options (a cluster forks its "
+           "workers again at every restart; a handed-over pipe serves one spawn)";
+  }
+  try {
+    program = opt.program.empty() ? self_exe() : opt.program;
+    args = opt.args ? *opt.args : own_arguments();
+    settle_fork_stdio(launch, program, args);
+  } catch (const std::system_error& e) {
+    ec = e.code();
+    return "childproc: cluster::start: worker_options";
+  }
+  return nullptr;
+}
+
+const char* cluster_state::start(std::error_code& ec) {
+  ec.clear();
+  const std::size_t count = opt.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
+  // Checked before anything changes: a second start() must not touch the running cluster.
+  if (started || stopping || count == 0 || opt.backlog <= 0) {
+    ec = make_error_code(errc::invalid_argument);
+    return "childproc: cluster::start";
+  }
+  if (const char* what = settle_launch(ec); ec)
+    return what;
+  scheduler = make_primary_scheduler(opt.scheduling, ex);
+  if (!scheduler) {
+    ec = make_error_code(errc::invalid_argument);
+    return "childproc: cluster::start: scheduling";
+  }
+  endpoint = scheduler->open(opt.endpoint, opt.backlog, ec);
+  if (ec)
+    return "childproc: cluster::start: the endpoint";
+  started = true;
+  for (std::size_t i = 0; i < count; ++i)
+    slots.push_back(std::make_unique<cluster_slot>(ex));
+  for (std::size_t i = 0; i < count && !ec; ++i)
+    fork_worker(i, ec);
+  if (ec) {
+    // The workers already launched are killed, unreported: to the caller they never started.
+    for (auto& [id, w] : live)
+      w->unreported = true;
+    destroy(); // the cluster is done
+    return "childproc: cluster::start: a worker's launch";
+  }
+  if (opt.max_memory_restart > 0)
+    watch_memory();
+  return nullptr;
+}
+
 } // namespace detail
 
 inline namespace v1 {
@@ -453,6 +535,8 @@ bool cluster_worker::kill(int signal) const {
   if (!state_ || state_->dead)
     return false;
   state_->after_disconnect = true;
+  if (auto owner = state_->owner.lock(); owner && owner->scheduler)
+    owner->scheduler->worker_gone(state_->id);
   if (state_->child.connected())
     state_->child.disconnect();
   return state_->child.kill(signal);
@@ -499,40 +583,12 @@ cluster::~cluster() {
 
 void cluster::start() {
   std::error_code ec;
-  start(ec);
-  if (ec)
-    throw std::system_error(ec, "childproc: cluster::start");
+  if (const char* what = state_->start(ec); ec)
+    throw std::system_error(ec, what);
 }
 
 void cluster::start(std::error_code& ec) {
-  ec.clear();
-  auto& s = *state_;
-  const auto& o = s.opt;
-  const std::size_t count = o.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
-  // Checked before anything changes: a second start() must not touch the running cluster.
-  if (s.started || s.stopping || count == 0 || o.backlog <= 0) {
-    ec = make_error_code(errc::invalid_argument);
-    return;
-  }
-  s.scheduler = detail::make_primary_scheduler(o.scheduling);
-  if (!s.scheduler) {
-    ec = make_error_code(errc::invalid_argument);
-    return;
-  }
-  s.endpoint = s.scheduler->open(o.endpoint, o.backlog, ec);
-  if (ec)
-    return;
-  s.started = true;
-  s.program = o.program.empty() ? self_exe() : o.program;
-  s.args = o.args ? *o.args : detail::own_arguments();
-  for (std::size_t i = 0; i < count; ++i)
-    s.slots.push_back(std::make_unique<detail::cluster_slot>(s.ex));
-  for (std::size_t i = 0; i < count && !ec; ++i)
-    s.fork_worker(i, ec);
-  if (ec)
-    return s.destroy(); // the workers already launched are killed; the cluster is done
-  if (o.max_memory_restart > 0)
-    s.watch_memory();
+  state_->start(ec);
 }
 
 tcp::endpoint cluster::endpoint() const {
@@ -602,6 +658,11 @@ cluster& cluster::on_exit(
 }
 cluster& cluster::on_give_up(std::function<void(const cluster_worker&, std::size_t)> handler) {
   state_->on_give_up.add(std::move(handler));
+  return *this;
+}
+
+cluster& cluster::on_error(std::function<void(const cluster_worker&, std::error_code)> handler) {
+  state_->on_error.add(std::move(handler));
   return *this;
 }
 

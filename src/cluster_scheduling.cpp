@@ -1,4 +1,5 @@
-// The cluster's scheduling modes shared and reuse_port, both sides (see cluster_scheduling.hpp).
+// The cluster's scheduling modes shared, reuse_port and round_robin, both sides (see
+// cluster_scheduling.hpp).
 #include "cluster_scheduling.hpp"
 
 #include "posix/unique_fd.hpp"
@@ -7,6 +8,14 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <map>
 
 #include <cerrno>
 #include <cstdlib>
@@ -83,6 +92,179 @@ public:
 
 private:
   unique_fd holder_;
+};
+
+// round_robin: the primary accepts and hands each connection to a free worker over its channel
+// (the descriptor with {"cc":"conn"}). A worker is free again once it acknowledged the last one
+// ({"cc":"accepted"}): one connection in flight per worker, as Node's RoundRobinHandle. The
+// connections accepted while no worker is free wait in the primary, in arrival order.
+class round_robin_scheduler final : public primary_scheduler {
+  struct core : std::enable_shared_from_this<core> {
+    explicit core(const asio::any_io_executor& ex) : acceptor(ex), retry(ex) {}
+    tcp::acceptor acceptor;
+    asio::steady_timer retry; // after an accept error that is not the connection's own
+    std::deque<tcp::socket> queued;
+    std::map<unsigned, childproc::channel> all; // the listening workers, by id
+    std::deque<unsigned> free;                  // those with no connection in flight
+
+    void accept_next() {
+      acceptor.async_accept(
+          [self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
+            if (ec == asio::error::operation_aborted || !self->acceptor.is_open())
+              return;
+            if (!ec) {
+              self->queued.push_back(std::move(socket));
+              self->distribute();
+            }
+            if (!ec || ec == asio::error::connection_aborted)
+              return self->accept_next();
+            // EMFILE and the like: wait a moment rather than spin.
+            self->retry.expires_after(std::chrono::milliseconds(50));
+            self->retry.async_wait([self](boost::system::error_code wait) {
+              if (!wait && self->acceptor.is_open())
+                self->accept_next();
+            });
+          });
+    }
+    void distribute() {
+      while (!queued.empty() && !free.empty()) {
+        const unsigned id = free.front();
+        free.pop_front();
+        handoff(id);
+      }
+    }
+    // Node's handoff(): the next queued connection to worker `id`, or `id` joins the free list.
+    void handoff(unsigned id) {
+      const auto worker = all.find(id);
+      if (worker == all.end())
+        return; // disconnected or gone meanwhile
+      if (queued.empty()) {
+        if (std::find(free.begin(), free.end(), id) == free.end())
+          free.push_back(id);
+        return;
+      }
+      auto socket = std::move(queued.front());
+      queued.pop_front();
+      // The channel owns the descriptor from here; a send that fails (the worker disconnected
+      // meanwhile) closes it: that connection is lost with the worker, as in Node.
+      worker->second.send(control_message("conn"), owned_fd::from(std::move(socket)));
+    }
+  };
+
+public:
+  explicit round_robin_scheduler(const asio::any_io_executor& ex)
+      : core_(std::make_shared<core>(ex)) {}
+  tcp::endpoint open(const tcp::endpoint& requested, int backlog, std::error_code& ec) override {
+    auto fd = bound_socket(requested, false, backlog, ec);
+    boost::system::error_code bec;
+    if (!ec)
+      core_->acceptor.assign(requested.protocol(), fd.get(), bec);
+    if (bec)
+      ec = bec;
+    if (ec)
+      return {};
+    fd.release();
+    const auto at = local_endpoint_of(core_->acceptor.native_handle(), ec);
+    if (!ec)
+      core_->accept_next();
+    return at;
+  }
+  void prepare(fork_options&) override {}
+  void worker_listening(unsigned id, const childproc::channel& ch) override {
+    if (core_->all.emplace(id, ch).second)
+      core_->handoff(id);
+  }
+  void worker_control(unsigned id, std::string_view kind) override {
+    if (kind == "accepted")
+      core_->handoff(id);
+  }
+  void worker_gone(unsigned id) override {
+    core_->all.erase(id);
+    core_->free.erase(std::remove(core_->free.begin(), core_->free.end(), id), core_->free.end());
+  }
+  void close() noexcept override {
+    boost::system::error_code ignored;
+    core_->acceptor.close(ignored);
+    core_->retry.cancel();
+    core_->queued.clear();
+    core_->all.clear();
+    core_->free.clear();
+  }
+
+private:
+  std::shared_ptr<core> core_;
+};
+
+// A round_robin worker's listener: the connections the primary handed over, in order. After
+// stop() it still hands out those that had arrived, then fails with operation_aborted.
+class handed_listener final : public cluster_listener_state,
+                              public std::enable_shared_from_this<handed_listener> {
+public:
+  handed_listener(const asio::any_io_executor& ex, const tcp::endpoint& ep)
+      : executor_(ex), endpoint_(ep) {}
+
+  void accept(std::unique_ptr<completion<boost::system::error_code, tcp::socket>> done) override {
+    if (!ready_.empty()) {
+      auto socket = std::move(ready_.front());
+      ready_.pop_front();
+      return done->complete({}, std::move(socket));
+    }
+    if (closed_ || stopped_)
+      return done->complete(asio::error::operation_aborted, tcp::socket(executor_));
+    if (waiting_) // one accept at a time, as an acceptor's accept loop makes them
+      return done->complete(asio::error::already_started, tcp::socket(executor_));
+    auto slot = done->cancellation_slot();
+    waiting_ = std::move(done);
+    // Posted: completing clears the slot, which must not happen inside its own handler.
+    if (slot.is_connected())
+      slot.assign([weak = weak_from_this(), serial = ++serial_](asio::cancellation_type) {
+        if (auto self = weak.lock())
+          asio::post(self->executor_, [weak, serial] {
+            if (auto self = weak.lock(); self && self->serial_ == serial)
+              self->fail_waiting();
+          });
+      });
+  }
+  bool take(owned_fd& fd) override {
+    if (closed_ || stopped_)
+      return false;
+    std::error_code ec;
+    auto socket = adopt<tcp::socket>(executor_, std::move(fd), ec);
+    if (ec)
+      return true; // taken, and closed: not a connection any worker could serve
+    if (auto done = std::move(waiting_))
+      done->complete({}, std::move(socket));
+    else
+      ready_.push_back(std::move(socket));
+    return true;
+  }
+  tcp::endpoint local_endpoint() const override { return endpoint_; }
+  bool is_open() const noexcept override { return !closed_ && !stopped_; }
+  void close() noexcept override {
+    closed_ = true;
+    ready_.clear();
+    fail_waiting();
+  }
+  void stop() noexcept override {
+    stopped_ = true;
+    if (ready_.empty())
+      fail_waiting();
+  }
+  asio::any_io_executor executor() const override { return executor_; }
+
+private:
+  void fail_waiting() {
+    if (auto done = std::move(waiting_))
+      done->complete(asio::error::operation_aborted, tcp::socket(executor_));
+  }
+
+  asio::any_io_executor executor_;
+  tcp::endpoint endpoint_;
+  std::deque<tcp::socket> ready_;
+  std::unique_ptr<completion<boost::system::error_code, tcp::socket>> waiting_;
+  unsigned serial_ = 0; // of the accept waiting: a late cancellation must not fail the next
+  bool stopped_ = false;
+  bool closed_ = false;
 };
 
 // A worker's listener over an acceptor: the shared socket (its own copy of the descriptor), or
@@ -189,7 +371,19 @@ std::optional<tcp::endpoint> parse_endpoint(const char* text) {
 }
 
 const char* scheduling_name(scheduling mode) noexcept {
-  return mode == scheduling::reuse_port ? "reuse_port" : "shared";
+  switch (mode) {
+  case scheduling::reuse_port:
+    return "reuse_port";
+  case scheduling::round_robin:
+    return "round_robin";
+  case scheduling::shared:
+    break;
+  }
+  return "shared";
+}
+
+message control_message(const char* kind) {
+  return message(boost::json::value(boost::json::object{{"cc", kind}}));
 }
 
 namespace {
@@ -207,6 +401,8 @@ worker_environment read_worker_env() noexcept {
       env.mode = scheduling::shared;
     else if (std::strcmp(mode, "reuse_port") == 0)
       env.mode = scheduling::reuse_port;
+    else if (std::strcmp(mode, "round_robin") == 0)
+      env.mode = scheduling::round_robin;
   }
   env.endpoint = parse_endpoint(std::getenv(cluster_env::endpoint));
   env.requested = parse_endpoint(std::getenv(cluster_env::requested));
@@ -231,8 +427,11 @@ const worker_environment& worker_env() noexcept {
   return env;
 }
 
-std::unique_ptr<primary_scheduler> make_primary_scheduler(scheduling mode) {
+std::unique_ptr<primary_scheduler> make_primary_scheduler(scheduling mode,
+                                                          const asio::any_io_executor& ex) {
   switch (mode) {
+  case scheduling::round_robin:
+    return std::make_unique<round_robin_scheduler>(ex);
   case scheduling::shared:
     return std::make_unique<shared_scheduler>();
   case scheduling::reuse_port:
@@ -245,14 +444,16 @@ std::shared_ptr<cluster_listener_state> open_listener(const asio::any_io_executo
                                                       const worker_environment& env,
                                                       const tcp::endpoint& ep,
                                                       std::error_code& ec) {
-  const bool own_socket = !env.is_worker || env.mode == scheduling::reuse_port;
-  auto listener = std::make_shared<acceptor_listener>(ex, env.is_worker && own_socket);
-  unique_fd fd;
-  tcp::endpoint bind_to = ep;
   if (env.is_worker && (!env.mode || !names_cluster_endpoint(ep, env))) {
     ec = make_error_code(errc::invalid_argument);
     return nullptr;
   }
+  if (env.is_worker && env.mode == scheduling::round_robin)
+    return std::make_shared<handed_listener>(ex, *env.endpoint);
+  const bool own_socket = !env.is_worker || env.mode == scheduling::reuse_port;
+  auto listener = std::make_shared<acceptor_listener>(ex, env.is_worker && own_socket);
+  unique_fd fd;
+  tcp::endpoint bind_to = ep;
   if (env.is_worker)
     bind_to = *env.endpoint;
   if (own_socket) {

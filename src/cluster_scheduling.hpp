@@ -2,16 +2,16 @@
 // each worker at launch, and how a worker's listener gets its connections.
 //
 // A mode is a pair: a primary_scheduler (opens the endpoint, prepares each worker's launch,
-// hears which workers listen and which ended) and a worker-side listener_source (what
-// cluster::listen returns behind cluster_listener). round_robin plugs in here once handle
-// passing exists: its primary_scheduler keeps the listening socket, accepts, and sends each
-// connection to a worker from the free list that worker_listening / worker_gone maintain; its
-// listener_source completes async_accept with the sockets that arrive over the channel.
+// hears which workers listen and which ended) and a worker-side listener state (what
+// cluster::listen returns behind cluster_listener). round_robin's primary_scheduler keeps the
+// listening socket, accepts, and sends each connection over a worker's channel to a worker of
+// the free list that worker_listening / worker_control / worker_gone maintain; its listener
+// completes async_accept with the sockets that arrive over the channel.
 //
 // The primary tells a worker what it needs through its environment:
 //   CHILDPROC_CLUSTER_WORKER      the worker's id (1, 2, ...): is_worker()
 //   CHILDPROC_CLUSTER_INSTANCE    its slot (0 .. workers-1), PM2's NODE_APP_INSTANCE
-//   CHILDPROC_CLUSTER_SCHEDULING  "shared" or "reuse_port"
+//   CHILDPROC_CLUSTER_SCHEDULING  "shared", "reuse_port" or "round_robin"
 //   CHILDPROC_CLUSTER_ENDPOINT    "<address> <port>": the endpoint with its port chosen
 //   CHILDPROC_CLUSTER_REQUESTED   "<address> <port>": the endpoint as configured (port 0 kept)
 //   CHILDPROC_CLUSTER_BACKLOG     the listen backlog (reuse_port: each worker listens itself)
@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 namespace childproc::detail {
@@ -67,14 +68,20 @@ public:
                                               int backlog, std::error_code& ec) = 0;
   // Adds what a worker needs to its launch (stdio slots, environment).
   virtual void prepare(fork_options& options) = 0;
-  // A worker reported `listening`; a worker ended (round_robin: the free list).
-  virtual void worker_listening(cluster_worker_state&) {}
-  virtual void worker_gone(cluster_worker_state&) {}
+  // A worker reported `listening` (its channel to the primary); a control message of it that
+  // the cluster does not handle ({"cc": kind}); it was disconnected or ended (round_robin: the
+  // free list).
+  virtual void worker_listening(unsigned /*id*/, const childproc::channel&) {}
+  virtual void worker_control(unsigned /*id*/, std::string_view /*kind*/) {}
+  virtual void worker_gone(unsigned /*id*/) {}
   // Closes what open() made (after the last worker).
   virtual void close() noexcept = 0;
 };
-// The scheduler of `mode`, or nullptr when the mode is not available (round_robin).
-std::unique_ptr<primary_scheduler> make_primary_scheduler(scheduling mode);
+// The scheduler of `mode` (its acceptor, for round_robin, on `ex`); nullptr for no mode.
+std::unique_ptr<primary_scheduler> make_primary_scheduler(scheduling mode,
+                                                          const boost::asio::any_io_executor& ex);
+// The cluster's own control message {"cc": kind}.
+message control_message(const char* kind);
 
 // The worker's side: what is behind a cluster_listener.
 struct cluster_listener_state {
@@ -89,6 +96,9 @@ struct cluster_listener_state {
   virtual void close() noexcept = 0;
   virtual void stop() noexcept = 0;
   virtual boost::asio::any_io_executor executor() const = 0;
+  // round_robin: a connection the primary handed over; false when this listener takes none
+  // (another mode, or closed).
+  virtual bool take(owned_fd&) { return false; }
 };
 
 // The listener of `env`'s mode (or, outside a cluster, a plain one on `endpoint`).

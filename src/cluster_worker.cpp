@@ -42,6 +42,24 @@ struct worker_registry {
     for (auto& l : live)
       l->stop();
   }
+
+  // round_robin: a connection from the primary goes to the first listener that takes it; the
+  // primary hands this worker the next one after the acknowledgement (Node's `accepted`). One
+  // that no listener takes (all closed) is closed.
+  void handed_over(const message& m, childproc::channel& primary) {
+    auto fd = m.take_handle();
+    std::vector<std::shared_ptr<detail::cluster_listener_state>> live;
+    {
+      std::lock_guard lock(mutex);
+      for (auto& weak : listeners)
+        if (auto l = weak.lock())
+          live.push_back(std::move(l));
+    }
+    for (auto& l : live)
+      if (l->take(fd))
+        break;
+    primary.send(detail::control_message("accepted"));
+  }
 };
 
 worker_registry& registry() {
@@ -49,8 +67,11 @@ worker_registry& registry() {
   return r;
 }
 
-message control(const char* kind) {
-  return message(boost::json::value(boost::json::object{{"cc", kind}}));
+bool is_control(const message& m, const char* kind) {
+  if (!m.is_json() || !m.json().is_object())
+    return false;
+  const auto* cc = m.json().as_object().if_contains("cc");
+  return cc && cc->is_string() && cc->get_string() == kind;
 }
 
 } // namespace
@@ -80,7 +101,11 @@ childproc::channel cluster::channel(const asio::any_io_executor& ex) {
     // The primary disconnecting this worker (or dying) stops its listeners: the worker then
     // ends once its connections have.
     ch.on_disconnect([] { registry().stop_all(); });
-    ch.send(control("online"));
+    ch.on_message([](const message& m, childproc::channel primary) {
+      if (is_control(m, "conn"))
+        registry().handed_over(m, primary);
+    });
+    ch.send(detail::control_message("online"));
   }
   return ch;
 }

@@ -54,8 +54,12 @@ enum class scheduling {
   /// Each socket has its own accept queue: connections queued on a worker's socket in the instant
   /// it closes are reset, unless net.ipv4.tcp_migrate_req is 1.
   reuse_port,
-  // round_robin (Node's default: the primary accepts and passes each connection to a worker)
-  // is not available yet; it will be built on the channel's handle passing (channel.hpp).
+  /// Node's default on Linux (SCHED_RR): the primary accepts and hands each connection over a
+  /// worker's channel to a free worker, one connection in flight per worker (the next one after
+  /// the worker acknowledged the last). An even spread of connections whatever the kernel does;
+  /// the primary moves every connection (one descriptor pass each). A worker that stops leaves
+  /// the waiting connections to the others.
+  round_robin,
 };
 
 /// Options of a cluster: aggregates for designated initializers.
@@ -71,7 +75,8 @@ struct cluster_options {
   /// variables to env_overrides and, for scheduling::shared, one stdio slot after the given
   /// ones. Default: fork()'s defaults (stdio inherited).
   fork_options worker_options{};
-  /// See scheduling. Default: shared (round_robin, Node's default, is not available yet).
+  /// See scheduling. Default: shared (Node's default is round_robin; shared gives a new
+  /// connection to an idle worker while another blocks its event loop, see docs/cluster.md).
   childproc::scheduling scheduling = childproc::scheduling::shared;
   /// The endpoint the workers serve; cluster::listen in a worker must name it (or its port 0
   /// may be the port it was given). Default: 0.0.0.0 port 0 (a port chosen at start()).
@@ -276,6 +281,10 @@ public:
           handler);
   cluster&
   on_give_up(std::function<void(const cluster_worker& last, std::size_t restarts)> handler);
+  /// A worker's process error (Node's worker 'error'): its launch failed (a missing program: its
+  /// `exit` follows, code -errno), a restart that fork() refused (no `fork` nor `exit` then: that
+  /// worker never existed), or an error of its channel.
+  cluster& on_error(std::function<void(const cluster_worker&, std::error_code ec)> handler);
 
   boost::asio::any_io_executor executor() const noexcept;
 

@@ -108,7 +108,11 @@ int main() {
   asio::io_context io;
   // One worker per CPU, and at least two, so that there is another worker to show.
   const std::size_t workers = std::max(2u, std::thread::hardware_concurrency());
-  childproc::cluster_options options{.workers = workers, .endpoint = at};
+  // shared, not the default round_robin: a busy worker then takes no new connection. Under
+  // round_robin (Node's default) a worker that acknowledged its last connection before it
+  // blocked is handed the next one, which waits for the loop to end.
+  childproc::cluster_options options{
+      .workers = workers, .scheduling = childproc::scheduling::shared, .endpoint = at};
   childproc::cluster primary(io, options);
   std::size_t listening = 0;
   primary.on_listening([&](const childproc::cluster_worker&, const tcp::endpoint& where) {

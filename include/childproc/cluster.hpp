@@ -75,9 +75,10 @@ struct cluster_options {
   /// variables to env_overrides and, for scheduling::shared, one stdio slot after the given
   /// ones. Default: fork()'s defaults (stdio inherited).
   fork_options worker_options{};
-  /// See scheduling. Default: shared (Node's default is round_robin; shared gives a new
-  /// connection to an idle worker while another blocks its event loop, see docs/cluster.md).
-  childproc::scheduling scheduling = childproc::scheduling::shared;
+  /// See scheduling. Default: round_robin (Node's SCHED_RR, its default on Linux: an even
+  /// spread). A server whose workers block their event loop may prefer shared, where a busy
+  /// worker takes no new connection (docs/cluster.md).
+  childproc::scheduling scheduling = childproc::scheduling::round_robin;
   /// The endpoint the workers serve; cluster::listen in a worker must name it (or its port 0
   /// may be the port it was given). Default: 0.0.0.0 port 0 (a port chosen at start()).
   boost::asio::ip::tcp::endpoint endpoint{boost::asio::ip::tcp::v4(), 0};

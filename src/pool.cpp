@@ -12,6 +12,7 @@
 #include <childproc/pool.hpp>
 
 #include "channel_state.hpp"
+#include "handed_over.hpp"
 #include "latency_histogram.hpp"
 #include "pool_protocol.hpp"
 #include "serve_channel.hpp"
@@ -247,6 +248,13 @@ void validate(const pool_options& o) {
                             "pool_options::kill_signal names no signal");
   if (o.kill_signal <= 0 || o.kill_signal >= NSIG)
     bad("pool_options::kill_signal is no signal");
+  const auto& stdio = o.worker_options.stdio;
+  if (std::any_of(stdio.begin(), stdio.end(),
+                  [](const stdio_spec& s) { return s.kind == stdio_kind::from; })) {
+    close_handed_over(stdio); // refused: the pipe is closed as a spawn would have
+    bad("pool_options::worker_options: stdio::from() hands one pipe to one spawn, and the pool "
+        "forks every worker from these options");
+  }
 }
 
 } // namespace

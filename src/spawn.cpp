@@ -1,5 +1,6 @@
 // spawn(): from Node's arguments to a launch request, and from the launch to a child_process.
 #include "child_state.hpp"
+#include "handed_over.hpp"
 #include "posix/child_plan.hpp"
 #include "posix/launcher.hpp"
 #include "posix/unique_fd.hpp"
@@ -235,7 +236,7 @@ void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t p
     p.request.sources[i] = p.dev_null.get();
     return;
   case stdio_kind::fd:
-  case stdio_kind::from: // from: adopted by adopt_handed_over(), closed with the child's ends
+  case stdio_kind::from: // from: taken from the registry first, closed with the child's ends
     if (spec.fd < 0 || ::fcntl(spec.fd, F_GETFD) < 0) {
       ec.assign(EBADF, std::system_category());
       return;
@@ -243,16 +244,6 @@ void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t p
     p.request.sources[i] = spec.fd;
     return;
   }
-}
-
-// The fds stdio::from() handed over belong to this spawn from its first line: the parent's copy
-// closes with the child's ends, whether the launch happens or not.
-void adopt_handed_over(prepared& p, const spawn_options& o) {
-  for (const auto& spec : o.stdio)
-    if (spec.kind == stdio_kind::from && spec.fd >= 0 &&
-        std::none_of(p.child_ends.begin(), p.child_ends.end(),
-                     [&](const unique_fd& fd) { return fd.get() == spec.fd; }))
-      p.child_ends.emplace_back(spec.fd);
 }
 
 // The stdio table: Node fills missing slots among 0..2 with pipes.
@@ -346,12 +337,15 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
                          std::optional<process_error>& failure) {
   failure.reset();
   prepared p;
-  adopt_handed_over(p, options);
   std::error_code ec;
+  // The fds stdio::from() handed over belong to this spawn from its first line: the parent's
+  // copy closes with the child's ends, whether the launch happens or not.
+  p.child_ends = detail::take_handed_over(options.stdio, ec);
   spawn_step step = spawn_step::none;
   const std::string requested_file = file;
   const std::vector<std::string> requested_args = args;
-  prepare(p, std::move(file), std::move(args), options, ec, step);
+  if (!ec)
+    prepare(p, std::move(file), std::move(args), options, ec, step);
   std::shared_ptr<detail::child_state> state;
   if (!ec || is_event_error(ec, step))
     state = make_state(ex, p, options, ec, step);
@@ -432,6 +426,7 @@ std::optional<process_error> sync_ipc_error(const std::string& syscall, const st
   const auto is_ipc = [](const stdio_spec& s) { return s.kind == stdio_kind::ipc; };
   if (std::none_of(options.stdio.begin(), options.stdio.end(), is_ipc))
     return std::nullopt;
+  close_handed_over(options.stdio);
   return process_error(make_error_code(errc::ipc_sync), syscall + ' ' + file, file, args);
 }
 

@@ -1,10 +1,14 @@
 // The parent's ends of the stdio pipes.
 #include "child_state.hpp"
+#include "handed_over.hpp"
 #include "read_buffer.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
+#include <mutex>
+#include <set>
 #include <span>
 
 #include <cerrno>
@@ -589,7 +593,8 @@ int readable_stream::hand_over(std::error_code& ec) {
     return -1;
   }
   ec.clear();
-  const int fd = fd_->release(); // a pending wait ends with operation_aborted
+  detail::register_handed_over(fd_->native_handle()); // may throw: before the stream lets go
+  const int fd = fd_->release();                      // a pending wait ends with operation_aborted
   // The file description is shared with the next child: it reads it blocking, as a shell's.
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   detach();
@@ -627,4 +632,59 @@ void readable_stream::stop_reading() {
 }
 
 } // namespace v1
+
+namespace detail {
+namespace {
+
+struct handed_over_registry {
+  std::mutex mutex;
+  std::set<int> fds;
+};
+
+handed_over_registry& handed_over() {
+  static handed_over_registry registry;
+  return registry;
+}
+
+// Takes the table's registered `from` fds out of the registry, giving each to `take` (which must
+// not throw); false when a `from` slot names an fd that is not registered (and no earlier slot
+// of the same table took it).
+template <class Take>
+bool take_from_registry(const std::vector<stdio_spec>& stdio, Take take) {
+  auto& registry = handed_over();
+  const std::lock_guard lock(registry.mutex);
+  bool all_registered = true;
+  for (auto it = stdio.begin(); it != stdio.end(); ++it) {
+    if (it->kind != stdio_kind::from)
+      continue;
+    if (registry.fds.erase(it->fd) != 0)
+      take(it->fd);
+    else if (std::find(stdio.begin(), it, *it) == it)
+      all_registered = false;
+  }
+  return all_registered;
+}
+
+} // namespace
+
+void register_handed_over(int fd) {
+  auto& registry = handed_over();
+  const std::lock_guard lock(registry.mutex);
+  registry.fds.insert(fd);
+}
+
+std::vector<posix::unique_fd> take_handed_over(const std::vector<stdio_spec>& stdio,
+                                               std::error_code& ec) {
+  std::vector<posix::unique_fd> taken;
+  taken.reserve(stdio.size()); // so that taking cannot throw once an fd is out of the registry
+  const bool all_registered = take_from_registry(stdio, [&](int fd) { taken.emplace_back(fd); });
+  ec = all_registered ? std::error_code{} : make_error_code(errc::stdio_from_used);
+  return taken;
+}
+
+void close_handed_over(const std::vector<stdio_spec>& stdio) noexcept {
+  take_from_registry(stdio, [](int fd) { ::close(fd); });
+}
+
+} // namespace detail
 } // namespace childproc

@@ -375,10 +375,18 @@ void readable_stream::finish() {
   complete_read(boost::asio::error::eof, 0);
   complete_line_at_end(boost::asio::error::eof);
   data_handlers_.release(); // `end` is the last event: no handler is kept after it
-  if (!line_handlers_.empty() && !flowing_line_.empty()) {
-    const std::string last = std::move(flowing_line_);
-    flowing_line_.clear();
-    line_handlers_.emit(std::string_view(last));
+  const std::string last = std::exchange(flowing_line_, std::string());
+  if (!last.empty() && !line_handlers_.empty()) {
+    try {
+      detail::emit_last(line_handlers_, std::string_view(last)); // released even if it throws
+    } catch (...) {
+      // The exception leaves io.run(); `end` and `close` still come, on the next turn.
+      boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] {
+        detail::emit_last(end_handlers_);
+        owner_->maybe_close();
+      });
+      throw;
+    }
   }
   line_handlers_.release();
   detail::emit_last(end_handlers_);

@@ -696,3 +696,25 @@ TEST_CASE("on_line splits a flowing stream into lines across chunk boundaries",
   CHECK(lines > static_cast<std::size_t>(std::count(expected.begin(), expected.end(), '\n')));
   CHECK(line_before_end); // the last line, without '\n', came before `end`
 }
+
+// Before the fix: FAILED: CHECK( ended ) with expansion: false, and CHECK( watched.expired() )
+// false (a throwing handler of the last line lost `end` and `close`, and kept the line handlers).
+TEST_CASE("a throwing on_line handler of the last line still lets end and close come",
+          "[streams][lines]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "last"}); // no '\n'
+  auto token = std::make_shared<int>(0);
+  const std::weak_ptr<int> watched = token;
+  bool ended = false, closed = false;
+  child.out().on_line([token = std::move(token)](std::string_view line) {
+    if (line == "last")
+      throw std::runtime_error("line handler");
+  });
+  child.out().on_end([&] { ended = true; });
+  child.on_close([&](auto, auto) { closed = true; });
+  CHECK_THROWS_WITH(io.run(), "line handler"); // the exception leaves io.run(), as Node's
+  io.run();                                    // and the stream's last events come next
+  CHECK(ended);
+  CHECK(closed);
+  CHECK(watched.expired()); // the line handlers were released after the last line
+}

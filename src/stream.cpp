@@ -91,11 +91,17 @@ void readable_stream::emit_lines(std::string_view chunk) {
   struct consume {
     std::string& buffer;
     std::size_t& count;
-    ~consume() { buffer.erase(0, count); }
-  } guard{flowing_line_, done};
+    std::size_t& scanned;
+    ~consume() {
+      buffer.erase(0, count);
+      scanned = scanned > count ? scanned - count : 0;
+    }
+  } guard{flowing_line_, done, flowing_scanned_};
   for (;;) {
-    const std::size_t eol = flowing_line_.find('\n', done);
+    const std::size_t eol = flowing_line_.find('\n', std::max(done, flowing_scanned_));
     std::size_t take = eol - done, skip = 1;
+    if (eol == std::string::npos)
+      flowing_scanned_ = flowing_line_.size(); // the next chunk is scanned from its own start
     if (eol == std::string::npos || take > max_line_length_) {
       if (flowing_line_.size() - done <= max_line_length_)
         return;
@@ -376,6 +382,7 @@ void readable_stream::finish() {
   complete_line_at_end(boost::asio::error::eof);
   data_handlers_.release(); // `end` is the last event: no handler is kept after it
   const std::string last = std::exchange(flowing_line_, std::string());
+  flowing_scanned_ = 0;
   if (!last.empty() && !line_handlers_.empty()) {
     try {
       detail::emit_last(line_handlers_, std::string_view(last)); // released even if it throws

@@ -718,3 +718,29 @@ TEST_CASE("a throwing on_line handler of the last line still lets end and close 
   CHECK(closed);
   CHECK(watched.expired()); // the line handlers were released after the last line
 }
+
+// Before the fix: FAILED: CHECK( elapsed < 20s ) with expansion: 59618605497ns < 20s (each 4 KiB
+// chunk rescanned the whole partial line).
+TEST_CASE("on_line with a long line in many small chunks scans each byte once",
+          "[streams][lines]") {
+  const std::size_t size = 32 * 1024 * 1024;
+  asio::io_context io;
+  const childproc::spawn_options options{
+      .stdio = {childproc::stdio::ignore, childproc::stdio::pipe, childproc::stdio::ignore},
+      .pipe_size = 4096}; // so that the line comes in 8192 chunks of 4 KiB
+  auto child =
+      childproc::spawn(io, test::helper, {"count-out", std::to_string(size), "4096"}, options);
+  child.out().set_max_line_length(2 * size);
+  std::vector<std::size_t> line_sizes;
+  bool all_c = true;
+  child.out().on_line([&](std::string_view line) {
+    line_sizes.push_back(line.size());
+    all_c = all_c && line.find_first_not_of('c') == std::string_view::npos;
+  });
+  const auto start = std::chrono::steady_clock::now();
+  io.run();
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  CHECK(line_sizes == std::vector<std::size_t>{size});
+  CHECK(all_c);
+  CHECK(elapsed < 20s); // linear: well under a second; quadratic: 128 GiB scanned
+}

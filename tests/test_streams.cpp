@@ -744,3 +744,46 @@ TEST_CASE("on_line with a long line in many small chunks scans each byte once",
   CHECK(all_c);
   CHECK(elapsed < 20s); // linear: well under a second; quadratic: 128 GiB scanned
 }
+
+// Before the fix: FAILED: CHECK( waiting_result == asio::error::operation_aborted ) with expansion:
+// {?} == 125 (closed while the copy waited for drain, it completed with bad_descriptor; the doc
+// promised bad_descriptor for a close during a read too, which gave operation_aborted).
+TEST_CASE("pipe() stopped by closing its source completes with operation_aborted",
+          "[streams][pipes]") {
+  asio::io_context io;
+  const childproc::spawn_options sink_options{
+      .stdio = {childproc::stdio::pipe, childproc::stdio::ignore, childproc::stdio::ignore}};
+  // Closed while the copy waits for drain (a high-water mark of 1: every write waits).
+  auto source = childproc::spawn(io, test::helper, {"out", "1000000"});
+  auto sink = childproc::spawn(io, test::helper, {"cat"}, sink_options);
+  sink.in().set_high_water_mark(1);
+  bool closed_in_drain = false;
+  sink.in().on_drain([&] { // added first: runs before pipe()'s own, which would read on
+    if (!std::exchange(closed_in_drain, true))
+      source.out().close();
+  });
+  std::optional<boost::system::error_code> waiting_result;
+  childproc::pipe(source.out(), sink.in(), [&](boost::system::error_code ec, std::size_t) {
+    waiting_result = ec;
+    sink.in().end();
+  });
+  // Closed while the copy's read is pending.
+  auto reading_source = childproc::spawn(io, test::helper, {"sleep", "200"});
+  auto reading_sink = childproc::spawn(io, test::helper, {"cat"}, sink_options);
+  std::optional<boost::system::error_code> reading_result;
+  childproc::pipe(reading_source.out(), reading_sink.in(),
+                  [&](boost::system::error_code ec, std::size_t) {
+                    reading_result = ec;
+                    reading_sink.in().end();
+                  });
+  reading_source.out().close();
+  // A copy from a stream that is already closed never started: bad_descriptor.
+  std::optional<boost::system::error_code> closed_result;
+  childproc::pipe(reading_source.out(), reading_sink.in(),
+                  [&](boost::system::error_code ec, std::size_t) { closed_result = ec; });
+  io.run();
+  CHECK(closed_in_drain);
+  CHECK(waiting_result == asio::error::operation_aborted);
+  CHECK(reading_result == asio::error::operation_aborted);
+  CHECK(closed_result == asio::error::bad_descriptor);
+}

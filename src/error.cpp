@@ -67,6 +67,8 @@ public:
       return "IPC cannot be used with synchronous forks";
     case errc::stdio_from_used:
       return "the stdio::from() pipe was already handed to a spawn";
+    case errc::handle_not_received:
+      return "Handle did not reach the receiving process correctly";
     }
     return "unknown childproc error";
   }

@@ -53,6 +53,10 @@ enum class errc {
   /// and its number may be somebody else's now), or a `from` slot that no stdio::from() made; no
   /// fd is touched. Compares equal to std::errc::bad_file_descriptor
   stdio_from_used,
+  /// Node's protocol: the peer refused a handle sent with a message (NACK) after the first send
+  /// and three retransmissions (Node's SentHandleNotReceivedWarning). Reported to the channel's
+  /// on_error; the channel stays open
+  handle_not_received,
 };
 
 /// The category of childproc::errc.

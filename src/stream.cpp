@@ -459,7 +459,7 @@ bool writable_stream::queue(std::string data, write_handler done) {
     return false; // inert: nothing can complete on a context that is gone
   if (!fd_open() || ending_) {
     // The reader is gone (or end() was called): the same answer a closed pipe gives.
-    complete(std::move(done), std::make_error_code(std::errc::broken_pipe));
+    complete(std::move(done), std::error_code(EPIPE, std::system_category())); // as write(2)'s
     return false;
   }
   pending_bytes_ += data.size();

@@ -1,4 +1,5 @@
 // fork(): spawn with Node's fork defaults and a channel at the stdio::ipc slot.
+#include "fork_stdio.hpp"
 #include "handed_over.hpp"
 
 #include <childproc/fork.hpp>

@@ -544,12 +544,11 @@ std::shared_ptr<pool_worker> pool_state::launch_thread(const std::shared_ptr<poo
     return nullptr;
   };
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) < 0)
-    return failed(errno);
-  posix::unique_fd mine(posix::above_stdio(pair[0]));
-  posix::unique_fd theirs(posix::above_stdio(pair[1]));
-  if (!mine || !theirs)
-    return failed(errno);
+  posix::unique_fd mine, theirs;
+  if (const int err = posix::take_pair_above_stdio(
+          ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair), pair, mine,
+          theirs))
+    return failed(err);
   auto state = std::make_shared<channel_state>(ex, std::move(mine), wire::framed, max_message);
   try {
     w->thread = std::thread([fd = theirs.get(), tasks = opt.tasks, hooks = opt.thread_hooks,

@@ -164,16 +164,13 @@ bool build_env(prepared& p, const spawn_options& o) {
 // non-blocking for Asio, the child's stays blocking. Returns 0 or the errno.
 int make_pipe(int slot, std::size_t size, unique_fd& parent, unique_fd& child) noexcept {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) < 0)
-    return errno;
-  unique_fd read_end(detail::posix::above_stdio(fds[0]));
-  const int read_errno = errno;
-  unique_fd write_end(detail::posix::above_stdio(fds[1]));
-  if (!read_end || !write_end)
-    return read_end ? errno : read_errno;
+  unique_fd read_end, write_end;
+  if (const int err =
+          detail::posix::take_pair_above_stdio(::pipe2(fds, O_CLOEXEC), fds, read_end, write_end))
+    return err;
   parent = std::move(slot == 0 ? write_end : read_end);
   child = std::move(slot == 0 ? read_end : write_end);
-  ::fcntl(parent.get(), F_SETFL, ::fcntl(parent.get(), F_GETFL) | O_NONBLOCK);
+  detail::posix::set_nonblocking(parent.get());
   if (size > 0 && ::fcntl(parent.get(), F_SETPIPE_SZ, static_cast<int>(size)) < 0)
     return errno;
   return 0;
@@ -183,16 +180,10 @@ int make_pipe(int slot, std::size_t size, unique_fd& parent, unique_fd& child) n
 // errno.
 int make_channel_pair(unique_fd& parent, unique_fd& child) noexcept {
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
-    return errno;
-  unique_fd parent_end(detail::posix::above_stdio(pair[0]));
-  const int parent_errno = errno;
-  unique_fd child_end(detail::posix::above_stdio(pair[1]));
-  if (!parent_end || !child_end)
-    return parent_end ? errno : parent_errno;
-  ::fcntl(parent_end.get(), F_SETFL, ::fcntl(parent_end.get(), F_GETFL) | O_NONBLOCK);
-  parent = std::move(parent_end);
-  child = std::move(child_end);
+  if (const int err = detail::posix::take_pair_above_stdio(
+          ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), pair, parent, child))
+    return err;
+  detail::posix::set_nonblocking(parent.get());
   return 0;
 }
 

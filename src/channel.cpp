@@ -166,8 +166,8 @@ void channel_state::node_control(decoder::node_control c) {
       queue_.insert(queue_.begin() + (front_written_ > 0 ? 1 : 0), std::move(again));
     } else {
       retransmissions_ = 0;
-      if (c == control::nack_received)
-        post_error(make_error_code(errc::channel_closed), {}); // Node never took it
+      if (c == control::nack_received) // Node never took it: a warning, the channel goes on
+        post_error(make_error_code(errc::handle_not_received), {});
     }
     unacked_.reset(); // closes the descriptor: Node holds its own now
   }

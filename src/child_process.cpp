@@ -6,6 +6,7 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/query.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -434,8 +435,10 @@ void cancel_exit_waiter(const std::weak_ptr<child_state>& weak, exit_waiter* w) 
     if (!at_close)
       return;
     w->cancelled = true;
+    // On the next turn, as cancel_read does: the completion clears the slot, so it must not
+    // run inside the slot's own handler.
     if (state->exit_delivered)
-      state->complete_close_waiters(true);
+      asio::post(state->executor, [state] { state->complete_close_waiters(true); });
     return;
   }
   w->cancelled = true;

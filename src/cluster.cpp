@@ -1,6 +1,7 @@
 // The primary of a cluster: forks the workers, routes their messages and events, and
 // supervises them (restart with backoff, memory limit, rolling reload, shutdown).
 #include "cluster_scheduling.hpp"
+#include "fork_stdio.hpp"
 
 #include <childproc/detail/handler_list.hpp>
 #include <childproc/error.hpp>

@@ -65,6 +65,10 @@ public:
       return "Forked processes must have an IPC channel, missing value 'ipc' in options.stdio";
     case errc::ipc_sync:
       return "IPC cannot be used with synchronous forks";
+    case errc::stdio_from_used:
+      return "the stdio::from() pipe was already handed to a spawn";
+    case errc::handle_not_received:
+      return "Handle did not reach the receiving process correctly";
     }
     return "unknown childproc error";
   }
@@ -83,6 +87,8 @@ public:
       return generic(ETIMEDOUT);
     case errc::max_buffer_exceeded:
       return generic(ENOBUFS);
+    case errc::stdio_from_used:
+      return generic(EBADF);
     case errc::message_too_large:
       return generic(EMSGSIZE);
     default:

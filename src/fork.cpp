@@ -1,4 +1,7 @@
 // fork(): spawn with Node's fork defaults and a channel at the stdio::ipc slot.
+#include "fork_stdio.hpp"
+#include "handed_over.hpp"
+
 #include <childproc/fork.hpp>
 #include <childproc/spawn.hpp>
 
@@ -62,8 +65,10 @@ void settle_fork_stdio(fork_options& options, const std::string& file,
     options.stdio.push_back(stdio::ipc);
     return;
   }
-  if (std::find(options.stdio.begin(), options.stdio.end(), stdio::ipc) == options.stdio.end())
+  if (std::find(options.stdio.begin(), options.stdio.end(), stdio::ipc) == options.stdio.end()) {
+    close_handed_over(options.stdio); // refused: as a spawn would, so that their writers end
     throw process_error(make_error_code(errc::ipc_required), "spawn " + file, file, args);
+  }
   while (options.stdio.size() < 3)
     options.stdio.push_back(stdio::pipe); // as Node's: `silent` applies only to no table
 }

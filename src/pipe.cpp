@@ -26,6 +26,12 @@ struct pipe_op : std::enable_shared_from_this<pipe_op> {
         done(std::move(d)), buffer(pipe_chunk) {}
 
   void read() {
+    // `from` closed (or handed over) during the copy stopped it, whether a read was pending
+    // (aborted, as Asio's are) or the copy was waiting for drain: operation_aborted both ways.
+    // A copy that starts on a closed stream reads, and gets bad_descriptor.
+    if (started && !from.is_open())
+      return finish(asio::error::operation_aborted);
+    started = true;
     reading = true;
     from.async_read_some(asio::buffer(buffer),
                          asio::bind_cancellation_slot(
@@ -91,6 +97,7 @@ struct pipe_op : std::enable_shared_from_this<pipe_op> {
   std::vector<char> buffer;
   asio::cancellation_signal stop_read;
   std::size_t written = 0;
+  bool started = false; // a read was issued: a closed `from` is a stop from then on
   bool reading = false;
   bool waiting_drain = false;
   bool drain_handler_added = false;

@@ -12,6 +12,7 @@
 #include <childproc/pool.hpp>
 
 #include "channel_state.hpp"
+#include "handed_over.hpp"
 #include "latency_histogram.hpp"
 #include "pool_protocol.hpp"
 #include "serve_channel.hpp"
@@ -247,6 +248,13 @@ void validate(const pool_options& o) {
                             "pool_options::kill_signal names no signal");
   if (o.kill_signal <= 0 || o.kill_signal >= NSIG)
     bad("pool_options::kill_signal is no signal");
+  const auto& stdio = o.worker_options.stdio;
+  if (std::any_of(stdio.begin(), stdio.end(),
+                  [](const stdio_spec& s) { return s.kind == stdio_kind::from; })) {
+    close_handed_over(stdio); // refused: the pipe is closed as a spawn would have
+    bad("pool_options::worker_options: stdio::from() hands one pipe to one spawn, and the pool "
+        "forks every worker from these options");
+  }
 }
 
 } // namespace
@@ -536,12 +544,11 @@ std::shared_ptr<pool_worker> pool_state::launch_thread(const std::shared_ptr<poo
     return nullptr;
   };
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) < 0)
-    return failed(errno);
-  posix::unique_fd mine(posix::above_stdio(pair[0]));
-  posix::unique_fd theirs(posix::above_stdio(pair[1]));
-  if (!mine || !theirs)
-    return failed(errno);
+  posix::unique_fd mine, theirs;
+  if (const int err = posix::take_pair_above_stdio(
+          ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair), pair, mine,
+          theirs))
+    return failed(err);
   auto state = std::make_shared<channel_state>(ex, std::move(mine), wire::framed, max_message);
   try {
     w->thread = std::thread([fd = theirs.get(), tasks = opt.tasks, hooks = opt.thread_hooks,

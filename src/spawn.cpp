@@ -1,5 +1,6 @@
 // spawn(): from Node's arguments to a launch request, and from the launch to a child_process.
 #include "child_state.hpp"
+#include "handed_over.hpp"
 #include "posix/child_plan.hpp"
 #include "posix/launcher.hpp"
 #include "posix/unique_fd.hpp"
@@ -163,16 +164,13 @@ bool build_env(prepared& p, const spawn_options& o) {
 // non-blocking for Asio, the child's stays blocking. Returns 0 or the errno.
 int make_pipe(int slot, std::size_t size, unique_fd& parent, unique_fd& child) noexcept {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) < 0)
-    return errno;
-  unique_fd read_end(detail::posix::above_stdio(fds[0]));
-  const int read_errno = errno;
-  unique_fd write_end(detail::posix::above_stdio(fds[1]));
-  if (!read_end || !write_end)
-    return read_end ? errno : read_errno;
+  unique_fd read_end, write_end;
+  if (const int err =
+          detail::posix::take_pair_above_stdio(::pipe2(fds, O_CLOEXEC), fds, read_end, write_end))
+    return err;
   parent = std::move(slot == 0 ? write_end : read_end);
   child = std::move(slot == 0 ? read_end : write_end);
-  ::fcntl(parent.get(), F_SETFL, ::fcntl(parent.get(), F_GETFL) | O_NONBLOCK);
+  detail::posix::set_nonblocking(parent.get());
   if (size > 0 && ::fcntl(parent.get(), F_SETPIPE_SZ, static_cast<int>(size)) < 0)
     return errno;
   return 0;
@@ -182,16 +180,10 @@ int make_pipe(int slot, std::size_t size, unique_fd& parent, unique_fd& child) n
 // errno.
 int make_channel_pair(unique_fd& parent, unique_fd& child) noexcept {
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
-    return errno;
-  unique_fd parent_end(detail::posix::above_stdio(pair[0]));
-  const int parent_errno = errno;
-  unique_fd child_end(detail::posix::above_stdio(pair[1]));
-  if (!parent_end || !child_end)
-    return parent_end ? errno : parent_errno;
-  ::fcntl(parent_end.get(), F_SETFL, ::fcntl(parent_end.get(), F_GETFL) | O_NONBLOCK);
-  parent = std::move(parent_end);
-  child = std::move(child_end);
+  if (const int err = detail::posix::take_pair_above_stdio(
+          ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), pair, parent, child))
+    return err;
+  detail::posix::set_nonblocking(parent.get());
   return 0;
 }
 
@@ -235,7 +227,7 @@ void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t p
     p.request.sources[i] = p.dev_null.get();
     return;
   case stdio_kind::fd:
-  case stdio_kind::from: // from: adopted by adopt_handed_over(), closed with the child's ends
+  case stdio_kind::from: // from: taken from the registry first, closed with the child's ends
     if (spec.fd < 0 || ::fcntl(spec.fd, F_GETFD) < 0) {
       ec.assign(EBADF, std::system_category());
       return;
@@ -243,16 +235,6 @@ void make_slot(prepared& p, std::size_t i, const stdio_spec& spec, std::size_t p
     p.request.sources[i] = spec.fd;
     return;
   }
-}
-
-// The fds stdio::from() handed over belong to this spawn from its first line: the parent's copy
-// closes with the child's ends, whether the launch happens or not.
-void adopt_handed_over(prepared& p, const spawn_options& o) {
-  for (const auto& spec : o.stdio)
-    if (spec.kind == stdio_kind::from && spec.fd >= 0 &&
-        std::none_of(p.child_ends.begin(), p.child_ends.end(),
-                     [&](const unique_fd& fd) { return fd.get() == spec.fd; }))
-      p.child_ends.emplace_back(spec.fd);
 }
 
 // The stdio table: Node fills missing slots among 0..2 with pipes.
@@ -346,12 +328,15 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
                          std::optional<process_error>& failure) {
   failure.reset();
   prepared p;
-  adopt_handed_over(p, options);
   std::error_code ec;
+  // The fds stdio::from() handed over belong to this spawn from its first line: the parent's
+  // copy closes with the child's ends, whether the launch happens or not.
+  p.child_ends = detail::take_handed_over(options.stdio, ec);
   spawn_step step = spawn_step::none;
   const std::string requested_file = file;
   const std::vector<std::string> requested_args = args;
-  prepare(p, std::move(file), std::move(args), options, ec, step);
+  if (!ec)
+    prepare(p, std::move(file), std::move(args), options, ec, step);
   std::shared_ptr<detail::child_state> state;
   if (!ec || is_event_error(ec, step))
     state = make_state(ex, p, options, ec, step);
@@ -432,6 +417,7 @@ std::optional<process_error> sync_ipc_error(const std::string& syscall, const st
   const auto is_ipc = [](const stdio_spec& s) { return s.kind == stdio_kind::ipc; };
   if (std::none_of(options.stdio.begin(), options.stdio.end(), is_ipc))
     return std::nullopt;
+  close_handed_over(options.stdio);
   return process_error(make_error_code(errc::ipc_sync), syscall + ' ' + file, file, args);
 }
 

@@ -1,10 +1,14 @@
 // The parent's ends of the stdio pipes.
 #include "child_state.hpp"
+#include "handed_over.hpp"
 #include "read_buffer.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
+#include <mutex>
+#include <set>
 #include <span>
 
 #include <cerrno>
@@ -87,11 +91,17 @@ void readable_stream::emit_lines(std::string_view chunk) {
   struct consume {
     std::string& buffer;
     std::size_t& count;
-    ~consume() { buffer.erase(0, count); }
-  } guard{flowing_line_, done};
+    std::size_t& scanned;
+    ~consume() {
+      buffer.erase(0, count);
+      scanned = scanned > count ? scanned - count : 0;
+    }
+  } guard{flowing_line_, done, flowing_scanned_};
   for (;;) {
-    const std::size_t eol = flowing_line_.find('\n', done);
+    const std::size_t eol = flowing_line_.find('\n', std::max(done, flowing_scanned_));
     std::size_t take = eol - done, skip = 1;
+    if (eol == std::string::npos)
+      flowing_scanned_ = flowing_line_.size(); // the next chunk is scanned from its own start
     if (eol == std::string::npos || take > max_line_length_) {
       if (flowing_line_.size() - done <= max_line_length_)
         return;
@@ -371,10 +381,19 @@ void readable_stream::finish() {
   complete_read(boost::asio::error::eof, 0);
   complete_line_at_end(boost::asio::error::eof);
   data_handlers_.release(); // `end` is the last event: no handler is kept after it
-  if (!line_handlers_.empty() && !flowing_line_.empty()) {
-    const std::string last = std::move(flowing_line_);
-    flowing_line_.clear();
-    line_handlers_.emit(std::string_view(last));
+  const std::string last = std::exchange(flowing_line_, std::string());
+  flowing_scanned_ = 0;
+  if (!last.empty() && !line_handlers_.empty()) {
+    try {
+      detail::emit_last(line_handlers_, std::string_view(last)); // released even if it throws
+    } catch (...) {
+      // The exception leaves io.run(); `end` and `close` still come, on the next turn.
+      boost::asio::post(owner_->executor, [this, keep = owner_->shared_from_this()] {
+        detail::emit_last(end_handlers_);
+        owner_->maybe_close();
+      });
+      throw;
+    }
   }
   line_handlers_.release();
   detail::emit_last(end_handlers_);
@@ -440,7 +459,7 @@ bool writable_stream::queue(std::string data, write_handler done) {
     return false; // inert: nothing can complete on a context that is gone
   if (!fd_open() || ending_) {
     // The reader is gone (or end() was called): the same answer a closed pipe gives.
-    complete(std::move(done), std::make_error_code(std::errc::broken_pipe));
+    complete(std::move(done), std::error_code(EPIPE, std::system_category())); // as write(2)'s
     return false;
   }
   pending_bytes_ += data.size();
@@ -589,7 +608,8 @@ int readable_stream::hand_over(std::error_code& ec) {
     return -1;
   }
   ec.clear();
-  const int fd = fd_->release(); // a pending wait ends with operation_aborted
+  detail::register_handed_over(fd_->native_handle()); // may throw: before the stream lets go
+  const int fd = fd_->release();                      // a pending wait ends with operation_aborted
   // The file description is shared with the next child: it reads it blocking, as a shell's.
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   detach();
@@ -627,4 +647,59 @@ void readable_stream::stop_reading() {
 }
 
 } // namespace v1
+
+namespace detail {
+namespace {
+
+struct handed_over_registry {
+  std::mutex mutex;
+  std::set<int> fds;
+};
+
+handed_over_registry& handed_over() {
+  static handed_over_registry registry;
+  return registry;
+}
+
+// Takes the table's registered `from` fds out of the registry, giving each to `take` (which must
+// not throw); false when a `from` slot names an fd that is not registered (and no earlier slot
+// of the same table took it).
+template <class Take>
+bool take_from_registry(const std::vector<stdio_spec>& stdio, Take take) {
+  auto& registry = handed_over();
+  const std::lock_guard lock(registry.mutex);
+  bool all_registered = true;
+  for (auto it = stdio.begin(); it != stdio.end(); ++it) {
+    if (it->kind != stdio_kind::from)
+      continue;
+    if (registry.fds.erase(it->fd) != 0)
+      take(it->fd);
+    else if (std::find(stdio.begin(), it, *it) == it)
+      all_registered = false;
+  }
+  return all_registered;
+}
+
+} // namespace
+
+void register_handed_over(int fd) {
+  auto& registry = handed_over();
+  const std::lock_guard lock(registry.mutex);
+  registry.fds.insert(fd);
+}
+
+std::vector<posix::unique_fd> take_handed_over(const std::vector<stdio_spec>& stdio,
+                                               std::error_code& ec) {
+  std::vector<posix::unique_fd> taken;
+  taken.reserve(stdio.size()); // so that taking cannot throw once an fd is out of the registry
+  const bool all_registered = take_from_registry(stdio, [&](int fd) { taken.emplace_back(fd); });
+  ec = all_registered ? std::error_code{} : make_error_code(errc::stdio_from_used);
+  return taken;
+}
+
+void close_handed_over(const std::vector<stdio_spec>& stdio) noexcept {
+  take_from_registry(stdio, [](int fd) { ::close(fd); });
+}
+
+} // namespace detail
 } // namespace childproc

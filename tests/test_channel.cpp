@@ -359,6 +359,34 @@ TEST_CASE("a descriptor that cannot be sent fails only its own send, and the cha
   peer.finish();
 }
 
+namespace {
+// A fake peer's read: what the socket holds now (without waiting), closing the descriptors that
+// came with it and counting them in `received_fds`.
+std::string read_available(int fd, int& received_fds) {
+  std::string bytes;
+  char buffer[65536];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  iovec into{buffer, sizeof buffer};
+  msghdr header{};
+  header.msg_iov = &into;
+  header.msg_iovlen = 1;
+  header.msg_control = control;
+  header.msg_controllen = sizeof control;
+  ssize_t n;
+  while ((n = ::recvmsg(fd, &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) > 0) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&header); c; c = CMSG_NXTHDR(&header, c)) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(c), sizeof received);
+      ::close(received);
+      ++received_fds;
+    }
+    header.msg_controllen = sizeof control;
+    bytes.append(buffer, static_cast<std::size_t>(n));
+  }
+  return bytes;
+}
+} // namespace
+
 // Before the fix (in this session's first version of the rule above): the send failed at once
 // with EAGAIN ("Resource temporarily unavailable") and its descriptor was closed: a full socket
 // buffer was taken for the descriptor's own error.
@@ -382,25 +410,7 @@ TEST_CASE("a descriptor sent while the socket buffer is full waits for room, as 
   CHECK_FALSE(sent); // waiting for room
   // The reader drains the socket (the filler, then the frame and its descriptor).
   int received_fds = 0;
-  const auto drain = [&] {
-    char buffer[65536];
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-    iovec into{buffer, sizeof buffer};
-    msghdr header{};
-    header.msg_iov = &into;
-    header.msg_iovlen = 1;
-    header.msg_control = control;
-    header.msg_controllen = sizeof control;
-    while (::recvmsg(peer.get(), &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) > 0) {
-      for (cmsghdr* c = CMSG_FIRSTHDR(&header); c; c = CMSG_NXTHDR(&header, c)) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-        ::close(fd);
-        ++received_fds;
-      }
-      header.msg_controllen = sizeof control;
-    }
-  };
+  const auto drain = [&] { read_available(peer.get(), received_fds); };
   for (int round = 0; round < 1000 && !sent; ++round) {
     drain();
     io.run_for(std::chrono::milliseconds(5));
@@ -726,4 +736,55 @@ TEST_CASE("a NODE_HANDLE carrying one of Node's internal messages is acknowledge
   CHECK(got.empty());
   CHECK(d.take_node_controls() == std::vector<control>{control::send_ack}); // Node holds none
   CHECK(::fcntl(fd, F_GETFD) == -1);
+}
+
+// Before the fix: FAILED: CHECK( errors == std::vector<std::error_code>{handle_not_received} ) with
+// expansion: { childproc:6 } == { childproc:22 } (reported as channel_closed).
+TEST_CASE("a handle Node refuses three times is handle_not_received and the channel stays open",
+          "[channel][handles][node]") {
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  childproc::owned_fd peer(pair[1]); // a fake Node: it NACKs every handle it is sent
+  ::setenv("NODE_CHANNEL_FD", std::to_string(pair[0]).c_str(), 1);
+  asio::io_context io;
+  auto ch = childproc::parent_channel(io); // owns pair[0]
+  std::vector<std::error_code> errors;
+  ch.on_error([&](std::error_code ec) { errors.push_back(ec); });
+  int handle[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, handle) == 0);
+  childproc::owned_fd other_end(handle[1]);
+  ch.send(boost::json::value{{"i", 1}}, childproc::owned_fd(handle[0]));
+  std::string received;
+  int handle_frames = 0, plain_frames = 0, received_fds = 0;
+  const auto answer = [&] { // reads what came, NACKs each handle frame
+    received += read_available(peer.get(), received_fds);
+    for (std::size_t eol; (eol = received.find('\n')) != std::string::npos;) {
+      const std::string_view line(received.data(), eol);
+      if (line.find("\"cmd\":\"NODE_HANDLE\"") != std::string_view::npos) {
+        ++handle_frames;
+        const std::string_view nack = "{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
+        REQUIRE(::send(peer.get(), nack.data(), nack.size(), MSG_NOSIGNAL) ==
+                static_cast<ssize_t>(nack.size()));
+      } else if (line == "{\"after\":1}") {
+        ++plain_frames;
+      }
+      received.erase(0, eol + 1);
+    }
+  };
+  for (int round = 0; round < 1000 && errors.empty(); ++round) {
+    answer();
+    io.run_for(std::chrono::milliseconds(5));
+  }
+  CHECK(handle_frames == 4); // the first send and Node's three retransmissions
+  CHECK(received_fds == 4);
+  CHECK(errors == std::vector<std::error_code>{childproc::errc::handle_not_received});
+  CHECK(ch.connected()); // Node only warns: the channel goes on
+  std::optional<std::error_code> sent_after;
+  ch.send(boost::json::value{{"after", 1}}, [&](std::error_code ec) { sent_after = ec; });
+  for (int round = 0; round < 1000 && !sent_after; ++round)
+    io.run_for(std::chrono::milliseconds(5));
+  CHECK(sent_after == std::error_code());
+  answer();
+  CHECK(plain_frames == 1); // the message after it arrived
+  CHECK(handle_frames == 4);
 }

@@ -717,3 +717,30 @@ TEST_CASE("cancelling async_wait_close after the exit completes it without waiti
   CHECK(closed);
   CHECK(out == "early\nlate\n");
 }
+
+// Before the fix: FAILED: CHECK( slot_kept ) with expansion: false (the wait completed inside its
+// own cancellation handler, which cleared the slot, so destroyed the handler, while it ran).
+TEST_CASE("cancelling async_wait_close after the exit completes it on a later turn",
+          "[node-errors][close-wait]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, "/bin/sh", {"-c", holds_stdout});
+  child.out().on_data([](std::string_view) {});
+  asio::cancellation_signal cancel;
+  std::optional<boost::system::error_code> close_ec;
+  child.async_wait_close(asio::bind_cancellation_slot(
+      cancel.slot(), [&](boost::system::error_code ec, childproc::exit_status) {
+        close_ec = ec;
+        child.in().write("go\n"); // now let the grandchild finish
+        child.in().end();
+      }));
+  bool slot_kept = false, completed_inline = false;
+  child.async_wait([&](boost::system::error_code, auto) {
+    cancel.emit(asio::cancellation_type::terminal);
+    slot_kept = cancel.slot().has_handler(); // the operation is still the slot's until it ends
+    completed_inline = close_ec.has_value();
+  });
+  io.run();
+  CHECK(slot_kept);
+  CHECK_FALSE(completed_inline);
+  CHECK(close_ec == asio::error::operation_aborted);
+}

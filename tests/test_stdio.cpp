@@ -1,6 +1,8 @@
 // stdio: pipes, inherit, ignore, fds, extra slots, and what the child does and does not inherit.
 #include "common.hpp"
 
+#include <boost/asio/error.hpp>
+
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
@@ -298,4 +300,24 @@ TEST_CASE("writing to a child that closed its stdin gives EPIPE without touching
   CHECK(o.exit_signal == std::nullopt);
   CHECK(o.exit_code == 0);
   CHECK(o.out == "EPIPE\nSIGPIPE default\n");
+}
+
+// Before the fix: FAILED: CHECK( ec == boost::system::error_code(boost::asio::error::broken_pipe) )
+// with expansion: generic:32 == system:32 (a write after the stream closed was generic EPIPE).
+TEST_CASE("every EPIPE of a stdin write is in the system category, as Asio's", "[stdio][errors]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"close-in-exit"});
+  std::error_code at_exit, after_end;
+  child.on_exit([&](auto, auto) {
+    child.in().write(std::string(1 << 20, 'x'), [&](std::error_code ec) { at_exit = ec; });
+  });
+  io.run();
+  child.in().write("late", [&](std::error_code ec) { after_end = ec; }); // the stream is closed
+  io.restart();
+  io.run();
+  for (const std::error_code& ec : {at_exit, after_end}) {
+    CHECK(ec.value() == EPIPE);
+    CHECK(ec.category() == std::system_category());
+    CHECK(ec == boost::system::error_code(boost::asio::error::broken_pipe));
+  }
 }

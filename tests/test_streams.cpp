@@ -3,6 +3,7 @@
 #include "helpers/stream_data.hpp"
 
 #include <childproc/pipe.hpp>
+#include <childproc/pool.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -16,6 +17,7 @@
 
 #include <array>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 
 using namespace std::chrono_literals;
@@ -27,6 +29,19 @@ childproc::child_process spawn_endless_writer(asio::io_context& io, childproc::s
   return childproc::spawn(io, test::helper, {"count-out", "0", "4096"},
                           {.stdio = {in, childproc::stdio::pipe, childproc::stdio::ignore}});
 }
+
+// An endless writer (stdin ignored) and the signal it ended with: SIGPIPE once the last reader
+// of its pipe is gone.
+struct watched_writer {
+  explicit watched_writer(asio::io_context& io)
+      : child(spawn_endless_writer(io, childproc::stdio::ignore)) {
+    child.on_close([this](auto, std::optional<int> s) { signal = s; });
+  }
+  watched_writer(const watched_writer&) = delete;
+  watched_writer& operator=(const watched_writer&) = delete;
+  childproc::child_process child;
+  std::optional<int> signal;
+};
 } // namespace
 
 // Before the fix: did not compile ("no type named 'executor_type' in 'class
@@ -466,6 +481,101 @@ TEST_CASE("a spawn that fails still closes the pipe stdio::from handed it", "[st
   CHECK_THROWS_AS(childproc::stdio::from(writer.out()), std::system_error);
 }
 
+// Before the fix: FAILED: CHECK( reused == childproc::errc::stdio_from_used ) with expansion:
+// system:0 == childproc:21 (the second spawn took the application's fd at that number and closed
+// it).
+TEST_CASE("a stdio::from spec used twice is an error and closes nobody else's fd",
+          "[streams][pipes]") {
+  asio::io_context io;
+  watched_writer writer(io);
+  const childproc::spawn_options options{.stdio = {childproc::stdio::from(writer.child.out()),
+                                                   childproc::stdio::ignore,
+                                                   childproc::stdio::ignore}};
+  const int number = options.stdio[0].fd;
+  auto reader = childproc::spawn(io, "true", {}, options); // takes the pipe, and its end exits
+  REQUIRE(::fcntl(number, F_GETFD) < 0);                   // the parent's copy is closed
+  // The application's own pipe now has the number the spec names.
+  int unrelated[2];
+  REQUIRE(::pipe2(unrelated, O_CLOEXEC) == 0);
+  const int write_end = ::fcntl(unrelated[1], F_DUPFD_CLOEXEC, number + 1); // not on `number`
+  ::close(unrelated[1]);
+  if (unrelated[0] != number) {
+    REQUIRE(::dup3(unrelated[0], number, O_CLOEXEC) == number);
+    ::close(unrelated[0]);
+  }
+  std::error_code reused;
+  auto again = childproc::spawn(io, "true", {}, options, reused);
+  CHECK(reused == childproc::errc::stdio_from_used);
+  CHECK(reused == std::errc::bad_file_descriptor);
+  // A `from` spec that no stdio::from() made is refused the same way.
+  std::error_code forged;
+  childproc::spawn_options forged_options{.stdio = {{childproc::stdio_kind::from, number}}};
+  auto forged_child = childproc::spawn(io, "true", {}, forged_options, forged);
+  CHECK(forged == childproc::errc::stdio_from_used);
+  CHECK_THROWS_AS(childproc::spawn(io, "true", {}, forged_options), childproc::process_error);
+  REQUIRE(::fcntl(number, F_GETFD) >= 0); // still the application's pipe, still working
+  CHECK(::write(write_end, "x", 1) == 1);
+  char byte = 0;
+  CHECK(::read(number, &byte, 1) == 1);
+  CHECK(byte == 'x');
+  io.run();
+  CHECK(writer.signal == SIGPIPE);
+  ::close(number);
+  ::close(write_end);
+}
+
+// Before the fix: FAILED: REQUIRE_THROWS_MATCHES( childproc::pool(io, options), ... ) because no
+// exception was thrown (the pool would fork every worker with the same handed-over number).
+TEST_CASE("a pool refuses stdio::from in its worker options and closes the pipe",
+          "[streams][pipes][pool]") {
+  asio::io_context io;
+  watched_writer writer(io);
+  childproc::pool_options options;
+  options.worker_options.stdio = {childproc::stdio::from(writer.child.out()),
+                                  childproc::stdio::ignore, childproc::stdio::ignore,
+                                  childproc::stdio::ipc};
+  REQUIRE_THROWS_MATCHES(childproc::pool(io, options), std::system_error,
+                         Catch::Predicate<std::system_error>([](const std::system_error& e) {
+                           return e.code() == childproc::errc::invalid_argument &&
+                                  std::string_view(e.what()).find("stdio::from") !=
+                                      std::string_view::npos;
+                         }));
+  io.run();
+  CHECK(writer.signal == SIGPIPE); // the refused spec's pipe is closed, so its writer ends
+}
+
+// Before the fix: hung in io.run() (killed by SIGTERM at the 60 s timeout): the refusing calls
+// kept the handed-over pipes open, so no writer ever got SIGPIPE.
+TEST_CASE("a call that refuses its options still closes the pipe stdio::from handed it",
+          "[streams][pipes]") {
+  childproc::spawn_sync("true"); // the library's process-wide fds (exit watch) exist from here
+  const auto fds_before = test::open_fds();
+  std::optional<asio::io_context> context(std::in_place);
+  auto& io = *context;
+  std::deque<watched_writer> writers;
+  std::vector<childproc::stdio_spec> handed;
+  for (int i = 0; i < 3; ++i)
+    handed.push_back(childproc::stdio::from(writers.emplace_back(io).child.out()));
+  childproc::fork_options no_ipc{.stdio = {handed[0], childproc::stdio::ignore}};
+  CHECK_THROWS_AS(childproc::fork(io, test::helper, {}, no_ipc), childproc::process_error);
+  childproc::spawn_options sync_ipc{.stdio = {handed[1], childproc::stdio::ipc}};
+  std::error_code sync_error;
+  childproc::spawn_sync(test::helper, {}, sync_ipc, sync_error);
+  CHECK(sync_error == childproc::errc::ipc_sync);
+  childproc::exec_options exec_ipc;
+  exec_ipc.stdio = {handed[2], childproc::stdio::pipe, childproc::stdio::pipe,
+                    childproc::stdio::ipc};
+  std::error_code exec_error;
+  childproc::exec_file_sync(test::helper, {}, exec_ipc, exec_error);
+  CHECK(exec_error == childproc::errc::ipc_sync);
+  io.run();
+  for (const auto& writer : writers)
+    CHECK(writer.signal == SIGPIPE);
+  writers.clear();
+  context.reset();
+  CHECK(test::open_fds() == fds_before);
+}
+
 // Before the fix: did not compile ("'pipe' is not a member of 'childproc'").
 TEST_CASE("pipe() into a slow consumer keeps the queued bytes under the high-water mark",
           "[streams][pipes]") {
@@ -585,4 +695,95 @@ TEST_CASE("on_line splits a flowing stream into lines across chunk boundaries",
   CHECK(longest == 150);
   CHECK(lines > static_cast<std::size_t>(std::count(expected.begin(), expected.end(), '\n')));
   CHECK(line_before_end); // the last line, without '\n', came before `end`
+}
+
+// Before the fix: FAILED: CHECK( ended ) with expansion: false, and CHECK( watched.expired() )
+// false (a throwing handler of the last line lost `end` and `close`, and kept the line handlers).
+TEST_CASE("a throwing on_line handler of the last line still lets end and close come",
+          "[streams][lines]") {
+  asio::io_context io;
+  auto child = childproc::spawn(io, test::helper, {"echo", "last"}); // no '\n'
+  auto token = std::make_shared<int>(0);
+  const std::weak_ptr<int> watched = token;
+  bool ended = false, closed = false;
+  child.out().on_line([token = std::move(token)](std::string_view line) {
+    if (line == "last")
+      throw std::runtime_error("line handler");
+  });
+  child.out().on_end([&] { ended = true; });
+  child.on_close([&](auto, auto) { closed = true; });
+  CHECK_THROWS_WITH(io.run(), "line handler"); // the exception leaves io.run(), as Node's
+  io.run();                                    // and the stream's last events come next
+  CHECK(ended);
+  CHECK(closed);
+  CHECK(watched.expired()); // the line handlers were released after the last line
+}
+
+// Before the fix: FAILED: CHECK( elapsed < 20s ) with expansion: 59618605497ns < 20s (each 4 KiB
+// chunk rescanned the whole partial line).
+TEST_CASE("on_line with a long line in many small chunks scans each byte once",
+          "[streams][lines]") {
+  const std::size_t size = 32 * 1024 * 1024;
+  asio::io_context io;
+  const childproc::spawn_options options{
+      .stdio = {childproc::stdio::ignore, childproc::stdio::pipe, childproc::stdio::ignore},
+      .pipe_size = 4096}; // so that the line comes in 8192 chunks of 4 KiB
+  auto child =
+      childproc::spawn(io, test::helper, {"count-out", std::to_string(size), "4096"}, options);
+  child.out().set_max_line_length(2 * size);
+  std::vector<std::size_t> line_sizes;
+  bool all_c = true;
+  child.out().on_line([&](std::string_view line) {
+    line_sizes.push_back(line.size());
+    all_c = all_c && line.find_first_not_of('c') == std::string_view::npos;
+  });
+  const auto start = std::chrono::steady_clock::now();
+  io.run();
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  CHECK(line_sizes == std::vector<std::size_t>{size});
+  CHECK(all_c);
+  CHECK(elapsed < 20s); // linear: well under a second; quadratic: 128 GiB scanned
+}
+
+// Before the fix: FAILED: CHECK( waiting_result == asio::error::operation_aborted ) with expansion:
+// {?} == 125 (closed while the copy waited for drain, it completed with bad_descriptor; the doc
+// promised bad_descriptor for a close during a read too, which gave operation_aborted).
+TEST_CASE("pipe() stopped by closing its source completes with operation_aborted",
+          "[streams][pipes]") {
+  asio::io_context io;
+  const childproc::spawn_options sink_options{
+      .stdio = {childproc::stdio::pipe, childproc::stdio::ignore, childproc::stdio::ignore}};
+  // Closed while the copy waits for drain (a high-water mark of 1: every write waits).
+  auto source = childproc::spawn(io, test::helper, {"out", "1000000"});
+  auto sink = childproc::spawn(io, test::helper, {"cat"}, sink_options);
+  sink.in().set_high_water_mark(1);
+  bool closed_in_drain = false;
+  sink.in().on_drain([&] { // added first: runs before pipe()'s own, which would read on
+    if (!std::exchange(closed_in_drain, true))
+      source.out().close();
+  });
+  std::optional<boost::system::error_code> waiting_result;
+  childproc::pipe(source.out(), sink.in(), [&](boost::system::error_code ec, std::size_t) {
+    waiting_result = ec;
+    sink.in().end();
+  });
+  // Closed while the copy's read is pending.
+  auto reading_source = childproc::spawn(io, test::helper, {"sleep", "200"});
+  auto reading_sink = childproc::spawn(io, test::helper, {"cat"}, sink_options);
+  std::optional<boost::system::error_code> reading_result;
+  childproc::pipe(reading_source.out(), reading_sink.in(),
+                  [&](boost::system::error_code ec, std::size_t) {
+                    reading_result = ec;
+                    reading_sink.in().end();
+                  });
+  reading_source.out().close();
+  // A copy from a stream that is already closed never started: bad_descriptor.
+  std::optional<boost::system::error_code> closed_result;
+  childproc::pipe(reading_source.out(), reading_sink.in(),
+                  [&](boost::system::error_code ec, std::size_t) { closed_result = ec; });
+  io.run();
+  CHECK(closed_in_drain);
+  CHECK(waiting_result == asio::error::operation_aborted);
+  CHECK(reading_result == asio::error::operation_aborted);
+  CHECK(closed_result == asio::error::bad_descriptor);
 }

@@ -49,6 +49,14 @@ enum class errc {
   ipc_required,
   /// stdio::ipc in a sync form (spawn_sync, exec_sync, exec_file_sync: Node's ERR_IPC_SYNC_FORK)
   ipc_sync,
+  /// a stdio::from() spec whose pipe a spawn already took (a spec used twice: the pipe is closed
+  /// and its number may be somebody else's now), or a `from` slot that no stdio::from() made; no
+  /// fd is touched. Compares equal to std::errc::bad_file_descriptor
+  stdio_from_used,
+  /// Node's protocol: the peer refused a handle sent with a message (NACK) after the first send
+  /// and three retransmissions (Node's SentHandleNotReceivedWarning). Reported to the channel's
+  /// on_error; the channel stays open
+  handle_not_received,
 };
 
 /// The category of childproc::errc.

@@ -41,12 +41,4 @@ child_process fork(Target& target, std::string program, std::vector<std::string>
 std::string self_exe();
 
 } // namespace v1
-
-namespace detail {
-// fork()'s stdio table in `options`: Node's default when none is given, a given one padded to
-// three slots; throws process_error(errc::ipc_required) when a given one has no stdio::ipc. (For
-// the cluster, which adds a slot after it.)
-void settle_fork_stdio(fork_options& options, const std::string& file,
-                       const std::vector<std::string>& args);
-} // namespace detail
 } // namespace childproc

@@ -56,8 +56,10 @@ inline constexpr stdio_spec ipc{stdio_kind::ipc};
 /// `ls | grep` moves no byte through the parent. The stream is handed over at once: the parent
 /// stops reading it (no more `data`, no `end`; reads complete with bad_descriptor) and the
 /// first child's `close` no longer waits for it. The spec owns the pipe's fd until the spawn()
-/// that takes it, which closes the parent's copy whatever its outcome: use it in one spawn, at
-/// once. Throws std::system_error (EBADF) on a stream that is not open; see docs/streams.md.
+/// that takes it, which closes the parent's copy whatever its outcome (a call refusing its
+/// options included): use it in one spawn, at once. A second spawn with the same spec is refused
+/// with errc::stdio_from_used and touches no fd; the pool refuses it in worker_options. Throws
+/// std::system_error (EBADF) on a stream that is not open; see docs/streams.md.
 stdio_spec from(readable_stream& stream);
 stdio_spec from(readable_stream& stream, std::error_code& ec);
 } // namespace stdio

@@ -27,8 +27,9 @@ inline namespace v1 {
 /// stream's size. Completion void(boost::system::error_code, std::size_t bytes written), always
 /// later: success once `to` is ended after the last byte; otherwise the first error, of a write
 /// (EPIPE when the reader went away: `to` is closed, `from` stays pulled, with the bytes not yet
-/// read still in its pipe) or of a read (bad_descriptor when `from` was closed or handed over;
-/// `to` is then not ended). Both streams must be used from one executor (one thread or a
+/// read still in its pipe) or of a read (`to` is then not ended): operation_aborted when `from`
+/// is closed or handed over during the copy (Asio's code for a stopped operation), bad_descriptor
+/// when it was not open at the start. Both streams must be used from one executor (one thread or a
 /// strand); the completion runs on `from`'s unless the handler has its own. Cancellation is not
 /// supported; close() either stream to stop the copy.
 template <class PipeToken = asio::default_completion_token_t<readable_stream::executor_type>>

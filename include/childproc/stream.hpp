@@ -193,7 +193,8 @@ private:
   detail::handler_list<data_handler> data_handlers_;
   detail::handler_list<end_handler> end_handlers_;
   detail::handler_list<line_handler> line_handlers_;
-  std::string flowing_line_; // on_line: the start of a line that has no '\n' yet
+  std::string flowing_line_;        // on_line: the start of a line that has no '\n' yet
+  std::size_t flowing_scanned_ = 0; // no '\n' in flowing_line_ before this: scanned once
   // A flowing chunk to the on_data handlers, then its lines to the on_line handlers.
   void deliver(std::string_view chunk);
   void emit_lines(std::string_view chunk);

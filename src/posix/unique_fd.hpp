@@ -48,4 +48,27 @@ inline int above_stdio(int fd) noexcept {
   return moved;
 }
 
+// A pair of fds that pipe2() or socketpair() just made (`made` is that call's result), each
+// moved above stdio as the library's fds must be, in `first` and `second`. Returns 0, or the
+// errno with nothing left open. One implementation for the stdio pipes, the channel's socketpair
+// and the pool's thread workers.
+inline int take_pair_above_stdio(int made, const int (&fds)[2], unique_fd& first,
+                                 unique_fd& second) noexcept {
+  if (made < 0)
+    return errno;
+  unique_fd one(above_stdio(fds[0]));
+  const int first_errno = errno;
+  unique_fd two(above_stdio(fds[1]));
+  if (!one || !two)
+    return one ? errno : first_errno;
+  first = std::move(one);
+  second = std::move(two);
+  return 0;
+}
+
+// The parent's end of a pair is non-blocking (Asio waits on it); the child's stays blocking.
+inline void set_nonblocking(int fd) noexcept {
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
 } // namespace childproc::detail::posix

@@ -22,9 +22,10 @@
 #include <unistd.h>
 
 namespace asio = boost::asio;
+namespace hr = http_router;
 using namespace std::chrono_literals;
-using cluster_http::tcp;
-using cluster_http::use_awaitable;
+using hr::tcp;
+using hr::use_awaitable;
 using steady = std::chrono::steady_clock;
 
 namespace {
@@ -32,35 +33,36 @@ namespace {
 int worker(tcp::endpoint at) {
   asio::io_context io;
   auto listener = childproc::cluster::listen(io, at);
-  const cluster_http::route app = [](std::string_view target) {
-    if (target == "/test") {
-      const auto end = steady::now() + 2s;
-      while (steady::now() < end) {
-      } // the CPU loop: nothing else runs in this worker meanwhile
-      return fmt::format("test 2 ok from {}", ::getpid());
-    }
-    return fmt::format("process {} running", ::getpid());
-  };
-  asio::co_spawn(io, cluster_http::serve(listener, app), asio::detached);
+  auto app = std::make_shared<hr::router>();
+  app->get("/test", hr::sync([](hr::context& c) {
+             const auto end = steady::now() + 2s;
+             while (steady::now() < end) {
+             } // the CPU loop: nothing else runs in this worker meanwhile
+             hr::send_text(c, fmt::format("test 2 ok from {}", ::getpid()));
+           }));
+  app->get("/", hr::sync([](hr::context& c) {
+             hr::send_text(c, fmt::format("process {} running", ::getpid()));
+           }));
+  asio::co_spawn(io, hr::serve(listener, app), asio::detached);
   io.run();
   return 0;
 }
 
 // A GET that records its body and when it was answered (the caller outlives it).
-asio::awaitable<void> timed_get(cluster_http::beast::tcp_stream& stream, std::string target,
-                                std::string& body, steady::time_point& done) {
-  body = co_await cluster_http::get(stream, std::move(target));
+asio::awaitable<void> timed_get(hr::connection& connection, std::string target, std::string& body,
+                                steady::time_point& done) {
+  body = (co_await connection.get(std::move(target))).body();
   done = steady::now();
 }
 
 asio::awaitable<void> demonstrate(tcp::endpoint at, childproc::cluster& primary) {
   // Keep-alive connections until two belong to one worker (there are fewer workers than 8).
-  std::vector<cluster_http::beast::tcp_stream> streams;
+  std::vector<hr::connection> streams;
   std::map<long, std::vector<std::size_t>> by_pid;
   long busy = 0;
   while (busy == 0) {
-    streams.push_back(co_await cluster_http::connect(at));
-    const long pid = cluster_http::pid_in(co_await cluster_http::get(streams.back(), "/"));
+    streams.push_back(co_await hr::connection::open(at));
+    const long pid = cluster_http::pid_in((co_await streams.back().get("/")).body());
     by_pid[pid].push_back(streams.size() - 1);
     if (by_pid[pid].size() == 2)
       busy = pid;
@@ -78,8 +80,8 @@ asio::awaitable<void> demonstrate(tcp::endpoint at, childproc::cluster& primary)
 
   std::set<long> answered_by;
   for (int i = 0; i < 5; ++i) {
-    auto stream = co_await cluster_http::connect(at);
-    answered_by.insert(cluster_http::pid_in(co_await cluster_http::get(stream, "/")));
+    auto connection = co_await hr::connection::open(at);
+    answered_by.insert(cluster_http::pid_in((co_await connection.get("/")).body()));
   }
   const auto new_done = steady::now();
   while (keep_alive_done == steady::time_point{} || test_done == steady::time_point{}) {

@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 namespace asio = boost::asio;
-using cluster_http::tcp;
-using cluster_http::use_awaitable;
+namespace hr = http_router;
+using hr::tcp;
 
 namespace {
 
@@ -32,10 +32,11 @@ int worker(tcp::endpoint at) {
   const auto port = listener.local_endpoint().port();
   fmt::print("process {} running on {}\n", ::getpid(), port);
   std::fflush(::stdout);
-  const cluster_http::route app = [port](std::string_view) {
-    return fmt::format("process {} running on {}", ::getpid(), port);
-  };
-  asio::co_spawn(io, cluster_http::serve(listener, app), asio::detached);
+  auto app = std::make_shared<hr::router>();
+  app->get("/", hr::sync([port](hr::context& c) {
+             hr::send_text(c, fmt::format("process {} running on {}", ::getpid(), port));
+           }));
+  asio::co_spawn(io, hr::serve(listener, app), asio::detached);
   io.run(); // until the primary disconnects this worker and its connections end
   return 0;
 }
@@ -44,15 +45,15 @@ int worker(tcp::endpoint at) {
 asio::awaitable<void> demonstrate(tcp::endpoint at, childproc::cluster& primary) {
   std::set<long> pids;
   for (int i = 0; i < 6; ++i) {
-    auto stream = co_await cluster_http::connect(at);
-    const auto body = co_await cluster_http::get(stream, "/");
+    auto connection = co_await hr::connection::open(at);
+    const auto body = (co_await connection.get("/")).body();
     pids.insert(cluster_http::pid_in(body));
     fmt::print("new connection: {}\n", body);
   }
   std::set<long> keep_alive_pids;
-  auto stream = co_await cluster_http::connect(at);
+  auto connection = co_await hr::connection::open(at);
   for (int i = 0; i < 5; ++i)
-    keep_alive_pids.insert(cluster_http::pid_in(co_await cluster_http::get(stream, "/")));
+    keep_alive_pids.insert(cluster_http::pid_in((co_await connection.get("/")).body()));
   std::set<long> worker_pids;
   for (const auto& w : primary.workers())
     worker_pids.insert(*w.pid());

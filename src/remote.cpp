@@ -39,6 +39,8 @@ public:
       return "the payload is larger than max_payload";
     case remote_errc::auth_failed:
       return "the Redis server refused the credentials";
+    case remote_errc::dead_lettered:
+      return "the task was delivered max_attempts times without a result (dead-lettered)";
     }
     return "unknown remote pool error";
   }

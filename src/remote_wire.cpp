@@ -92,11 +92,18 @@ bool read_entries(const redisReply* reply, std::vector<entry>& out) {
     if (stream->type != REDIS_REPLY_ARRAY || stream->elements != 2 ||
         stream->element[1]->type != REDIS_REPLY_ARRAY)
       return false;
-    const redisReply* entries = stream->element[1];
-    for (std::size_t i = 0; i < entries->elements; ++i)
-      if (!read_entry(entries->element[i], out.emplace_back()))
-        return false;
+    if (!read_entry_list(stream->element[1], out))
+      return false;
   }
+  return true;
+}
+
+bool read_entry_list(const redisReply* list, std::vector<entry>& out) {
+  if (list == nullptr || list->type != REDIS_REPLY_ARRAY)
+    return false;
+  for (std::size_t i = 0; i < list->elements; ++i)
+    if (!read_entry(list->element[i], out.emplace_back()))
+      return false;
   return true;
 }
 

@@ -43,6 +43,8 @@ struct entry {
 };
 // The entries of an XREAD / XREADGROUP reply (of one stream); false if the reply is not one.
 bool read_entries(const redisReply* reply, std::vector<entry>& out);
+// The entries of an entry list (XRANGE's reply, XAUTOCLAIM's second element), appended.
+bool read_entry_list(const redisReply* list, std::vector<entry>& out);
 
 // The text of an error reply, or empty.
 std::string error_text(const redisReply* reply);

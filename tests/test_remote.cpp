@@ -326,3 +326,72 @@ TEST_CASE("a remote task keeps the local pool's completion: result, task error, 
   for (auto& a : agents)
     REQUIRE(a->stop(redis->io));
 }
+
+namespace {
+
+// Agent A takes a long task and is SIGKILLed while running it; agent B is then started with
+// `b_options` and a short claim idle time. Returns the caller's completion.
+std::pair<boost::system::error_code, message>
+kill_holder_then_claim(redis_fixture& redis, std::vector<std::string> b_options, long& b_tasks) {
+  auto agent = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args{
+        "--server", redis.socket(), "--consumer", name,           "--workers",
+        "1",        "--log-tasks",  "1",          "--claim-idle", "400"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {"--", test::helper, "pool-worker"});
+    return std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
+  };
+  auto holder = agent("holder", {});
+  REQUIRE(run_until(redis.io, [&] { return holder->out.find("ready") != std::string::npos; }));
+  childproc::remote_pool pool(redis.io, {.server = redis.socket()});
+  // Shared with the handler: on a failed REQUIRE the pool's destroy() posts it after this frame.
+  auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
+  // async_sleep: the worker notices its agent's death at once (serve() ends on the disconnect).
+  pool.async_run(
+      message(1500), childproc::run_options{.name = "async_sleep"},
+      [got](boost::system::error_code ec, message m) { got->emplace(ec, std::move(m)); });
+  REQUIRE(run_until(redis.io, [&] { return holder->out.find(": task ") != std::string::npos; }));
+  REQUIRE(holder->stop(redis.io, SIGKILL));
+  CHECK(holder->signal == SIGKILL);
+  auto claimer = agent("claimer", std::move(b_options));
+  REQUIRE(run_until(
+      redis.io, [&] { return got->has_value(); }, 60s));
+  REQUIRE(claimer->stop(redis.io));
+  INFO(claimer->out << claimer->err);
+  CHECK(claimer->code == 0);
+  b_tasks = tasks_of(*claimer);
+  return **got;
+}
+
+} // namespace
+
+// Before the fix (the agent had no claim loop): "run_until(... got.has_value() ...)" failed after
+// 60 s: the task stayed pending on the killed agent.
+TEST_CASE("a task whose agent is SIGKILLed mid-task completes on another agent", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  long claimer_tasks = -1;
+  const auto [ec, result] = kill_holder_then_claim(*redis, {}, claimer_tasks);
+  CHECK(!ec);
+  CHECK(result.json() == 1500);
+  CHECK(claimer_tasks == 1);
+  CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+}
+
+// Before the fix (the agent had no claim loop): not reached in that run (the test above crashed
+// on its failure path, since fixed); the same wait for the completion cannot end without a claim.
+TEST_CASE("a task delivered more than max_attempts times is dead-lettered and fails its run",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  long claimer_tasks = -1;
+  const auto [ec, error] = kill_holder_then_claim(*redis, {"--max-attempts", "1"}, claimer_tasks);
+  CHECK(ec == make_error_code(remote_errc::dead_lettered));
+  REQUIRE(error.is_json());
+  CHECK(error.json().at("name") == "DeadLetter");
+  CHECK(claimer_tasks == 0); // never run again
+  CHECK(redis->cli({"XLEN", "childproc:tasks:dead"}) == "1");
+  CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+}

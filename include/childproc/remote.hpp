@@ -43,6 +43,9 @@ enum class remote_errc {
   payload_too_large,
   /// The server refused the credentials (AUTH).
   auth_failed,
+  /// The task was delivered more than the agents' --max-attempts times without a result (its
+  /// agents died holding it): it was moved to the dead-letter stream "<stream>:dead".
+  dead_lettered,
 };
 
 /// The category of remote_errc.
@@ -78,7 +81,8 @@ struct remote_stats {
 /// async_run(task, [options,] token) completes with void(boost::system::error_code, message), as
 /// childproc::pool's: the worker's result, or the local pool's error as the agent's pool reported
 /// it (errc::task_failed with the worker's error message, worker_died, timed_out, unknown_task),
-/// or remote_errc::server_unreachable / connection_lost / server_error / payload_too_large,
+/// or remote_errc::server_unreachable / connection_lost / server_error / payload_too_large /
+/// dead_lettered,
 /// errc::pool_closed after destroy(), asio::error::operation_aborted when cancelled (the task is
 /// forgotten here; the agent may still run it). Completions never run inside async_run.
 ///

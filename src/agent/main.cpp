@@ -4,7 +4,13 @@
 // writes the result to the caller's reply stream and only then acknowledges the entry.
 //
 //   childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] [--consumer C]
-//                   [--workers N] [--concurrency K] [--max-payload BYTES] -- PROGRAM [ARGS...]
+//                   [--workers N] [--concurrency K] [--max-payload BYTES] [--claim-idle MS]
+//                   [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]
+//
+// Entries another agent took and has not acknowledged for --claim-idle ms (it died) are claimed
+// with XAUTOCLAIM; one delivered more than --max-attempts times goes to "<stream>:dead" and its
+// caller gets remote_errc::dead_lettered. The entries this agent runs are re-claimed every
+// claim-idle / 2 (XCLAIM JUSTID), so that a long task is never taken from a live agent.
 //
 // It prints "agent <consumer>: ready" once connected. SIGTERM or SIGINT: stops reading, lets the
 // running tasks finish, closes the pool and exits 0, printing "agent <consumer>: <n> tasks" on
@@ -18,6 +24,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/value.hpp>
 
 #include <hiredis/hiredis.h>
@@ -27,6 +34,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -44,6 +52,9 @@ struct agent_options {
   std::size_t workers = 2;
   std::size_t concurrency = 1;
   std::size_t max_payload = 64 * 1024 * 1024;
+  std::chrono::milliseconds claim_idle{30000};
+  std::size_t max_attempts = 5;
+  bool log_tasks = false;
   std::string program;
   std::vector<std::string> args;
 };
@@ -51,8 +62,8 @@ struct agent_options {
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "childproc-agent: " << why
             << "\nusage: childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] "
-               "[--consumer C] [--workers N] [--concurrency K] [--max-payload BYTES] -- PROGRAM "
-               "[ARGS...]\n";
+               "[--consumer C] [--workers N] [--concurrency K] [--max-payload BYTES] "
+               "[--claim-idle MS] [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]\n";
   std::exit(64);
 }
 
@@ -86,6 +97,12 @@ agent_options parse(int argc, char** argv) {
       o.concurrency = count_of(value, flag);
     else if (flag == "--max-payload")
       o.max_payload = count_of(value, flag);
+    else if (flag == "--claim-idle")
+      o.claim_idle = std::chrono::milliseconds(count_of(value, flag));
+    else if (flag == "--max-attempts")
+      o.max_attempts = count_of(value, flag);
+    else if (flag == "--log-tasks")
+      o.log_tasks = value == "1";
     else
       usage("unknown option " + flag);
   }
@@ -112,7 +129,7 @@ public:
                                           .min_workers = options_.workers,
                                           .max_workers = options_.workers,
                                           .concurrent_tasks_per_worker = options_.concurrency}),
-        signals_(io, SIGTERM, SIGINT) {}
+        signals_(io, SIGTERM, SIGINT), claim_timer_(io) {}
 
   int run() {
     std::error_code ec;
@@ -132,6 +149,7 @@ public:
                          return fail(ec.message() + ": " + writer_->error_text());
                        std::cout << "agent " << options_.consumer << ": ready" << std::endl;
                        read_more(); // the group exists now
+                       claim_later();
                      });
     signals_.async_wait([this](boost::system::error_code ec, int) {
       if (!ec)
@@ -166,6 +184,84 @@ private:
     read_more();
   }
 
+  // Every claim-idle / 2: keep this agent's entries claimed, and claim those of dead agents.
+  void claim_later() {
+    claim_timer_.expires_after(options_.claim_idle / 2);
+    claim_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec || stopping_)
+        return;
+      refresh_claims();
+      claim_idle_entries();
+      claim_later();
+    });
+  }
+
+  void refresh_claims() {
+    if (held_.empty())
+      return;
+    std::vector<std::string> args{"XCLAIM", options_.stream, options_.group, options_.consumer,
+                                  "0"};
+    args.insert(args.end(), held_.begin(), held_.end());
+    args.push_back("JUSTID");
+    writer_->command(args, [](std::error_code, redisReply*) {});
+  }
+
+  void claim_idle_entries() {
+    if (claiming_ || in_flight_ >= capacity_)
+      return;
+    claiming_ = true;
+    writer_->command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
+                      std::to_string(options_.claim_idle.count()), "0-0", "COUNT",
+                      std::to_string(capacity_ - in_flight_)},
+                     [this](std::error_code ec, redisReply* reply) {
+                       claiming_ = false;
+                       std::vector<wire::entry> entries;
+                       if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+                           !wire::read_entry_list(reply->element[1], entries))
+                         return fail("XAUTOCLAIM: " +
+                                     (ec ? ec.message() : wire::error_text(reply)));
+                       for (auto& e : entries)
+                         check_attempts(std::move(e));
+                     });
+  }
+
+  // XAUTOCLAIM counted this delivery: past max_attempts the entry is dead-lettered.
+  void check_attempts(wire::entry e) {
+    ++in_flight_;                // its slot, while the count is read
+    const std::string id = e.id; // before the lambda takes `e`
+    writer_->command({"XPENDING", options_.stream, options_.group, id, id, "1"},
+                     [this, e = std::move(e)](std::error_code ec, redisReply* reply) mutable {
+                       --in_flight_;
+                       if (ec)
+                         return fail("XPENDING: " + ec.message());
+                       long long deliveries = 0;
+                       if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+                           reply->element[0]->type == REDIS_REPLY_ARRAY &&
+                           reply->element[0]->elements == 4)
+                         deliveries = reply->element[0]->element[3]->integer;
+                       if (deliveries > static_cast<long long>(options_.max_attempts))
+                         return dead_letter(std::move(e), deliveries);
+                       start(std::move(e));
+                     });
+  }
+
+  void dead_letter(wire::entry e, long long deliveries) {
+    const std::string* reply = e.find("reply");
+    const std::string* id = e.find("id");
+    std::vector<std::string> args{"XADD",       options_.stream + ":dead", "*", "entry", e.id,
+                                  "deliveries", std::to_string(deliveries)};
+    for (auto& [key, value] : e.fields)
+      args.insert(args.end(), {key, value});
+    writer_->command(args, [](std::error_code, redisReply*) {});
+    if (!reply || !id)
+      return acknowledge(e.id);
+    const std::string why =
+        "delivered " + std::to_string(deliveries) + " times without a result (max attempts " +
+        std::to_string(options_.max_attempts) + "); moved to " + options_.stream + ":dead";
+    answer(e.id, *reply, *id, make_error_code(childproc::remote_errc::dead_lettered),
+           childproc::message(boost::json::value{{"name", "DeadLetter"}, {"message", why}}));
+  }
+
   void start(wire::entry e) {
     const std::string* reply = e.find("reply");
     const std::string* id = e.find("id");
@@ -191,6 +287,9 @@ private:
     if (const std::string* timeout = e.find("timeout"))
       run.timeout = std::chrono::milliseconds(std::strtoll(timeout->c_str(), nullptr, 10));
     ++in_flight_;
+    held_.insert(e.id);
+    if (options_.log_tasks)
+      std::cout << "agent " << options_.consumer << ": task " << e.id << std::endl;
     pool_.async_run(std::move(*task), std::move(run),
                     [this, entry = e.id, reply_stream = *reply,
                      task_id = *id](boost::system::error_code ec, childproc::message result) {
@@ -235,6 +334,7 @@ private:
   }
 
   void acknowledge(const std::string& entry) {
+    held_.erase(entry);
     writer_->command({"XACK", options_.stream, options_.group, entry},
                      [](std::error_code, redisReply*) {});
     writer_->command({"XDEL", options_.stream, entry}, [](std::error_code, redisReply*) {});
@@ -253,6 +353,7 @@ private:
       return;
     stopping_ = true;
     signals_.cancel();
+    claim_timer_.cancel();
     finish_if_idle();
   }
 
@@ -272,6 +373,9 @@ private:
   std::size_t capacity_;
   childproc::pool pool_;
   boost::asio::signal_set signals_;
+  boost::asio::steady_timer claim_timer_;
+  std::set<std::string> held_; // entries this agent runs (not acknowledged yet)
+  bool claiming_ = false;
   std::shared_ptr<redis_connection> reader_, writer_;
   std::size_t in_flight_ = 0;
   std::uint64_t completed_ = 0;

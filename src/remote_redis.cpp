@@ -157,24 +157,24 @@ void redis_connection::on_disconnect(const redisAsyncContext* context, int statu
 
 void redis_connection::add_read(void* self) {
   auto* c = static_cast<redis_connection*>(self);
-  c->want_read_ = true;
+  c->read_.wanted = true;
   c->arm_read();
 }
 void redis_connection::del_read(void* self) {
-  static_cast<redis_connection*>(self)->want_read_ = false;
+  static_cast<redis_connection*>(self)->read_.wanted = false;
 }
 void redis_connection::add_write(void* self) {
   auto* c = static_cast<redis_connection*>(self);
-  c->want_write_ = true;
+  c->write_.wanted = true;
   c->arm_write();
 }
 void redis_connection::del_write(void* self) {
-  static_cast<redis_connection*>(self)->want_write_ = false;
+  static_cast<redis_connection*>(self)->write_.wanted = false;
 }
 
 void redis_connection::cleanup(void* self) {
   auto* c = static_cast<redis_connection*>(self);
-  c->want_read_ = c->want_write_ = false;
+  c->read_.wanted = c->write_.wanted = false;
   c->context_ = nullptr;
   // hiredis closes the descriptor itself; release() cancels the waits.
   c->socket_.release();
@@ -182,34 +182,27 @@ void redis_connection::cleanup(void* self) {
 
 // One wait at a time per direction; a wait that completes after its hook was removed does
 // nothing. The handlers hold the connection, so it outlives its waits.
-void redis_connection::arm_read() {
-  if (read_armed_ || context_ == nullptr)
+void redis_connection::arm(direction& d, boost::asio::posix::stream_descriptor::wait_type type,
+                           void (*handle)(redisAsyncContext*)) {
+  if (d.armed || context_ == nullptr)
     return;
-  read_armed_ = true;
-  socket_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                     [self = shared_from_this()](boost::system::error_code ec) {
-                       self->read_armed_ = false;
-                       if (ec || self->context_ == nullptr || !self->want_read_)
+  d.armed = true;
+  socket_.async_wait(type,
+                     [self = shared_from_this(), &d, type, handle](boost::system::error_code ec) {
+                       d.armed = false;
+                       if (ec || self->context_ == nullptr || !d.wanted)
                          return;
-                       redisAsyncHandleRead(self->context_);
-                       if (self->want_read_)
-                         self->arm_read();
+                       handle(self->context_);
+                       if (d.wanted)
+                         self->arm(d, type, handle);
                      });
 }
 
+void redis_connection::arm_read() {
+  arm(read_, boost::asio::posix::stream_descriptor::wait_read, &redisAsyncHandleRead);
+}
 void redis_connection::arm_write() {
-  if (write_armed_ || context_ == nullptr)
-    return;
-  write_armed_ = true;
-  socket_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
-                     [self = shared_from_this()](boost::system::error_code ec) {
-                       self->write_armed_ = false;
-                       if (ec || self->context_ == nullptr || !self->want_write_)
-                         return;
-                       redisAsyncHandleWrite(self->context_);
-                       if (self->want_write_)
-                         self->arm_write();
-                     });
+  arm(write_, boost::asio::posix::stream_descriptor::wait_write, &redisAsyncHandleWrite);
 }
 
 } // namespace childproc::detail

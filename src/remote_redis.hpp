@@ -66,8 +66,13 @@ private:
   boost::asio::any_io_executor executor_;
   redisAsyncContext* context_;
   boost::asio::posix::stream_descriptor socket_;
-  bool want_read_ = false, want_write_ = false;
-  bool read_armed_ = false, write_armed_ = false;
+  struct direction {
+    bool wanted = false; // hiredis asked for it (add_read / add_write)
+    bool armed = false;  // an async_wait is pending
+  };
+  void arm(direction& d, boost::asio::posix::stream_descriptor::wait_type type,
+           void (*handle)(redisAsyncContext*));
+  direction read_, write_;
   bool connected_ = false;
   std::error_code error_;
   std::string error_text_;

@@ -288,7 +288,8 @@ TEST_CASE("10000 remote tasks on 3 agents complete exactly once each", "[remote]
 
 // Before the fix (async_run stubbed to complete at once with success): ec was 0 (success), not
 // task_failed, and the pid task's answer was null.
-TEST_CASE("a remote task keeps the local pool's completion: result, task error, worker crash",
+TEST_CASE("a remote task keeps the local pool's completion: result, task error, worker crash, "
+          "timeout",
           "[remote]") {
   auto redis = redis_fixture::start();
   if (!redis)
@@ -323,6 +324,14 @@ TEST_CASE("a remote task keeps the local pool's completion: result, task error, 
   REQUIRE(run_until(
       redis->io, [&] { return got.size() == 6; }, 60s));
   CHECK(got["after"].second.json() == 2);
+  // The per-task timeout travels with the task: the agent's pool applies it.
+  pool.async_run(message(30000), childproc::run_options{.name = "async_sleep", .timeout = 200ms},
+                 [&got](boost::system::error_code ec, message m) {
+                   got["timeout"] = {ec, std::move(m)};
+                 });
+  REQUIRE(run_until(
+      redis->io, [&] { return got.size() == 7; }, 60s));
+  CHECK(got["timeout"].first == make_error_code(childproc::errc::timed_out));
   for (auto& a : agents)
     REQUIRE(a->stop(redis->io));
 }

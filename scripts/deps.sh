@@ -18,6 +18,11 @@ if [ "${CHILDPROC_WITH_VIPS:-0}" = 1 ]; then
   # libvips, for the image_processing example; without it CMake skips only that example.
   childproc_packages+=(libvips-dev pkg-config)
 fi
+if [ "${CHILDPROC_WITH_REDIS:-0}" = 1 ]; then
+  # hiredis for the remote pool (childproc::remote, childproc-agent), and the Redis server its
+  # tests start; without them CMake skips the remote pool and its tests say why.
+  childproc_packages+=(libhiredis-dev redis-server pkg-config)
+fi
 
 missing=()
 for p in "${childproc_packages[@]}"; do

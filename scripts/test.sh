@@ -7,6 +7,7 @@ preset=${PRESET:-release}
 [ "$preset" = clang ] && export CHILDPROC_WITH_CLANG=1
 export CHILDPROC_WITH_NODE=1
 export CHILDPROC_WITH_VIPS=1
+export CHILDPROC_WITH_REDIS=1
 source scripts/deps.sh
 cmake --preset "$preset" > /dev/null
 cmake --build --preset "$preset"

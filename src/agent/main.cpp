@@ -1,0 +1,393 @@
+// childproc-agent: runs a remote pool's tasks on this host. It reads the task stream with a
+// consumer group, never more entries than its local pool has free slots, runs each in the local
+// childproc::pool (the worker program it was started with: tasks are data, never commands),
+// writes the result to the caller's reply stream and only then acknowledges the entry.
+//
+//   childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] [--consumer C]
+//                   [--workers N] [--concurrency K] [--max-payload BYTES] [--claim-idle MS]
+//                   [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]
+//
+// Entries another agent took and has not acknowledged for --claim-idle ms (it died) are claimed
+// with XAUTOCLAIM; one delivered more than --max-attempts times goes to "<stream>:dead" and its
+// caller gets remote_errc::dead_lettered. The entries this agent runs are re-claimed every
+// claim-idle / 2 (XCLAIM JUSTID), so that a long task is never taken from a live agent.
+//
+// It prints "agent <consumer>: ready" once connected. SIGTERM or SIGINT: stops reading, lets the
+// running tasks finish, closes the pool and exits 0, printing "agent <consumer>: <n> tasks" on
+// stdout.
+#include "../remote_redis.hpp"
+#include "../remote_wire.hpp"
+
+#include <childproc/error.hpp>
+#include <childproc/pool.hpp>
+#include <childproc/remote.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/value.hpp>
+
+#include <hiredis/hiredis.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+using childproc::detail::redis_connection;
+namespace wire = childproc::detail::remote_wire;
+
+struct agent_options {
+  std::string server;
+  std::string stream = "childproc:tasks";
+  std::string group = "childproc";
+  std::string consumer;
+  std::size_t workers = 2;
+  std::size_t concurrency = 1;
+  std::size_t max_payload = 64 * 1024 * 1024;
+  std::chrono::milliseconds claim_idle{30000};
+  std::size_t max_attempts = 5;
+  bool log_tasks = false;
+  std::string program;
+  std::vector<std::string> args;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "childproc-agent: " << why
+            << "\nusage: childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] "
+               "[--consumer C] [--workers N] [--concurrency K] [--max-payload BYTES] "
+               "[--claim-idle MS] [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]\n";
+  std::exit(64);
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n == 0)
+    usage(what + " must be a positive number");
+  return static_cast<std::size_t>(n);
+}
+
+agent_options parse(int argc, char** argv) {
+  agent_options o;
+  int i = 1;
+  for (; i < argc && std::string(argv[i]) != "--"; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc)
+      usage(flag + " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--server")
+      o.server = value;
+    else if (flag == "--stream")
+      o.stream = value;
+    else if (flag == "--group")
+      o.group = value;
+    else if (flag == "--consumer")
+      o.consumer = value;
+    else if (flag == "--workers")
+      o.workers = count_of(value, flag);
+    else if (flag == "--concurrency")
+      o.concurrency = count_of(value, flag);
+    else if (flag == "--max-payload")
+      o.max_payload = count_of(value, flag);
+    else if (flag == "--claim-idle")
+      o.claim_idle = std::chrono::milliseconds(count_of(value, flag));
+    else if (flag == "--max-attempts")
+      o.max_attempts = count_of(value, flag);
+    else if (flag == "--log-tasks")
+      o.log_tasks = value == "1";
+    else
+      usage("unknown option " + flag);
+  }
+  if (o.server.empty())
+    usage("--server is required");
+  if (i + 1 >= argc)
+    usage("the worker program is missing (after --)");
+  o.program = argv[i + 1];
+  o.args.assign(argv + i + 2, argv + argc);
+  if (o.consumer.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    o.consumer = std::string(host) + ':' + std::to_string(::getpid());
+  }
+  return o;
+}
+
+class agent {
+public:
+  agent(boost::asio::io_context& io, agent_options o)
+      : io_(io), options_(std::move(o)), capacity_(options_.workers * options_.concurrency),
+        pool_(io, childproc::pool_options{.program = options_.program,
+                                          .args = options_.args,
+                                          .min_workers = options_.workers,
+                                          .max_workers = options_.workers,
+                                          .concurrent_tasks_per_worker = options_.concurrency}),
+        signals_(io, SIGTERM, SIGINT), claim_timer_(io) {}
+
+  int run() {
+    std::error_code ec;
+    std::string why;
+    reader_ = redis_connection::open(io_.get_executor(), options_.server, ec, why);
+    if (!ec)
+      writer_ = redis_connection::open(io_.get_executor(), options_.server, ec, why);
+    if (ec) {
+      std::cerr << "childproc-agent: " << ec.message() << ": " << why << '\n';
+      return 69;
+    }
+    // The group starts at the stream's beginning (tasks added before any agent ran are read);
+    // BUSYGROUP (another agent or the caller made it) is the usual answer.
+    writer_->command({"XGROUP", "CREATE", options_.stream, options_.group, "0", "MKSTREAM"},
+                     [this](std::error_code ec, redisReply*) {
+                       if (ec)
+                         return fail(ec.message() + ": " + writer_->error_text());
+                       std::cout << "agent " << options_.consumer << ": ready" << std::endl;
+                       read_more(); // the group exists now
+                       claim_later();
+                     });
+    signals_.async_wait([this](boost::system::error_code ec, int) {
+      if (!ec)
+        stop();
+    });
+    io_.run();
+    return status_;
+  }
+
+private:
+  void read_more() {
+    if (reading_ || stopping_ || in_flight_ >= capacity_)
+      return;
+    reading_ = true;
+    reader_->command({"XREADGROUP", "GROUP", options_.group, options_.consumer, "COUNT",
+                      std::to_string(capacity_ - in_flight_), "BLOCK", "1000", "STREAMS",
+                      options_.stream, ">"},
+                     [this](std::error_code ec, redisReply* reply) { on_entries(ec, reply); });
+  }
+
+  void on_entries(std::error_code ec, redisReply* reply) {
+    reading_ = false;
+    std::vector<wire::entry> entries;
+    if (ec || !wire::read_entries(reply, entries))
+      return stopping_
+                 ? finish_if_idle()
+                 : fail(ec ? ec.message() + ": " + reader_->error_text() : wire::error_text(reply));
+    for (auto& e : entries) // delivered to this consumer: run even while stopping
+      start(std::move(e));
+    if (stopping_)
+      return finish_if_idle();
+    read_more();
+  }
+
+  // Every claim-idle / 2: keep this agent's entries claimed, and claim those of dead agents.
+  void claim_later() {
+    claim_timer_.expires_after(options_.claim_idle / 2);
+    claim_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec || stopping_)
+        return;
+      refresh_claims();
+      claim_idle_entries();
+      claim_later();
+    });
+  }
+
+  void refresh_claims() {
+    if (held_.empty())
+      return;
+    std::vector<std::string> args{"XCLAIM", options_.stream, options_.group, options_.consumer,
+                                  "0"};
+    args.insert(args.end(), held_.begin(), held_.end());
+    args.push_back("JUSTID");
+    writer_->command(args, [](std::error_code, redisReply*) {});
+  }
+
+  void claim_idle_entries() {
+    if (claiming_ || in_flight_ >= capacity_)
+      return;
+    claiming_ = true;
+    writer_->command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
+                      std::to_string(options_.claim_idle.count()), "0-0", "COUNT",
+                      std::to_string(capacity_ - in_flight_)},
+                     [this](std::error_code ec, redisReply* reply) {
+                       claiming_ = false;
+                       std::vector<wire::entry> entries;
+                       if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+                           !wire::read_entry_list(reply->element[1], entries))
+                         return fail("XAUTOCLAIM: " +
+                                     (ec ? ec.message() : wire::error_text(reply)));
+                       for (auto& e : entries)
+                         check_attempts(std::move(e));
+                     });
+  }
+
+  // XAUTOCLAIM counted this delivery: past max_attempts the entry is dead-lettered.
+  void check_attempts(wire::entry e) {
+    ++in_flight_;                // its slot, while the count is read
+    const std::string id = e.id; // before the lambda takes `e`
+    writer_->command({"XPENDING", options_.stream, options_.group, id, id, "1"},
+                     [this, e = std::move(e)](std::error_code ec, redisReply* reply) mutable {
+                       --in_flight_;
+                       if (ec)
+                         return fail("XPENDING: " + ec.message());
+                       long long deliveries = 0;
+                       if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+                           reply->element[0]->type == REDIS_REPLY_ARRAY &&
+                           reply->element[0]->elements == 4)
+                         deliveries = reply->element[0]->element[3]->integer;
+                       if (deliveries > static_cast<long long>(options_.max_attempts))
+                         return dead_letter(std::move(e), deliveries);
+                       start(std::move(e));
+                     });
+  }
+
+  void dead_letter(wire::entry e, long long deliveries) {
+    const std::string* reply = e.find("reply");
+    const std::string* id = e.find("id");
+    std::vector<std::string> args{"XADD",       options_.stream + ":dead", "*", "entry", e.id,
+                                  "deliveries", std::to_string(deliveries)};
+    for (auto& [key, value] : e.fields)
+      args.insert(args.end(), {key, value});
+    writer_->command(args, [](std::error_code, redisReply*) {});
+    if (!reply || !id)
+      return acknowledge(e.id);
+    const std::string why =
+        "delivered " + std::to_string(deliveries) + " times without a result (max attempts " +
+        std::to_string(options_.max_attempts) + "); moved to " + options_.stream + ":dead";
+    answer(e.id, *reply, *id, make_error_code(childproc::remote_errc::dead_lettered),
+           childproc::message(boost::json::value{{"name", "DeadLetter"}, {"message", why}}));
+  }
+
+  void start(wire::entry e) {
+    const std::string* reply = e.find("reply");
+    const std::string* id = e.find("id");
+    const std::string* kind = e.find("kind");
+    const std::string* data = e.find("data");
+    if (!reply || !id || !kind || !data)
+      return acknowledge(e.id); // not a task: nobody waits for it
+    std::optional<childproc::message> task;
+    boost::system::error_code refused;
+    if (data->size() > options_.max_payload)
+      refused = make_error_code(childproc::remote_errc::payload_too_large);
+    else
+      try {
+        task = wire::decode(*kind, *data);
+      } catch (const std::system_error&) {
+        refused = make_error_code(childproc::errc::malformed_message);
+      }
+    if (!task)
+      return answer(e.id, *reply, *id, refused, {});
+    childproc::run_options run;
+    if (const std::string* name = e.find("name"))
+      run.name = *name;
+    if (const std::string* timeout = e.find("timeout"))
+      run.timeout = std::chrono::milliseconds(std::strtoll(timeout->c_str(), nullptr, 10));
+    ++in_flight_;
+    held_.insert(e.id);
+    if (options_.log_tasks)
+      std::cout << "agent " << options_.consumer << ": task " << e.id << std::endl;
+    pool_.async_run(std::move(*task), std::move(run),
+                    [this, entry = e.id, reply_stream = *reply,
+                     task_id = *id](boost::system::error_code ec, childproc::message result) {
+                      --in_flight_;
+                      ++completed_;
+                      answer(entry, reply_stream, task_id, ec, std::move(result));
+                      if (stopping_)
+                        return finish_if_idle();
+                      read_more();
+                    });
+  }
+
+  // The result goes to the caller first; the entry is acknowledged (and deleted) only once
+  // the server has it, so a crash in between leaves the entry pending, never lost.
+  void answer(const std::string& entry, const std::string& reply_stream, const std::string& task_id,
+              boost::system::error_code ec, childproc::message result) {
+    auto body = wire::encode(result);
+    if (body.data.size() > options_.max_payload) {
+      ec = make_error_code(childproc::remote_errc::payload_too_large);
+      body = wire::encode(childproc::message());
+    }
+    std::vector<std::string> fields{"XADD",
+                                    reply_stream,
+                                    "*",
+                                    "id",
+                                    task_id,
+                                    "status",
+                                    ec ? "error" : "ok",
+                                    "kind",
+                                    body.kind,
+                                    "data",
+                                    std::move(body.data)};
+    if (ec) {
+      auto [category, code] = wire::encode_error(ec);
+      fields.insert(fields.end(), {"category", category, "code", code});
+    }
+    writer_->command(fields, [this, entry](std::error_code ec, redisReply* reply) {
+      if (ec || !wire::error_text(reply).empty())
+        return fail("writing a result: " + (ec ? ec.message() : wire::error_text(reply)));
+      acknowledge(entry);
+    });
+  }
+
+  void acknowledge(const std::string& entry) {
+    held_.erase(entry);
+    writer_->command({"XACK", options_.stream, options_.group, entry},
+                     [](std::error_code, redisReply*) {});
+    writer_->command({"XDEL", options_.stream, entry}, [](std::error_code, redisReply*) {});
+  }
+
+  void fail(const std::string& why) {
+    if (stopping_)
+      return;
+    std::cerr << "childproc-agent " << options_.consumer << ": " << why << '\n';
+    status_ = 69;
+    stop();
+  }
+
+  void stop() {
+    if (stopping_)
+      return;
+    stopping_ = true;
+    signals_.cancel();
+    claim_timer_.cancel();
+    finish_if_idle();
+  }
+
+  void finish_if_idle() {
+    if (in_flight_ > 0 || closing_)
+      return;
+    closing_ = true;
+    pool_.async_close([this](boost::system::error_code) {
+      std::cout << "agent " << options_.consumer << ": " << completed_ << " tasks" << std::endl;
+      reader_->close();
+      writer_->disconnect();
+    });
+  }
+
+  boost::asio::io_context& io_;
+  agent_options options_;
+  std::size_t capacity_;
+  childproc::pool pool_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer claim_timer_;
+  std::set<std::string> held_; // entries this agent runs (not acknowledged yet)
+  bool claiming_ = false;
+  std::shared_ptr<redis_connection> reader_, writer_;
+  std::size_t in_flight_ = 0;
+  std::uint64_t completed_ = 0;
+  bool reading_ = false, stopping_ = false, closing_ = false;
+  int status_ = 0;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+  agent_options options = parse(argc, argv);
+  boost::asio::io_context io;
+  agent a(io, std::move(options));
+  return a.run();
+}

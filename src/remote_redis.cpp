@@ -1,0 +1,208 @@
+// hiredis's async API on Asio: the five event hooks map onto async_wait on the connection's
+// descriptor, run by the caller's executor.
+#include "remote_redis.hpp"
+
+#include <childproc/remote.hpp>
+
+#include <boost/asio/post.hpp>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include <charconv>
+#include <utility>
+
+namespace childproc::detail {
+namespace {
+
+redisAsyncContext* connect_to(const std::string& server) {
+  if (!server.empty() && server.front() == '/')
+    return redisAsyncConnectUnix(server.c_str());
+  const auto colon = server.rfind(':');
+  int port = 6379;
+  std::string host = server;
+  if (colon != std::string::npos) {
+    host = server.substr(0, colon);
+    const char* first = server.data() + colon + 1;
+    if (std::from_chars(first, server.data() + server.size(), port).ec != std::errc{})
+      port = -1;
+  }
+  if (host.empty() || port <= 0 || port > 65535)
+    return nullptr;
+  return redisAsyncConnect(host.c_str(), port);
+}
+
+redis_connection* owner_of(const redisAsyncContext* context) {
+  return static_cast<redis_connection*>(context->data);
+}
+
+} // namespace
+
+std::shared_ptr<redis_connection> redis_connection::open(const boost::asio::any_io_executor& ex,
+                                                         const std::string& server,
+                                                         std::error_code& ec, std::string& why) {
+  redisAsyncContext* context = connect_to(server);
+  if (context == nullptr) {
+    ec = make_error_code(remote_errc::server_unreachable);
+    why = "not a unix socket path or host:port: '" + server + "'";
+    return nullptr;
+  }
+  if (context->err != 0) {
+    ec = make_error_code(remote_errc::server_unreachable);
+    why = server + ": " + context->errstr;
+    redisAsyncFree(context);
+    return nullptr;
+  }
+  ec.clear();
+  auto connection = std::make_shared<redis_connection>(ex, context);
+  connection->attach(); // after make_shared: hiredis may call add_write() at once
+  return connection;
+}
+
+redis_connection::redis_connection(const boost::asio::any_io_executor& ex,
+                                   redisAsyncContext* context)
+    : executor_(ex), context_(context), socket_(ex, context->c.fd) {}
+
+void redis_connection::attach() {
+  redisAsyncContext* context = context_;
+  context->data = this;
+  context->ev.data = this;
+  context->ev.addRead = &redis_connection::add_read;
+  context->ev.delRead = &redis_connection::del_read;
+  context->ev.addWrite = &redis_connection::add_write;
+  context->ev.delWrite = &redis_connection::del_write;
+  context->ev.cleanup = &redis_connection::cleanup;
+  redisAsyncSetConnectCallback(context, &redis_connection::on_connect);
+  redisAsyncSetDisconnectCallback(context, &redis_connection::on_disconnect);
+}
+
+redis_connection::~redis_connection() {
+  close();
+}
+
+void redis_connection::close() {
+  if (context_ == nullptr)
+    return;
+  if (!error_)
+    error_ = make_error_code(remote_errc::connection_lost), error_text_ = "connection closed";
+  redisAsyncFree(context_); // fails the callbacks, then calls cleanup()
+}
+
+void redis_connection::disconnect() {
+  if (context_ != nullptr)
+    redisAsyncDisconnect(context_);
+}
+
+void redis_connection::command(const std::vector<std::string>& args, redis_handler handler) {
+  if (context_ == nullptr)
+    return fail_later(std::move(handler));
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lengths;
+  argv.reserve(args.size());
+  lengths.reserve(args.size());
+  for (const auto& a : args) {
+    argv.push_back(a.data());
+    lengths.push_back(a.size());
+  }
+  auto* pending = new redis_handler(std::move(handler));
+  if (redisAsyncCommandArgv(context_, &redis_connection::on_reply, pending,
+                            static_cast<int>(argv.size()), argv.data(),
+                            lengths.data()) != REDIS_OK) {
+    redis_handler refused = std::move(*pending);
+    delete pending;
+    fail_later(std::move(refused));
+  }
+}
+
+void redis_connection::fail_later(redis_handler handler) {
+  const std::error_code ec = error_ ? error_ : make_error_code(remote_errc::connection_lost);
+  boost::asio::post(executor_, [handler = std::move(handler), ec] { handler(ec, nullptr); });
+}
+
+void redis_connection::record_error(const char* text) {
+  if (error_)
+    return;
+  error_ =
+      make_error_code(connected_ ? remote_errc::connection_lost : remote_errc::server_unreachable);
+  error_text_ = text != nullptr && *text != '\0' ? text : "connection closed by the server";
+}
+
+void redis_connection::on_reply(redisAsyncContext* context, void* reply, void* privdata) {
+  std::unique_ptr<redis_handler> handler(static_cast<redis_handler*>(privdata));
+  auto* self = owner_of(context);
+  if (reply == nullptr) {
+    // Freed or disconnected with this command in flight.
+    if (context->err != 0)
+      self->record_error(context->errstr);
+    const std::error_code ec =
+        self->error_ ? self->error_ : make_error_code(remote_errc::connection_lost);
+    return (*handler)(ec, nullptr);
+  }
+  self->connected_ = true;
+  (*handler)({}, static_cast<redisReply*>(reply));
+}
+
+void redis_connection::on_connect(const redisAsyncContext* context, int status) {
+  auto* self = owner_of(context);
+  if (status == REDIS_OK)
+    self->connected_ = true;
+  else
+    self->record_error(context->errstr);
+}
+
+void redis_connection::on_disconnect(const redisAsyncContext* context, int status) {
+  if (status != REDIS_OK)
+    owner_of(context)->record_error(context->errstr);
+}
+
+void redis_connection::add_read(void* self) {
+  auto* c = static_cast<redis_connection*>(self);
+  c->read_.wanted = true;
+  c->arm_read();
+}
+void redis_connection::del_read(void* self) {
+  static_cast<redis_connection*>(self)->read_.wanted = false;
+}
+void redis_connection::add_write(void* self) {
+  auto* c = static_cast<redis_connection*>(self);
+  c->write_.wanted = true;
+  c->arm_write();
+}
+void redis_connection::del_write(void* self) {
+  static_cast<redis_connection*>(self)->write_.wanted = false;
+}
+
+void redis_connection::cleanup(void* self) {
+  auto* c = static_cast<redis_connection*>(self);
+  c->read_.wanted = c->write_.wanted = false;
+  c->context_ = nullptr;
+  // hiredis closes the descriptor itself; release() cancels the waits.
+  c->socket_.release();
+}
+
+// One wait at a time per direction; a wait that completes after its hook was removed does
+// nothing. The handlers hold the connection, so it outlives its waits.
+void redis_connection::arm(direction& d, boost::asio::posix::stream_descriptor::wait_type type,
+                           void (*handle)(redisAsyncContext*)) {
+  if (d.armed || context_ == nullptr)
+    return;
+  d.armed = true;
+  socket_.async_wait(type,
+                     [self = shared_from_this(), &d, type, handle](boost::system::error_code ec) {
+                       d.armed = false;
+                       if (ec || self->context_ == nullptr || !d.wanted)
+                         return;
+                       handle(self->context_);
+                       if (d.wanted)
+                         self->arm(d, type, handle);
+                     });
+}
+
+void redis_connection::arm_read() {
+  arm(read_, boost::asio::posix::stream_descriptor::wait_read, &redisAsyncHandleRead);
+}
+void redis_connection::arm_write() {
+  arm(write_, boost::asio::posix::stream_descriptor::wait_write, &redisAsyncHandleWrite);
+}
+
+} // namespace childproc::detail

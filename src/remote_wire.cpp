@@ -1,0 +1,115 @@
+// The remote pool's entries in Redis: payloads, error codes, XREAD replies.
+#include "remote_wire.hpp"
+
+#include <childproc/error.hpp>
+#include <childproc/remote.hpp>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/system/system_category.hpp>
+
+#include <hiredis/hiredis.h>
+
+#include <charconv>
+#include <string_view>
+
+namespace childproc::detail::remote_wire {
+namespace {
+
+std::string_view text_of(const redisReply* r) {
+  return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+             ? std::string_view(r->str, r->len)
+             : std::string_view();
+}
+
+bool read_entry(const redisReply* r, entry& out) {
+  if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_STRING)
+    return false;
+  out.id.assign(text_of(r->element[0]));
+  out.fields.clear();
+  const redisReply* f = r->element[1];
+  if (f->type == REDIS_REPLY_NIL) // an entry deleted while pending
+    return true;
+  if (f->type != REDIS_REPLY_ARRAY || f->elements % 2 != 0)
+    return false;
+  for (std::size_t i = 0; i + 1 < f->elements; i += 2)
+    out.fields.emplace_back(text_of(f->element[i]), text_of(f->element[i + 1]));
+  return true;
+}
+
+} // namespace
+
+payload encode(const message& m) {
+  if (m.is_bytes())
+    return {std::string(bytes_kind), m.bytes()};
+  return {std::string(json_kind), boost::json::serialize(m.json())};
+}
+
+message decode(std::string_view kind, std::string data) {
+  if (kind == bytes_kind)
+    return message::bytes(std::move(data));
+  boost::system::error_code ec;
+  auto value = kind == json_kind ? boost::json::parse(data, ec) : boost::json::value();
+  if (kind != json_kind || ec)
+    throw std::system_error(make_error_code(errc::malformed_message),
+                            "remote pool: an entry whose payload is not a message");
+  return message(std::move(value));
+}
+
+std::pair<std::string, std::string> encode_error(const boost::system::error_code& ec) {
+  const std::string_view name = ec.category().name();
+  const std::string category =
+      name == "childproc" || name == "childproc.remote" ? std::string(name) : "system";
+  return {category, std::to_string(ec.value())};
+}
+
+boost::system::error_code decode_error(std::string_view category, std::string_view code) {
+  int value = 0;
+  std::from_chars(code.data(), code.data() + code.size(), value);
+  if (category == "childproc")
+    return make_error_code(static_cast<errc>(value));
+  if (category == "childproc.remote")
+    return make_error_code(static_cast<remote_errc>(value));
+  return {value, boost::system::system_category()};
+}
+
+const std::string* entry::find(std::string_view name) const noexcept {
+  for (const auto& [key, value] : fields)
+    if (key == name)
+      return &value;
+  return nullptr;
+}
+
+bool read_entries(const redisReply* reply, std::vector<entry>& out) {
+  out.clear();
+  if (reply == nullptr || reply->type == REDIS_REPLY_NIL) // BLOCK timed out
+    return reply != nullptr;
+  if (reply->type != REDIS_REPLY_ARRAY)
+    return false;
+  for (std::size_t s = 0; s < reply->elements; ++s) {
+    const redisReply* stream = reply->element[s];
+    if (stream->type != REDIS_REPLY_ARRAY || stream->elements != 2 ||
+        stream->element[1]->type != REDIS_REPLY_ARRAY)
+      return false;
+    if (!read_entry_list(stream->element[1], out))
+      return false;
+  }
+  return true;
+}
+
+bool read_entry_list(const redisReply* list, std::vector<entry>& out) {
+  if (list == nullptr || list->type != REDIS_REPLY_ARRAY)
+    return false;
+  for (std::size_t i = 0; i < list->elements; ++i)
+    if (!read_entry(list->element[i], out.emplace_back()))
+      return false;
+  return true;
+}
+
+std::string error_text(const redisReply* reply) {
+  return reply != nullptr && reply->type == REDIS_REPLY_ERROR ? std::string(reply->str, reply->len)
+                                                              : std::string();
+}
+
+} // namespace childproc::detail::remote_wire

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fcntl.h>
 #include <mutex>
 #include <sys/socket.h>
@@ -66,9 +67,29 @@ void channel_state::wait_readable() {
                         return;
                       // From a completion handler, a close emits at once: `disconnect`
                       // must not be overtaken by the child's `exit`.
-                      if (self->read_available(16, true))
-                        self->wait_readable();
+                      if (!self->read_burst())
+                        return;
+                      if (self->after_reads)
+                        self->after_reads();
+                      self->wait_readable();
                     });
+}
+
+bool channel_state::read_burst() {
+  // A handler that throws leaves the burst too: after_reads then comes from a posted handler.
+  struct burst_scope {
+    channel_state& state;
+    explicit burst_scope(channel_state& s) : state(s) { state.in_read_burst = true; }
+    ~burst_scope() {
+      state.in_read_burst = false;
+      if (std::uncaught_exceptions() > 0 && state.after_reads)
+        boost::asio::post(state.executor, [self = state.shared_from_this()] {
+          if (self->after_reads)
+            self->after_reads();
+        });
+    }
+  } scope(*this);
+  return read_available(16, true);
 }
 
 bool channel_state::read_available(int limit, bool emit_now) {
@@ -302,7 +323,7 @@ bool channel_state::send(const message& m, send_handler done, owned_fd handle) {
   w.done = std::move(done);
   pending_bytes += w.size();
   queue_.push_back(std::move(w));
-  if (!writing_) { // else the socket's writability writes it
+  if (!writing_ && corked_ == 0) { // else the socket's writability (or the uncork) writes it
     if (batch_sends)
       post_flush();
     else
@@ -328,6 +349,11 @@ void channel_state::post_flush() {
 void channel_state::flush() {
   if (open && !writing_ && !queue_.empty())
     write_next();
+}
+
+void channel_state::uncork() {
+  if (corked_ > 0 && --corked_ == 0)
+    flush();
 }
 
 void channel_state::drained() {
@@ -401,6 +427,7 @@ bool channel_state::write_once(std::vector<send_handler>& written) {
   }
   // MSG_NOSIGNAL: a peer that is gone is an error here, never a SIGPIPE that kills the process.
   const ssize_t n = ::sendmsg(socket.native_handle(), &header, MSG_NOSIGNAL | MSG_DONTWAIT);
+  ++writes;
   if (n < 0) {
     if (errno == EINTR)
       return true;

@@ -33,6 +33,11 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   void cancel_receive(receive_completion* which);
   // Writes what is queued now, when batch_sends left it waiting for the posted flush.
   void flush();
+  // While corked, sends are only queued (no write, no posted flush); the last uncork writes them
+  // at once. A run of sends made in one step (serve()'s batch of results) leaves in one write,
+  // without a turn of the event loop in between.
+  void cork() noexcept { ++corked_; }
+  void uncork();
   void disconnect(); // flush, then close
   void drain_now();  // reads and delivers whatever is already there, without waiting
   void close(std::error_code reason, bool emit_now);
@@ -62,6 +67,11 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   // The pool's channels: the sends of one turn of the event loop are queued and written together
   // by one posted flush (one sendmsg for a batch of tasks or results), not one write each.
   bool batch_sends = false;
+  // Called after the reads one readiness brought in were delivered (outside the delivery, from
+  // the event loop): serve() runs the tasks of that read there, instead of from a posted step.
+  std::function<void()> after_reads;
+  bool in_read_burst = false; // delivering from the readiness handler: after_reads follows
+  std::size_t writes = 0;     // sendmsg calls made (tests read it)
   std::size_t high_water = channel::default_high_water_mark;
 
 private:
@@ -78,6 +88,8 @@ private:
   // Reads until EAGAIN (or `limit` reads, -1: no limit), delivering as it goes; returns false
   // once the channel closed. `emit_now`: a close it causes emits its events before returning.
   bool read_available(int limit, bool emit_now);
+  // read_available for the readiness handler, with in_read_burst set.
+  bool read_burst();
   // One recv into `buffer`, decoded into inbox_. False at EAGAIN; a close it calls for is left
   // in close_reason_.
   bool read_once(char* buffer);
@@ -113,6 +125,7 @@ private:
   std::vector<iovec> gather_;
   bool writing_ = false;           // a write is waiting for the socket to become writable
   bool flush_posted_ = false;      // batch_sends: a flush is on its way
+  int corked_ = 0;                 // cork() calls not yet uncorked
   bool waiting_ = false;           // a read is waiting for the socket to become readable
   bool disconnect_called_ = false; // by the user: later calls report already_disconnected
   std::deque<message> inbox_;      // decoded, not yet delivered

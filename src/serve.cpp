@@ -117,14 +117,22 @@ struct serve_state : std::enable_shared_from_this<serve_state> {
   std::map<std::uint64_t, std::shared_ptr<served_task>> live; // received, not finished
   bool got_init = false;
   bool pump_posted = false;
+  bool pump_due = false; // queued during a read burst: the channel's after_reads runs the pump
   bool stopping = false; // no more work: the channel is closing or closed
   int exit_code = 0;
 };
 
 void serve_state::attach() {
   // The results of one pump's tasks go out in one write (progress is written at once).
-  channel_access::state(ch)->batch_sends = true;
+  auto* state = channel_access::state(ch);
+  state->batch_sends = true;
   std::weak_ptr<serve_state> weak = shared_from_this();
+  // The tasks of one read run as soon as the read's delivery is over, with no turn of the event
+  // loop before them nor between them and their results' write.
+  state->after_reads = [weak] {
+    if (auto self = weak.lock(); self && std::exchange(self->pump_due, false))
+      self->pump();
+  };
   ch.on_message([weak](const message& m) {
     if (auto self = weak.lock())
       self->on_message(m);
@@ -199,6 +207,10 @@ void serve_state::cancel(served_task& task) {
 void serve_state::schedule() {
   if (pump_posted || queue.empty() || stopping)
     return;
+  if (channel_access::state(ch)->in_read_burst) {
+    pump_due = true; // run by after_reads, once the delivery is over
+    return;
+  }
   pump_posted = true;
   boost::asio::post(io, [weak = weak_from_this()] {
     if (auto self = weak.lock()) {
@@ -212,6 +224,13 @@ void serve_state::schedule() {
 // tasks) and the results' write get their turn: tiny tasks are answered in batches, and a long
 // one is answered as soon as it returns.
 void serve_state::pump() {
+  // The step's results are written when it ends, in one write, without waiting for the event
+  // loop (uncorked on the way out of an exception too).
+  struct corked {
+    channel_state* state;
+    explicit corked(channel_state* s) : state(s) { state->cork(); }
+    ~corked() { state->uncork(); }
+  } batch(channel_access::state(ch));
   const auto start = std::chrono::steady_clock::now();
   while (!stopping && !queue.empty()) {
     work_item item = std::move(queue.front());

@@ -2,6 +2,9 @@
 // (never through pool_wire, so that these tests pin the wire format).
 #include "common.hpp"
 
+#include "../src/channel_state.hpp"
+#include "../src/serve_channel.hpp"
+
 #include <childproc/serve.hpp>
 
 #include <boost/asio/steady_timer.hpp>
@@ -13,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string_view>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 using namespace std::chrono_literals;
@@ -608,4 +612,60 @@ TEST_CASE("an on_broadcast that throws does not end the worker", "[serve]") {
   REQUIRE(w.got.size() == 2);
   CHECK(is(w.got[1], R"({"cp":"done","id":1,"data":["throw","next"]})"));
   CHECK(w.code == 0);
+}
+
+// Before the fix (the step's results waited for a posted flush): a handler posted by the first
+// task ran before they were written ("unread_at_marker > unread_at_first_task" was "19 > 19").
+TEST_CASE("serve() writes the results of the tasks one read brought in before its event loop "
+          "runs anything else",
+          "[serve]") {
+  using childproc::detail::channel_access;
+  using childproc::detail::channel_state;
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) == 0);
+  asio::io_context pool_io, worker_io;
+  auto pool_end = std::make_shared<channel_state>(pool_io.get_executor(),
+                                                  childproc::detail::posix::unique_fd(fds[0]),
+                                                  childproc::detail::wire::framed, 1 << 20);
+  childproc::channel worker_end(std::make_shared<channel_state>(
+      worker_io.get_executor(), childproc::detail::posix::unique_fd(fds[1]),
+      childproc::detail::wire::framed, 1 << 20));
+  pool_end->start();
+  channel_access::state(worker_end)->start();
+  const auto send = [&](std::string_view e) { pool_end->send(message(boost::json::parse(e)), {}); };
+  send(R"({"cp":"init","data":null})");
+  // The tasks are all in the socket before the worker reads them: one read brings them in.
+  childproc::serve_options options;
+  options.on_init = [&](const message&) {
+    for (int id = 1; id <= 3; ++id)
+      send(R"({"cp":"task","id":)" + std::to_string(id) + R"(,"data":)" + std::to_string(id) + "}");
+  };
+  const auto unread = [&] {
+    int n = -1;
+    ::ioctl(fds[0], FIONREAD, &n);
+    return n;
+  };
+  int unread_at_first_task = -1, unread_at_marker = -1;
+  childproc::task_table tasks{{"", [&](const message& m) {
+                                 if (m.json() != 1)
+                                   return m;
+                                 unread_at_first_task = unread(); // `ready` only
+                                 asio::post(worker_io, [&] {
+                                   unread_at_marker = unread();
+                                   ::shutdown(fds[0], SHUT_WR); // the pool is done: serve() ends
+                                 });
+                                 return m;
+                               }}};
+  const auto writes_before = channel_access::state(worker_end)->writes;
+  CHECK(childproc::detail::serve_channel(worker_io, worker_end, std::move(tasks), std::nullopt,
+                                         std::move(options)) == 0);
+  CHECK(unread_at_marker > unread_at_first_task);
+  // `ready` (written at once, before the first task) and the three results together.
+  CHECK(channel_access::state(worker_end)->writes - writes_before == 2);
+  std::vector<message> got;
+  pool_end->message_handlers.add([&](const message& m, childproc::channel) { got.push_back(m); });
+  pool_io.poll();
+  REQUIRE(got.size() == 4);
+  CHECK(is(got[3], R"({"cp":"done","id":3,"data":3})"));
+  pool_end->close({}, true);
 }

@@ -222,6 +222,8 @@ private:
                                      (ec ? ec.message() : wire::error_text(reply)));
                        for (auto& e : entries)
                          check_attempts(std::move(e));
+                       if (stopping_)
+                         finish_if_idle();
                      });
   }
 
@@ -240,8 +242,11 @@ private:
                            reply->element[0]->elements == 4)
                          deliveries = reply->element[0]->element[3]->integer;
                        if (deliveries > static_cast<long long>(options_.max_attempts))
-                         return dead_letter(std::move(e), deliveries);
-                       start(std::move(e));
+                         dead_letter(std::move(e), deliveries);
+                       else
+                         start(std::move(e));
+                       if (stopping_)
+                         finish_if_idle();
                      });
   }
 
@@ -326,10 +331,17 @@ private:
       auto [category, code] = wire::encode_error(ec);
       fields.insert(fields.end(), {"category", category, "code", code});
     }
+    // Counted until its XACK and XDEL are queued: a stop that closed the connection before
+    // this reply would lose them (hiredis refuses commands once disconnecting), and the entry,
+    // left pending, would be claimed and run a second time.
+    ++answering_;
     writer_->command(fields, [this, entry](std::error_code ec, redisReply* reply) {
+      --answering_;
       if (ec || !wire::error_text(reply).empty())
         return fail("writing a result: " + (ec ? ec.message() : wire::error_text(reply)));
       acknowledge(entry);
+      if (stopping_)
+        finish_if_idle();
     });
   }
 
@@ -357,8 +369,10 @@ private:
     finish_if_idle();
   }
 
+  // The pool closes, then the connections, once nothing is running, being answered, read or
+  // claimed: entries an outstanding XREADGROUP or XAUTOCLAIM delivers are this agent's to run.
   void finish_if_idle() {
-    if (in_flight_ > 0 || closing_)
+    if (in_flight_ > 0 || answering_ > 0 || reading_ || claiming_ || closing_)
       return;
     closing_ = true;
     pool_.async_close([this](boost::system::error_code) {
@@ -378,6 +392,7 @@ private:
   bool claiming_ = false;
   std::shared_ptr<redis_connection> reader_, writer_;
   std::size_t in_flight_ = 0;
+  std::size_t answering_ = 0; // results written, their XACK/XDEL not queued yet
   std::uint64_t completed_ = 0;
   bool reading_ = false, stopping_ = false, closing_ = false;
   int status_ = 0;

@@ -165,7 +165,7 @@ void remote_state::deliver(const remote_wire::entry& e) {
     return finish(id, {}, std::move(result));
   const std::string* category = e.find("category");
   const std::string* code = e.find("code");
-  finish(id, remote_wire::decode_error(category ? *category : "childproc", code ? *code : "0"),
+  finish(id, remote_wire::decode_error(category ? *category : "childproc", code ? *code : ""),
          std::move(result));
 }
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -386,6 +387,42 @@ TEST_CASE("a task whose agent is SIGKILLed mid-task completes on another agent",
   CHECK(result.json() == 1500);
   CHECK(claimer_tasks == 1);
   CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+}
+
+// Before the fix: `ec` was false (a success with the error's payload as the result): a missing
+// code was read as "0", and 0 is no error in any category.
+TEST_CASE("an error reply without a usable code fails its run with malformed_message", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  std::vector<std::optional<boost::system::error_code>> got(3);
+  for (std::size_t i = 0; i < got.size(); ++i)
+    pool.async_run(message(static_cast<int>(i)),
+                   [&got, i](boost::system::error_code ec, message) { got[i] = ec; });
+  // The test is the agent: it reads the three tasks and answers each with status=error, with no
+  // code, a code of 0 and a code that is no number.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "3"; }));
+  std::istringstream entries(redis->cli({"XRANGE", "childproc:tasks", "-", "+"}));
+  std::vector<std::pair<std::string, std::string>> tasks; // (id, reply stream)
+  for (std::string line, field; std::getline(entries, line);) {
+    if (line == "id" && std::getline(entries, field))
+      tasks.emplace_back(field, "");
+    else if (line == "reply" && std::getline(entries, field) && !tasks.empty())
+      tasks.back().second = field;
+  }
+  REQUIRE(tasks.size() == 3);
+  const std::vector<std::vector<std::string>> codes{{}, {"code", "0"}, {"code", "x"}};
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    std::vector<std::string> args{"XADD",   tasks[i].second, "*",        "id", tasks[i].first,
+                                  "status", "error",         "kind",     "j",  "data",
+                                  "null",   "category",      "childproc"};
+    args.insert(args.end(), codes[i].begin(), codes[i].end());
+    redis->cli(args);
+  }
+  REQUIRE(run_until(redis->io, [&] { return got[0] && got[1] && got[2]; }));
+  for (const auto& ec : got)
+    CHECK(*ec == make_error_code(childproc::errc::malformed_message));
 }
 
 // Before the fix: XLEN was "1" and XPENDING "1": the agent, stopped while its result's XADD was

@@ -113,6 +113,11 @@ void remote_state::start() {
   // read; BUSYGROUP (it exists) is the usual answer.
   commands->command({"XGROUP", "CREATE", options.stream, options.group, "0", "MKSTREAM"},
                     [](std::error_code, redisReply*) {});
+  // The reply stream exists (empty) before the first task is sent: agents write results with
+  // NOMKSTREAM, so that a result arriving after destroy() (which deletes the stream) cannot
+  // create it again.
+  commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
+                    [](std::error_code, redisReply*) {});
   read_replies();
 }
 

@@ -389,6 +389,36 @@ TEST_CASE("a task whose agent is SIGKILLed mid-task completes on another agent",
   CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
 }
 
+// Before the fix: EXISTS gave "1": the agent's late result created the reply stream again, and
+// nobody would ever delete it.
+TEST_CASE("a result that arrives after destroy() leaves no reply stream behind", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--consumer", "late", "--workers", "1",
+                       "--log-tasks", "1", "--", test::helper, "pool-worker"});
+  REQUIRE(run_until(redis->io, [&] { return agent.out.find("ready") != std::string::npos; }));
+  std::string reply_stream;
+  {
+    childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+    pool.async_run(message(300), childproc::run_options{.name = "async_sleep"},
+                   [](boost::system::error_code, message) {});
+    REQUIRE(run_until(redis->io, [&] { return agent.out.find(": task ") != std::string::npos; }));
+    std::istringstream entry(redis->cli({"XRANGE", "childproc:tasks", "-", "+"}));
+    for (std::string line; std::getline(entry, line);)
+      if (line == "reply")
+        std::getline(entry, reply_stream);
+    REQUIRE(!reply_stream.empty());
+    pool.destroy();
+  }
+  // The agent finishes the task, answers, and acknowledges and deletes the entry.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
+  CHECK(redis->cli({"EXISTS", reply_stream}) == "0");
+  REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 0);
+}
+
 // Before the fix: `ec` was false (a success with the error's payload as the result): a missing
 // code was read as "0", and 0 is no error in any category.
 TEST_CASE("an error reply without a usable code fails its run with malformed_message", "[remote]") {

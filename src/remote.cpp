@@ -113,6 +113,11 @@ void remote_state::start() {
   // read; BUSYGROUP (it exists) is the usual answer.
   commands->command({"XGROUP", "CREATE", options.stream, options.group, "0", "MKSTREAM"},
                     [](std::error_code, redisReply*) {});
+  // The reply stream exists (empty) before the first task is sent: agents write results with
+  // NOMKSTREAM, so that a result arriving after destroy() (which deletes the stream) cannot
+  // create it again.
+  commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
+                    [](std::error_code, redisReply*) {});
   read_replies();
 }
 
@@ -165,7 +170,7 @@ void remote_state::deliver(const remote_wire::entry& e) {
     return finish(id, {}, std::move(result));
   const std::string* category = e.find("category");
   const std::string* code = e.find("code");
-  finish(id, remote_wire::decode_error(category ? *category : "childproc", code ? *code : "0"),
+  finish(id, remote_wire::decode_error(category ? *category : "childproc", code ? *code : ""),
          std::move(result));
 }
 

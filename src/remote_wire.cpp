@@ -66,7 +66,12 @@ std::pair<std::string, std::string> encode_error(const boost::system::error_code
 
 boost::system::error_code decode_error(std::string_view category, std::string_view code) {
   int value = 0;
-  std::from_chars(code.data(), code.data() + code.size(), value);
+  const auto end = code.data() + code.size();
+  const auto [stop, failure] = std::from_chars(code.data(), end, value);
+  // An error reply must name an error: 0 (no error in any category), or no number at all,
+  // would complete a failed task as a success.
+  if (failure != std::errc{} || stop != end || value == 0)
+    return make_error_code(errc::malformed_message);
   if (category == "childproc")
     return make_error_code(static_cast<errc>(value));
   if (category == "childproc.remote")

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -386,6 +387,72 @@ TEST_CASE("a task whose agent is SIGKILLed mid-task completes on another agent",
   CHECK(result.json() == 1500);
   CHECK(claimer_tasks == 1);
   CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+}
+
+// Before the fix: EXISTS gave "1": the agent's late result created the reply stream again, and
+// nobody would ever delete it.
+TEST_CASE("a result that arrives after destroy() leaves no reply stream behind", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--consumer", "late", "--workers", "1",
+                       "--log-tasks", "1", "--", test::helper, "pool-worker"});
+  REQUIRE(run_until(redis->io, [&] { return agent.out.find("ready") != std::string::npos; }));
+  std::string reply_stream;
+  {
+    childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+    pool.async_run(message(300), childproc::run_options{.name = "async_sleep"},
+                   [](boost::system::error_code, message) {});
+    REQUIRE(run_until(redis->io, [&] { return agent.out.find(": task ") != std::string::npos; }));
+    std::istringstream entry(redis->cli({"XRANGE", "childproc:tasks", "-", "+"}));
+    for (std::string line; std::getline(entry, line);)
+      if (line == "reply")
+        std::getline(entry, reply_stream);
+    REQUIRE(!reply_stream.empty());
+    pool.destroy();
+  }
+  // The agent finishes the task, answers, and acknowledges and deletes the entry.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
+  CHECK(redis->cli({"EXISTS", reply_stream}) == "0");
+  REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 0);
+}
+
+// Before the fix: `ec` was false (a success with the error's payload as the result): a missing
+// code was read as "0", and 0 is no error in any category.
+TEST_CASE("an error reply without a usable code fails its run with malformed_message", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  std::vector<std::optional<boost::system::error_code>> got(3);
+  for (std::size_t i = 0; i < got.size(); ++i)
+    pool.async_run(message(static_cast<int>(i)),
+                   [&got, i](boost::system::error_code ec, message) { got[i] = ec; });
+  // The test is the agent: it reads the three tasks and answers each with status=error, with no
+  // code, a code of 0 and a code that is no number.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "3"; }));
+  std::istringstream entries(redis->cli({"XRANGE", "childproc:tasks", "-", "+"}));
+  std::vector<std::pair<std::string, std::string>> tasks; // (id, reply stream)
+  for (std::string line, field; std::getline(entries, line);) {
+    if (line == "id" && std::getline(entries, field))
+      tasks.emplace_back(field, "");
+    else if (line == "reply" && std::getline(entries, field) && !tasks.empty())
+      tasks.back().second = field;
+  }
+  REQUIRE(tasks.size() == 3);
+  const std::vector<std::vector<std::string>> codes{{}, {"code", "0"}, {"code", "x"}};
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    std::vector<std::string> args{"XADD",   tasks[i].second, "*",        "id", tasks[i].first,
+                                  "status", "error",         "kind",     "j",  "data",
+                                  "null",   "category",      "childproc"};
+    args.insert(args.end(), codes[i].begin(), codes[i].end());
+    redis->cli(args);
+  }
+  REQUIRE(run_until(redis->io, [&] { return got[0] && got[1] && got[2]; }));
+  for (const auto& ec : got)
+    CHECK(*ec == make_error_code(childproc::errc::malformed_message));
 }
 
 // Before the fix: XLEN was "1" and XPENDING "1": the agent, stopped while its result's XADD was

@@ -316,17 +316,11 @@ private:
       ec = make_error_code(childproc::remote_errc::payload_too_large);
       body = wire::encode(childproc::message());
     }
-    std::vector<std::string> fields{"XADD",
-                                    reply_stream,
-                                    "*",
-                                    "id",
-                                    task_id,
-                                    "status",
-                                    ec ? "error" : "ok",
-                                    "kind",
-                                    body.kind,
-                                    "data",
-                                    std::move(body.data)};
+    // NOMKSTREAM: a caller that destroyed its pool deleted its reply stream; a late result
+    // must not create it again (nobody would ever delete it). A nil reply then: acknowledged.
+    std::vector<std::string> fields{"XADD", reply_stream, "NOMKSTREAM", "*",
+                                    "id",   task_id,      "status",     ec ? "error" : "ok",
+                                    "kind", body.kind,    "data",       std::move(body.data)};
     if (ec) {
       auto [category, code] = wire::encode_error(ec);
       fields.insert(fields.end(), {"category", category, "code", code});

@@ -2,6 +2,7 @@
 // supervises them (restart with backoff, memory limit, rolling reload, shutdown).
 #include "cluster_scheduling.hpp"
 #include "fork_stdio.hpp"
+#include "handed_over.hpp"
 
 #include <childproc/detail/handler_list.hpp>
 #include <childproc/error.hpp>
@@ -450,6 +451,7 @@ const char* cluster_state::settle_launch(std::error_code& ec) {
   // spawn only (and its number may name another descriptor by then).
   if (std::any_of(launch.stdio.begin(), launch.stdio.end(),
                   [](const stdio_spec& s) { return s.kind == stdio_kind::from; })) {
+    close_handed_over(launch.stdio); // refused: the pipe is closed, as a spawn's refusal does
     ec = make_error_code(errc::invalid_argument);
     return "childproc: cluster::start: stdio::from in worker_options (a cluster forks its "
            "workers again at every restart; a handed-over pipe serves one spawn)";

@@ -227,6 +227,14 @@ void validate(const pool_options& o) {
   const auto bad = [](const char* what) {
     throw std::system_error(make_error_code(errc::invalid_argument), what);
   };
+  // First: every refusal must close the pipes stdio::from handed over, and this one does.
+  const auto& stdio = o.worker_options.stdio;
+  if (std::any_of(stdio.begin(), stdio.end(),
+                  [](const stdio_spec& s) { return s.kind == stdio_kind::from; })) {
+    close_handed_over(stdio); // refused: the pipe is closed as a spawn would have
+    bad("pool_options::worker_options: stdio::from() hands one pipe to one spawn, and the pool "
+        "forks every worker from these options");
+  }
   if (o.max_workers && *o.max_workers == 0)
     bad("pool_options::max_workers must be at least 1");
   if (o.min_workers && o.max_workers && *o.min_workers > *o.max_workers)
@@ -248,13 +256,6 @@ void validate(const pool_options& o) {
                             "pool_options::kill_signal names no signal");
   if (o.kill_signal <= 0 || o.kill_signal >= NSIG)
     bad("pool_options::kill_signal is no signal");
-  const auto& stdio = o.worker_options.stdio;
-  if (std::any_of(stdio.begin(), stdio.end(),
-                  [](const stdio_spec& s) { return s.kind == stdio_kind::from; })) {
-    close_handed_over(stdio); // refused: the pipe is closed as a spawn would have
-    bad("pool_options::worker_options: stdio::from() hands one pipe to one spawn, and the pool "
-        "forks every worker from these options");
-  }
 }
 
 } // namespace

@@ -1181,11 +1181,14 @@ TEST_CASE("start(ec) reports worker options without ipc as an error code and sta
 
 // Before the fix: "CHECK( ec == childproc::errc::invalid_argument ) with expansion: system:0 ==
 // childproc:1": the worker was forked with the handed-over pipe, its restart would not have it.
+// Before the fix (the pipe's closing): run_until(io, closed, 10s) failed: the refusal kept the
+// handed-over pipe open, and `yes` blocked on it for ever.
 TEST_CASE("a cluster refuses stdio::from in its worker options, which it forks again at every "
           "restart",
           "[cluster]") {
   asio::io_context io;
-  auto writer = childproc::spawn(io, "/bin/echo", {"x"}, {});
+  // `yes` writes until its pipe is closed: it ends by SIGPIPE only if the refusal closed it.
+  auto writer = childproc::spawn(io, "yes", {}, {});
   auto options = worker_options(scheduling::shared, 1);
   options.worker_options.stdio = {childproc::stdio::from(writer.out()), childproc::stdio::inherit,
                                   childproc::stdio::inherit, childproc::stdio::ipc};
@@ -1202,8 +1205,13 @@ TEST_CASE("a cluster refuses stdio::from in its worker options, which it forks a
     CHECK(std::string(e.what()).find("stdio::from") != std::string::npos);
   }
   bool closed = false;
-  writer.on_close([&](auto, auto) { closed = true; });
+  std::optional<int> writer_signal;
+  writer.on_close([&](auto, std::optional<int> s) {
+    closed = true;
+    writer_signal = s;
+  });
   REQUIRE(run_until(io, closed, 10s));
+  CHECK(writer_signal == SIGPIPE); // the refused pipe was closed
   CHECK(r.events.empty());
   CHECK(test::zombie_children() == 0);
 }

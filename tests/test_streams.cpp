@@ -526,11 +526,18 @@ TEST_CASE("a stdio::from spec used twice is an error and closes nobody else's fd
 
 // Before the fix: FAILED: REQUIRE_THROWS_MATCHES( childproc::pool(io, options), ... ) because no
 // exception was thrown (the pool would fork every worker with the same handed-over number).
+// Before the fix (the SECTION with another bad option): validate() threw for max_workers = 0
+// before it reached the stdio::from check, so the message named max_workers and the pipe
+// stayed open.
 TEST_CASE("a pool refuses stdio::from in its worker options and closes the pipe",
           "[streams][pipes][pool]") {
   asio::io_context io;
   watched_writer writer(io);
   childproc::pool_options options;
+  SECTION("the only bad option") {}
+  SECTION("with another bad option, checked first") {
+    options.max_workers = 0;
+  }
   options.worker_options.stdio = {childproc::stdio::from(writer.child.out()),
                                   childproc::stdio::ignore, childproc::stdio::ignore,
                                   childproc::stdio::ipc};

@@ -61,8 +61,11 @@ asio::awaitable<void> demonstrate(tcp::endpoint at, childproc::cluster& primary)
   std::map<long, std::vector<std::size_t>> by_pid;
   long busy = 0;
   while (busy == 0) {
-    streams.push_back(co_await hr::connection::open(at));
-    const long pid = cluster_http::pid_in((co_await streams.back().get("/")).body());
+    // Each co_await into a variable, not in an argument list (a g++ 12 trap, docs/design.md).
+    auto opened = co_await hr::connection::open(at);
+    streams.push_back(std::move(opened));
+    const auto answer = co_await streams.back().get("/");
+    const long pid = cluster_http::pid_in(answer.body());
     by_pid[pid].push_back(streams.size() - 1);
     if (by_pid[pid].size() == 2)
       busy = pid;
@@ -81,7 +84,8 @@ asio::awaitable<void> demonstrate(tcp::endpoint at, childproc::cluster& primary)
   std::set<long> answered_by;
   for (int i = 0; i < 5; ++i) {
     auto connection = co_await hr::connection::open(at);
-    answered_by.insert(cluster_http::pid_in((co_await connection.get("/")).body()));
+    const auto answer = co_await connection.get("/");
+    answered_by.insert(cluster_http::pid_in(answer.body()));
   }
   const auto new_done = steady::now();
   while (keep_alive_done == steady::time_point{} || test_done == steady::time_point{}) {

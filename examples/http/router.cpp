@@ -191,6 +191,7 @@ awaitable<response> fetch(tcp::endpoint at, http::verb method, std::string targe
 }
 
 struct connection::state {
+  explicit state(asio::any_io_executor ex) : stream(std::move(ex)) {}
   beast::tcp_stream stream;
 };
 
@@ -200,7 +201,10 @@ connection& connection::operator=(connection&&) noexcept = default;
 connection::~connection() = default;
 
 awaitable<connection> connection::open(tcp::endpoint at) {
-  auto s = std::make_unique<state>(state{beast::tcp_stream(co_await asio::this_coro::executor)});
+  // Awaited into a variable, and no aggregate temporary: g++ 12 destroyed the braced
+  // state{tcp_stream(co_await ...)} twice (ASan: heap-use-after-free; docs/design.md, Traps).
+  const auto ex = co_await asio::this_coro::executor;
+  auto s = std::make_unique<state>(ex);
   co_await s->stream.async_connect(at, use_awaitable);
   co_return connection(std::move(s));
 }

@@ -52,9 +52,10 @@ asio::awaitable<void> demonstrate(tcp::endpoint at, childproc::cluster& primary)
   }
   std::set<long> keep_alive_pids;
   auto connection = co_await hr::connection::open(at);
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 5; ++i) {
     const auto answer = co_await connection.get("/"); // into a variable: a g++ 12 trap
-  keep_alive_pids.insert(cluster_http::pid_in(answer.body()));
+    keep_alive_pids.insert(cluster_http::pid_in(answer.body()));
+  }
   std::set<long> worker_pids;
   for (const auto& w : primary.workers())
     worker_pids.insert(*w.pid());

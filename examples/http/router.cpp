@@ -201,12 +201,12 @@ connection& connection::operator=(connection&&) noexcept = default;
 connection::~connection() = default;
 
 awaitable<connection> connection::open(tcp::endpoint at) {
-  // Awaited into a variable, and no aggregate temporary: g++ 12 destroyed the braced
-  // state{tcp_stream(co_await ...)} twice (ASan: heap-use-after-free; docs/design.md, Traps).
+  // Every co_await into a variable and no temporary in the co_return: g++ 12 destroyed the
+  // stream twice (ASan: heap-use-after-free; docs/design.md, Traps).
   const auto ex = co_await asio::this_coro::executor;
-  auto s = std::make_unique<state>(ex);
-  co_await s->stream.async_connect(at, use_awaitable);
-  co_return connection(std::move(s));
+  connection opened(std::make_unique<state>(ex));
+  co_await opened.state_->stream.async_connect(at, use_awaitable);
+  co_return opened;
 }
 
 awaitable<response> connection::get(std::string target) {

@@ -136,12 +136,16 @@ public:
       void* reply = nullptr;
       if (redisReaderGetReply(reader_.get(), &reply) != REDIS_OK)
         throw std::runtime_error(std::string("redis: ") + reader_->errstr);
-      if (reply)
-        co_return reply_ptr(static_cast<redisReply*>(reply), &freeReplyObject);
+      // Named before co_return: g++ 12 destroys a co_return temporary twice (docs/design.md).
+      reply_ptr parsed(static_cast<redisReply*>(reply), &freeReplyObject);
+      if (parsed)
+        co_return parsed;
       char chunk[4096];
       auto [ec, n] = co_await socket_.async_read_some(asio::buffer(chunk), no_throw);
-      if (ec)
-        co_return reply_ptr(nullptr, &freeReplyObject);
+      if (ec) {
+        reply_ptr none(nullptr, &freeReplyObject);
+        co_return none;
+      }
       redisReaderFeed(reader_.get(), chunk, n);
     }
   }
@@ -291,7 +295,8 @@ struct test_client {
 awaitable<std::string> read_text(test_client& c) {
   beast::flat_buffer buffer;
   co_await c.ws.async_read(buffer, use_awaitable);
-  co_return beast::buffers_to_string(buffer.data());
+  std::string text = beast::buffers_to_string(buffer.data());
+  co_return text;
 }
 
 awaitable<void> demonstrate(tcp::endpoint at, childproc::cluster& primary,

@@ -1264,6 +1264,12 @@ struct descriptor_limit {
 // the next does not.)
 TEST_CASE("a start(ec) whose launches run out of descriptors sets ec and reports no event",
           "[cluster]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // The asan preset has UBSan too, whose vptr check needs a pipe of its own: with every fd
+  // taken it reports Catch2's valid objects as having an invalid vptr (seen in CI's rehearsal).
+  WARN("skipped: the sanitizer runtime needs fds of its own, and this scenario leaves none");
+  return;
+#endif
   // RLIMIT_NOFILE bounds descriptor numbers, and a launch takes the holes below the highest
   // one open first: raise the limit one by one from 3 until the start succeeds.
   for (std::size_t limit = 3; limit < 1024; ++limit) {

@@ -211,35 +211,42 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
                               bool& deliver) {
   consumed = 0;
   deliver = false;
-  if (wire_ == wire::node_json) {
-    // The front of `data` that an earlier read already scanned holds no '\n'.
-    const std::size_t from = std::min(line_scanned_, data.size());
-    const std::size_t eol = data.find('\n', from);
-    scanned_ += (eol == std::string_view::npos ? data.size() : eol + 1) - from;
-    line_scanned_ = eol == std::string_view::npos ? data.size() : 0;
-    if (eol == std::string_view::npos)
-      return data.size() > max_ ? make_error_code(errc::message_too_large) : std::error_code{};
-    if (eol > max_)
-      return make_error_code(errc::message_too_large);
-    consumed = eol + 1;
-    std::string_view line = data.substr(0, eol);
-    if (!line.empty() && line.back() == '\r')
-      line.remove_suffix(1);
-    if (line.empty())
-      return {};
-    boost::json::value v;
-    if (!parse_json(line, v))
-      return make_error_code(errc::malformed_message);
-    if (!node_command(v).empty())
-      return node_internal(v, m, deliver);
-    owned_fd none;
-    if (!claim(false, none))
-      return make_error_code(errc::malformed_message);
-    m = message(std::move(v));
-    deliver = true;
-    return {};
-  }
+  return wire_ == wire::node_json ? next_line(data, m, consumed, deliver)
+                                  : next_frame(data, m, consumed, deliver);
+}
 
+std::error_code decoder::next_line(std::string_view data, message& m, std::size_t& consumed,
+                                   bool& deliver) {
+  // The front of `data` that an earlier read already scanned holds no '\n'.
+  const std::size_t from = std::min(line_scanned_, data.size());
+  const std::size_t eol = data.find('\n', from);
+  scanned_ += (eol == std::string_view::npos ? data.size() : eol + 1) - from;
+  line_scanned_ = eol == std::string_view::npos ? data.size() : 0;
+  if (eol == std::string_view::npos)
+    return data.size() > max_ ? make_error_code(errc::message_too_large) : std::error_code{};
+  if (eol > max_)
+    return make_error_code(errc::message_too_large);
+  consumed = eol + 1;
+  std::string_view line = data.substr(0, eol);
+  if (!line.empty() && line.back() == '\r')
+    line.remove_suffix(1);
+  if (line.empty())
+    return {};
+  boost::json::value v;
+  if (!parse_json(line, v))
+    return make_error_code(errc::malformed_message);
+  if (!node_command(v).empty())
+    return node_internal(v, m, deliver);
+  owned_fd none;
+  if (!claim(false, none))
+    return make_error_code(errc::malformed_message);
+  m = message(std::move(v));
+  deliver = true;
+  return {};
+}
+
+std::error_code decoder::next_frame(std::string_view data, message& m, std::size_t& consumed,
+                                    bool& deliver) {
   if (data.size() < frame_header_size)
     return {};
   const std::uint32_t length = get_u32le(data.data());
@@ -251,23 +258,8 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
   if (kind != frame_kind::json && kind != frame_kind::bytes)
     return make_error_code(errc::malformed_message);
   if (data.size() - frame_header_size < length) {
-    if (kind == frame_kind::bytes && length >= large_frame_) {
-      // A large bytes frame: collect it in the message's buffer from now on (see feed()).
-      if (!claim(with_handle, large_handle_))
-        return make_error_code(errc::malformed_message);
-      if (spare_ && spare_.use_count() == 1) {
-        large_ = std::move(spare_);
-        large_->clear(); // keeps the capacity: warm pages
-      } else {
-        large_ = std::make_shared<std::string>();
-      }
-      spare_.reset();
-      large_->reserve(length);
-      const std::string_view have = data.substr(frame_header_size);
-      large_->append(have);
-      large_need_ = length - have.size();
-      consumed = data.size();
-    }
+    if (kind == frame_kind::bytes && length >= large_frame_)
+      return start_large_frame(data, length, with_handle, consumed);
     return {}; // incomplete
   }
   owned_fd handle;
@@ -275,15 +267,7 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
     return make_error_code(errc::malformed_message);
   const std::string_view payload = data.substr(frame_header_size, length);
   if (kind == frame_kind::bytes) {
-    if (payload.size() >= large_frame_) {
-      if (spare_ && spare_.use_count() == 1)
-        spare_->assign(payload); // warm pages, no allocation
-      else
-        spare_ = std::make_shared<std::string>(payload);
-      m = message_access::from_shared(spare_);
-    } else {
-      m = message::bytes(std::string(payload));
-    }
+    m = bytes_message(payload);
   } else {
     boost::json::value v;
     if (!parse_json(payload, v))
@@ -295,6 +279,36 @@ std::error_code decoder::next(std::string_view data, message& m, std::size_t& co
   consumed = frame_header_size + length;
   deliver = true;
   return {};
+}
+
+std::error_code decoder::start_large_frame(std::string_view data, std::uint32_t length,
+                                           bool with_handle, std::size_t& consumed) {
+  // From now on the frame is collected in the message's buffer (see feed()).
+  if (!claim(with_handle, large_handle_))
+    return make_error_code(errc::malformed_message);
+  if (spare_ && spare_.use_count() == 1) {
+    large_ = std::move(spare_);
+    large_->clear(); // keeps the capacity: warm pages
+  } else {
+    large_ = std::make_shared<std::string>();
+  }
+  spare_.reset();
+  large_->reserve(length);
+  const std::string_view have = data.substr(frame_header_size);
+  large_->append(have);
+  large_need_ = length - have.size();
+  consumed = data.size();
+  return {};
+}
+
+message decoder::bytes_message(std::string_view payload) {
+  if (payload.size() < large_frame_)
+    return message::bytes(std::string(payload));
+  if (spare_ && spare_.use_count() == 1)
+    spare_->assign(payload); // warm pages, no allocation
+  else
+    spare_ = std::make_shared<std::string>(payload);
+  return message_access::from_shared(spare_);
 }
 
 bool decoder::claim(bool wanted, owned_fd& fd) {

@@ -184,6 +184,13 @@ private:
   // Decodes one message from the front of `data`. consumed == 0: incomplete. A large bytes frame
   // that is incomplete is taken over (consumed entirely) into large_, and feed() completes it.
   std::error_code next(std::string_view data, message& m, std::size_t& consumed, bool& deliver);
+  std::error_code next_line(std::string_view data, message& m, std::size_t& consumed,
+                            bool& deliver);
+  std::error_code next_frame(std::string_view data, message& m, std::size_t& consumed,
+                             bool& deliver);
+  std::error_code start_large_frame(std::string_view data, std::uint32_t length, bool with_handle,
+                                    std::size_t& consumed);
+  message bytes_message(std::string_view payload);
   void keep_rest(std::string_view view, std::size_t used);
   // The frame starting at frame_start_ takes the descriptors that came with its first byte.
   // Returns false for descriptors left over by an earlier frame (stray), or when `wanted` and

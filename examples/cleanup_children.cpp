@@ -1,6 +1,7 @@
 // Seed 004, "Key Takeaways": "Always clean up child processes to prevent memory leaks". Two ways
-// childproc cleans up, each checked against the system's own view of our children (/proc, and
-// waitpid reporting ECHILD: no zombie):
+// childproc cleans up, each checked against the system's own view (/proc: no child of ours left,
+// and none of the pids we started alive, whoever its parent; waitpid reporting ECHILD: no
+// zombie):
 //
 // - handles that own their child: kill_on_destroy, so dropping the handle (leaving the scope,
 //   an exception) sends the child SIGTERM; the event loop then reaps it;
@@ -48,6 +49,15 @@ std::set<long> our_children() {
   return children;
 }
 
+// How many of these pids still name a process (live or zombie), whoever its parent: a worker
+// that escaped (re-parented, or started by a helper process) would be one.
+std::size_t still_alive(const std::vector<pid_t>& pids) {
+  std::size_t alive = 0;
+  for (const pid_t pid : pids)
+    alive += std::filesystem::exists("/proc/" + std::to_string(pid)) ? 1 : 0;
+  return alive;
+}
+
 bool no_zombie() {
   return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
 }
@@ -70,28 +80,36 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "idle")
     return idle_worker();
 
+  std::vector<pid_t> forked;
   {
     std::vector<childproc::child_process> workers;
     childproc::fork_options options;
     options.kill_on_destroy = true;
-    for (int i = 0; i < 5; ++i)
+    for (int i = 0; i < 5; ++i) {
       workers.push_back(childproc::fork(io, childproc::self_exe(), {"idle"}, options));
+      forked.push_back(workers.back().pid().value_or(0));
+    }
     fmt::print("5 forked workers with kill_on_destroy, running: {}\n", our_children().size());
   }         // the handles are dropped here: each worker gets SIGTERM
   io.run(); // reaps them
-  fmt::print("handles dropped, loop run: children left {}, no zombie: {}\n", our_children().size(),
-             no_zombie());
+  fmt::print("handles dropped, loop run: children left {}, no zombie: {}, of their {} pids still "
+             "alive: {}\n",
+             our_children().size(), no_zombie(), forked.size(), still_alive(forked));
 
   io.restart();
   childproc::pool pool(io, {.min_workers = 3, .max_workers = 3});
-  int created = 0;
-  pool.on_worker_create([&](pid_t) { ++created; });
+  std::vector<pid_t> pooled;
+  pool.on_worker_create([&](pid_t pid) { pooled.push_back(pid); });
   pool.async_run("ping", [&](boost::system::error_code, childproc::message) {
-    fmt::print("a pool of {} workers answered, running: {}\n", created, our_children().size());
+    fmt::print("a pool of {} workers answered, running: {}\n", pooled.size(),
+               our_children().size());
     pool.async_close([](boost::system::error_code) {});
   });
   io.run();
-  fmt::print("pool closed, loop run: children left {}, no zombie: {}\n", our_children().size(),
-             no_zombie());
-  return our_children().empty() && no_zombie() ? 0 : 1;
+  fmt::print("pool closed, loop run: children left {}, no zombie: {}, of their {} pids still "
+             "alive: {}\n",
+             our_children().size(), no_zombie(), pooled.size(), still_alive(pooled));
+  return our_children().empty() && no_zombie() && still_alive(forked) + still_alive(pooled) == 0
+             ? 0
+             : 1;
 }

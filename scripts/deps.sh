@@ -18,6 +18,11 @@ if [ "${CHILDPROC_WITH_VIPS:-0}" = 1 ]; then
   # libvips, for the image_processing example; without it CMake skips only that example.
   childproc_packages+=(libvips-dev pkg-config)
 fi
+if [ "${CHILDPROC_WITH_SQLITE:-0}" = 1 ]; then
+  # SQLite, for the order_processing example's stock table; without it CMake skips only that
+  # table (the example keeps its stock in a JSON file).
+  childproc_packages+=(libsqlite3-dev)
+fi
 if [ "${CHILDPROC_WITH_REDIS:-0}" = 1 ]; then
   # hiredis for the remote pool (childproc::remote, childproc-agent), and the Redis server its
   # tests start; without them CMake skips the remote pool and its tests say why.

@@ -8,6 +8,7 @@ preset=${PRESET:-release}
 export CHILDPROC_WITH_NODE=1
 export CHILDPROC_WITH_VIPS=1
 export CHILDPROC_WITH_REDIS=1
+export CHILDPROC_WITH_SQLITE=1
 source scripts/deps.sh
 cmake --preset "$preset" > /dev/null
 cmake --build --preset "$preset"

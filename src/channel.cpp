@@ -101,7 +101,8 @@ bool channel_state::read_available(int limit, bool emit_now) {
       // Leased for the read and its decoding only: the messages own their bytes, and a handler
       // that runs a nested event loop on this thread gets a buffer of its own anyway.
       read_buffer_lease buffer;
-      more = read_once(buffer.data());
+      // A bounded burst (the readiness handler) stops at a short read; a drain reads to EAGAIN.
+      more = read_once(buffer.data(), /*until_empty=*/limit < 0);
     }
     if (!deliver_inbox(emit_now))
       return false;
@@ -111,7 +112,7 @@ bool channel_state::read_available(int limit, bool emit_now) {
   return true;
 }
 
-bool channel_state::read_once(char* buffer) {
+bool channel_state::read_once(char* buffer, bool until_empty) {
   for (;;) {
     std::vector<owned_fd> fds;
     const ssize_t n = receive_with_fds(buffer, fds);
@@ -129,9 +130,12 @@ bool channel_state::read_once(char* buffer) {
         node_control(c);
       if (ec)
         close_reason_ = ec;
-      // Read on to EAGAIN even after a short read: a Unix socket's read also stops at data that
-      // came with descriptors, or from another writer, so a short read does not mean empty.
-      return !ec;
+      // A short read usually means empty, but not always: a Unix socket's read also stops at
+      // data that came with descriptors, or from another writer. A drain reads on to EAGAIN; the
+      // readiness handler waits instead of a recvmsg that would fail with EAGAIN (one system
+      // call per message): the wait re-checks readiness (Asio's async_wait re-arms the
+      // descriptor with EPOLL_CTL_MOD, which reports data already there), so nothing is missed.
+      return !ec && (until_empty || static_cast<std::size_t>(n) == read_buffer_lease::capacity);
     }
     if (n < 0 && errno == EINTR)
       continue;

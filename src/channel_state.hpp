@@ -85,14 +85,15 @@ private:
     std::size_t size() const { return bytes.size() + (payload ? payload->size() : 0); }
   };
   void wait_readable();
-  // Reads until EAGAIN (or `limit` reads, -1: no limit), delivering as it goes; returns false
+  // Reads until EAGAIN (or `limit` reads, then also a short read ends it; -1: no limit, to
+  // EAGAIN), delivering as it goes; returns false
   // once the channel closed. `emit_now`: a close it causes emits its events before returning.
   bool read_available(int limit, bool emit_now);
   // read_available for the readiness handler, with in_read_burst set.
   bool read_burst();
-  // One recv into `buffer`, decoded into inbox_. False at EAGAIN; a close it calls for is left
-  // in close_reason_.
-  bool read_once(char* buffer);
+  // One recv into `buffer`, decoded into inbox_. False at EAGAIN, and after a short read unless
+  // `until_empty`; a close it calls for is left in close_reason_.
+  bool read_once(char* buffer, bool until_empty);
   // One recvmsg into `buffer`, with the descriptors that came with it (close-on-exec, >= 3).
   ssize_t receive_with_fds(char* buffer, std::vector<owned_fd>& fds);
   // Node's handle protocol: ACK/NACK to send, or received for the handle we sent.

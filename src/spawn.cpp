@@ -19,8 +19,10 @@
 #include <fcntl.h>
 #include <limits>
 #include <mutex>
+#include <string_view>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <unordered_set>
 
 extern char** environ;
 
@@ -119,7 +121,7 @@ bool valid_request(const std::string& file, const std::vector<std::string>& args
 }
 
 // p.file and p.argv: the program, or the shell with Node's unquoted command line.
-void build_command(prepared& p, std::string file, std::vector<std::string> args,
+void build_command(prepared& p, const std::string& file, const std::vector<std::string>& args,
                    const spawn_options& o) {
   if (o.shell.enabled()) {
     std::string command = file;
@@ -131,14 +133,62 @@ void build_command(prepared& p, std::string file, std::vector<std::string> args,
   }
   p.argv.reserve(args.size() + 1);
   p.argv.push_back(o.argv0.value_or(file));
-  for (auto& a : args)
-    p.argv.push_back(std::move(a));
-  p.file = std::move(file);
+  for (const auto& a : args)
+    p.argv.push_back(a);
+  p.file = file;
+}
+
+// The parent's variables as the child gets them when nothing is changed: environ's own strings,
+// no copies (posix_spawn(environ) passes them so), with current_env()'s rules (entries without a
+// name left out, the first definition wins) and the value of PATH. Kept per thread and rebuilt
+// only when environ's pointers changed (setenv, putenv and unsetenv change them); nullptr-ended.
+const std::vector<char*>& inherited_environment(const char*& path) {
+  struct snapshot {
+    std::vector<char*> seen, variables;
+    const char* path = nullptr;
+  };
+  static thread_local snapshot last;
+  std::size_t n = 0;
+  while (environ && environ[n])
+    ++n;
+  // The same pointers hold the same variables, unless the application reused a putenv()
+  // buffer of its own for another one: PATH, whose value is kept, is checked again.
+  if (!last.variables.empty() && n == last.seen.size() &&
+      std::equal(environ, environ + n, last.seen.begin()) &&
+      (!last.path || std::strncmp(last.path - 5, "PATH=", 5) == 0)) {
+    path = last.path;
+    return last.variables;
+  }
+  last.seen.clear();
+  last.variables.clear();
+  last.path = nullptr;
+  std::unordered_set<std::string_view> names;
+  for (std::size_t i = 0; i < n; ++i) {
+    const char* eq = std::strchr(environ[i], '=');
+    if (!eq || eq == environ[i] ||
+        !names.insert({environ[i], static_cast<std::size_t>(eq - environ[i])}).second)
+      continue;
+    last.variables.push_back(environ[i]);
+    if (eq - environ[i] == 4 && std::strncmp(environ[i], "PATH", 4) == 0)
+      last.path = eq + 1;
+  }
+  last.variables.push_back(nullptr);
+  last.seen.assign(environ, environ + n); // last: a throw above leaves the snapshot invalid
+  path = last.path;
+  return last.variables;
 }
 
 // The environment (the parent's or the given one, then the overrides) and the exec candidates
 // found on its PATH. False for a variable that cannot be passed.
 bool build_env(prepared& p, const spawn_options& o) {
+  if (!o.env && o.env_overrides.empty() && p.ipc_slot < 0) {
+    const char* path = nullptr;
+    p.request.inherited_env = &inherited_environment(path);
+    const bool searched = p.file.find('/') == std::string::npos; // else PATH plays no part
+    p.request.candidates = detail::posix::exec_candidates(
+        p.file, searched && path ? std::optional<std::string>(path) : std::nullopt);
+    return true;
+  }
   env_map env = o.env ? *o.env : current_env();
   for (const auto& [name, value] : o.env_overrides)
     env[name] = value;
@@ -254,8 +304,8 @@ void build_stdio(prepared& p, const spawn_options& o, std::error_code& ec, spawn
 
 // Validates the options and builds everything the launch needs. Sets `ec` (and `step` for
 // failures in creating pipes or opening /dev/null) on failure.
-void prepare(prepared& p, std::string file, std::vector<std::string> args, const spawn_options& o,
-             std::error_code& ec, spawn_step& step) {
+void prepare(prepared& p, const std::string& file, const std::vector<std::string>& args,
+             const spawn_options& o, std::error_code& ec, spawn_step& step) {
   step = spawn_step::none;
   if (o.kill_signal.unknown_name()) {
     ec = make_error_code(errc::unknown_signal);
@@ -268,12 +318,12 @@ void prepare(prepared& p, std::string file, std::vector<std::string> args, const
   p.ipc_slot = find_ipc_slot(o.stdio, ec);
   if (ec)
     return;
-  build_command(p, std::move(file), std::move(args), o);
+  build_command(p, file, args, o);
   if (!build_env(p, o)) {
     ec = make_error_code(errc::invalid_argument);
     return;
   }
-  p.request.argv = p.argv;
+  p.request.argv = &p.argv;
   p.request.cwd = o.cwd;
   p.request.new_session = o.detached;
   p.request.process_group = o.process_group;
@@ -333,10 +383,8 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
   // copy closes with the child's ends, whether the launch happens or not.
   p.child_ends = detail::take_handed_over(options.stdio, ec);
   spawn_step step = spawn_step::none;
-  const std::string requested_file = file;
-  const std::vector<std::string> requested_args = args;
   if (!ec)
-    prepare(p, std::move(file), std::move(args), options, ec, step);
+    prepare(p, file, args, options, ec, step); // copies file and args once, into p.argv
   std::shared_ptr<detail::child_state> state;
   if (!ec || is_event_error(ec, step))
     state = make_state(ex, p, options, ec, step);
@@ -356,9 +404,9 @@ child_process spawn_impl(const asio::any_io_executor& ex, std::string file,
   if (ec && (!state || !is_event_error(ec, step))) {
     if (state)
       state->abandon();
-    const std::string& path = p.file.empty() ? requested_file : p.file;
-    failure.emplace(ec, "spawn " + path, path,
-                    p.argv.empty() ? requested_args : args_after_argv0(p.argv), step);
+    const std::string& path = p.file.empty() ? file : p.file;
+    failure.emplace(ec, "spawn " + path, path, p.argv.empty() ? args : args_after_argv0(p.argv),
+                    step);
     return {};
   }
   if (ec)

@@ -7,8 +7,8 @@
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
+#include <map>
 #include <mutex>
-#include <set>
 #include <span>
 
 #include <cerrno>
@@ -602,18 +602,19 @@ void readable_stream::close() {
   detach();
 }
 
-int readable_stream::hand_over(std::error_code& ec) {
+stdio_spec readable_stream::hand_over(std::error_code& ec) {
   if (!is_open() || owner_->io_shut_down) {
     ec.assign(EBADF, std::system_category());
-    return -1;
+    return {stdio_kind::from, -1};
   }
   ec.clear();
-  detail::register_handed_over(fd_->native_handle()); // may throw: before the stream lets go
-  const int fd = fd_->release();                      // a pending wait ends with operation_aborted
+  const int fd = fd_->native_handle();
+  const std::uint64_t token = detail::register_handed_over(fd); // may throw: before letting go
+  fd_->release(); // a pending wait ends with operation_aborted
   // The file description is shared with the next child: it reads it blocking, as a shell's.
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   detach();
-  return fd;
+  return {stdio_kind::from, fd, token};
 }
 
 void readable_stream::detach() {
@@ -629,7 +630,7 @@ void readable_stream::detach() {
 }
 
 stdio_spec stdio::from(readable_stream& stream, std::error_code& ec) {
-  return {stdio_kind::from, stream.hand_over(ec)};
+  return stream.hand_over(ec);
 }
 
 stdio_spec stdio::from(readable_stream& stream) {
@@ -651,9 +652,12 @@ void readable_stream::stop_reading() {
 namespace detail {
 namespace {
 
+// Keyed by a serial token, not by the fd's number: a spent spec's number may name a later
+// hand-over (the kernel reuses numbers), whose token it does not have.
 struct handed_over_registry {
   std::mutex mutex;
-  std::set<int> fds;
+  std::map<std::uint64_t, int> fds; // token -> fd
+  std::uint64_t last_token = 0;
 };
 
 handed_over_registry& handed_over() {
@@ -662,8 +666,8 @@ handed_over_registry& handed_over() {
 }
 
 // Takes the table's registered `from` fds out of the registry, giving each to `take` (which must
-// not throw); false when a `from` slot names an fd that is not registered (and no earlier slot
-// of the same table took it).
+// not throw); false when a `from` slot's token is not registered with its fd (and no earlier
+// slot of the same table took it).
 template <class Take>
 bool take_from_registry(const std::vector<stdio_spec>& stdio, Take take) {
   auto& registry = handed_over();
@@ -672,20 +676,24 @@ bool take_from_registry(const std::vector<stdio_spec>& stdio, Take take) {
   for (auto it = stdio.begin(); it != stdio.end(); ++it) {
     if (it->kind != stdio_kind::from)
       continue;
-    if (registry.fds.erase(it->fd) != 0)
+    const auto found = registry.fds.find(it->token);
+    if (found != registry.fds.end() && found->second == it->fd) {
+      registry.fds.erase(found);
       take(it->fd);
-    else if (std::find(stdio.begin(), it, *it) == it)
+    } else if (std::find(stdio.begin(), it, *it) == it) {
       all_registered = false;
+    }
   }
   return all_registered;
 }
 
 } // namespace
 
-void register_handed_over(int fd) {
+std::uint64_t register_handed_over(int fd) {
   auto& registry = handed_over();
   const std::lock_guard lock(registry.mutex);
-  registry.fds.insert(fd);
+  registry.fds.emplace(registry.last_token + 1, fd);
+  return ++registry.last_token;
 }
 
 std::vector<posix::unique_fd> take_handed_over(const std::vector<stdio_spec>& stdio,

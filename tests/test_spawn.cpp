@@ -399,3 +399,15 @@ TEST_CASE("with fd 0 closed, an inherit of it is /dev/null and the library's fds
   }
   CHECK(r.status == 0);
 }
+
+// Guards the per-thread snapshot of environ that spares a copy of the environment per spawn
+// (docs/bench/spawn-cost.md); it passes before that change too, which had no snapshot.
+TEST_CASE("each spawn sees the environment as setenv and unsetenv left it", "[spawn][env]") {
+  const auto seen = [] { return test::run(test::helper, {"env", "CHILDPROC_TEST_CHANGING"}).out; };
+  ::setenv("CHILDPROC_TEST_CHANGING", "one", 1);
+  CHECK(seen() == "one\n");
+  ::setenv("CHILDPROC_TEST_CHANGING", "two", 1);
+  CHECK(seen() == "two\n");
+  ::unsetenv("CHILDPROC_TEST_CHANGING");
+  CHECK(seen() == "<unset>\n");
+}

@@ -321,3 +321,47 @@ TEST_CASE("every EPIPE of a stdin write is in the system category, as Asio's", "
     CHECK(ec == boost::system::error_code(boost::asio::error::broken_pipe));
   }
 }
+
+// Before the fix: FAILED: CHECK( reused == childproc::errc::stdio_from_used ) with expansion:
+// system:0 == childproc:21 (the spent spec took b's pipe, which had its fd number).
+TEST_CASE("a spent stdio::from spec is refused even when its fd number names another handed-over "
+          "pipe",
+          "[stdio][pipes]") {
+  asio::io_context io;
+  const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  REQUIRE(null_fd > 2);
+  const childproc::spawn_options quiet_source{
+      .stdio = {stdio::fd(null_fd), stdio::pipe, stdio::fd(null_fd)}};
+  auto a = childproc::spawn(io, test::helper, {"echo", "a"}, quiet_source);
+  const childproc::stdio_spec spent = stdio::from(a.out());
+  const int number = spent.fd;
+  const childproc::spawn_options first{.stdio = {spent, stdio::ignore, stdio::ignore}};
+  auto first_reader = childproc::spawn(io, "true", {}, first);
+  REQUIRE(::fcntl(number, F_GETFD) < 0); // the spec is spent, its number free
+  // Every lower number is taken, so b's pipe (the first fd its spawn makes) gets `number`.
+  std::vector<int> fillers;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) != number;)
+    fillers.push_back(fd);
+  ::close(number);
+  auto b = childproc::spawn(io, test::helper, {"echo", "b"}, quiet_source);
+  const childproc::stdio_spec handed = stdio::from(b.out());
+  for (const int fd : fillers)
+    ::close(fd);
+  REQUIRE(handed.fd == number);
+  std::error_code reused, right_error;
+  std::string mistaken_read, right_read;
+  const childproc::spawn_options mistaken_options{.stdio = {spent, stdio::pipe, stdio::ignore}};
+  auto mistaken = childproc::spawn(io, test::helper, {"cat"}, mistaken_options, reused);
+  if (!reused)
+    mistaken.out().on_data([&](std::string_view d) { mistaken_read += d; });
+  const childproc::spawn_options right_options{.stdio = {handed, stdio::pipe, stdio::ignore}};
+  auto right = childproc::spawn(io, test::helper, {"cat"}, right_options, right_error);
+  if (!right_error)
+    right.out().on_data([&](std::string_view d) { right_read += d; });
+  io.run();
+  ::close(null_fd);
+  CHECK(reused == childproc::errc::stdio_from_used);
+  CHECK(mistaken_read.empty());
+  CHECK_FALSE(right_error);
+  CHECK(right_read == "b");
+}

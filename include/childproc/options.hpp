@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <optional>
 #include <string>
@@ -34,7 +35,10 @@ enum class stdio_kind {
 /// One stdio slot. Use the constants in childproc::stdio.
 struct stdio_spec {
   stdio_kind kind = stdio_kind::pipe;
-  int fd = -1; ///< for stdio_kind::fd only
+  int fd = -1; ///< for stdio_kind::fd (and the handed-over pipe of stdio_kind::from)
+  /// For stdio_kind::from only: the serial number stdio::from() gave this hand-over, so that a
+  /// spent spec never names a later hand-over that the kernel gave the same fd number.
+  std::uint64_t token = 0;
 
   friend bool operator==(const stdio_spec&, const stdio_spec&) = default;
 };

@@ -153,8 +153,9 @@ private:
   friend stdio_spec stdio::from(readable_stream&, std::error_code&);
   readable_stream(detail::child_state& owner, int slot, boost::asio::any_io_executor ex, int fd);
   // The parent lets go of the pipe: as close(), but the fd is returned (blocking again) to be
-  // handed to another child instead of closed. -1 and `ec` on a stream that is not open.
-  int hand_over(std::error_code& ec);
+  // handed to another child instead of closed, in a `from` spec with its registry token. A spec
+  // with fd -1 and `ec` on a stream that is not open.
+  stdio_spec hand_over(std::error_code& ec);
   // What close() and hand_over() share: the stream is done for the parent.
   void detach();
   struct read_request {

@@ -86,6 +86,14 @@ public:
   launch_area& operator=(const launch_area&) = delete;
   ~launch_area() { unmap(); }
 
+  // The launching process's pid without a getpid() system call per launch: it is kept in a
+  // MADV_WIPEONFORK page, which the kernel zeroes in a child of any kind of fork (_Fork() and
+  // raw clones included, which run no atfork handler), so a forked child asks the kernel again.
+  pid_t self() const noexcept {
+    if (pid_page_ && *pid_page_ != 0)
+      return *pid_page_;
+    return ::getpid();
+  }
   // True when mapped for the process `self`; false with errno set when an mmap failed.
   bool ready(pid_t self) noexcept {
     if (stack_ && owner_ == self)
@@ -103,6 +111,7 @@ public:
     stack_ = static_cast<char*>(stack);
     report_ = static_cast<child_report*>(report);
     owner_ = self;
+    map_pid_page(self);
     return true;
   }
   void* stack_top() const noexcept { return stack_ + stack_size; } // 16-byte aligned
@@ -113,7 +122,21 @@ private:
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? nullptr : p;
   }
+  // Optional: without the page (no MADV_WIPEONFORK before Linux 4.14), self() asks getpid().
+  void map_pid_page(pid_t self) noexcept {
+    void* page = map(pid_page_size, MAP_PRIVATE);
+    if (page && ::madvise(page, pid_page_size, MADV_WIPEONFORK) != 0) {
+      ::munmap(page, pid_page_size);
+      page = nullptr;
+    }
+    pid_page_ = static_cast<pid_t*>(page);
+    if (pid_page_)
+      *pid_page_ = self;
+  }
   void unmap() noexcept {
+    if (pid_page_)
+      ::munmap(pid_page_, pid_page_size);
+    pid_page_ = nullptr;
     if (stack_)
       ::munmap(stack_, stack_size);
     if (report_)
@@ -125,6 +148,8 @@ private:
   char* stack_ = nullptr;
   child_report* report_ = nullptr;
   pid_t owner_ = 0;
+  static constexpr std::size_t pid_page_size = 4096;
+  pid_t* pid_page_ = nullptr; // the owner's pid; zeroed by the kernel in a forked child
 };
 
 std::vector<char*> c_strings(const std::vector<std::string>& v) {
@@ -246,16 +271,17 @@ std::vector<std::string> exec_candidates(const std::string& file,
 
 namespace {
 
-child_arguments::child_arguments(const launch_request& req)
-    : argv(c_strings(req.argv)), envp(c_strings(req.envp)) {
+child_arguments::child_arguments(const launch_request& req) : argv(c_strings(*req.argv)) {
+  if (!req.inherited_env)
+    envp = c_strings(req.envp);
   candidates.reserve(req.candidates.size());
   for (const auto& c : req.candidates)
     candidates.push_back(c.c_str());
-  sh_argv.reserve(req.argv.size() + 2);
+  sh_argv.reserve(req.argv->size() + 2);
   sh_argv.push_back(const_cast<char*>("/bin/sh"));
   sh_argv.push_back(nullptr); // the candidate, filled in by the child
-  for (std::size_t i = 1; i < req.argv.size(); ++i)
-    sh_argv.push_back(const_cast<char*>(req.argv[i].c_str()));
+  for (std::size_t i = 1; i < req.argv->size(); ++i)
+    sh_argv.push_back(const_cast<char*>((*req.argv)[i].c_str()));
   sh_argv.push_back(nullptr);
 }
 
@@ -277,7 +303,7 @@ child_plan make_plan(const launch_request& req, child_arguments& args, pid_t sel
   plan.candidates = args.candidates.data();
   plan.candidate_count = static_cast<int>(args.candidates.size());
   plan.argv = args.argv.data();
-  plan.envp = args.envp.data();
+  plan.envp = req.inherited_env ? req.inherited_env->data() : args.envp.data();
   plan.sh_argv = args.sh_argv.data();
   plan.sweep = first_sweep();
   plan.report = report;
@@ -316,7 +342,7 @@ std::optional<launch_result> launch(const launch_request& req, std::error_code& 
   try {
     child_arguments args(req); // everything the child reads is allocated before the clone
     static thread_local launch_area area;
-    const pid_t self = ::getpid();
+    const pid_t self = area.self();
     if (!area.ready(self))
       return failed(ec, step, errno, spawn_step::clone);
     child_plan plan = make_plan(req, args, self, area.report());

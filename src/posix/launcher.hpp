@@ -15,10 +15,13 @@ namespace childproc::detail::posix {
 
 struct launch_request {
   std::vector<std::string> candidates; // paths to execve, in order (PATH lookup already done)
-  std::vector<std::string> argv;       // argv[0] included
-  std::vector<std::string> envp;       // "NAME=value"
-  std::vector<int> sources;            // stdio: child fd i gets sources[i]; -1 leaves it closed
-  std::string cwd;                     // empty: the parent's
+  const std::vector<std::string>* argv = nullptr; // argv[0] included; the caller's, not a copy
+  std::vector<std::string> envp;                  // "NAME=value"
+  // Used instead of envp when set: the parent's own "NAME=value" strings, nullptr-terminated
+  // (the environment passed unchanged, as posix_spawn(environ) passes it, without copies).
+  const std::vector<char*>* inherited_env = nullptr;
+  std::vector<int> sources; // stdio: child fd i gets sources[i]; -1 leaves it closed
+  std::string cwd;          // empty: the parent's
   bool new_session = false;
   std::optional<pid_t> process_group;
   bool parent_death_kill = false;

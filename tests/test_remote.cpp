@@ -175,6 +175,32 @@ std::vector<std::unique_ptr<watched_child>> start_agents(redis_fixture& redis, i
   return agents;
 }
 
+// One agent `name` on the fixture's server (a local pool of one pool-worker, tasks logged, a
+// claim idle time of 400 ms), with `extra` options; returns once it said it is ready.
+std::unique_ptr<watched_child> start_agent(redis_fixture& redis, const std::string& name,
+                                           std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{
+      "--server", redis.socket(), "--consumer", name,           "--workers",
+      "1",        "--log-tasks",  "1",          "--claim-idle", "400"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.insert(args.end(), {"--", test::helper, "pool-worker"});
+  auto agent = std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
+  REQUIRE(run_until(
+      redis.io, [&] { return agent->closed || agent->out.find("ready") != std::string::npos; }));
+  INFO(agent->err);
+  REQUIRE_FALSE(agent->closed);
+  return agent;
+}
+
+// How many tasks an agent has started so far (its --log-tasks lines).
+long started_by(const watched_child& agent) {
+  long n = 0;
+  for (auto at = agent.out.find(": task "); at != std::string::npos;
+       at = agent.out.find(": task ", at + 1))
+    ++n;
+  return n;
+}
+
 // The task count an agent printed when it stopped ("agent NAME: N tasks").
 long tasks_of(const watched_child& agent) {
   const auto at = agent.out.rfind(": ");
@@ -502,4 +528,42 @@ TEST_CASE("a task delivered more than max_attempts times is dead-lettered and fa
   CHECK(claimer_tasks == 0); // never run again
   CHECK(redis->cli({"XLEN", "childproc:tasks:dead"}) == "1");
   CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+}
+
+// Before the fix: "started_by(*claimer) == 1" was 2 == 1 and "started_by(*late) == 1" 0 == 1: the
+// claimer's XAUTOCLAIM took the dead agent's task while its XREADGROUP, outstanding for its one
+// free slot, then took the next task too (two tasks for one slot; the idle agent got none).
+TEST_CASE("an agent claims and reads no more tasks than it has free slots", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto holder = start_agent(*redis, "holder");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto got = std::make_shared<std::map<std::string, boost::system::error_code>>();
+  auto run = [&](const std::string& key, int ms) {
+    pool.async_run(message(ms), childproc::run_options{.name = "async_sleep"},
+                   [got, key](boost::system::error_code ec, message) { (*got)[key] = ec; });
+  };
+  run("claimed", 3000);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*holder) == 1; }));
+  REQUIRE(holder->stop(redis->io, SIGKILL));
+  // Idle past the claimers' claim idle time: the next claim takes it.
+  REQUIRE(run_until(redis->io, [&] {
+    return !redis->cli({"XPENDING", "childproc:tasks", "childproc", "IDLE", "400", "-", "+", "1"})
+                .empty();
+  }));
+  auto claimer = start_agent(*redis, "claimer");
+  REQUIRE(run_until(redis->io, [&] { return started_by(*claimer) == 1; }));
+  // The claimer is full: the next task waits for an agent with a free slot.
+  run("next", 10);
+  auto late = start_agent(*redis, "late");
+  REQUIRE(run_until(
+      redis->io, [&] { return got->size() == 2; }, 60s));
+  CHECK(!(*got)["claimed"]);
+  CHECK(!(*got)["next"]);
+  INFO(claimer->out << late->out);
+  CHECK(started_by(*claimer) == 1);
+  CHECK(started_by(*late) == 1);
+  REQUIRE(claimer->stop(redis->io));
+  REQUIRE(late->stop(redis->io));
 }

@@ -160,8 +160,12 @@ public:
   }
 
 private:
+  // The read and the claim take free slots, so they never overlap: each asks for what is free
+  // when it starts (a claim that comes during a read waits for it, at most its BLOCK time).
   void read_more() {
-    if (reading_ || stopping_ || in_flight_ >= capacity_)
+    if (claim_wanted_ && !stopping_)
+      return claim_idle_entries();
+    if (reading_ || claiming_ || stopping_ || in_flight_ >= capacity_)
       return;
     reading_ = true;
     reader_->command({"XREADGROUP", "GROUP", options_.group, options_.consumer, "COUNT",
@@ -207,24 +211,27 @@ private:
   }
 
   void claim_idle_entries() {
-    if (claiming_ || in_flight_ >= capacity_)
+    claim_wanted_ = reading_; // taken when the read ends
+    if (reading_ || claiming_ || stopping_ || in_flight_ >= capacity_)
       return;
     claiming_ = true;
     writer_->command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
                       std::to_string(options_.claim_idle.count()), "0-0", "COUNT",
                       std::to_string(capacity_ - in_flight_)},
-                     [this](std::error_code ec, redisReply* reply) {
-                       claiming_ = false;
-                       std::vector<wire::entry> entries;
-                       if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
-                           !wire::read_entry_list(reply->element[1], entries))
-                         return fail("XAUTOCLAIM: " +
-                                     (ec ? ec.message() : wire::error_text(reply)));
-                       for (auto& e : entries)
-                         check_attempts(std::move(e));
-                       if (stopping_)
-                         finish_if_idle();
-                     });
+                     [this](std::error_code ec, redisReply* reply) { on_claimed(ec, reply); });
+  }
+
+  void on_claimed(std::error_code ec, redisReply* reply) {
+    claiming_ = false;
+    std::vector<wire::entry> entries;
+    if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        !wire::read_entry_list(reply->element[1], entries))
+      return fail("XAUTOCLAIM: " + (ec ? ec.message() : wire::error_text(reply)));
+    for (auto& e : entries)
+      check_attempts(std::move(e));
+    if (stopping_)
+      return finish_if_idle();
+    read_more();
   }
 
   // XAUTOCLAIM counted this delivery: past max_attempts the entry is dead-lettered.
@@ -246,7 +253,8 @@ private:
                        else
                          start(std::move(e));
                        if (stopping_)
-                         finish_if_idle();
+                         return finish_if_idle();
+                       read_more();
                      });
   }
 
@@ -384,6 +392,7 @@ private:
   boost::asio::steady_timer claim_timer_;
   std::set<std::string> held_; // entries this agent runs (not acknowledged yet)
   bool claiming_ = false;
+  bool claim_wanted_ = false; // a claim came during a read
   std::shared_ptr<redis_connection> reader_, writer_;
   std::size_t in_flight_ = 0;
   std::size_t answering_ = 0; // results written, their XACK/XDEL not queued yet

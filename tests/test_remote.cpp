@@ -567,3 +567,37 @@ TEST_CASE("an agent claims and reads no more tasks than it has free slots", "[re
   REQUIRE(claimer->stop(redis->io));
   REQUIRE(late->stop(redis->io));
 }
+
+// Before the fix: "order.front() == \"orphan\"" was "held" == "orphan": every XAUTOCLAIM
+// restarted at 0-0 and scanned only the ten live entries ahead of the dead agent's one, which
+// waited for them to finish.
+TEST_CASE("the claim scan reaches a dead agent's entry behind many live ones", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  // Ten long tasks held (and kept claimed) by a live agent, older than the dead agent's one.
+  auto live = start_agent(*redis, "live", {"--concurrency", "10"});
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto order = std::make_shared<std::vector<std::string>>();
+  auto run = [&](const std::string& key, int ms) {
+    pool.async_run(message(ms), childproc::run_options{.name = "async_sleep"},
+                   [order, key](boost::system::error_code ec, message) {
+                     order->push_back(ec ? "error" : key);
+                   });
+  };
+  for (int i = 0; i < 10; ++i)
+    run("held", 12000);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*live) == 10; }));
+  auto dead = start_agent(*redis, "dead");
+  run("orphan", 10);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*dead) == 1; }));
+  REQUIRE(dead->stop(redis->io, SIGKILL));
+  auto claimer = start_agent(*redis, "claimer"); // one free slot: XAUTOCLAIM COUNT 1
+  REQUIRE(run_until(
+      redis->io, [&] { return !order->empty(); }, 60s));
+  CHECK(order->front() == "orphan");
+  REQUIRE(run_until(
+      redis->io, [&] { return order->size() == 11; }, 60s));
+  REQUIRE(claimer->stop(redis->io));
+  REQUIRE(live->stop(redis->io));
+}

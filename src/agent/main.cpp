@@ -216,7 +216,7 @@ private:
       return;
     claiming_ = true;
     writer_->command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
-                      std::to_string(options_.claim_idle.count()), "0-0", "COUNT",
+                      std::to_string(options_.claim_idle.count()), claim_cursor_, "COUNT",
                       std::to_string(capacity_ - in_flight_)},
                      [this](std::error_code ec, redisReply* reply) { on_claimed(ec, reply); });
   }
@@ -225,8 +225,13 @@ private:
     claiming_ = false;
     std::vector<wire::entry> entries;
     if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
         !wire::read_entry_list(reply->element[1], entries))
       return fail("XAUTOCLAIM: " + (ec ? ec.message() : wire::error_text(reply)));
+    // Redis scans at most COUNT x 10 pending entries per call: the next call goes on from
+    // where this one stopped (0-0 once the scan went round), or live agents' older entries
+    // would hide a dead agent's for as long as they run.
+    claim_cursor_.assign(reply->element[0]->str, reply->element[0]->len);
     for (auto& e : entries)
       check_attempts(std::move(e));
     if (stopping_)
@@ -392,7 +397,8 @@ private:
   boost::asio::steady_timer claim_timer_;
   std::set<std::string> held_; // entries this agent runs (not acknowledged yet)
   bool claiming_ = false;
-  bool claim_wanted_ = false; // a claim came during a read
+  bool claim_wanted_ = false;        // a claim came during a read
+  std::string claim_cursor_ = "0-0"; // where the next XAUTOCLAIM scan starts
   std::shared_ptr<redis_connection> reader_, writer_;
   std::size_t in_flight_ = 0;
   std::size_t answering_ = 0; // results written, their XACK/XDEL not queued yet

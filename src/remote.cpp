@@ -207,9 +207,12 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
     return done->complete(make_error_code(remote_errc::payload_too_large), {});
   const std::uint64_t id = next_id++;
   if (auto slot = done->cancellation_slot(); slot.is_connected())
-    slot.assign([weak = weak_from_this(), id](boost::asio::cancellation_type) {
-      if (auto self = weak.lock())
-        self->finish(id, boost::asio::error::operation_aborted, {});
+    // Posted: finishing clears the slot, which would destroy this handler while it runs.
+    slot.assign([weak = weak_from_this(), ex = executor, id](boost::asio::cancellation_type) {
+      boost::asio::post(ex, [weak, id] {
+        if (auto self = weak.lock())
+          self->finish(id, boost::asio::error::operation_aborted, {});
+      });
     });
   in_flight.emplace(id, std::move(done));
   commands->command({"XADD", options.stream, "*", "id", std::to_string(id), "name", run.name,

@@ -5,6 +5,7 @@
 
 #include <childproc/remote.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -600,4 +601,25 @@ TEST_CASE("the claim scan reaches a dead agent's entry behind many live ones", "
       redis->io, [&] { return order->size() == 11; }, 60s));
   REQUIRE(claimer->stop(redis->io));
   REQUIRE(live->stop(redis->io));
+}
+
+// Before the fix: "pool.stats().in_flight == 1" was 0 == 1: the slot's handler completed the run
+// inside itself, and complete() clears the slot, destroying the handler while it ran.
+TEST_CASE("a cancelled remote run completes after the cancellation slot's handler returned",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  asio::cancellation_signal cancel;
+  auto got = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(1),
+                 asio::bind_cancellation_slot(cancel.slot(), [got](boost::system::error_code ec,
+                                                                   message) { got->emplace(ec); }));
+  redis->io.run_for(20ms);
+  cancel.emit(asio::cancellation_type::terminal);
+  CHECK(pool.stats().in_flight == 1); // not inside the slot's handler
+  REQUIRE(run_until(redis->io, [&] { return got->has_value(); }));
+  CHECK(**got == asio::error::operation_aborted);
+  CHECK(pool.stats().in_flight == 0);
 }

@@ -62,24 +62,35 @@ bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds bound = 60s
   return true;
 }
 
-// A child whose output is kept, and that is killed (and reaped) when the handle goes.
+// A child whose output is kept, and that is killed when the handle goes. What its handlers
+// record is shared with them: they may still run after the handle is gone (a test that failed
+// half-way).
 struct watched_child {
+  struct record {
+    std::string out, err;
+    bool closed = false;
+    std::optional<int> code, signal;
+  };
+  std::shared_ptr<record> seen = std::make_shared<record>();
   childproc::child_process child;
-  std::string out, err;
-  bool closed = false;
-  std::optional<int> code, signal;
+  std::string& out = seen->out;
+  std::string& err = seen->err;
+  bool& closed = seen->closed;
+  std::optional<int>& code = seen->code;
+  std::optional<int>& signal = seen->signal;
 
   watched_child(asio::io_context& io, const std::string& program, std::vector<std::string> args)
       : child(childproc::spawn(io, program, std::move(args))) {
-    child.out().on_data([this](std::string_view d) { out += d; });
-    child.err().on_data([this](std::string_view d) { err += d; });
-    child.on_close([this](std::optional<int> c, std::optional<int> s) {
-      closed = true;
-      code = c;
-      signal = s;
+    child.out().on_data([seen = seen](std::string_view d) { seen->out += d; });
+    child.err().on_data([seen = seen](std::string_view d) { seen->err += d; });
+    child.on_close([seen = seen](std::optional<int> c, std::optional<int> s) {
+      seen->closed = true;
+      seen->code = c;
+      seen->signal = s;
     });
   }
-  // A test that failed half-way: no stray process (reaped by the io_context's next run).
+  // A test that failed half-way: no stray process (reaped when its io_context runs again, or
+  // by the library's background reaper once the io_context is destroyed).
   ~watched_child() {
     if (!closed)
       child.kill(SIGKILL);
@@ -108,8 +119,12 @@ public:
     }
     return std::unique_ptr<redis_fixture>(new redis_fixture(program, std::move(extra)));
   }
+  // The server runs on an io_context of its own: stopping it runs none of the test's handlers.
+  // A test that failed half-way left completions on `io` that use its destroyed locals: `io` is
+  // destroyed (its handlers with it, never run) before the server is stopped.
   ~redis_fixture() {
-    server_->stop(io);
+    test_io_.reset();
+    server_->stop(server_io_);
     CHECK(server_->closed);
   }
   const std::string& socket() const { return socket_; }
@@ -123,7 +138,13 @@ public:
     return text;
   }
 
-  asio::io_context io;
+private:
+  std::unique_ptr<asio::io_context> test_io_ = std::make_unique<asio::io_context>();
+  asio::io_context server_io_;
+
+public:
+  // The test's io_context: its pools, agents and handlers.
+  asio::io_context& io = *test_io_;
 
 private:
   redis_fixture(const std::string& program, std::vector<std::string> extra)
@@ -132,16 +153,16 @@ private:
                                   "--save", "",        "--appendonly", "no",
                                   "--dir",  dir_.path, "--daemonize",  "no"};
     args.insert(args.end(), extra.begin(), extra.end());
-    server_.emplace(io, program, std::move(args));
+    server_.emplace(server_io_, program, std::move(args));
     // The server says so on its log (stdout) once it accepts connections ("The server is now
     // ready to accept connections at <path>" with a unix socket, Redis 7.0).
-    const bool ready = run_until(io, [&] {
+    const bool ready = run_until(server_io_, [&] {
       return server_->closed ||
              server_->out.find("ready to accept connections") != std::string::npos;
     });
     INFO(server_->out);
     if (!ready || server_->closed)
-      server_->stop(io); // the destructor does not run when the constructor fails
+      server_->stop(server_io_); // the destructor does not run when the constructor fails
     REQUIRE(ready);
     REQUIRE_FALSE(server_->closed);
   }
@@ -622,4 +643,54 @@ TEST_CASE("a cancelled remote run completes after the cancellation slot's handle
   REQUIRE(run_until(redis->io, [&] { return got->has_value(); }));
   CHECK(**got == asio::error::operation_aborted);
   CHECK(pool.stats().in_flight == 0);
+}
+
+// Runs by name only (hidden): fails on purpose half-way, with agents, a pool with tasks in
+// flight whose handlers hold the test's locals, and the server alive. The test below runs it.
+namespace {
+bool half_way_locals_gone = false;
+struct mark_gone {
+  ~mark_gone() { half_way_locals_gone = true; }
+};
+} // namespace
+
+TEST_CASE("a remote test that fails half-way", "[.][remote-fails-half-way]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agents = start_agents(*redis, 2, 1);
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  int done = 0;
+  std::vector<int> answers(100, 0);
+  const mark_gone guard; // destroyed first: a handler that runs later would use freed locals
+  for (int i = 0; i < 100; ++i)
+    pool.async_run(message(50), childproc::run_options{.name = "async_sleep"},
+                   [&, i](boost::system::error_code, message) {
+                     if (half_way_locals_gone) {
+                       std::fputs("a handler of the failed test ran after its locals were "
+                                  "destroyed\n",
+                                  stderr);
+                       std::abort();
+                     }
+                     ++done;
+                     ++answers[i];
+                   });
+  REQUIRE(run_until(redis->io, [&] { return done > 2; }));
+  REQUIRE(done < 0); // fails on purpose, with tasks in flight
+}
+
+// Before the fix: "r.signal == std::nullopt" failed (SIGABRT, and "a handler of the failed test
+// ran after its locals were destroyed"): the fixture's destructor ran the io_context to reap the
+// server, and with it the pool's pool_closed completions (the SIGSEGV seen in CI).
+TEST_CASE("a remote test that fails half-way reports its failure and does not crash", "[remote]") {
+  if (find_in_path("redis-server").empty()) {
+    WARN("redis-server is not installed: skipped");
+    return;
+  }
+  const auto r = childproc::spawn_sync("/proc/self/exe", {"[remote-fails-half-way]"});
+  INFO(r.out.value_or("") << r.err.value_or(""));
+  CHECK(r.signal == std::nullopt);
+  CHECK(r.err.value_or("").find("after its locals") == std::string::npos);
+  CHECK(r.status == 1); // Catch2: one test failed
+  CHECK(r.out.value_or("").find("REQUIRE( done < 0 )") != std::string::npos);
 }

@@ -101,9 +101,10 @@ std::string unique_reply_stream() {
 void remote_state::start() {
   std::error_code ec;
   std::string why;
-  commands = redis_connection::open(executor, options.server, ec, why);
+  const redis_credentials credentials{options.user, options.password};
+  commands = redis_connection::open(executor, options.server, credentials, ec, why);
   if (!ec)
-    replies = redis_connection::open(executor, options.server, ec, why);
+    replies = redis_connection::open(executor, options.server, credentials, ec, why);
   if (ec) {
     failure = ec;
     failure_text = why;

@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -79,8 +80,9 @@ struct watched_child {
   std::optional<int>& code = seen->code;
   std::optional<int>& signal = seen->signal;
 
-  watched_child(asio::io_context& io, const std::string& program, std::vector<std::string> args)
-      : child(childproc::spawn(io, program, std::move(args))) {
+  watched_child(asio::io_context& io, const std::string& program, std::vector<std::string> args,
+                childproc::spawn_options options = {})
+      : child(childproc::spawn(io, program, std::move(args), std::move(options))) {
     child.out().on_data([seen = seen](std::string_view d) { seen->out += d; });
     child.err().on_data([seen = seen](std::string_view d) { seen->err += d; });
     child.on_close([seen = seen](std::optional<int> c, std::optional<int> s) {
@@ -131,6 +133,8 @@ public:
   // redis-cli's answer to `args` (trimmed).
   std::string cli(std::vector<std::string> args) const {
     args.insert(args.begin(), {"-s", socket_});
+    if (!password.empty())
+      args.insert(args.begin(), {"--no-auth-warning", "-a", password});
     auto r = childproc::spawn_sync("redis-cli", std::move(args));
     std::string text = r.out.value_or("");
     while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
@@ -145,6 +149,8 @@ private:
 public:
   // The test's io_context: its pools, agents and handlers.
   asio::io_context& io = *test_io_;
+  // The default user's password (requirepass), for cli().
+  std::string password;
 
 private:
   redis_fixture(const std::string& program, std::vector<std::string> extra)
@@ -693,4 +699,96 @@ TEST_CASE("a remote test that fails half-way reports its failure and does not cr
   CHECK(r.err.value_or("").find("after its locals") == std::string::npos);
   CHECK(r.status == 1); // Catch2: one test failed
   CHECK(r.out.value_or("").find("REQUIRE( done < 0 )") != std::string::npos);
+}
+
+namespace {
+
+// A server that requires a password (requirepass "s3cret") and has an ACL user "alice" with the
+// password "wonder".
+std::unique_ptr<redis_fixture> start_locked_server() {
+  auto redis = redis_fixture::start(
+      {"--requirepass", "s3cret", "--user", "alice", "on", ">wonder", "~*", "&*", "+@all"});
+  if (redis)
+    redis->password = "s3cret";
+  return redis;
+}
+
+} // namespace
+
+// Before the fix: "REQUIRE_FALSE(agent.closed)" failed: the agent knew no --user or
+// --password-file (and a pool had no credentials to send: NOAUTH came back as server_error).
+TEST_CASE("a remote pool with the server's credentials runs its tasks; without or with wrong "
+          "ones, auth_failed",
+          "[remote]") {
+  auto redis = start_locked_server();
+  if (!redis)
+    return;
+  temp_dir dir;
+  const std::string password_file = dir.path + "/password";
+  std::ofstream(password_file) << "wonder\n";
+  // The password from a file (never on the command line, which `ps` shows).
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--user", "alice", "--password-file",
+                       password_file, "--workers", "1", "--", test::helper, "pool-worker"});
+  REQUIRE(run_until(redis->io,
+                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  INFO(agent.err);
+  REQUIRE_FALSE(agent.closed);
+  auto sum_with = [&](std::string user, std::string password) {
+    childproc::remote_options options{.server = redis->socket()};
+    options.user = std::move(user);
+    options.password = std::move(password);
+    childproc::remote_pool pool(redis->io, options);
+    auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
+    pool.async_run(message(boost::json::value{{"a", 2}, {"b", 3}}),
+                   childproc::run_options{.name = "sum"},
+                   [got](boost::system::error_code ec, message m) { got->emplace(ec, m); });
+    REQUIRE(run_until(
+        redis->io, [&] { return got->has_value(); }, 30s));
+    return **got;
+  };
+  const auto as_default = sum_with("", "s3cret");
+  CHECK(!as_default.first);
+  CHECK(as_default.second.json() == 5);
+  const auto as_alice = sum_with("alice", "wonder");
+  CHECK(!as_alice.first);
+  CHECK(as_alice.second.json() == 5);
+  const auto none = sum_with("", "");
+  CHECK(none.first == make_error_code(remote_errc::auth_failed));
+  REQUIRE(none.second.is_json());
+  CHECK(boost::json::serialize(none.second.json()).find("NOAUTH") != std::string::npos);
+  CHECK(sum_with("", "wrong").first == make_error_code(remote_errc::auth_failed));
+  CHECK(sum_with("alice", "wrong").first == make_error_code(remote_errc::auth_failed));
+  REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 0);
+}
+
+// Before the fix: the message lacked "the Redis server refused the credentials" (the agent said
+// "ERR Protocol error: unauthenticated multibulk length"), and CHILDPROC_REDIS_PASSWORD was
+// ignored: the second agent failed the same way.
+TEST_CASE("an agent without the server's credentials exits with a clear error", "[remote]") {
+  auto redis = start_locked_server();
+  if (!redis)
+    return;
+  watched_child bare(redis->io, agent_program,
+                     {"--server", redis->socket(), "--", test::helper, "pool-worker"});
+  REQUIRE(run_until(
+      redis->io, [&] { return bare.closed; }, 30s));
+  CHECK(bare.code == 69);
+  INFO(bare.err);
+  CHECK(bare.err.find("the Redis server refused the credentials") != std::string::npos);
+  CHECK(bare.err.find("CHILDPROC_REDIS_PASSWORD") != std::string::npos);
+  // With the password in its environment: it runs.
+  childproc::spawn_options with_password;
+  with_password.env = childproc::current_env();
+  (*with_password.env)["CHILDPROC_REDIS_PASSWORD"] = "s3cret";
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--", test::helper, "pool-worker"},
+                      std::move(with_password));
+  REQUIRE(run_until(redis->io,
+                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  INFO(agent.err);
+  CHECK_FALSE(agent.closed);
+  REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 0);
 }

@@ -5,7 +5,12 @@
 //
 //   childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] [--consumer C]
 //                   [--workers N] [--concurrency K] [--max-payload BYTES] [--claim-idle MS]
-//                   [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]
+//                   [--max-attempts N] [--log-tasks 1] [--user NAME] [--password-file PATH]
+//                   -- PROGRAM [ARGS...]
+//
+// The Redis password comes from the file (its first line) or from the environment variable
+// CHILDPROC_REDIS_PASSWORD, never from the command line (which `ps` shows to every user); with
+// --user it is an ACL user's. Refused credentials: a message naming them, and exit status 69.
 //
 // Entries another agent took and has not acknowledged for --claim-idle ms (it died) are claimed
 // with XAUTOCLAIM; one delivered more than --max-attempts times goes to "<stream>:dead" and its
@@ -32,6 +37,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <set>
@@ -55,6 +61,7 @@ struct agent_options {
   std::chrono::milliseconds claim_idle{30000};
   std::size_t max_attempts = 5;
   bool log_tasks = false;
+  childproc::detail::redis_credentials credentials;
   std::string program;
   std::vector<std::string> args;
 };
@@ -63,7 +70,9 @@ struct agent_options {
   std::cerr << "childproc-agent: " << why
             << "\nusage: childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] "
                "[--consumer C] [--workers N] [--concurrency K] [--max-payload BYTES] "
-               "[--claim-idle MS] [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]\n";
+               "[--claim-idle MS] [--max-attempts N] [--log-tasks 1] [--user NAME] "
+               "[--password-file PATH] -- PROGRAM [ARGS...]\n"
+               "(the password: the file's first line, or $CHILDPROC_REDIS_PASSWORD)\n";
   std::exit(64);
 }
 
@@ -73,6 +82,17 @@ std::size_t count_of(const std::string& text, const std::string& what) {
   if (text.empty() || *end != '\0' || n == 0)
     usage(what + " must be a positive number");
   return static_cast<std::size_t>(n);
+}
+
+// The first line of `path` (the password file), without its line end.
+std::string first_line_of(const std::string& path) {
+  std::ifstream file(path);
+  std::string line;
+  if (!file || !std::getline(file, line))
+    usage("cannot read the password file " + path);
+  if (!line.empty() && line.back() == '\r')
+    line.pop_back();
+  return line;
 }
 
 agent_options parse(int argc, char** argv) {
@@ -103,11 +123,18 @@ agent_options parse(int argc, char** argv) {
       o.max_attempts = count_of(value, flag);
     else if (flag == "--log-tasks")
       o.log_tasks = value == "1";
+    else if (flag == "--user")
+      o.credentials.user = value;
+    else if (flag == "--password-file")
+      o.credentials.password = first_line_of(value);
     else
       usage("unknown option " + flag);
   }
   if (o.server.empty())
     usage("--server is required");
+  if (const char* password = std::getenv("CHILDPROC_REDIS_PASSWORD");
+      password != nullptr && o.credentials.password.empty())
+    o.credentials.password = password;
   if (i + 1 >= argc)
     usage("the worker program is missing (after --)");
   o.program = argv[i + 1];
@@ -134,9 +161,11 @@ public:
   int run() {
     std::error_code ec;
     std::string why;
-    reader_ = redis_connection::open(io_.get_executor(), options_.server, ec, why);
+    reader_ =
+        redis_connection::open(io_.get_executor(), options_.server, options_.credentials, ec, why);
     if (!ec)
-      writer_ = redis_connection::open(io_.get_executor(), options_.server, ec, why);
+      writer_ = redis_connection::open(io_.get_executor(), options_.server, options_.credentials,
+                                       ec, why);
     if (ec) {
       std::cerr << "childproc-agent: " << ec.message() << ": " << why << '\n';
       return 69;
@@ -145,6 +174,10 @@ public:
     // BUSYGROUP (another agent or the caller made it) is the usual answer.
     writer_->command({"XGROUP", "CREATE", options_.stream, options_.group, "0", "MKSTREAM"},
                      [this](std::error_code ec, redisReply*) {
+                       if (ec == childproc::remote_errc::auth_failed)
+                         return fail(ec.message() + ": " + writer_->error_text() +
+                                     " (the credentials: --user, and --password-file or "
+                                     "CHILDPROC_REDIS_PASSWORD)");
                        if (ec)
                          return fail(ec.message() + ": " + writer_->error_text());
                        std::cout << "agent " << options_.consumer << ": ready" << std::endl;

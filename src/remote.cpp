@@ -77,6 +77,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void on_replies(std::error_code ec, redisReply* reply);
   void deliver(const remote_wire::entry& e);
   void finish(std::uint64_t id, boost::system::error_code ec, message result);
+  void cancel(std::uint64_t id);
   void fail_all(std::error_code ec, const std::string& text);
   void send(message task, run_options options, std::unique_ptr<run_completion> done);
   void destroy();
@@ -185,6 +186,19 @@ void remote_state::finish(std::uint64_t id, boost::system::error_code ec, messag
   done->complete(ec, std::move(result));
 }
 
+// The run completes here at once; the agents hear of it on "<stream>:cancel" ("<reply stream>
+// <id>"): the one running the task cancels its local run and writes no result, and one that
+// reads it later acknowledges it without running it.
+void remote_state::cancel(std::uint64_t id) {
+  if (in_flight.find(id) == in_flight.end())
+    return; // completed meanwhile
+  finish(id, boost::asio::error::operation_aborted, {});
+  if (!closed && !failure)
+    commands->command(
+        {"PUBLISH", options.stream + ":cancel", reply_stream + ' ' + std::to_string(id)},
+        [](std::error_code, redisReply*) {});
+}
+
 void remote_state::fail_all(std::error_code ec, const std::string& text) {
   if (!failure) {
     failure = ec;
@@ -212,7 +226,7 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
     slot.assign([weak = weak_from_this(), ex = executor, id](boost::asio::cancellation_type) {
       boost::asio::post(ex, [weak, id] {
         if (auto self = weak.lock())
-          self->finish(id, boost::asio::error::operation_aborted, {});
+          self->cancel(id);
       });
     });
   in_flight.emplace(id, std::move(done));

@@ -144,6 +144,33 @@ void redis_connection::command(const std::vector<std::string>& args, redis_handl
   }
 }
 
+void redis_connection::subscribe(const std::string& channel, redis_handler handler) {
+  if (context_ == nullptr)
+    return fail_later(std::move(handler));
+  const char* argv[] = {"SUBSCRIBE", channel.c_str()};
+  const std::size_t lengths[] = {9, channel.size()};
+  // hiredis keeps the callback for the channel and calls it with a null reply when it frees
+  // the context: that last call deletes the handler.
+  auto* pending = new redis_handler(std::move(handler));
+  if (redisAsyncCommandArgv(context_, &redis_connection::on_published, pending, 2, argv, lengths) !=
+      REDIS_OK) {
+    redis_handler refused = std::move(*pending);
+    delete pending;
+    fail_later(std::move(refused));
+  }
+}
+
+void redis_connection::on_published(redisAsyncContext* context, void* reply, void* privdata) {
+  auto* handler = static_cast<redis_handler*>(privdata);
+  auto* self = owner_of(context);
+  if (reply != nullptr)
+    return (*handler)({}, static_cast<redisReply*>(reply));
+  std::unique_ptr<redis_handler> last(handler);
+  if (context->err != 0)
+    self->record_error(context->errstr);
+  (*last)(self->error_ ? self->error_ : make_error_code(remote_errc::connection_lost), nullptr);
+}
+
 void redis_connection::fail_later(redis_handler handler) {
   const std::error_code ec = error_ ? error_ : make_error_code(remote_errc::connection_lost);
   boost::asio::post(executor_, [handler = std::move(handler), ec] { handler(ec, nullptr); });

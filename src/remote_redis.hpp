@@ -44,6 +44,10 @@ public:
   // Sends the command (binary-safe arguments). `handler` runs once, from the executor, never
   // inside command(): with the reply, or with the connection's error.
   void command(const std::vector<std::string>& args, redis_handler handler);
+  // SUBSCRIBEs to `channel` (the connection then takes no other command): `handler` runs for
+  // the subscription's confirmation and for each message, always from the executor, and a last
+  // time with the connection's error once it ends.
+  void subscribe(const std::string& channel, redis_handler handler);
   // Frees the connection now: the commands in flight fail with connection_lost (their handlers
   // run inside close()).
   void close();
@@ -65,6 +69,7 @@ private:
   static void on_connect(const redisAsyncContext* context, int status);
   static void on_disconnect(const redisAsyncContext* context, int status);
   static void on_reply(redisAsyncContext* context, void* reply, void* privdata);
+  static void on_published(redisAsyncContext* context, void* reply, void* privdata);
 
   void attach();
   void arm_read();

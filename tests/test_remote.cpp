@@ -792,3 +792,70 @@ TEST_CASE("an agent without the server's credentials exits with a clear error", 
   REQUIRE(agent.stop(redis->io));
   CHECK(agent.code == 0);
 }
+
+// Before the fix: "run_until(... XPENDING ... == 0 ...)" failed after 20 s: the cancel stayed at
+// the caller, and the worker ran its "cancellable" task on (it gives up after 30 s).
+TEST_CASE("a remote run cancelled at the caller is cancelled on the agent that runs it",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "runner");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  asio::cancellation_signal cancel;
+  auto got = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(), childproc::run_options{.name = "cancellable"},
+                 asio::bind_cancellation_slot(cancel.slot(), [got](boost::system::error_code ec,
+                                                                   message) { got->emplace(ec); }));
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 1; }));
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(redis->io, [&] { return got->has_value(); }));
+  CHECK(**got == asio::error::operation_aborted);
+  // The worker saw the cancel (its task returns at once), and the entry is acknowledged.
+  REQUIRE(run_until(
+      redis->io,
+      [&] {
+        return redis->cli({"XPENDING", "childproc:tasks", "childproc"}).rfind("0", 0) == 0;
+      },
+      20s));
+  CHECK(run_until(redis->io, [&] { return agent->out.find(": cancelled ") != std::string::npos; }));
+  // No result was written: none read (stray), none left in the reply stream.
+  CHECK(pool.stats().stray_replies == 0);
+  CHECK(redis->cli({"XLEN", pool.reply_stream()}) == "0");
+  CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+  REQUIRE(agent->stop(redis->io));
+  CHECK(agent->code == 0);
+}
+
+// Before the fix: "tasks_of(*agent) == 1" was 2 == 1: a task cancelled
+// before any agent read it was run all the same.
+TEST_CASE("a remote run cancelled before an agent read it is never run", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "runner");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto got = std::make_shared<std::map<std::string, boost::system::error_code>>();
+  // The agent's one slot is busy: the second task waits in the stream when it is cancelled.
+  pool.async_run(message(1500), childproc::run_options{.name = "async_sleep"},
+                 [got](boost::system::error_code ec, message) { (*got)["busy"] = ec; });
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 1; }));
+  asio::cancellation_signal cancel;
+  pool.async_run(
+      message(1), childproc::run_options{.name = "pid"},
+      asio::bind_cancellation_slot(cancel.slot(), [got](boost::system::error_code ec, message) {
+        (*got)["cancelled"] = ec;
+      }));
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "2"; }));
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(
+      redis->io, [&] { return got->size() == 2; }, 30s));
+  CHECK((*got)["cancelled"] == asio::error::operation_aborted);
+  CHECK(!(*got)["busy"]);
+  // Read once the slot is free, and acknowledged without running.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
+  CHECK(started_by(*agent) == 1);
+  CHECK(pool.stats().stray_replies == 0);
+  REQUIRE(agent->stop(redis->io));
+  CHECK(tasks_of(*agent) == 1);
+}

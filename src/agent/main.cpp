@@ -27,6 +27,8 @@
 #include <childproc/pool.hpp>
 #include <childproc/remote.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -37,8 +39,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -166,6 +170,9 @@ public:
     if (!ec)
       writer_ = redis_connection::open(io_.get_executor(), options_.server, options_.credentials,
                                        ec, why);
+    if (!ec)
+      control_ = redis_connection::open(io_.get_executor(), options_.server, options_.credentials,
+                                        ec, why);
     if (ec) {
       std::cerr << "childproc-agent: " << ec.message() << ": " << why << '\n';
       return 69;
@@ -180,6 +187,7 @@ public:
                                      "CHILDPROC_REDIS_PASSWORD)");
                        if (ec)
                          return fail(ec.message() + ": " + writer_->error_text());
+                       watch_cancellations();
                        std::cout << "agent " << options_.consumer << ": ready" << std::endl;
                        read_more(); // the group exists now
                        claim_later();
@@ -219,6 +227,35 @@ private:
     if (stopping_)
       return finish_if_idle();
     read_more();
+  }
+
+  // Callers publish "<reply stream> <task id>" on "<stream>:cancel" when a run is cancelled.
+  void watch_cancellations() {
+    control_->subscribe(options_.stream + ":cancel", [this](std::error_code ec, redisReply* r) {
+      if (ec)
+        return fail("the cancellation channel: " + ec.message() + ": " + control_->error_text());
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+          r->element[2]->type == REDIS_REPLY_STRING)
+        cancel(std::string(r->element[2]->str, r->element[2]->len));
+    });
+  }
+
+  // Cancels the local run of that task, or remembers the cancel for when the task is read.
+  void cancel(const std::string& key) {
+    if (const auto found = running_.find(key); found != running_.end()) {
+      if (options_.log_tasks)
+        std::cout << "agent " << options_.consumer << ": cancelled " << found->second->entry
+                  << std::endl;
+      found->second->cancelled = true;
+      found->second->signal.emit(boost::asio::cancellation_type::terminal);
+      return;
+    }
+    if (cancelled_.insert(key).second)
+      cancel_order_.push_back(key);
+    if (cancel_order_.size() > 4096) { // bounded: a cancel is only useful for a short while
+      cancelled_.erase(cancel_order_.front());
+      cancel_order_.pop_front();
+    }
   }
 
   // Every claim-idle / 2: keep this agent's entries claimed, and claim those of dead agents.
@@ -332,6 +369,9 @@ private:
       }
     if (!task)
       return answer(e.id, *reply, *id, refused, {});
+    const std::string key = *reply + ' ' + *id;
+    if (cancelled_.erase(key) > 0)
+      return acknowledge(e.id); // cancelled before it was read: nobody waits for it
     childproc::run_options run;
     if (const std::string* name = e.find("name"))
       run.name = *name;
@@ -341,16 +381,35 @@ private:
     held_.insert(e.id);
     if (options_.log_tasks)
       std::cout << "agent " << options_.consumer << ": task " << e.id << std::endl;
-    pool_.async_run(std::move(*task), std::move(run),
-                    [this, entry = e.id, reply_stream = *reply,
-                     task_id = *id](boost::system::error_code ec, childproc::message result) {
-                      --in_flight_;
-                      ++completed_;
-                      answer(entry, reply_stream, task_id, ec, std::move(result));
-                      if (stopping_)
-                        return finish_if_idle();
-                      read_more();
-                    });
+    auto& r = *running_.emplace(key, std::make_unique<running>(e.id)).first->second;
+    pool_.async_run(
+        std::move(*task), std::move(run),
+        boost::asio::bind_cancellation_slot(
+            r.signal.slot(), [this, key, entry = e.id, reply_stream = *reply,
+                              task_id = *id](boost::system::error_code ec, childproc::message m) {
+              finished(key, entry, reply_stream, task_id, ec, std::move(m));
+            }));
+  }
+
+  // A cancelled task's caller forgot it: no result, only the acknowledgement.
+  void finished(const std::string& key, const std::string& entry, const std::string& reply_stream,
+                const std::string& task_id, boost::system::error_code ec,
+                childproc::message result) {
+    bool cancelled = false;
+    if (const auto found = running_.find(key);
+        found != running_.end() && found->second->entry == entry) {
+      cancelled = found->second->cancelled;
+      running_.erase(found);
+    }
+    --in_flight_;
+    ++completed_;
+    if (cancelled)
+      acknowledge(entry);
+    else
+      answer(entry, reply_stream, task_id, ec, std::move(result));
+    if (stopping_)
+      return finish_if_idle();
+    read_more();
   }
 
   // The result goes to the caller first; the entry is acknowledged (and deleted) only once
@@ -418,6 +477,7 @@ private:
     pool_.async_close([this](boost::system::error_code) {
       std::cout << "agent " << options_.consumer << ": " << completed_ << " tasks" << std::endl;
       reader_->close();
+      control_->close();
       writer_->disconnect();
     });
   }
@@ -432,7 +492,16 @@ private:
   bool claiming_ = false;
   bool claim_wanted_ = false;        // a claim came during a read
   std::string claim_cursor_ = "0-0"; // where the next XAUTOCLAIM scan starts
-  std::shared_ptr<redis_connection> reader_, writer_;
+  std::shared_ptr<redis_connection> reader_, writer_, control_;
+  struct running {
+    explicit running(std::string e) : entry(std::move(e)) {}
+    std::string entry; // its stream entry
+    boost::asio::cancellation_signal signal;
+    bool cancelled = false;
+  };
+  std::map<std::string, std::unique_ptr<running>> running_; // by "<reply stream> <task id>"
+  std::set<std::string> cancelled_;                         // cancels of tasks not read yet
+  std::deque<std::string> cancel_order_;
   std::size_t in_flight_ = 0;
   std::size_t answering_ = 0; // results written, their XACK/XDEL not queued yet
   std::uint64_t completed_ = 0;

@@ -8,6 +8,7 @@
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/system/error_category.hpp>
 
@@ -71,9 +72,11 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   std::string last_reply = "0-0";
   remote_stats counters;
   bool closed = false;
+  std::unique_ptr<boost::asio::steady_timer> expiry_timer;
 
   void start();
   void read_replies();
+  void renew_expiry();
   void on_replies(std::error_code ec, redisReply* reply);
   void deliver(const remote_wire::entry& e);
   void finish(std::uint64_t id, boost::system::error_code ec, message result);
@@ -120,7 +123,21 @@ void remote_state::start() {
   // create it again.
   commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
                     [](std::error_code, redisReply*) {});
+  expiry_timer = std::make_unique<boost::asio::steady_timer>(executor);
+  renew_expiry();
   read_replies();
+}
+
+// A caller that dies leaves no stream behind: the server deletes it once it was not renewed
+// for reply_expiry (XADD and XDEL keep a key's expiry).
+void remote_state::renew_expiry() {
+  commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
+                    [](std::error_code, redisReply*) {});
+  expiry_timer->expires_after(options.reply_expiry / 3);
+  expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
+      self->renew_expiry();
+  });
 }
 
 void remote_state::read_replies() {
@@ -249,6 +266,8 @@ void remote_state::destroy() {
   if (closed)
     return;
   closed = true;
+  if (expiry_timer)
+    expiry_timer->cancel();
   auto pending = std::move(in_flight);
   in_flight.clear();
   for (auto& [id, done] : pending)
@@ -270,6 +289,9 @@ remote_pool::remote_pool(const boost::asio::any_io_executor& ex, remote_options 
   if (options.server.empty())
     throw std::system_error(make_error_code(errc::invalid_argument),
                             "remote_pool: remote_options::server is empty");
+  if (options.reply_expiry < std::chrono::milliseconds(3))
+    throw std::system_error(make_error_code(errc::invalid_argument),
+                            "remote_pool: remote_options::reply_expiry is under 3 ms");
   state_->executor = ex;
   state_->options = std::move(options);
   state_->reply_stream = detail::unique_reply_stream();

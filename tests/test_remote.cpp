@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -858,4 +859,52 @@ TEST_CASE("a remote run cancelled before an agent read it is never run", "[remot
   CHECK(pool.stats().stray_replies == 0);
   REQUIRE(agent->stop(redis->io));
   CHECK(tasks_of(*agent) == 1);
+}
+
+// Runs by name only (hidden): a caller that lives until it is killed, on the server of
+// $CHILDPROC_TEST_REDIS_SOCKET, with a reply stream expiring after 600 ms unless renewed. It
+// prints its reply stream's name. The test below runs and kills it.
+TEST_CASE("a remote caller that runs until killed", "[.][remote-caller]") {
+  const char* server = std::getenv("CHILDPROC_TEST_REDIS_SOCKET");
+  REQUIRE(server != nullptr);
+  asio::io_context io;
+  childproc::remote_options options{.server = server};
+  options.reply_expiry = 600ms;
+  childproc::remote_pool pool(io, options);
+  std::cout << "reply " << pool.reply_stream() << std::endl;
+  for (;;)
+    io.run_for(1s);
+}
+
+// Before the fix: the run_until for "EXISTS == 0" failed after 20 s: the dead caller's reply
+// stream stayed for good.
+TEST_CASE("a caller that dies leaves no reply stream behind once its expiry passed", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::spawn_options options;
+  options.env = childproc::current_env();
+  (*options.env)["CHILDPROC_TEST_REDIS_SOCKET"] = redis->socket();
+  watched_child caller(redis->io, "/proc/self/exe", {"[remote-caller]"}, std::move(options));
+  std::string stream;
+  REQUIRE(run_until(redis->io, [&] {
+    const auto at = caller.out.find("reply ");
+    const auto end = caller.out.find('\n', at);
+    if (at != std::string::npos && end != std::string::npos)
+      stream = caller.out.substr(at + 6, end - at - 6);
+    return caller.closed || !stream.empty();
+  }));
+  INFO(caller.out << caller.err);
+  REQUIRE_FALSE(caller.closed);
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"EXISTS", stream}) == "1"; }));
+  // Alive for several expiries: renewed, still there.
+  redis->io.run_for(2s);
+  CHECK(redis->cli({"EXISTS", stream}) == "1");
+  REQUIRE(caller.stop(redis->io, SIGKILL));
+  REQUIRE(run_until(
+      redis->io,
+      [&] {
+        return redis->cli({"EXISTS", stream}) == "0";
+      },
+      20s));
 }

@@ -72,6 +72,10 @@ struct remote_options {
   /// fail the runs with remote_errc::auth_failed.
   std::string user{};
   std::string password{};
+  /// The reply stream's expiry: it is renewed every third of it while the pool lives, so the
+  /// stream of a caller that died without destroy() is deleted by the server after at most
+  /// this. Default: one minute.
+  std::chrono::milliseconds reply_expiry = std::chrono::minutes(1);
 };
 
 struct remote_stats {

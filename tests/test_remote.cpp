@@ -828,8 +828,8 @@ TEST_CASE("a remote run cancelled at the caller is cancelled on the agent that r
   CHECK(agent->code == 0);
 }
 
-// Before the fix: "tasks_of(*agent) == 1" was 2 == 1: a task cancelled
-// before any agent read it was run all the same.
+// Before the fix: "tasks_of(*agent) == 1" was 2 == 1: a task cancelled before any agent read it
+// was run all the same.
 TEST_CASE("a remote run cancelled before an agent read it is never run", "[remote]") {
   auto redis = redis_fixture::start();
   if (!redis)
@@ -907,4 +907,56 @@ TEST_CASE("a caller that dies leaves no reply stream behind once its expiry pass
         return redis->cli({"EXISTS", stream}) == "0";
       },
       20s));
+}
+
+// An existing guarantee, tested here for the first time (it passed at once): the caller refuses
+// a task over its max_payload before sending it, and an agent one over its --max-payload.
+TEST_CASE("a payload over max_payload fails with payload_too_large on either side", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "small", {"--max-payload", "64"});
+  auto got = std::make_shared<std::map<std::string, boost::system::error_code>>();
+  childproc::remote_options tight{.server = redis->socket()};
+  tight.max_payload = 16;
+  childproc::remote_pool caller_limited(redis->io, tight);
+  caller_limited.async_run(message::bytes(std::string(32, 'x')),
+                           [got](boost::system::error_code ec, message) { (*got)["caller"] = ec; });
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  pool.async_run(message::bytes(std::string(100, 'x')),
+                 [got](boost::system::error_code ec, message) { (*got)["agent"] = ec; });
+  pool.async_run(message::bytes(std::string(60, 'x')),
+                 [got](boost::system::error_code ec, message) { (*got)["fits"] = ec; });
+  REQUIRE(run_until(
+      redis->io, [&] { return got->size() == 3; }, 30s));
+  CHECK((*got)["caller"] == make_error_code(remote_errc::payload_too_large));
+  CHECK((*got)["agent"] == make_error_code(remote_errc::payload_too_large));
+  CHECK(!(*got)["fits"]);
+  CHECK(started_by(*agent) == 1); // the refused task never reached the local pool
+  REQUIRE(agent->stop(redis->io));
+}
+
+// An existing guarantee, tested here for the first time (it passed at once): the agent renews
+// the claim of the task it runs, so an idle agent never takes it while it runs past claim-idle.
+// With the renewal (refresh_claims) disabled: "tasks_of(*idle) == 0" was 1 == 0, and the task's
+// second result was a stray reply.
+TEST_CASE("a long task keeps its claim while it runs past the claim idle time", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto holder = start_agent(*redis, "holder");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto got = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(3000), childproc::run_options{.name = "async_sleep"}, // 7 x claim idle
+                 [got](boost::system::error_code ec, message) { got->emplace(ec); });
+  REQUIRE(run_until(redis->io, [&] { return started_by(*holder) == 1; }));
+  auto idle = start_agent(*redis, "idle");
+  REQUIRE(run_until(
+      redis->io, [&] { return got->has_value(); }, 60s));
+  CHECK(!**got);
+  REQUIRE(holder->stop(redis->io));
+  REQUIRE(idle->stop(redis->io));
+  CHECK(tasks_of(*holder) == 1);
+  CHECK(tasks_of(*idle) == 0);
+  CHECK(pool.stats().stray_replies == 0);
 }

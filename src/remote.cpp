@@ -8,6 +8,7 @@
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/system/error_category.hpp>
 
@@ -71,12 +72,15 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   std::string last_reply = "0-0";
   remote_stats counters;
   bool closed = false;
+  std::unique_ptr<boost::asio::steady_timer> expiry_timer;
 
   void start();
   void read_replies();
+  void renew_expiry();
   void on_replies(std::error_code ec, redisReply* reply);
   void deliver(const remote_wire::entry& e);
   void finish(std::uint64_t id, boost::system::error_code ec, message result);
+  void cancel(std::uint64_t id);
   void fail_all(std::error_code ec, const std::string& text);
   void send(message task, run_options options, std::unique_ptr<run_completion> done);
   void destroy();
@@ -101,9 +105,10 @@ std::string unique_reply_stream() {
 void remote_state::start() {
   std::error_code ec;
   std::string why;
-  commands = redis_connection::open(executor, options.server, ec, why);
+  const redis_credentials credentials{options.user, options.password};
+  commands = redis_connection::open(executor, options.server, credentials, ec, why);
   if (!ec)
-    replies = redis_connection::open(executor, options.server, ec, why);
+    replies = redis_connection::open(executor, options.server, credentials, ec, why);
   if (ec) {
     failure = ec;
     failure_text = why;
@@ -118,7 +123,21 @@ void remote_state::start() {
   // create it again.
   commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
                     [](std::error_code, redisReply*) {});
+  expiry_timer = std::make_unique<boost::asio::steady_timer>(executor);
+  renew_expiry();
   read_replies();
+}
+
+// A caller that dies leaves no stream behind: the server deletes it once it was not renewed
+// for reply_expiry (XADD and XDEL keep a key's expiry).
+void remote_state::renew_expiry() {
+  commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
+                    [](std::error_code, redisReply*) {});
+  expiry_timer->expires_after(options.reply_expiry / 3);
+  expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
+      self->renew_expiry();
+  });
 }
 
 void remote_state::read_replies() {
@@ -184,6 +203,19 @@ void remote_state::finish(std::uint64_t id, boost::system::error_code ec, messag
   done->complete(ec, std::move(result));
 }
 
+// The run completes here at once; the agents hear of it on "<stream>:cancel" ("<reply stream>
+// <id>"): the one running the task cancels its local run and writes no result, and one that
+// reads it later acknowledges it without running it.
+void remote_state::cancel(std::uint64_t id) {
+  if (in_flight.find(id) == in_flight.end())
+    return; // completed meanwhile
+  finish(id, boost::asio::error::operation_aborted, {});
+  if (!closed && !failure)
+    commands->command(
+        {"PUBLISH", options.stream + ":cancel", reply_stream + ' ' + std::to_string(id)},
+        [](std::error_code, redisReply*) {});
+}
+
 void remote_state::fail_all(std::error_code ec, const std::string& text) {
   if (!failure) {
     failure = ec;
@@ -207,9 +239,12 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
     return done->complete(make_error_code(remote_errc::payload_too_large), {});
   const std::uint64_t id = next_id++;
   if (auto slot = done->cancellation_slot(); slot.is_connected())
-    slot.assign([weak = weak_from_this(), id](boost::asio::cancellation_type) {
-      if (auto self = weak.lock())
-        self->finish(id, boost::asio::error::operation_aborted, {});
+    // Posted: finishing clears the slot, which would destroy this handler while it runs.
+    slot.assign([weak = weak_from_this(), ex = executor, id](boost::asio::cancellation_type) {
+      boost::asio::post(ex, [weak, id] {
+        if (auto self = weak.lock())
+          self->cancel(id);
+      });
     });
   in_flight.emplace(id, std::move(done));
   commands->command({"XADD", options.stream, "*", "id", std::to_string(id), "name", run.name,
@@ -231,6 +266,8 @@ void remote_state::destroy() {
   if (closed)
     return;
   closed = true;
+  if (expiry_timer)
+    expiry_timer->cancel();
   auto pending = std::move(in_flight);
   in_flight.clear();
   for (auto& [id, done] : pending)
@@ -252,6 +289,9 @@ remote_pool::remote_pool(const boost::asio::any_io_executor& ex, remote_options 
   if (options.server.empty())
     throw std::system_error(make_error_code(errc::invalid_argument),
                             "remote_pool: remote_options::server is empty");
+  if (options.reply_expiry < std::chrono::milliseconds(3))
+    throw std::system_error(make_error_code(errc::invalid_argument),
+                            "remote_pool: remote_options::reply_expiry is under 3 ms");
   state_->executor = ex;
   state_->options = std::move(options);
   state_->reply_stream = detail::unique_reply_stream();

@@ -36,10 +36,20 @@ redis_connection* owner_of(const redisAsyncContext* context) {
   return static_cast<redis_connection*>(context->data);
 }
 
+// The server's answers to a client without (valid) credentials: NOAUTH for a command, and, from
+// Redis 7, a protocol error (then a close) for a command of more than 10 arguments.
+bool refuses_credentials(const redisReply* reply) {
+  if (reply->type != REDIS_REPLY_ERROR)
+    return false;
+  const std::string_view text(reply->str, reply->len);
+  return text.starts_with("NOAUTH") || text.starts_with("ERR Protocol error: unauthenticated");
+}
+
 } // namespace
 
 std::shared_ptr<redis_connection> redis_connection::open(const boost::asio::any_io_executor& ex,
                                                          const std::string& server,
+                                                         const redis_credentials& credentials,
                                                          std::error_code& ec, std::string& why) {
   redisAsyncContext* context = connect_to(server);
   if (context == nullptr) {
@@ -56,7 +66,27 @@ std::shared_ptr<redis_connection> redis_connection::open(const boost::asio::any_
   ec.clear();
   auto connection = std::make_shared<redis_connection>(ex, context);
   connection->attach(); // after make_shared: hiredis may call add_write() at once
+  if (!credentials.password.empty()) {
+    std::vector<std::string> auth{"AUTH"};
+    if (!credentials.user.empty())
+      auth.push_back(credentials.user);
+    auth.push_back(credentials.password);
+    // Its handler runs before any later command's (one connection answers in order).
+    connection->command(
+        auth, [weak = connection->weak_from_this()](std::error_code ec, redisReply* reply) {
+          if (auto self = weak.lock(); self && !ec && reply->type == REDIS_REPLY_ERROR)
+            self->refuse(std::string(reply->str, reply->len));
+        });
+  }
   return connection;
+}
+
+void redis_connection::refuse(std::string text) {
+  if (!error_) {
+    error_ = make_error_code(remote_errc::auth_failed);
+    error_text_ = std::move(text);
+  }
+  close(); // inside a reply callback: hiredis frees the context once the callback returns
 }
 
 redis_connection::redis_connection(const boost::asio::any_io_executor& ex,
@@ -114,6 +144,33 @@ void redis_connection::command(const std::vector<std::string>& args, redis_handl
   }
 }
 
+void redis_connection::subscribe(const std::string& channel, redis_handler handler) {
+  if (context_ == nullptr)
+    return fail_later(std::move(handler));
+  const char* argv[] = {"SUBSCRIBE", channel.c_str()};
+  const std::size_t lengths[] = {9, channel.size()};
+  // hiredis keeps the callback for the channel and calls it with a null reply when it frees
+  // the context: that last call deletes the handler.
+  auto* pending = new redis_handler(std::move(handler));
+  if (redisAsyncCommandArgv(context_, &redis_connection::on_published, pending, 2, argv, lengths) !=
+      REDIS_OK) {
+    redis_handler refused = std::move(*pending);
+    delete pending;
+    fail_later(std::move(refused));
+  }
+}
+
+void redis_connection::on_published(redisAsyncContext* context, void* reply, void* privdata) {
+  auto* handler = static_cast<redis_handler*>(privdata);
+  auto* self = owner_of(context);
+  if (reply != nullptr)
+    return (*handler)({}, static_cast<redisReply*>(reply));
+  std::unique_ptr<redis_handler> last(handler);
+  if (context->err != 0)
+    self->record_error(context->errstr);
+  (*last)(self->error_ ? self->error_ : make_error_code(remote_errc::connection_lost), nullptr);
+}
+
 void redis_connection::fail_later(redis_handler handler) {
   const std::error_code ec = error_ ? error_ : make_error_code(remote_errc::connection_lost);
   boost::asio::post(executor_, [handler = std::move(handler), ec] { handler(ec, nullptr); });
@@ -139,6 +196,11 @@ void redis_connection::on_reply(redisAsyncContext* context, void* reply, void* p
     return (*handler)(ec, nullptr);
   }
   self->connected_ = true;
+  if (refuses_credentials(static_cast<redisReply*>(reply))) {
+    self->refuse(
+        std::string(static_cast<redisReply*>(reply)->str, static_cast<redisReply*>(reply)->len));
+    return (*handler)(self->error_, nullptr);
+  }
   (*handler)({}, static_cast<redisReply*>(reply));
 }
 

@@ -20,14 +20,23 @@ namespace childproc::detail {
 // connection_lost after. A reply of type REDIS_REPLY_ERROR is a reply (the caller decides).
 using redis_handler = std::function<void(std::error_code ec, redisReply* reply)>;
 
+// AUTH's arguments: `user` may be empty (requirepass); nothing is sent without a password.
+struct redis_credentials {
+  std::string user;
+  std::string password;
+};
+
 class redis_connection : public std::enable_shared_from_this<redis_connection> {
 public:
-  // Starts connecting to `server` (a unix socket path, or "host:port"). A connect that fails at
-  // once sets `ec` (remote_errc::server_unreachable) and `why`, and returns null; a later failure
-  // fails the commands.
+  // Starts connecting to `server` (a unix socket path, or "host:port"), and queues AUTH first
+  // when there is a password. A connect that fails at once sets `ec`
+  // (remote_errc::server_unreachable) and `why`, and returns null; a later failure fails the
+  // commands. Refused credentials (or none where the server wants them) end the connection with
+  // remote_errc::auth_failed and the server's text: every command in flight fails with it.
   static std::shared_ptr<redis_connection> open(const boost::asio::any_io_executor& ex,
-                                                const std::string& server, std::error_code& ec,
-                                                std::string& why);
+                                                const std::string& server,
+                                                const redis_credentials& credentials,
+                                                std::error_code& ec, std::string& why);
   ~redis_connection();
   redis_connection(const redis_connection&) = delete;
   redis_connection& operator=(const redis_connection&) = delete;
@@ -35,6 +44,10 @@ public:
   // Sends the command (binary-safe arguments). `handler` runs once, from the executor, never
   // inside command(): with the reply, or with the connection's error.
   void command(const std::vector<std::string>& args, redis_handler handler);
+  // SUBSCRIBEs to `channel` (the connection then takes no other command): `handler` runs for
+  // the subscription's confirmation and for each message, always from the executor, and a last
+  // time with the connection's error once it ends.
+  void subscribe(const std::string& channel, redis_handler handler);
   // Frees the connection now: the commands in flight fail with connection_lost (their handlers
   // run inside close()).
   void close();
@@ -56,11 +69,13 @@ private:
   static void on_connect(const redisAsyncContext* context, int status);
   static void on_disconnect(const redisAsyncContext* context, int status);
   static void on_reply(redisAsyncContext* context, void* reply, void* privdata);
+  static void on_published(redisAsyncContext* context, void* reply, void* privdata);
 
   void attach();
   void arm_read();
   void arm_write();
   void record_error(const char* text);
+  void refuse(std::string text);
   void fail_later(redis_handler handler);
 
   boost::asio::any_io_executor executor_;

@@ -5,11 +5,14 @@
 
 #include <childproc/remote.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -61,24 +64,36 @@ bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds bound = 60s
   return true;
 }
 
-// A child whose output is kept, and that is killed (and reaped) when the handle goes.
+// A child whose output is kept, and that is killed when the handle goes. What its handlers
+// record is shared with them: they may still run after the handle is gone (a test that failed
+// half-way).
 struct watched_child {
+  struct record {
+    std::string out, err;
+    bool closed = false;
+    std::optional<int> code, signal;
+  };
+  std::shared_ptr<record> seen = std::make_shared<record>();
   childproc::child_process child;
-  std::string out, err;
-  bool closed = false;
-  std::optional<int> code, signal;
+  std::string& out = seen->out;
+  std::string& err = seen->err;
+  bool& closed = seen->closed;
+  std::optional<int>& code = seen->code;
+  std::optional<int>& signal = seen->signal;
 
-  watched_child(asio::io_context& io, const std::string& program, std::vector<std::string> args)
-      : child(childproc::spawn(io, program, std::move(args))) {
-    child.out().on_data([this](std::string_view d) { out += d; });
-    child.err().on_data([this](std::string_view d) { err += d; });
-    child.on_close([this](std::optional<int> c, std::optional<int> s) {
-      closed = true;
-      code = c;
-      signal = s;
+  watched_child(asio::io_context& io, const std::string& program, std::vector<std::string> args,
+                childproc::spawn_options options = {})
+      : child(childproc::spawn(io, program, std::move(args), std::move(options))) {
+    child.out().on_data([seen = seen](std::string_view d) { seen->out += d; });
+    child.err().on_data([seen = seen](std::string_view d) { seen->err += d; });
+    child.on_close([seen = seen](std::optional<int> c, std::optional<int> s) {
+      seen->closed = true;
+      seen->code = c;
+      seen->signal = s;
     });
   }
-  // A test that failed half-way: no stray process (reaped by the io_context's next run).
+  // A test that failed half-way: no stray process (reaped when its io_context runs again, or
+  // by the library's background reaper once the io_context is destroyed).
   ~watched_child() {
     if (!closed)
       child.kill(SIGKILL);
@@ -107,14 +122,20 @@ public:
     }
     return std::unique_ptr<redis_fixture>(new redis_fixture(program, std::move(extra)));
   }
+  // The server runs on an io_context of its own: stopping it runs none of the test's handlers.
+  // A test that failed half-way left completions on `io` that use its destroyed locals: `io` is
+  // destroyed (its handlers with it, never run) before the server is stopped.
   ~redis_fixture() {
-    server_->stop(io);
+    test_io_.reset();
+    server_->stop(server_io_);
     CHECK(server_->closed);
   }
   const std::string& socket() const { return socket_; }
   // redis-cli's answer to `args` (trimmed).
   std::string cli(std::vector<std::string> args) const {
     args.insert(args.begin(), {"-s", socket_});
+    if (!password.empty())
+      args.insert(args.begin(), {"--no-auth-warning", "-a", password});
     auto r = childproc::spawn_sync("redis-cli", std::move(args));
     std::string text = r.out.value_or("");
     while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
@@ -122,7 +143,15 @@ public:
     return text;
   }
 
-  asio::io_context io;
+private:
+  std::unique_ptr<asio::io_context> test_io_ = std::make_unique<asio::io_context>();
+  asio::io_context server_io_;
+
+public:
+  // The test's io_context: its pools, agents and handlers.
+  asio::io_context& io = *test_io_;
+  // The default user's password (requirepass), for cli().
+  std::string password;
 
 private:
   redis_fixture(const std::string& program, std::vector<std::string> extra)
@@ -131,16 +160,16 @@ private:
                                   "--save", "",        "--appendonly", "no",
                                   "--dir",  dir_.path, "--daemonize",  "no"};
     args.insert(args.end(), extra.begin(), extra.end());
-    server_.emplace(io, program, std::move(args));
+    server_.emplace(server_io_, program, std::move(args));
     // The server says so on its log (stdout) once it accepts connections ("The server is now
     // ready to accept connections at <path>" with a unix socket, Redis 7.0).
-    const bool ready = run_until(io, [&] {
+    const bool ready = run_until(server_io_, [&] {
       return server_->closed ||
              server_->out.find("ready to accept connections") != std::string::npos;
     });
     INFO(server_->out);
     if (!ready || server_->closed)
-      server_->stop(io); // the destructor does not run when the constructor fails
+      server_->stop(server_io_); // the destructor does not run when the constructor fails
     REQUIRE(ready);
     REQUIRE_FALSE(server_->closed);
   }
@@ -173,6 +202,32 @@ std::vector<std::unique_ptr<watched_child>> start_agents(redis_fixture& redis, i
     REQUIRE_FALSE(a->closed);
   }
   return agents;
+}
+
+// One agent `name` on the fixture's server (a local pool of one pool-worker, tasks logged, a
+// claim idle time of 400 ms), with `extra` options; returns once it said it is ready.
+std::unique_ptr<watched_child> start_agent(redis_fixture& redis, const std::string& name,
+                                           std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{
+      "--server", redis.socket(), "--consumer", name,           "--workers",
+      "1",        "--log-tasks",  "1",          "--claim-idle", "400"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.insert(args.end(), {"--", test::helper, "pool-worker"});
+  auto agent = std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
+  REQUIRE(run_until(
+      redis.io, [&] { return agent->closed || agent->out.find("ready") != std::string::npos; }));
+  INFO(agent->err);
+  REQUIRE_FALSE(agent->closed);
+  return agent;
+}
+
+// How many tasks an agent has started so far (its --log-tasks lines).
+long started_by(const watched_child& agent) {
+  long n = 0;
+  for (auto at = agent.out.find(": task "); at != std::string::npos;
+       at = agent.out.find(": task ", at + 1))
+    ++n;
+  return n;
 }
 
 // The task count an agent printed when it stopped ("agent NAME: N tasks").
@@ -502,4 +557,407 @@ TEST_CASE("a task delivered more than max_attempts times is dead-lettered and fa
   CHECK(claimer_tasks == 0); // never run again
   CHECK(redis->cli({"XLEN", "childproc:tasks:dead"}) == "1");
   CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+}
+
+// Before the fix: "started_by(*claimer) == 1" was 2 == 1 and "started_by(*late) == 1" 0 == 1: the
+// claimer's XAUTOCLAIM took the dead agent's task while its XREADGROUP, outstanding for its one
+// free slot, then took the next task too (two tasks for one slot; the idle agent got none).
+TEST_CASE("an agent claims and reads no more tasks than it has free slots", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto holder = start_agent(*redis, "holder");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto got = std::make_shared<std::map<std::string, boost::system::error_code>>();
+  auto run = [&](const std::string& key, int ms) {
+    pool.async_run(message(ms), childproc::run_options{.name = "async_sleep"},
+                   [got, key](boost::system::error_code ec, message) { (*got)[key] = ec; });
+  };
+  run("claimed", 3000);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*holder) == 1; }));
+  REQUIRE(holder->stop(redis->io, SIGKILL));
+  // Idle past the claimers' claim idle time: the next claim takes it.
+  REQUIRE(run_until(redis->io, [&] {
+    return !redis->cli({"XPENDING", "childproc:tasks", "childproc", "IDLE", "400", "-", "+", "1"})
+                .empty();
+  }));
+  auto claimer = start_agent(*redis, "claimer");
+  REQUIRE(run_until(redis->io, [&] { return started_by(*claimer) == 1; }));
+  // The claimer is full: the next task waits for an agent with a free slot.
+  run("next", 10);
+  auto late = start_agent(*redis, "late");
+  REQUIRE(run_until(
+      redis->io, [&] { return got->size() == 2; }, 60s));
+  CHECK(!(*got)["claimed"]);
+  CHECK(!(*got)["next"]);
+  INFO(claimer->out << late->out);
+  CHECK(started_by(*claimer) == 1);
+  CHECK(started_by(*late) == 1);
+  REQUIRE(claimer->stop(redis->io));
+  REQUIRE(late->stop(redis->io));
+}
+
+// Before the fix: "order.front() == \"orphan\"" was "held" == "orphan": every XAUTOCLAIM
+// restarted at 0-0 and scanned only the ten live entries ahead of the dead agent's one, which
+// waited for them to finish.
+TEST_CASE("the claim scan reaches a dead agent's entry behind many live ones", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  // Ten long tasks held (and kept claimed) by a live agent, older than the dead agent's one.
+  auto live = start_agent(*redis, "live", {"--concurrency", "10"});
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto order = std::make_shared<std::vector<std::string>>();
+  auto run = [&](const std::string& key, int ms) {
+    pool.async_run(message(ms), childproc::run_options{.name = "async_sleep"},
+                   [order, key](boost::system::error_code ec, message) {
+                     order->push_back(ec ? "error" : key);
+                   });
+  };
+  for (int i = 0; i < 10; ++i)
+    run("held", 12000);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*live) == 10; }));
+  auto dead = start_agent(*redis, "dead");
+  run("orphan", 10);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*dead) == 1; }));
+  REQUIRE(dead->stop(redis->io, SIGKILL));
+  auto claimer = start_agent(*redis, "claimer"); // one free slot: XAUTOCLAIM COUNT 1
+  REQUIRE(run_until(
+      redis->io, [&] { return !order->empty(); }, 60s));
+  CHECK(order->front() == "orphan");
+  REQUIRE(run_until(
+      redis->io, [&] { return order->size() == 11; }, 60s));
+  REQUIRE(claimer->stop(redis->io));
+  REQUIRE(live->stop(redis->io));
+}
+
+// Before the fix: "pool.stats().in_flight == 1" was 0 == 1: the slot's handler completed the run
+// inside itself, and complete() clears the slot, destroying the handler while it ran.
+TEST_CASE("a cancelled remote run completes after the cancellation slot's handler returned",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  asio::cancellation_signal cancel;
+  auto got = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(1),
+                 asio::bind_cancellation_slot(cancel.slot(), [got](boost::system::error_code ec,
+                                                                   message) { got->emplace(ec); }));
+  redis->io.run_for(20ms);
+  cancel.emit(asio::cancellation_type::terminal);
+  CHECK(pool.stats().in_flight == 1); // not inside the slot's handler
+  REQUIRE(run_until(redis->io, [&] { return got->has_value(); }));
+  CHECK(**got == asio::error::operation_aborted);
+  CHECK(pool.stats().in_flight == 0);
+}
+
+// Runs by name only (hidden): fails on purpose half-way, with agents, a pool with tasks in
+// flight whose handlers hold the test's locals, and the server alive. The test below runs it.
+namespace {
+bool half_way_locals_gone = false;
+struct mark_gone {
+  ~mark_gone() { half_way_locals_gone = true; }
+};
+} // namespace
+
+TEST_CASE("a remote test that fails half-way", "[.][remote-fails-half-way]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agents = start_agents(*redis, 2, 1);
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  int done = 0;
+  std::vector<int> answers(100, 0);
+  const mark_gone guard; // destroyed first: a handler that runs later would use freed locals
+  for (int i = 0; i < 100; ++i)
+    pool.async_run(message(50), childproc::run_options{.name = "async_sleep"},
+                   [&, i](boost::system::error_code, message) {
+                     if (half_way_locals_gone) {
+                       std::fputs("a handler of the failed test ran after its locals were "
+                                  "destroyed\n",
+                                  stderr);
+                       std::abort();
+                     }
+                     ++done;
+                     ++answers[i];
+                   });
+  REQUIRE(run_until(redis->io, [&] { return done > 2; }));
+  REQUIRE(done < 0); // fails on purpose, with tasks in flight
+}
+
+// Before the fix: "r.signal == std::nullopt" failed (SIGABRT, and "a handler of the failed test
+// ran after its locals were destroyed"): the fixture's destructor ran the io_context to reap the
+// server, and with it the pool's pool_closed completions (the SIGSEGV seen in CI).
+TEST_CASE("a remote test that fails half-way reports its failure and does not crash", "[remote]") {
+  if (find_in_path("redis-server").empty()) {
+    WARN("redis-server is not installed: skipped");
+    return;
+  }
+  const auto r = childproc::spawn_sync("/proc/self/exe", {"[remote-fails-half-way]"});
+  INFO(r.out.value_or("") << r.err.value_or(""));
+  CHECK(r.signal == std::nullopt);
+  CHECK(r.err.value_or("").find("after its locals") == std::string::npos);
+  CHECK(r.status == 1); // Catch2: one test failed
+  CHECK(r.out.value_or("").find("REQUIRE( done < 0 )") != std::string::npos);
+}
+
+namespace {
+
+// A server that requires a password (requirepass "s3cret") and has an ACL user "alice" with the
+// password "wonder".
+std::unique_ptr<redis_fixture> start_locked_server() {
+  auto redis = redis_fixture::start(
+      {"--requirepass", "s3cret", "--user", "alice", "on", ">wonder", "~*", "&*", "+@all"});
+  if (redis)
+    redis->password = "s3cret";
+  return redis;
+}
+
+} // namespace
+
+// Before the fix: "REQUIRE_FALSE(agent.closed)" failed: the agent knew no --user or
+// --password-file (and a pool had no credentials to send: NOAUTH came back as server_error).
+// (No ';' in a test name: catch_discover_tests splits the name there.)
+TEST_CASE("a remote pool with the server's credentials runs its tasks and fails with auth_failed "
+          "without them or with wrong ones",
+          "[remote]") {
+  auto redis = start_locked_server();
+  if (!redis)
+    return;
+  temp_dir dir;
+  const std::string password_file = dir.path + "/password";
+  std::ofstream(password_file) << "wonder\n";
+  // The password from a file (never on the command line, which `ps` shows).
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--user", "alice", "--password-file",
+                       password_file, "--workers", "1", "--", test::helper, "pool-worker"});
+  REQUIRE(run_until(redis->io,
+                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  INFO(agent.err);
+  REQUIRE_FALSE(agent.closed);
+  auto sum_with = [&](std::string user, std::string password) {
+    childproc::remote_options options{.server = redis->socket()};
+    options.user = std::move(user);
+    options.password = std::move(password);
+    childproc::remote_pool pool(redis->io, options);
+    auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
+    pool.async_run(message(boost::json::value{{"a", 2}, {"b", 3}}),
+                   childproc::run_options{.name = "sum"},
+                   [got](boost::system::error_code ec, message m) { got->emplace(ec, m); });
+    REQUIRE(run_until(
+        redis->io, [&] { return got->has_value(); }, 30s));
+    return **got;
+  };
+  const auto as_default = sum_with("", "s3cret");
+  CHECK(!as_default.first);
+  CHECK(as_default.second.json() == 5);
+  const auto as_alice = sum_with("alice", "wonder");
+  CHECK(!as_alice.first);
+  CHECK(as_alice.second.json() == 5);
+  const auto none = sum_with("", "");
+  CHECK(none.first == make_error_code(remote_errc::auth_failed));
+  REQUIRE(none.second.is_json());
+  CHECK(boost::json::serialize(none.second.json()).find("NOAUTH") != std::string::npos);
+  CHECK(sum_with("", "wrong").first == make_error_code(remote_errc::auth_failed));
+  CHECK(sum_with("alice", "wrong").first == make_error_code(remote_errc::auth_failed));
+  REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 0);
+}
+
+// Before the fix: the message lacked "the Redis server refused the credentials" (the agent said
+// "ERR Protocol error: unauthenticated multibulk length"), and CHILDPROC_REDIS_PASSWORD was
+// ignored: the second agent failed the same way.
+TEST_CASE("an agent without the server's credentials exits with a clear error", "[remote]") {
+  auto redis = start_locked_server();
+  if (!redis)
+    return;
+  watched_child bare(redis->io, agent_program,
+                     {"--server", redis->socket(), "--", test::helper, "pool-worker"});
+  REQUIRE(run_until(
+      redis->io, [&] { return bare.closed; }, 30s));
+  CHECK(bare.code == 69);
+  INFO(bare.err);
+  CHECK(bare.err.find("the Redis server refused the credentials") != std::string::npos);
+  CHECK(bare.err.find("CHILDPROC_REDIS_PASSWORD") != std::string::npos);
+  // With the password in its environment: it runs.
+  childproc::spawn_options with_password;
+  with_password.env = childproc::current_env();
+  (*with_password.env)["CHILDPROC_REDIS_PASSWORD"] = "s3cret";
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--", test::helper, "pool-worker"},
+                      std::move(with_password));
+  REQUIRE(run_until(redis->io,
+                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  INFO(agent.err);
+  CHECK_FALSE(agent.closed);
+  REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 0);
+}
+
+// Before the fix: "run_until(... XPENDING ... == 0 ...)" failed after 20 s: the cancel stayed at
+// the caller, and the worker ran its "cancellable" task on (it gives up after 30 s).
+TEST_CASE("a remote run cancelled at the caller is cancelled on the agent that runs it",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "runner");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  asio::cancellation_signal cancel;
+  auto got = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(), childproc::run_options{.name = "cancellable"},
+                 asio::bind_cancellation_slot(cancel.slot(), [got](boost::system::error_code ec,
+                                                                   message) { got->emplace(ec); }));
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 1; }));
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(redis->io, [&] { return got->has_value(); }));
+  CHECK(**got == asio::error::operation_aborted);
+  // The worker saw the cancel (its task returns at once), and the entry is acknowledged.
+  REQUIRE(run_until(
+      redis->io,
+      [&] {
+        return redis->cli({"XPENDING", "childproc:tasks", "childproc"}).rfind("0", 0) == 0;
+      },
+      20s));
+  CHECK(run_until(redis->io, [&] { return agent->out.find(": cancelled ") != std::string::npos; }));
+  // No result was written: none read (stray), none left in the reply stream.
+  CHECK(pool.stats().stray_replies == 0);
+  CHECK(redis->cli({"XLEN", pool.reply_stream()}) == "0");
+  CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+  REQUIRE(agent->stop(redis->io));
+  CHECK(agent->code == 0);
+}
+
+// Before the fix: "tasks_of(*agent) == 1" was 2 == 1: a task cancelled before any agent read it
+// was run all the same.
+TEST_CASE("a remote run cancelled before an agent read it is never run", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "runner");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto got = std::make_shared<std::map<std::string, boost::system::error_code>>();
+  // The agent's one slot is busy: the second task waits in the stream when it is cancelled.
+  pool.async_run(message(1500), childproc::run_options{.name = "async_sleep"},
+                 [got](boost::system::error_code ec, message) { (*got)["busy"] = ec; });
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 1; }));
+  asio::cancellation_signal cancel;
+  pool.async_run(
+      message(1), childproc::run_options{.name = "pid"},
+      asio::bind_cancellation_slot(cancel.slot(), [got](boost::system::error_code ec, message) {
+        (*got)["cancelled"] = ec;
+      }));
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "2"; }));
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(
+      redis->io, [&] { return got->size() == 2; }, 30s));
+  CHECK((*got)["cancelled"] == asio::error::operation_aborted);
+  CHECK(!(*got)["busy"]);
+  // Read once the slot is free, and acknowledged without running.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
+  CHECK(started_by(*agent) == 1);
+  CHECK(pool.stats().stray_replies == 0);
+  REQUIRE(agent->stop(redis->io));
+  CHECK(tasks_of(*agent) == 1);
+}
+
+// Runs by name only (hidden): a caller that lives until it is killed, on the server of
+// $CHILDPROC_TEST_REDIS_SOCKET, with a reply stream expiring after 600 ms unless renewed. It
+// prints its reply stream's name. The test below runs and kills it.
+TEST_CASE("a remote caller that runs until killed", "[.][remote-caller]") {
+  const char* server = std::getenv("CHILDPROC_TEST_REDIS_SOCKET");
+  REQUIRE(server != nullptr);
+  asio::io_context io;
+  childproc::remote_options options{.server = server};
+  options.reply_expiry = 600ms;
+  childproc::remote_pool pool(io, options);
+  std::cout << "reply " << pool.reply_stream() << std::endl;
+  for (;;)
+    io.run_for(1s);
+}
+
+// Before the fix: the run_until for "EXISTS == 0" failed after 20 s: the dead caller's reply
+// stream stayed for good.
+TEST_CASE("a caller that dies leaves no reply stream behind once its expiry passed", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::spawn_options options;
+  options.env = childproc::current_env();
+  (*options.env)["CHILDPROC_TEST_REDIS_SOCKET"] = redis->socket();
+  watched_child caller(redis->io, "/proc/self/exe", {"[remote-caller]"}, std::move(options));
+  std::string stream;
+  REQUIRE(run_until(redis->io, [&] {
+    const auto at = caller.out.find("reply ");
+    const auto end = caller.out.find('\n', at);
+    if (at != std::string::npos && end != std::string::npos)
+      stream = caller.out.substr(at + 6, end - at - 6);
+    return caller.closed || !stream.empty();
+  }));
+  INFO(caller.out << caller.err);
+  REQUIRE_FALSE(caller.closed);
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"EXISTS", stream}) == "1"; }));
+  // Alive for several expiries: renewed, still there.
+  redis->io.run_for(2s);
+  CHECK(redis->cli({"EXISTS", stream}) == "1");
+  REQUIRE(caller.stop(redis->io, SIGKILL));
+  REQUIRE(run_until(
+      redis->io,
+      [&] {
+        return redis->cli({"EXISTS", stream}) == "0";
+      },
+      20s));
+}
+
+// An existing guarantee, tested here for the first time (it passed at once): the caller refuses
+// a task over its max_payload before sending it, and an agent one over its --max-payload.
+TEST_CASE("a payload over max_payload fails with payload_too_large on either side", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "small", {"--max-payload", "64"});
+  auto got = std::make_shared<std::map<std::string, boost::system::error_code>>();
+  childproc::remote_options tight{.server = redis->socket()};
+  tight.max_payload = 16;
+  childproc::remote_pool caller_limited(redis->io, tight);
+  caller_limited.async_run(message::bytes(std::string(32, 'x')),
+                           [got](boost::system::error_code ec, message) { (*got)["caller"] = ec; });
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  pool.async_run(message::bytes(std::string(100, 'x')),
+                 [got](boost::system::error_code ec, message) { (*got)["agent"] = ec; });
+  pool.async_run(message::bytes(std::string(60, 'x')),
+                 [got](boost::system::error_code ec, message) { (*got)["fits"] = ec; });
+  REQUIRE(run_until(
+      redis->io, [&] { return got->size() == 3; }, 30s));
+  CHECK((*got)["caller"] == make_error_code(remote_errc::payload_too_large));
+  CHECK((*got)["agent"] == make_error_code(remote_errc::payload_too_large));
+  CHECK(!(*got)["fits"]);
+  CHECK(started_by(*agent) == 1); // the refused task never reached the local pool
+  REQUIRE(agent->stop(redis->io));
+}
+
+// An existing guarantee, tested here for the first time (it passed at once): the agent renews
+// the claim of the task it runs, so an idle agent never takes it while it runs past claim-idle.
+// With the renewal (refresh_claims) disabled: "tasks_of(*idle) == 0" was 1 == 0, and the task's
+// second result was a stray reply.
+TEST_CASE("a long task keeps its claim while it runs past the claim idle time", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto holder = start_agent(*redis, "holder");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto got = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(3000), childproc::run_options{.name = "async_sleep"}, // 7 x claim idle
+                 [got](boost::system::error_code ec, message) { got->emplace(ec); });
+  REQUIRE(run_until(redis->io, [&] { return started_by(*holder) == 1; }));
+  auto idle = start_agent(*redis, "idle");
+  REQUIRE(run_until(
+      redis->io, [&] { return got->has_value(); }, 60s));
+  CHECK(!**got);
+  REQUIRE(holder->stop(redis->io));
+  REQUIRE(idle->stop(redis->io));
+  CHECK(tasks_of(*holder) == 1);
+  CHECK(tasks_of(*idle) == 0);
+  CHECK(pool.stats().stray_replies == 0);
 }

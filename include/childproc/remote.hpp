@@ -66,6 +66,16 @@ struct remote_options {
   /// A task or result payload larger than this fails with remote_errc::payload_too_large (the
   /// agents have their own --max-payload). Default: 64 MiB.
   std::size_t max_payload = 64 * 1024 * 1024;
+  /// The credentials, sent as the first command of each connection: `AUTH user password` (a
+  /// Redis 6 ACL user), or `AUTH password` (requirepass) when `user` is empty; nothing is sent
+  /// when `password` is empty. Refused credentials, or none where the server requires them,
+  /// fail the runs with remote_errc::auth_failed.
+  std::string user{};
+  std::string password{};
+  /// The reply stream's expiry: it is renewed every third of it while the pool lives, so the
+  /// stream of a caller that died without destroy() is deleted by the server after at most
+  /// this. Default: one minute.
+  std::chrono::milliseconds reply_expiry = std::chrono::minutes(1);
 };
 
 struct remote_stats {
@@ -82,9 +92,9 @@ struct remote_stats {
 /// childproc::pool's: the worker's result, or the local pool's error as the agent's pool reported
 /// it (errc::task_failed with the worker's error message, worker_died, timed_out, unknown_task),
 /// or remote_errc::server_unreachable / connection_lost / server_error / payload_too_large /
-/// dead_lettered,
-/// errc::pool_closed after destroy(), asio::error::operation_aborted when cancelled (the task is
-/// forgotten here; the agent may still run it). Completions never run inside async_run.
+/// auth_failed / dead_lettered, errc::pool_closed after destroy(), asio::error::operation_aborted
+/// when cancelled (at once; the agent running the task is told to cancel it, and writes no result).
+/// Completions never run inside async_run.
 ///
 /// Each remote_pool has its own reply stream (removed by destroy()). Use it from its executor's
 /// thread; its Redis connections are driven by that executor (no thread of its own).

@@ -5,7 +5,12 @@
 //
 //   childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] [--consumer C]
 //                   [--workers N] [--concurrency K] [--max-payload BYTES] [--claim-idle MS]
-//                   [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]
+//                   [--max-attempts N] [--log-tasks 1] [--user NAME] [--password-file PATH]
+//                   -- PROGRAM [ARGS...]
+//
+// The Redis password comes from the file (its first line) or from the environment variable
+// CHILDPROC_REDIS_PASSWORD, never from the command line (which `ps` shows to every user); with
+// --user it is an ACL user's. Refused credentials: a message naming them, and exit status 69.
 //
 // Entries another agent took and has not acknowledged for --claim-idle ms (it died) are claimed
 // with XAUTOCLAIM; one delivered more than --max-attempts times goes to "<stream>:dead" and its
@@ -22,6 +27,8 @@
 #include <childproc/pool.hpp>
 #include <childproc/remote.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -32,7 +39,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -55,6 +65,7 @@ struct agent_options {
   std::chrono::milliseconds claim_idle{30000};
   std::size_t max_attempts = 5;
   bool log_tasks = false;
+  childproc::detail::redis_credentials credentials;
   std::string program;
   std::vector<std::string> args;
 };
@@ -63,7 +74,9 @@ struct agent_options {
   std::cerr << "childproc-agent: " << why
             << "\nusage: childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] "
                "[--consumer C] [--workers N] [--concurrency K] [--max-payload BYTES] "
-               "[--claim-idle MS] [--max-attempts N] [--log-tasks 1] -- PROGRAM [ARGS...]\n";
+               "[--claim-idle MS] [--max-attempts N] [--log-tasks 1] [--user NAME] "
+               "[--password-file PATH] -- PROGRAM [ARGS...]\n"
+               "(the password: the file's first line, or $CHILDPROC_REDIS_PASSWORD)\n";
   std::exit(64);
 }
 
@@ -73,6 +86,17 @@ std::size_t count_of(const std::string& text, const std::string& what) {
   if (text.empty() || *end != '\0' || n == 0)
     usage(what + " must be a positive number");
   return static_cast<std::size_t>(n);
+}
+
+// The first line of `path` (the password file), without its line end.
+std::string first_line_of(const std::string& path) {
+  std::ifstream file(path);
+  std::string line;
+  if (!file || !std::getline(file, line))
+    usage("cannot read the password file " + path);
+  if (!line.empty() && line.back() == '\r')
+    line.pop_back();
+  return line;
 }
 
 agent_options parse(int argc, char** argv) {
@@ -103,11 +127,18 @@ agent_options parse(int argc, char** argv) {
       o.max_attempts = count_of(value, flag);
     else if (flag == "--log-tasks")
       o.log_tasks = value == "1";
+    else if (flag == "--user")
+      o.credentials.user = value;
+    else if (flag == "--password-file")
+      o.credentials.password = first_line_of(value);
     else
       usage("unknown option " + flag);
   }
   if (o.server.empty())
     usage("--server is required");
+  if (const char* password = std::getenv("CHILDPROC_REDIS_PASSWORD");
+      password != nullptr && o.credentials.password.empty())
+    o.credentials.password = password;
   if (i + 1 >= argc)
     usage("the worker program is missing (after --)");
   o.program = argv[i + 1];
@@ -134,9 +165,14 @@ public:
   int run() {
     std::error_code ec;
     std::string why;
-    reader_ = redis_connection::open(io_.get_executor(), options_.server, ec, why);
+    reader_ =
+        redis_connection::open(io_.get_executor(), options_.server, options_.credentials, ec, why);
     if (!ec)
-      writer_ = redis_connection::open(io_.get_executor(), options_.server, ec, why);
+      writer_ = redis_connection::open(io_.get_executor(), options_.server, options_.credentials,
+                                       ec, why);
+    if (!ec)
+      control_ = redis_connection::open(io_.get_executor(), options_.server, options_.credentials,
+                                        ec, why);
     if (ec) {
       std::cerr << "childproc-agent: " << ec.message() << ": " << why << '\n';
       return 69;
@@ -145,8 +181,13 @@ public:
     // BUSYGROUP (another agent or the caller made it) is the usual answer.
     writer_->command({"XGROUP", "CREATE", options_.stream, options_.group, "0", "MKSTREAM"},
                      [this](std::error_code ec, redisReply*) {
+                       if (ec == childproc::remote_errc::auth_failed)
+                         return fail(ec.message() + ": " + writer_->error_text() +
+                                     " (the credentials: --user, and --password-file or "
+                                     "CHILDPROC_REDIS_PASSWORD)");
                        if (ec)
                          return fail(ec.message() + ": " + writer_->error_text());
+                       watch_cancellations();
                        std::cout << "agent " << options_.consumer << ": ready" << std::endl;
                        read_more(); // the group exists now
                        claim_later();
@@ -160,8 +201,12 @@ public:
   }
 
 private:
+  // The read and the claim take free slots, so they never overlap: each asks for what is free
+  // when it starts (a claim that comes during a read waits for it, at most its BLOCK time).
   void read_more() {
-    if (reading_ || stopping_ || in_flight_ >= capacity_)
+    if (claim_wanted_ && !stopping_)
+      return claim_idle_entries();
+    if (reading_ || claiming_ || stopping_ || in_flight_ >= capacity_)
       return;
     reading_ = true;
     reader_->command({"XREADGROUP", "GROUP", options_.group, options_.consumer, "COUNT",
@@ -182,6 +227,35 @@ private:
     if (stopping_)
       return finish_if_idle();
     read_more();
+  }
+
+  // Callers publish "<reply stream> <task id>" on "<stream>:cancel" when a run is cancelled.
+  void watch_cancellations() {
+    control_->subscribe(options_.stream + ":cancel", [this](std::error_code ec, redisReply* r) {
+      if (ec)
+        return fail("the cancellation channel: " + ec.message() + ": " + control_->error_text());
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+          r->element[2]->type == REDIS_REPLY_STRING)
+        cancel(std::string(r->element[2]->str, r->element[2]->len));
+    });
+  }
+
+  // Cancels the local run of that task, or remembers the cancel for when the task is read.
+  void cancel(const std::string& key) {
+    if (const auto found = running_.find(key); found != running_.end()) {
+      if (options_.log_tasks)
+        std::cout << "agent " << options_.consumer << ": cancelled " << found->second->entry
+                  << std::endl;
+      found->second->cancelled = true;
+      found->second->signal.emit(boost::asio::cancellation_type::terminal);
+      return;
+    }
+    if (cancelled_.insert(key).second)
+      cancel_order_.push_back(key);
+    if (cancel_order_.size() > 4096) { // bounded: a cancel is only useful for a short while
+      cancelled_.erase(cancel_order_.front());
+      cancel_order_.pop_front();
+    }
   }
 
   // Every claim-idle / 2: keep this agent's entries claimed, and claim those of dead agents.
@@ -207,24 +281,32 @@ private:
   }
 
   void claim_idle_entries() {
-    if (claiming_ || in_flight_ >= capacity_)
+    claim_wanted_ = reading_; // taken when the read ends
+    if (reading_ || claiming_ || stopping_ || in_flight_ >= capacity_)
       return;
     claiming_ = true;
     writer_->command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
-                      std::to_string(options_.claim_idle.count()), "0-0", "COUNT",
+                      std::to_string(options_.claim_idle.count()), claim_cursor_, "COUNT",
                       std::to_string(capacity_ - in_flight_)},
-                     [this](std::error_code ec, redisReply* reply) {
-                       claiming_ = false;
-                       std::vector<wire::entry> entries;
-                       if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
-                           !wire::read_entry_list(reply->element[1], entries))
-                         return fail("XAUTOCLAIM: " +
-                                     (ec ? ec.message() : wire::error_text(reply)));
-                       for (auto& e : entries)
-                         check_attempts(std::move(e));
-                       if (stopping_)
-                         finish_if_idle();
-                     });
+                     [this](std::error_code ec, redisReply* reply) { on_claimed(ec, reply); });
+  }
+
+  void on_claimed(std::error_code ec, redisReply* reply) {
+    claiming_ = false;
+    std::vector<wire::entry> entries;
+    if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        !wire::read_entry_list(reply->element[1], entries))
+      return fail("XAUTOCLAIM: " + (ec ? ec.message() : wire::error_text(reply)));
+    // Redis scans at most COUNT x 10 pending entries per call: the next call goes on from
+    // where this one stopped (0-0 once the scan went round), or live agents' older entries
+    // would hide a dead agent's for as long as they run.
+    claim_cursor_.assign(reply->element[0]->str, reply->element[0]->len);
+    for (auto& e : entries)
+      check_attempts(std::move(e));
+    if (stopping_)
+      return finish_if_idle();
+    read_more();
   }
 
   // XAUTOCLAIM counted this delivery: past max_attempts the entry is dead-lettered.
@@ -246,7 +328,8 @@ private:
                        else
                          start(std::move(e));
                        if (stopping_)
-                         finish_if_idle();
+                         return finish_if_idle();
+                       read_more();
                      });
   }
 
@@ -286,6 +369,9 @@ private:
       }
     if (!task)
       return answer(e.id, *reply, *id, refused, {});
+    const std::string key = *reply + ' ' + *id;
+    if (cancelled_.erase(key) > 0)
+      return acknowledge(e.id); // cancelled before it was read: nobody waits for it
     childproc::run_options run;
     if (const std::string* name = e.find("name"))
       run.name = *name;
@@ -295,16 +381,35 @@ private:
     held_.insert(e.id);
     if (options_.log_tasks)
       std::cout << "agent " << options_.consumer << ": task " << e.id << std::endl;
-    pool_.async_run(std::move(*task), std::move(run),
-                    [this, entry = e.id, reply_stream = *reply,
-                     task_id = *id](boost::system::error_code ec, childproc::message result) {
-                      --in_flight_;
-                      ++completed_;
-                      answer(entry, reply_stream, task_id, ec, std::move(result));
-                      if (stopping_)
-                        return finish_if_idle();
-                      read_more();
-                    });
+    auto& r = *running_.emplace(key, std::make_unique<running>(e.id)).first->second;
+    pool_.async_run(
+        std::move(*task), std::move(run),
+        boost::asio::bind_cancellation_slot(
+            r.signal.slot(), [this, key, entry = e.id, reply_stream = *reply,
+                              task_id = *id](boost::system::error_code ec, childproc::message m) {
+              finished(key, entry, reply_stream, task_id, ec, std::move(m));
+            }));
+  }
+
+  // A cancelled task's caller forgot it: no result, only the acknowledgement.
+  void finished(const std::string& key, const std::string& entry, const std::string& reply_stream,
+                const std::string& task_id, boost::system::error_code ec,
+                childproc::message result) {
+    bool cancelled = false;
+    if (const auto found = running_.find(key);
+        found != running_.end() && found->second->entry == entry) {
+      cancelled = found->second->cancelled;
+      running_.erase(found);
+    }
+    --in_flight_;
+    ++completed_;
+    if (cancelled)
+      acknowledge(entry);
+    else
+      answer(entry, reply_stream, task_id, ec, std::move(result));
+    if (stopping_)
+      return finish_if_idle();
+    read_more();
   }
 
   // The result goes to the caller first; the entry is acknowledged (and deleted) only once
@@ -372,6 +477,7 @@ private:
     pool_.async_close([this](boost::system::error_code) {
       std::cout << "agent " << options_.consumer << ": " << completed_ << " tasks" << std::endl;
       reader_->close();
+      control_->close();
       writer_->disconnect();
     });
   }
@@ -384,7 +490,18 @@ private:
   boost::asio::steady_timer claim_timer_;
   std::set<std::string> held_; // entries this agent runs (not acknowledged yet)
   bool claiming_ = false;
-  std::shared_ptr<redis_connection> reader_, writer_;
+  bool claim_wanted_ = false;        // a claim came during a read
+  std::string claim_cursor_ = "0-0"; // where the next XAUTOCLAIM scan starts
+  std::shared_ptr<redis_connection> reader_, writer_, control_;
+  struct running {
+    explicit running(std::string e) : entry(std::move(e)) {}
+    std::string entry; // its stream entry
+    boost::asio::cancellation_signal signal;
+    bool cancelled = false;
+  };
+  std::map<std::string, std::unique_ptr<running>> running_; // by "<reply stream> <task id>"
+  std::set<std::string> cancelled_;                         // cancels of tasks not read yet
+  std::deque<std::string> cancel_order_;
   std::size_t in_flight_ = 0;
   std::size_t answering_ = 0; // results written, their XACK/XDEL not queued yet
   std::uint64_t completed_ = 0;

@@ -2,7 +2,9 @@
 #   An executable that is a childproc worker (serve(), parent_channel()), linked so that it starts
 #   like a C program: a fork() -> first message cost ~1 ms of CPU less (docs/bench/worker-startup.md).
 # childproc_worker_link_options(<target> [LINK ...])
-#   The same link for an executable you already have (a program that is its own pool worker).
+#   The same link for an executable you already have (a program that is its own pool worker),
+#   instead of target_link_libraries(<target> childproc::childproc): a static link cannot take
+#   the shared Boost.JSON that childproc::childproc names.
 #
 # LINK (default ${CHILDPROC_WORKER_LINK}, else STATIC; DYNAMIC when the build has sanitizers):
 #   STATIC          -static -Wl,--gc-sections: no dynamic loader at all, no symbol lookups, the

@@ -7,7 +7,9 @@
 //   concurrency  500 x `sleep 0.2` at once: wall time, parent peak RSS
 //   stdout       `head -c 2G /dev/zero` streamed from stdout: GB/s, default and 1 MiB pipes
 //   ipc          fork IPC ping-pong of 32-byte messages; 1 MiB one-way messages
-//   forkmem      fork() to the first message of a worker; the idle worker's RSS and PSS
+//   forkmem      fork() to the first message of a worker; the idle worker's RSS and PSS; this
+//                binary, and the same idle worker as a program of its own built by
+//                childproc_add_worker (bench/idle_worker.cpp: worker_*)
 //   bigparent    spawn rate with 1 GiB of touched memory in the parent, vs. without
 //   pipe         childproc::pipe() from `head -c N /dev/zero` into another child's stdin: the
 //                parent's peak RSS growth with a slow reader (1 GiB; a python3 loop that reads
@@ -342,26 +344,67 @@ int idle_worker() {
   return 0;
 }
 
+// The time `pid` has run on a CPU since its clone, in ms (/proc/<pid>/schedstat: nanoseconds,
+// where /proc/<pid>/stat counts clock ticks).
+double process_run_ms(pid_t pid) {
+  std::ifstream schedstat("/proc/" + std::to_string(pid) + "/schedstat");
+  double ns = 0;
+  schedstat >> ns;
+  return ns * 1e-6;
+}
+
+// One fork of `program idle-worker`: the time to its first message, the CPU it used until then
+// (less disturbed by a loaded machine than the time) and its RSS and PSS once idle, in ms and MB.
+struct first_message {
+  double ms, cpu_ms, rss, pss;
+};
+first_message fork_until_first_message(const std::string& program) {
+  asio::io_context io;
+  first_message m{};
+  const auto t0 = clock_type::now();
+  auto child = childproc::fork(io, program, {"idle-worker"});
+  child.on_message([&](const childproc::message&) {
+    m.ms = seconds_since(t0) * 1e3;
+    m.cpu_ms = process_run_ms(*child.pid());
+    long r = 0, p = 0;
+    proc_mem(*child.pid(), r, p);
+    m.rss = static_cast<double>(r) / 1024.0;
+    m.pss = static_cast<double>(p) / 1024.0;
+    child.disconnect();
+  });
+  io.run();
+  return m;
+}
+
+// This binary as the worker (fork_*), and, interleaved with it, the same idle worker as a
+// program of its own built by childproc_add_worker (worker_*: bench/idle_worker.cpp), when it is
+// there.
 void bench_forkmem(const std::string& self) {
   const int k = quick ? 3 : 10;
-  std::vector<double> startup, rss, pss;
+  const std::string worker = self.substr(0, self.rfind('/') + 1) + "childproc_bench_worker";
+  const bool have_worker = ::access(worker.c_str(), X_OK) == 0;
+  std::vector<first_message> own, built;
   for (int i = 0; i < k; ++i) {
-    asio::io_context io;
-    const auto t0 = clock_type::now();
-    auto child = childproc::fork(io, self, {"idle-worker"});
-    child.on_message([&](const childproc::message&) {
-      startup.push_back(seconds_since(t0) * 1e3);
-      long r = 0, p = 0;
-      proc_mem(*child.pid(), r, p);
-      rss.push_back(static_cast<double>(r) / 1024.0);
-      pss.push_back(static_cast<double>(p) / 1024.0);
-      child.disconnect();
-    });
-    io.run();
+    own.push_back(fork_until_first_message(self));
+    if (have_worker)
+      built.push_back(fork_until_first_message(worker));
   }
-  out("forkmem", "fork_startup_median", pct(startup, 0.5), "ms");
-  out("forkmem", "fork_rss", pct(rss, 0.5), "MB");
-  out("forkmem", "fork_pss", pct(pss, 0.5), "MB");
+  const auto report = [](const char* prefix, const std::vector<first_message>& runs) {
+    const auto median = [&](double first_message::*field) {
+      std::vector<double> v;
+      for (const auto& r : runs)
+        v.push_back(r.*field);
+      return pct(v, 0.5);
+    };
+    const auto metric = [prefix](const char* name) { return std::string(prefix) + name; };
+    out("forkmem", metric("startup_median").c_str(), median(&first_message::ms), "ms");
+    out("forkmem", metric("startup_cpu").c_str(), median(&first_message::cpu_ms), "ms");
+    out("forkmem", metric("rss").c_str(), median(&first_message::rss), "MB");
+    out("forkmem", metric("pss").c_str(), median(&first_message::pss), "MB");
+  };
+  report("fork_", own);
+  if (have_worker)
+    report("worker_", built);
 }
 
 // The workers workload, seed 004's memory table measured: n idle workers (this binary) forked at

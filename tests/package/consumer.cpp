@@ -1,5 +1,6 @@
 // Built against the installed package by the package_consumer test: a spawn, and a pool whose
-// workers are this binary (serve()) and a Node script (the installed childproc-pool-worker.js).
+// workers are this binary (serve()), a worker built by childproc_add_worker (worker.cpp) and a
+// Node script (the installed childproc-pool-worker.js).
 #include <childproc/childproc.hpp>
 #include <childproc/pool.hpp>
 
@@ -43,10 +44,13 @@ int main() {
   std::cout << "consumer: spawned echo, read '" << out << "', exit " << code.value_or(-1) << "\n";
   const auto from_cpp = sum_through(io, {.min_workers = 1, .max_workers = 1});
   std::cout << "consumer: pool 1+2=" << from_cpp << "\n";
+  const auto from_worker =
+      sum_through(io, {.program = CONSUMER_WORKER, .args = {}, .min_workers = 1, .max_workers = 1});
+  std::cout << "consumer: childproc_add_worker pool 1+2=" << from_worker << "\n";
   std::string from_node = "3"; // node is optional on the machine
   if (std::system("node --version > /dev/null 2>&1") == 0)
     from_node =
         sum_through(io, {.program = CONSUMER_NODE_WORKER, .min_workers = 1, .max_workers = 1});
   std::cout << "consumer: node pool 1+2=" << from_node << "\n";
-  return code == 0 && from_cpp == "3" && from_node == "3" ? 0 : 1;
+  return code == 0 && from_cpp == "3" && from_worker == "3" && from_node == "3" ? 0 : 1;
 }

@@ -27,6 +27,22 @@ namespace test {
 
 inline const std::string helper = CHILDPROC_TEST_HELPER;
 
+// Runs `io` one handler at a time until `pred` holds; false when `bound` passed first (a
+// generous upper bound, never a timing assertion).
+template <class Pred>
+bool run_until(asio::io_context& io, Pred pred,
+               std::chrono::seconds bound = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    io.run_one_for(std::chrono::milliseconds(50));
+    if (io.stopped())
+      io.restart();
+  }
+  return true;
+}
+
 // True under ASan or TSan (their runtimes reserve address space and hold freed memory).
 constexpr bool sanitized =
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -436,17 +436,7 @@ TEST_CASE("streams that do not exist are absent in spawn_sync's result, as Node'
 
 namespace {
 
-// Runs `io` until `pred` holds or `bound` passed; returns whether it holds.
-template <class Pred>
-bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds bound) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  while (!pred() && std::chrono::steady_clock::now() < deadline) {
-    io.run_one_for(std::chrono::milliseconds(50));
-    if (io.stopped())
-      io.restart();
-  }
-  return pred();
-}
+using test::run_until;
 
 } // namespace
 

@@ -45,19 +45,7 @@ auto into(task_result& r) {
   };
 }
 
-// Runs `io` until `pred` holds (false when the bound passed first).
-template <class Pred>
-bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds bound = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
-    io.run_one_for(50ms);
-    if (io.stopped())
-      io.restart();
-  }
-  return true;
-}
+using test::run_until;
 
 childproc::pool_options helper_pool(std::size_t workers = 1) {
   return {.program = test::helper,

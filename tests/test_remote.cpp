@@ -50,19 +50,7 @@ std::string find_in_path(const std::string& name) {
   return {};
 }
 
-// Runs `io` until `pred` holds (false when the bound passed first).
-template <class Pred>
-bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds bound = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
-    io.run_one_for(50ms);
-    if (io.stopped())
-      io.restart();
-  }
-  return true;
-}
+using test::run_until;
 
 // A child whose output is kept, and that is killed when the handle goes. What its handlers
 // record is shared with them: they may still run after the handle is gone (a test that failed
@@ -472,7 +460,12 @@ TEST_CASE("a result that arrives after destroy() leaves no reply stream behind",
   // redis-cli process: slow under load), so the check waits for the stream to be gone; the late
   // result must not have created it again after the DEL (before the fix it stayed for good).
   REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
-  CHECK(run_until(redis->io, [&] { return redis->cli({"EXISTS", reply_stream}) == "0"; }, 10s));
+  CHECK(run_until(
+      redis->io,
+      [&] {
+        return redis->cli({"EXISTS", reply_stream}) == "0";
+      },
+      10s));
   REQUIRE(agent.stop(redis->io));
   CHECK(agent.code == 0);
 }

@@ -10,6 +10,9 @@
 #include <hiredis/hiredis.h>
 
 #include <charconv>
+#include <csignal>
+#include <ctime>
+#include <pthread.h>
 #include <utility>
 
 namespace childproc::detail {
@@ -260,11 +263,39 @@ void redis_connection::arm(direction& d, boost::asio::posix::stream_descriptor::
                      });
 }
 
+namespace {
+
+bool sigpipe_pending() {
+  sigset_t pending;
+  ::sigpending(&pending);
+  return ::sigismember(&pending, SIGPIPE) == 1;
+}
+
+// hiredis writes with write(2): to a server that closed the connection (Redis 7 does after
+// refusing an unauthenticated command) that raises SIGPIPE, and the library never changes the
+// process's disposition. The signal is blocked in this thread for the write, and one that the
+// write raised is taken before the mask is restored; hiredis sees EPIPE.
+void handle_write_without_sigpipe(redisAsyncContext* context) {
+  sigset_t pipe_only, previous;
+  ::sigemptyset(&pipe_only);
+  ::sigaddset(&pipe_only, SIGPIPE);
+  const bool pending_before = sigpipe_pending();
+  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
+  redisAsyncHandleWrite(context);
+  if (!pending_before && sigpipe_pending()) {
+    const timespec now{};
+    ::sigtimedwait(&pipe_only, nullptr, &now);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+} // namespace
+
 void redis_connection::arm_read() {
   arm(read_, boost::asio::posix::stream_descriptor::wait_read, &redisAsyncHandleRead);
 }
 void redis_connection::arm_write() {
-  arm(write_, boost::asio::posix::stream_descriptor::wait_write, &redisAsyncHandleWrite);
+  arm(write_, boost::asio::posix::stream_descriptor::wait_write, &handle_write_without_sigpipe);
 }
 
 } // namespace childproc::detail

@@ -159,21 +159,22 @@ const std::vector<char*>& inherited_environment(const char*& path) {
     path = last.path;
     return last.variables;
   }
-  last.seen.clear();
-  last.variables.clear();
-  last.path = nullptr;
+  // Built aside and moved in whole: a throw leaves the previous snapshot as it was, never a
+  // half-built list without its nullptr.
+  snapshot fresh;
   std::unordered_set<std::string_view> names;
   for (std::size_t i = 0; i < n; ++i) {
     const char* eq = std::strchr(environ[i], '=');
     if (!eq || eq == environ[i] ||
         !names.insert({environ[i], static_cast<std::size_t>(eq - environ[i])}).second)
       continue;
-    last.variables.push_back(environ[i]);
+    fresh.variables.push_back(environ[i]);
     if (eq - environ[i] == 4 && std::strncmp(environ[i], "PATH", 4) == 0)
-      last.path = eq + 1;
+      fresh.path = eq + 1;
   }
-  last.variables.push_back(nullptr);
-  last.seen.assign(environ, environ + n); // last: a throw above leaves the snapshot invalid
+  fresh.variables.push_back(nullptr);
+  fresh.seen.assign(environ, environ + n);
+  last = std::move(fresh);
   path = last.path;
   return last.variables;
 }

@@ -15,6 +15,8 @@
 #include <hiredis/hiredis.h>
 
 #include <atomic>
+#include <cstdio>
+#include <random>
 #include <stdexcept>
 #include <unistd.h>
 #include <unordered_map>
@@ -42,6 +44,8 @@ public:
       return "the Redis server refused the credentials";
     case remote_errc::dead_lettered:
       return "the task was delivered max_attempts times without a result (dead-lettered)";
+    case remote_errc::reply_stream_lost:
+      return "the reply stream was gone from the Redis server with the task in flight";
     }
     return "unknown remote pool error";
   }
@@ -77,6 +81,8 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void start();
   void read_replies();
   void renew_expiry();
+  void on_expiry_renewed(std::error_code ec, redisReply* reply);
+  void open_reply_stream();
   void on_replies(std::error_code ec, redisReply* reply);
   void deliver(const remote_wire::entry& e);
   void finish(std::uint64_t id, boost::system::error_code ec, message result);
@@ -92,12 +98,20 @@ message error_message(std::string_view name, const std::string& text) {
   return message(boost::json::value{{"name", name}, {"message", text}});
 }
 
+// Host name and pid alone collide between containers that share a host name and all run as
+// pid 1: 64 random bits per process make the name unique.
 std::string unique_reply_stream() {
+  static const std::string process_tag = [] {
+    std::random_device entropy;
+    const std::uint64_t bits = (std::uint64_t{entropy()} << 32) ^ entropy();
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(bits));
+    return std::string(host) + ':' + std::to_string(::getpid()) + ':' + hex;
+  }();
   static std::atomic<std::uint64_t> counter{0};
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return "childproc:reply:" + std::string(host) + ':' + std::to_string(::getpid()) + ':' +
-         std::to_string(++counter);
+  return "childproc:reply:" + process_tag + ':' + std::to_string(++counter);
 }
 
 } // namespace
@@ -118,26 +132,54 @@ void remote_state::start() {
   // read; BUSYGROUP (it exists) is the usual answer.
   commands->command({"XGROUP", "CREATE", options.stream, options.group, "0", "MKSTREAM"},
                     [](std::error_code, redisReply*) {});
-  // The reply stream exists (empty) before the first task is sent: agents write results with
-  // NOMKSTREAM, so that a result arriving after destroy() (which deletes the stream) cannot
-  // create it again.
-  commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
-                    [](std::error_code, redisReply*) {});
+  open_reply_stream();
   expiry_timer = std::make_unique<boost::asio::steady_timer>(executor);
   renew_expiry();
   read_replies();
+}
+
+// The reply stream exists (empty) before the first task is sent: agents write results with
+// NOMKSTREAM, so that a result arriving after destroy() (which deletes the stream) cannot
+// create it again.
+void remote_state::open_reply_stream() {
+  commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
+                    [](std::error_code, redisReply*) {});
 }
 
 // A caller that dies leaves no stream behind: the server deletes it once it was not renewed
 // for reply_expiry (XADD and XDEL keep a key's expiry).
 void remote_state::renew_expiry() {
   commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
-                    [](std::error_code, redisReply*) {});
+                    [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
+                      if (auto self = weak.lock(); self && !self->closed)
+                        self->on_expiry_renewed(ec, reply);
+                    });
   expiry_timer->expires_after(options.reply_expiry / 3);
   expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
     if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
       self->renew_expiry();
   });
+}
+
+// PEXPIRE answers 0 when the stream is gone (it expired while this loop was stalled, or the
+// server lost it): results sent meanwhile were dropped (NOMKSTREAM), so the runs in flight fail
+// rather than wait for ever, and the stream is made again for the runs to come.
+void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply) {
+  if (ec)
+    return fail_all(ec, commands->error_text());
+  if (const auto text = remote_wire::error_text(reply); !text.empty())
+    return fail_all(make_error_code(remote_errc::server_error), "PEXPIRE: " + text);
+  if (reply == nullptr || reply->type != REDIS_REPLY_INTEGER || reply->integer != 0)
+    return;
+  open_reply_stream();
+  commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
+                    [](std::error_code, redisReply*) {});
+  auto lost = std::move(in_flight);
+  in_flight.clear();
+  for (auto& [id, done] : lost) {
+    ++counters.failed;
+    done->complete(make_error_code(remote_errc::reply_stream_lost), {});
+  }
 }
 
 void remote_state::read_replies() {
@@ -289,9 +331,12 @@ remote_pool::remote_pool(const boost::asio::any_io_executor& ex, remote_options 
   if (options.server.empty())
     throw std::system_error(make_error_code(errc::invalid_argument),
                             "remote_pool: remote_options::server is empty");
-  if (options.reply_expiry < std::chrono::milliseconds(3))
+  // Under a second, a loop busy for a moment loses the stream; over a day the timer's
+  // arithmetic is near its limits, and a dead caller's stream would stay too long to matter.
+  if (options.reply_expiry < std::chrono::seconds(1) ||
+      options.reply_expiry > std::chrono::hours(24))
     throw std::system_error(make_error_code(errc::invalid_argument),
-                            "remote_pool: remote_options::reply_expiry is under 3 ms");
+                            "remote_pool: remote_options::reply_expiry is outside 1 s .. 24 h");
   state_->executor = ex;
   state_->options = std::move(options);
   state_->reply_stream = detail::unique_reply_stream();

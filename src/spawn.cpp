@@ -9,8 +9,6 @@
 
 #include <boost/system/system_error.hpp>
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <csignal>

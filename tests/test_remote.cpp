@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -791,6 +792,60 @@ TEST_CASE("an agent without the server's credentials exits with a clear error", 
   CHECK(agent.code == 0);
 }
 
+// Before the fix: the worker's "env" task answered "s3cret": every worker (and whatever it
+// starts) inherited the agent's CHILDPROC_REDIS_PASSWORD.
+TEST_CASE("an agent's workers do not inherit the Redis password from its environment", "[remote]") {
+  auto redis = start_locked_server();
+  if (!redis)
+    return;
+  childproc::spawn_options with_password;
+  with_password.env = childproc::current_env();
+  (*with_password.env)["CHILDPROC_REDIS_PASSWORD"] = "s3cret";
+  watched_child agent(
+      redis->io, agent_program,
+      {"--server", redis->socket(), "--workers", "1", "--", test::helper, "pool-worker"},
+      std::move(with_password));
+  REQUIRE(run_until(redis->io,
+                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  INFO(agent.err);
+  REQUIRE_FALSE(agent.closed);
+  childproc::remote_options options{.server = redis->socket()};
+  options.password = "s3cret";
+  childproc::remote_pool pool(redis->io, options);
+  auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
+  pool.async_run(message("CHILDPROC_REDIS_PASSWORD"), childproc::run_options{.name = "env"},
+                 [got](boost::system::error_code ec, message m) { got->emplace(ec, m); });
+  REQUIRE(run_until(
+      redis->io, [&] { return got->has_value(); }, 30s));
+  REQUIRE(!(*got)->first);
+  REQUIRE((*got)->second.is_json());
+  CHECK(boost::json::serialize((*got)->second.json()) == "null");
+  REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 0);
+}
+
+// Before the fix: the agent ran (code 0 at its stop) without AUTH, its empty password file
+// silently ignored; the server's refusal came later and said nothing of the file.
+TEST_CASE("an agent refuses a password file whose first line is empty", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  temp_dir dir;
+  const std::string password_file = dir.path + "/password";
+  std::ofstream(password_file) << "\nsecond line\n";
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--password-file", password_file, "--",
+                       test::helper, "pool-worker"});
+  REQUIRE(run_until(
+      redis->io, [&] { return agent.closed || agent.out.find("ready") != std::string::npos; },
+      30s));
+  if (!agent.closed)
+    REQUIRE(agent.stop(redis->io));
+  CHECK(agent.code == 64);
+  INFO(agent.err);
+  CHECK(agent.err.find("has an empty first line") != std::string::npos);
+}
+
 // Before the fix: "run_until(... XPENDING ... == 0 ...)" failed after 20 s: the cancel stayed at
 // the caller, and the worker ran its "cancellable" task on (it gives up after 30 s).
 TEST_CASE("a remote run cancelled at the caller is cancelled on the agent that runs it",
@@ -859,14 +914,14 @@ TEST_CASE("a remote run cancelled before an agent read it is never run", "[remot
 }
 
 // Runs by name only (hidden): a caller that lives until it is killed, on the server of
-// $CHILDPROC_TEST_REDIS_SOCKET, with a reply stream expiring after 600 ms unless renewed. It
+// $CHILDPROC_TEST_REDIS_SOCKET, with a reply stream expiring after 1 s unless renewed. It
 // prints its reply stream's name. The test below runs and kills it.
 TEST_CASE("a remote caller that runs until killed", "[.][remote-caller]") {
   const char* server = std::getenv("CHILDPROC_TEST_REDIS_SOCKET");
   REQUIRE(server != nullptr);
   asio::io_context io;
   childproc::remote_options options{.server = server};
-  options.reply_expiry = 600ms;
+  options.reply_expiry = 1s;
   childproc::remote_pool pool(io, options);
   std::cout << "reply " << pool.reply_stream() << std::endl;
   for (;;)
@@ -895,7 +950,7 @@ TEST_CASE("a caller that dies leaves no reply stream behind once its expiry pass
   REQUIRE_FALSE(caller.closed);
   REQUIRE(run_until(redis->io, [&] { return redis->cli({"EXISTS", stream}) == "1"; }));
   // Alive for several expiries: renewed, still there.
-  redis->io.run_for(2s);
+  redis->io.run_for(3s);
   CHECK(redis->cli({"EXISTS", stream}) == "1");
   REQUIRE(caller.stop(redis->io, SIGKILL));
   REQUIRE(run_until(
@@ -956,4 +1011,78 @@ TEST_CASE("a long task keeps its claim while it runs past the claim idle time", 
   CHECK(tasks_of(*holder) == 1);
   CHECK(tasks_of(*idle) == 0);
   CHECK(pool.stats().stray_replies == 0);
+}
+
+// Before the fix: the run never completed (run_until failed after 30 s): PEXPIRE's 0 was
+// ignored, the agent's result was dropped (NOMKSTREAM on a stream that was gone) and the pool's
+// XREAD waited for ever.
+TEST_CASE("a reply stream gone from the server fails the runs in flight and is made again",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "only");
+  childproc::remote_options options{.server = redis->socket()};
+  CHECK_THROWS_AS(
+      childproc::remote_pool(redis->io, {.server = redis->socket(), .reply_expiry = 999ms}),
+      std::system_error);
+  CHECK_THROWS_AS(
+      childproc::remote_pool(redis->io, {.server = redis->socket(), .reply_expiry = 25h}),
+      std::system_error);
+  options.reply_expiry = 1s;
+  childproc::remote_pool pool(redis->io, options);
+  auto run = [&](int ms) {
+    auto got = std::make_shared<std::optional<boost::system::error_code>>();
+    pool.async_run(message(ms), childproc::run_options{.name = "async_sleep"},
+                   [got](boost::system::error_code ec, message) { got->emplace(ec); });
+    return got;
+  };
+  auto first = run(10);
+  REQUIRE(run_until(
+      redis->io, [&] { return first->has_value(); }, 30s));
+  CHECK(!**first);
+  // Longer than a renewal period (a third of a second): the stream is found gone mid-run.
+  auto lost = run(1500);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 2; }));
+  CHECK(redis->cli({"DEL", pool.reply_stream()}) == "1");
+  REQUIRE(run_until(
+      redis->io, [&] { return lost->has_value(); }, 30s));
+  CHECK(**lost == make_error_code(remote_errc::reply_stream_lost));
+  // Made again (the XADD may still be on its way when the run fails).
+  CHECK(run_until(redis->io, [&] { return redis->cli({"EXISTS", pool.reply_stream()}) == "1"; }));
+  auto after = run(10);
+  REQUIRE(run_until(
+      redis->io, [&] { return after->has_value(); }, 30s));
+  CHECK(!**after);
+  REQUIRE(agent->stop(redis->io));
+}
+
+// Before the fix: "orphan" completed last (at 40): the busy agent dropped every claim that came
+// while it was full, and under a steady backlog it was always full.
+TEST_CASE("a busy agent claims a dead agent's task under a steady backlog", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto order = std::make_shared<std::vector<std::string>>();
+  auto run = [&](const std::string& key, int ms) {
+    pool.async_run(message(ms), childproc::run_options{.name = "async_sleep"},
+                   [order, key](boost::system::error_code ec, message) {
+                     order->push_back(ec ? "error" : key);
+                   });
+  };
+  auto dead = start_agent(*redis, "dead");
+  run("orphan", 2000);
+  REQUIRE(run_until(redis->io, [&] { return started_by(*dead) == 1; }));
+  REQUIRE(dead->stop(redis->io, SIGKILL));
+  for (int i = 0; i < 40; ++i)
+    run("backlog", 150);
+  // Queued before it starts: it is full from its first read on.
+  auto busy = start_agent(*redis, "busy");
+  REQUIRE(run_until(
+      redis->io, [&] { return order->size() == 41; }, 60s));
+  const auto orphan_at = std::find(order->begin(), order->end(), "orphan") - order->begin();
+  CHECK(std::count(order->begin(), order->end(), "error") == 0);
+  CHECK(orphan_at < 40);
+  REQUIRE(busy->stop(redis->io));
 }

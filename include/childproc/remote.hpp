@@ -46,6 +46,10 @@ enum class remote_errc {
   /// The task was delivered more than the agents' --max-attempts times without a result (its
   /// agents died holding it): it was moved to the dead-letter stream "<stream>:dead".
   dead_lettered,
+  /// The reply stream was gone from the server while the task was in flight (it expired while
+  /// the caller's loop was stalled for longer than reply_expiry, or the server lost it): its
+  /// result may have been dropped. The pool creates the stream again; later runs are unaffected.
+  reply_stream_lost,
 };
 
 /// The category of remote_errc.
@@ -74,7 +78,8 @@ struct remote_options {
   std::string password{};
   /// The reply stream's expiry: it is renewed every third of it while the pool lives, so the
   /// stream of a caller that died without destroy() is deleted by the server after at most
-  /// this. Default: one minute.
+  /// this. From one second to 24 hours (the constructor throws errc::invalid_argument outside
+  /// them). Default: one minute.
   std::chrono::milliseconds reply_expiry = std::chrono::minutes(1);
 };
 

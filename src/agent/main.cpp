@@ -96,6 +96,10 @@ std::string first_line_of(const std::string& path) {
     usage("cannot read the password file " + path);
   if (!line.empty() && line.back() == '\r')
     line.pop_back();
+  // An empty first line is a mistake (a file truncated or not written yet), never "no password":
+  // falling back to the environment or to no AUTH would hide it.
+  if (line.empty())
+    usage("the password file " + path + " has an empty first line");
   return line;
 }
 
@@ -139,6 +143,9 @@ agent_options parse(int argc, char** argv) {
   if (const char* password = std::getenv("CHILDPROC_REDIS_PASSWORD");
       password != nullptr && o.credentials.password.empty())
     o.credentials.password = password;
+  // The workers (and whatever they start) inherit the agent's environment: the password stays
+  // with the agent.
+  ::unsetenv("CHILDPROC_REDIS_PASSWORD");
   if (i + 1 >= argc)
     usage("the worker program is missing (after --)");
   o.program = argv[i + 1];
@@ -281,7 +288,9 @@ private:
   }
 
   void claim_idle_entries() {
-    claim_wanted_ = reading_; // taken when the read ends
+    // Kept when it cannot run now: taken when the read ends or a slot frees (read_more), so a
+    // steady backlog cannot starve a dead agent's entries.
+    claim_wanted_ = reading_ || in_flight_ >= capacity_;
     if (reading_ || claiming_ || stopping_ || in_flight_ >= capacity_)
       return;
     claiming_ = true;
@@ -490,7 +499,7 @@ private:
   boost::asio::steady_timer claim_timer_;
   std::set<std::string> held_; // entries this agent runs (not acknowledged yet)
   bool claiming_ = false;
-  bool claim_wanted_ = false;        // a claim came during a read
+  bool claim_wanted_ = false;        // a claim came while reading or full
   std::string claim_cursor_ = "0-0"; // where the next XAUTOCLAIM scan starts
   std::shared_ptr<redis_connection> reader_, writer_, control_;
   struct running {

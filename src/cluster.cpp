@@ -203,6 +203,8 @@ void cluster_state::attach(const std::shared_ptr<cluster_worker_state>& w) {
       if (!self || !w)
         return;
       w->connected = false;
+      // round_robin: whoever disconnected (the worker itself too), no more connections for it.
+      self->scheduler->worker_gone(w->id);
       if (!w->unreported)
         self->on_disconnect.emit(cluster_worker(w));
     });

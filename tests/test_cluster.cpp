@@ -1350,3 +1350,29 @@ TEST_CASE("round_robin spreads connections within 20% of even over its workers",
   }
   shut_down(io, c);
 }
+
+// Before the fix: "l->errors == 0" failed: the primary's on_disconnect left the worker on
+// round_robin's free list, and every other connection was handed to a channel that was gone
+// (closed unanswered) until the worker exited.
+TEST_CASE("round_robin hands no connection to a worker that disconnected its own channel",
+          "[cluster][load]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::round_robin, 2));
+  recorded r;
+  start_listening(io, c, r, 2);
+  auto workers = c.workers();
+  REQUIRE(workers.size() == 2);
+  const pid_t staying = workers[1].pid().value_or(0);
+  workers[0].send(boost::json::value{{"disconnect-self", 20000}});
+  REQUIRE(run_until(io, [&] { return has(r, "disconnect 1"); }));
+  auto l = std::make_shared<load>(io, c.endpoint(), 40, 1);
+  l->close_each = true;
+  bool done = false;
+  l->on_done = [&] { done = true; };
+  l->start();
+  REQUIRE(run_until(io, done));
+  CHECK(l->errors == 0);
+  CHECK(l->per_pid.size() == 1);
+  CHECK(l->per_pid[staying] == 40);
+  // The destructor kills both (worker 1 would hold on for 20 s).
+}

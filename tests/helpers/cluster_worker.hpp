@@ -4,7 +4,7 @@
 //   /block/MS    sleeps MS milliseconds (blocking the worker), then the pid
 //   /leak/MB     allocates and touches MB MiB kept until exit, then the pid
 //   /exit        exits with code 1 at once, without answering
-// and sends back every user message of its channel.
+// and sends back every user message of its channel but {"disconnect-self": MS} (below).
 #pragma once
 
 #include <childproc/cluster.hpp>
@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 
@@ -95,9 +96,18 @@ inline int serve(const char* address, const char* port) {
                                                    static_cast<unsigned short>(std::atoi(port))));
   accept(listener);
   // User messages come back as they are; the cluster's own ({"cc": ...}) are not answered.
+  // {"disconnect-self": MS} disconnects the channel from this side (Node's process.disconnect()
+  // in a worker) and keeps the process alive MS milliseconds more.
   auto primary = childproc::cluster::channel(io);
-  primary.on_message([primary](const childproc::message& m) mutable {
-    if (!(m.is_json() && m.json().is_object() && m.json().as_object().contains("cc")))
+  asio::steady_timer hold(io);
+  primary.on_message([primary, &hold](const childproc::message& m) mutable {
+    const auto* o = m.is_json() && m.json().is_object() ? &m.json().as_object() : nullptr;
+    if (o && o->contains("disconnect-self")) {
+      hold.expires_after(std::chrono::milliseconds(o->at("disconnect-self").to_number<int>()));
+      hold.async_wait([](boost::system::error_code) {});
+      return primary.disconnect();
+    }
+    if (!(o && o->contains("cc")))
       primary.send(m);
   });
   io.run();

@@ -77,6 +77,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   remote_stats counters;
   bool closed = false;
   std::unique_ptr<boost::asio::steady_timer> expiry_timer;
+  bool renewing = false; // a PEXPIRE is unanswered
 
   void start();
   void read_replies();
@@ -99,19 +100,21 @@ message error_message(std::string_view name, const std::string& text) {
 }
 
 // Host name and pid alone collide between containers that share a host name and all run as
-// pid 1: 64 random bits per process make the name unique.
+// pid 1: 64 random bits drawn once make the name unique. The pid is read at each call: a child
+// forked after a first pool shares the bits and the counter, never the pid.
 std::string unique_reply_stream() {
-  static const std::string process_tag = [] {
+  static const std::string random_tag = [] {
     std::random_device entropy;
     const std::uint64_t bits = (std::uint64_t{entropy()} << 32) ^ entropy();
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(bits));
-    return std::string(host) + ':' + std::to_string(::getpid()) + ':' + hex;
+    return std::string(hex);
   }();
   static std::atomic<std::uint64_t> counter{0};
-  return "childproc:reply:" + process_tag + ':' + std::to_string(++counter);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return "childproc:reply:" + std::string(host) + ':' + std::to_string(::getpid()) + ':' +
+         random_tag + ':' + std::to_string(++counter);
 }
 
 } // namespace
@@ -149,11 +152,18 @@ void remote_state::open_reply_stream() {
 // A caller that dies leaves no stream behind: the server deletes it once it was not renewed
 // for reply_expiry (XADD and XDEL keep a key's expiry).
 void remote_state::renew_expiry() {
-  commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
-                    [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
-                      if (auto self = weak.lock(); self && !self->closed)
-                        self->on_expiry_renewed(ec, reply);
-                    });
+  // One renewal at a time: two answering 0 would make the stream twice and fail runs sent to
+  // the stream made by the first.
+  if (!renewing) {
+    renewing = true;
+    commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
+                      [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
+                        if (auto self = weak.lock(); self && !self->closed) {
+                          self->renewing = false;
+                          self->on_expiry_renewed(ec, reply);
+                        }
+                      });
+  }
   expiry_timer->expires_after(options.reply_expiry / 3);
   expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
     if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
@@ -167,8 +177,13 @@ void remote_state::renew_expiry() {
 void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply) {
   if (ec)
     return fail_all(ec, commands->error_text());
-  if (const auto text = remote_wire::error_text(reply); !text.empty())
-    return fail_all(make_error_code(remote_errc::server_error), "PEXPIRE: " + text);
+  // A refusal (NOPERM: the ACL lacks PEXPIRE) lasts: the pool fails. Other errors (BUSY,
+  // LOADING, READONLY during a fail-over) pass: the next renewal tries again.
+  if (const auto text = remote_wire::error_text(reply); !text.empty()) {
+    if (text.rfind("NOPERM", 0) == 0)
+      fail_all(make_error_code(remote_errc::server_error), "PEXPIRE: " + text);
+    return;
+  }
   if (reply == nullptr || reply->type != REDIS_REPLY_INTEGER || reply->integer != 0)
     return;
   open_reply_stream();

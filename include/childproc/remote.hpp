@@ -97,9 +97,9 @@ struct remote_stats {
 /// childproc::pool's: the worker's result, or the local pool's error as the agent's pool reported
 /// it (errc::task_failed with the worker's error message, worker_died, timed_out, unknown_task),
 /// or remote_errc::server_unreachable / connection_lost / server_error / payload_too_large /
-/// auth_failed / dead_lettered, errc::pool_closed after destroy(), asio::error::operation_aborted
-/// when cancelled (at once; the agent running the task is told to cancel it, and writes no result).
-/// Completions never run inside async_run.
+/// auth_failed / dead_lettered / reply_stream_lost, errc::pool_closed after destroy(),
+/// asio::error::operation_aborted when cancelled (at once; the agent running the task is told to
+/// cancel it, and writes no result). Completions never run inside async_run.
 ///
 /// Each remote_pool has its own reply stream (removed by destroy()). Use it from its executor's
 /// thread; its Redis connections are driven by that executor (no thread of its own).

@@ -39,6 +39,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <iostream>
@@ -140,12 +141,15 @@ agent_options parse(int argc, char** argv) {
   }
   if (o.server.empty())
     usage("--server is required");
-  if (const char* password = std::getenv("CHILDPROC_REDIS_PASSWORD");
-      password != nullptr && o.credentials.password.empty())
-    o.credentials.password = password;
-  // The workers (and whatever they start) inherit the agent's environment: the password stays
-  // with the agent.
-  ::unsetenv("CHILDPROC_REDIS_PASSWORD");
+  // The workers (and whatever they start) inherit the agent's environment, and could read
+  // /proc/<agent>/environ, which shows the strings the process started with: the value is
+  // zeroed where it lies, then the variable removed.
+  if (char* password = std::getenv("CHILDPROC_REDIS_PASSWORD"); password != nullptr) {
+    if (o.credentials.password.empty())
+      o.credentials.password = password;
+    ::explicit_bzero(password, std::strlen(password));
+    ::unsetenv("CHILDPROC_REDIS_PASSWORD");
+  }
   if (i + 1 >= argc)
     usage("the worker program is missing (after --)");
   o.program = argv[i + 1];

@@ -346,8 +346,8 @@ remote_pool::remote_pool(const boost::asio::any_io_executor& ex, remote_options 
   if (options.server.empty())
     throw std::system_error(make_error_code(errc::invalid_argument),
                             "remote_pool: remote_options::server is empty");
-  // Under a second, a loop busy for a moment loses the stream; over a day the timer's
-  // arithmetic is near its limits, and a dead caller's stream would stay too long to matter.
+  // Under a second, a loop busy for a moment loses the stream; a huge value overflows the
+  // timer's nanoseconds, and over a day a dead caller's stream would stay too long to matter.
   if (options.reply_expiry < std::chrono::seconds(1) ||
       options.reply_expiry > std::chrono::hours(24))
     throw std::system_error(make_error_code(errc::invalid_argument),

@@ -90,6 +90,11 @@ struct watched_child {
   }
   watched_child(const watched_child&) = delete;
   watched_child& operator=(const watched_child&) = delete;
+  // Runs `io` until the child printed "ready" or closed; false when neither came in time.
+  bool wait_ready(asio::io_context& io, std::chrono::seconds bound = 60s) {
+    return run_until(
+        io, [&] { return closed || out.find("ready") != std::string::npos; }, bound);
+  }
   // Stops the child with `sig` and runs `io` until it closed.
   bool stop(asio::io_context& io, int sig = SIGTERM) {
     if (!closed)
@@ -204,11 +209,26 @@ std::unique_ptr<watched_child> start_agent(redis_fixture& redis, const std::stri
   args.insert(args.end(), extra.begin(), extra.end());
   args.insert(args.end(), {"--", test::helper, "pool-worker"});
   auto agent = std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
-  REQUIRE(run_until(
-      redis.io, [&] { return agent->closed || agent->out.find("ready") != std::string::npos; }));
+  REQUIRE(agent->wait_ready(redis.io));
   INFO(agent->err);
   REQUIRE_FALSE(agent->closed);
   return agent;
+}
+
+// Runs one task on `pool` and runs `io` until it completed (30 s at most): its completion, or
+// nothing when it did not come in time.
+std::optional<std::pair<boost::system::error_code, message>> run_one(asio::io_context& io,
+                                                                     childproc::remote_pool& pool,
+                                                                     message task,
+                                                                     childproc::run_options run) {
+  // Shared with the handler: a run that did not complete may complete after this frame.
+  auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
+  pool.async_run(std::move(task), std::move(run), [got](boost::system::error_code ec, message m) {
+    got->emplace(ec, std::move(m));
+  });
+  run_until(
+      io, [&] { return got->has_value(); }, 30s);
+  return *got;
 }
 
 // How many tasks an agent has started so far (its --log-tasks lines).
@@ -730,8 +750,7 @@ TEST_CASE("a remote pool with the server's credentials runs its tasks and fails 
   watched_child agent(redis->io, agent_program,
                       {"--server", redis->socket(), "--user", "alice", "--password-file",
                        password_file, "--workers", "1", "--", test::helper, "pool-worker"});
-  REQUIRE(run_until(redis->io,
-                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  REQUIRE(agent.wait_ready(redis->io));
   INFO(agent.err);
   REQUIRE_FALSE(agent.closed);
   auto sum_with = [&](std::string user, std::string password) {
@@ -739,13 +758,10 @@ TEST_CASE("a remote pool with the server's credentials runs its tasks and fails 
     options.user = std::move(user);
     options.password = std::move(password);
     childproc::remote_pool pool(redis->io, options);
-    auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
-    pool.async_run(message(boost::json::value{{"a", 2}, {"b", 3}}),
-                   childproc::run_options{.name = "sum"},
-                   [got](boost::system::error_code ec, message m) { got->emplace(ec, m); });
-    REQUIRE(run_until(
-        redis->io, [&] { return got->has_value(); }, 30s));
-    return **got;
+    const auto got = run_one(redis->io, pool, message(boost::json::value{{"a", 2}, {"b", 3}}),
+                             childproc::run_options{.name = "sum"});
+    REQUIRE(got.has_value());
+    return *got;
   };
   const auto as_default = sum_with("", "s3cret");
   CHECK(!as_default.first);
@@ -785,8 +801,7 @@ TEST_CASE("an agent without the server's credentials exits with a clear error", 
   watched_child agent(redis->io, agent_program,
                       {"--server", redis->socket(), "--", test::helper, "pool-worker"},
                       std::move(with_password));
-  REQUIRE(run_until(redis->io,
-                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  REQUIRE(agent.wait_ready(redis->io));
   INFO(agent.err);
   CHECK_FALSE(agent.closed);
   REQUIRE(agent.stop(redis->io));
@@ -806,21 +821,18 @@ TEST_CASE("an agent's workers do not inherit the Redis password from its environ
       redis->io, agent_program,
       {"--server", redis->socket(), "--workers", "1", "--", test::helper, "pool-worker"},
       std::move(with_password));
-  REQUIRE(run_until(redis->io,
-                    [&] { return agent.closed || agent.out.find("ready") != std::string::npos; }));
+  REQUIRE(agent.wait_ready(redis->io));
   INFO(agent.err);
   REQUIRE_FALSE(agent.closed);
   childproc::remote_options options{.server = redis->socket()};
   options.password = "s3cret";
   childproc::remote_pool pool(redis->io, options);
-  auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
-  pool.async_run(message("CHILDPROC_REDIS_PASSWORD"), childproc::run_options{.name = "env"},
-                 [got](boost::system::error_code ec, message m) { got->emplace(ec, m); });
-  REQUIRE(run_until(
-      redis->io, [&] { return got->has_value(); }, 30s));
-  REQUIRE(!(*got)->first);
-  REQUIRE((*got)->second.is_json());
-  CHECK(boost::json::serialize((*got)->second.json()) == "null");
+  const auto got = run_one(redis->io, pool, message("CHILDPROC_REDIS_PASSWORD"),
+                           childproc::run_options{.name = "env"});
+  REQUIRE(got.has_value());
+  REQUIRE(!got->first);
+  REQUIRE(got->second.is_json());
+  CHECK(boost::json::serialize(got->second.json()) == "null");
   // Nor can a worker read it in the agent's /proc/<pid>/environ (the strings it started with).
   std::ifstream environ_file("/proc/" + std::to_string(agent.child.pid().value_or(0)) + "/environ");
   const std::string environ_text((std::istreambuf_iterator<char>(environ_file)),
@@ -843,9 +855,7 @@ TEST_CASE("an agent refuses a password file whose first line is empty", "[remote
   watched_child agent(redis->io, agent_program,
                       {"--server", redis->socket(), "--password-file", password_file, "--",
                        test::helper, "pool-worker"});
-  REQUIRE(run_until(
-      redis->io, [&] { return agent.closed || agent.out.find("ready") != std::string::npos; },
-      30s));
+  REQUIRE(agent.wait_ready(redis->io, 30s));
   if (!agent.closed)
     REQUIRE(agent.stop(redis->io));
   CHECK(agent.code == 64);

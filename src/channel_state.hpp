@@ -145,6 +145,7 @@ private:
 // The library's access to the state behind a channel handle.
 struct channel_access {
   static channel_state* state(const channel& ch) noexcept { return ch.state_.get(); }
+  static std::weak_ptr<channel_state> weak(const channel& ch) noexcept { return ch.state_; }
 };
 
 } // namespace childproc::detail

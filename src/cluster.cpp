@@ -236,7 +236,7 @@ void cluster_state::control_message(const std::shared_ptr<cluster_worker_state>&
   if (*kind == "online")
     return on_online.emit(cluster_worker(w));
   if (*kind != "listening")
-    return scheduler->worker_control(w->id, *kind);
+    return scheduler->worker_control(w->id, o);
   boost::system::error_code ec;
   const auto* address = o.contains("address") ? o.at("address").if_string() : nullptr;
   const auto* port = o.contains("port") ? o.at("port").if_int64() : nullptr;

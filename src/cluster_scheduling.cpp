@@ -16,6 +16,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <mutex>
 
 #include <cerrno>
 #include <cstdlib>
@@ -24,6 +25,7 @@
 #include <netinet/in.h>
 #include <sstream>
 #include <sys/socket.h>
+#include <unistd.h>
 
 namespace childproc::detail {
 namespace {
@@ -95,9 +97,11 @@ private:
 };
 
 // round_robin: the primary accepts and hands each connection to a free worker over its channel
-// (the descriptor with {"cc":"conn"}). A worker is free again once it acknowledged the last one
-// ({"cc":"accepted"}): one connection in flight per worker, as Node's RoundRobinHandle. The
-// connections accepted while no worker is free wait in the primary, in arrival order.
+// (a copy of the descriptor with {"cc":"conn"}). A worker is free again once it answered the
+// last one ({"cc":"accepted","taken":bool}): one connection in flight per worker, as Node's
+// RoundRobinHandle. The primary keeps its own descriptor until then, so that a connection no
+// listener of the worker took (all closed) goes to the next free worker. The connections
+// accepted while no worker is free wait in the primary, in arrival order.
 class round_robin_scheduler final : public primary_scheduler {
   struct core : std::enable_shared_from_this<core> {
     explicit core(const asio::any_io_executor& ex) : acceptor(ex), retry(ex) {}
@@ -106,25 +110,49 @@ class round_robin_scheduler final : public primary_scheduler {
     std::deque<tcp::socket> queued;
     std::map<unsigned, childproc::channel> all; // the listening workers, by id
     std::deque<unsigned> free;                  // those with no connection in flight
+    std::map<unsigned, tcp::socket> in_flight;  // handed over, not answered yet
+    tcp protocol = tcp::v4();                   // of the endpoint
 
     void accept_next() {
-      acceptor.async_accept(
-          [self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
-            if (ec == asio::error::operation_aborted || !self->acceptor.is_open())
-              return;
-            if (!ec) {
-              self->queued.push_back(std::move(socket));
-              self->distribute();
-            }
-            if (!ec || ec == asio::error::connection_aborted)
-              return self->accept_next();
-            // EMFILE and the like: wait a moment rather than spin.
-            self->retry.expires_after(std::chrono::milliseconds(50));
-            self->retry.async_wait([self](boost::system::error_code wait) {
-              if (!wait && self->acceptor.is_open())
-                self->accept_next();
-            });
-          });
+      acceptor.async_wait(tcp::acceptor::wait_read,
+                          [self = shared_from_this()](boost::system::error_code ec) {
+                            if (ec == asio::error::operation_aborted || !self->acceptor.is_open())
+                              return;
+                            if (!ec)
+                              ec = self->accept_ready();
+                            if (!ec)
+                              return self->accept_next();
+                            // EMFILE and the like: wait a moment rather than spin.
+                            self->retry.expires_after(std::chrono::milliseconds(50));
+                            self->retry.async_wait([self](boost::system::error_code wait) {
+                              if (!wait && self->acceptor.is_open())
+                                self->accept_next();
+                            });
+                          });
+    }
+    // Accepts what is pending: close-on-exec (a launch elsewhere in the process must not
+    // inherit it) and above the stdio numbers (a worker's stdio would take fd 0-2 for its own).
+    boost::system::error_code accept_ready() {
+      for (int n = 0; n < 64; ++n) { // then the next wait: a flood does not hold the loop
+        const int fd = posix::above_stdio(
+            ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (fd < 0) {
+          if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR ||
+              errno == EPROTO)
+            return {};
+          return {errno, boost::system::system_category()};
+        }
+        boost::system::error_code ec;
+        tcp::socket socket(acceptor.get_executor());
+        socket.assign(protocol, fd, ec);
+        if (ec) {
+          ::close(fd);
+          continue;
+        }
+        queued.push_back(std::move(socket));
+        distribute();
+      }
+      return {};
     }
     void distribute() {
       while (!queued.empty() && !free.empty()) {
@@ -137,7 +165,7 @@ class round_robin_scheduler final : public primary_scheduler {
     void handoff(unsigned id) {
       const auto worker = all.find(id);
       if (worker == all.end())
-        return; // disconnected or gone meanwhile
+        return; // disconnected, gone, or its listeners closed meanwhile
       if (queued.empty()) {
         if (std::find(free.begin(), free.end(), id) == free.end())
           free.push_back(id);
@@ -145,9 +173,31 @@ class round_robin_scheduler final : public primary_scheduler {
       }
       auto socket = std::move(queued.front());
       queued.pop_front();
-      // The channel owns the descriptor from here; a send that fails (the worker disconnected
-      // meanwhile) closes it: that connection is lost with the worker, as in Node.
-      worker->second.send(control_message("conn"), owned_fd::from(std::move(socket)));
+      // The channel owns the copy it sends (closed once sent, or if the worker is gone).
+      std::error_code ec;
+      auto copy = owned_fd::duplicate(socket.native_handle(), ec);
+      if (ec) // no descriptor to spare: the only one goes, lost if no listener takes it
+        return void(
+            worker->second.send(control_message("conn"), owned_fd::from(std::move(socket))));
+      in_flight.insert_or_assign(id, std::move(socket));
+      worker->second.send(control_message("conn"), std::move(copy));
+    }
+    // The worker's answer for its connection in flight: taken (the primary's copy closes), or
+    // not (it goes to the next free worker); the worker is free again.
+    void answered(unsigned id, bool taken) {
+      if (const auto it = in_flight.find(id); it != in_flight.end()) {
+        if (!taken)
+          queued.push_front(std::move(it->second));
+        in_flight.erase(it);
+      }
+      handoff(id);
+      distribute();
+    }
+    // The worker takes no more connections. One in flight to it is still answered (the answer
+    // follows on the channel), so in_flight keeps it.
+    void stop_handing(unsigned id) {
+      all.erase(id);
+      free.erase(std::remove(free.begin(), free.end(), id), free.end());
     }
   };
 
@@ -157,13 +207,17 @@ public:
   tcp::endpoint open(const tcp::endpoint& requested, int backlog, std::error_code& ec) override {
     auto fd = bound_socket(requested, false, backlog, ec);
     boost::system::error_code bec;
+    core_->protocol = requested.protocol();
     if (!ec)
       core_->acceptor.assign(requested.protocol(), fd.get(), bec);
+    if (!ec && !bec)
+      fd.release();
+    if (!ec && !bec)
+      core_->acceptor.non_blocking(true, bec);
     if (bec)
       ec = bec;
     if (ec)
       return {};
-    fd.release();
     const auto at = local_endpoint_of(core_->acceptor.native_handle(), ec);
     if (!ec)
       core_->accept_next();
@@ -174,13 +228,21 @@ public:
     if (core_->all.emplace(id, ch).second)
       core_->handoff(id);
   }
-  void worker_control(unsigned id, std::string_view kind) override {
-    if (kind == "accepted")
-      core_->handoff(id);
+  void worker_control(unsigned id, const boost::json::object& o) override {
+    const auto* kind = o.at("cc").if_string();
+    if (*kind == "accepted") {
+      const auto* taken = o.if_contains("taken");
+      // An answer without "taken" (an older worker) took it.
+      core_->answered(id, !taken || !taken->is_bool() || taken->get_bool());
+    } else if (*kind == "close") {
+      core_->stop_handing(id);
+    }
   }
+  // Whether it took the connection in flight is unknown: the primary's copy closes (the
+  // worker's, if it has one, keeps the connection open).
   void worker_gone(unsigned id) override {
-    core_->all.erase(id);
-    core_->free.erase(std::remove(core_->free.begin(), core_->free.end(), id), core_->free.end());
+    core_->stop_handing(id);
+    core_->in_flight.erase(id);
   }
   void close() noexcept override {
     boost::system::error_code ignored;
@@ -189,6 +251,7 @@ public:
     core_->queued.clear();
     core_->all.clear();
     core_->free.clear();
+    core_->in_flight.clear();
   }
 
 private:
@@ -197,72 +260,115 @@ private:
 
 // A round_robin worker's listener: the connections the primary handed over, in order. After
 // stop() it still hands out those that had arrived, then fails with operation_aborted.
+// take() runs in the channel's handler and accept() in the user's accept loop: with io.run() on
+// several threads they meet, so the state is under a mutex, and completions (which post) run
+// after unlocking.
 class handed_listener final : public cluster_listener_state,
                               public std::enable_shared_from_this<handed_listener> {
+  using accept_completion = completion<boost::system::error_code, tcp::socket>;
+
 public:
   handed_listener(const asio::any_io_executor& ex, const tcp::endpoint& ep)
       : executor_(ex), endpoint_(ep) {}
 
-  void accept(std::unique_ptr<completion<boost::system::error_code, tcp::socket>> done) override {
+  void accept(std::unique_ptr<accept_completion> done) override {
+    std::unique_lock lock(mutex_);
     if (!ready_.empty()) {
       auto socket = std::move(ready_.front());
       ready_.pop_front();
+      lock.unlock();
       return done->complete({}, std::move(socket));
     }
+    boost::system::error_code refused;
     if (closed_ || stopped_)
-      return done->complete(asio::error::operation_aborted, tcp::socket(executor_));
-    if (waiting_) // one accept at a time, as an acceptor's accept loop makes them
-      return done->complete(asio::error::already_started, tcp::socket(executor_));
-    auto slot = done->cancellation_slot();
-    waiting_ = std::move(done);
-    // Posted: completing clears the slot, which must not happen inside its own handler.
-    if (slot.is_connected())
-      slot.assign([weak = weak_from_this(), serial = ++serial_](asio::cancellation_type) {
+      refused = asio::error::operation_aborted;
+    else if (waiting_) // one accept at a time, as an acceptor's accept loop makes them
+      refused = asio::error::already_started;
+    if (refused) {
+      lock.unlock();
+      return done->complete(refused, tcp::socket(executor_));
+    }
+    // Assigned before waiting_ is published (under the lock): a take() on another thread
+    // completes it, which clears the slot. Posted: completing must not happen inside the
+    // slot's own handler.
+    const unsigned serial = ++serial_; // every accept's own, slot or not
+    if (auto slot = done->cancellation_slot(); slot.is_connected())
+      slot.assign([weak = weak_from_this(), serial](asio::cancellation_type) {
         if (auto self = weak.lock())
           asio::post(self->executor_, [weak, serial] {
-            if (auto self = weak.lock(); self && self->serial_ == serial)
-              self->fail_waiting();
+            if (auto self = weak.lock())
+              self->fail_waiting(serial);
           });
       });
+    waiting_ = std::move(done);
   }
   bool take(owned_fd& fd) override {
+    std::unique_lock lock(mutex_);
     if (closed_ || stopped_)
       return false;
     std::error_code ec;
     auto socket = adopt<tcp::socket>(executor_, std::move(fd), ec);
     if (ec)
       return true; // taken, and closed: not a connection any worker could serve
-    if (auto done = std::move(waiting_))
-      done->complete({}, std::move(socket));
-    else
+    auto done = std::move(waiting_);
+    if (!done) {
       ready_.push_back(std::move(socket));
+      return true;
+    }
+    lock.unlock();
+    done->complete({}, std::move(socket));
     return true;
   }
   tcp::endpoint local_endpoint() const override { return endpoint_; }
-  bool is_open() const noexcept override { return !closed_ && !stopped_; }
+  bool is_open() const noexcept override {
+    std::lock_guard lock(mutex_);
+    return !closed_ && !stopped_;
+  }
   void close() noexcept override {
+    std::unique_lock lock(mutex_);
+    const bool was_open = !closed_ && !stopped_;
     closed_ = true;
-    ready_.clear();
-    fail_waiting();
+    auto dropped = std::move(ready_); // closed after unlocking
+    auto done = std::move(waiting_);
+    auto closed = was_open ? std::move(on_close_) : std::function<void()>{}; // once: never reopens
+    lock.unlock();
+    if (done)
+      done->complete(asio::error::operation_aborted, tcp::socket(executor_));
+    if (closed)
+      closed();
+  }
+  void on_close(std::function<void()> f) override {
+    std::lock_guard lock(mutex_);
+    on_close_ = std::move(f);
   }
   void stop() noexcept override {
+    std::unique_lock lock(mutex_);
     stopped_ = true;
-    if (ready_.empty())
-      fail_waiting();
+    auto done = ready_.empty() ? std::move(waiting_) : nullptr;
+    lock.unlock();
+    if (done)
+      done->complete(asio::error::operation_aborted, tcp::socket(executor_));
   }
   asio::any_io_executor executor() const override { return executor_; }
 
 private:
-  void fail_waiting() {
-    if (auto done = std::move(waiting_))
-      done->complete(asio::error::operation_aborted, tcp::socket(executor_));
+  // A cancellation of the accept numbered `serial`: a late one must not fail the next.
+  void fail_waiting(unsigned serial) {
+    std::unique_lock lock(mutex_);
+    if (serial_ != serial || !waiting_)
+      return;
+    auto done = std::move(waiting_);
+    lock.unlock();
+    done->complete(asio::error::operation_aborted, tcp::socket(executor_));
   }
 
-  asio::any_io_executor executor_;
-  tcp::endpoint endpoint_;
+  const asio::any_io_executor executor_;
+  const tcp::endpoint endpoint_;
+  mutable std::mutex mutex_; // guards what follows
   std::deque<tcp::socket> ready_;
-  std::unique_ptr<completion<boost::system::error_code, tcp::socket>> waiting_;
-  unsigned serial_ = 0; // of the accept waiting: a late cancellation must not fail the next
+  std::unique_ptr<accept_completion> waiting_;
+  unsigned serial_ = 0; // of the accept waiting
+  std::function<void()> on_close_;
   bool stopped_ = false;
   bool closed_ = false;
 };

@@ -21,7 +21,9 @@
 #include <childproc/cluster.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/json/object.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,7 +74,7 @@ public:
   // the cluster does not handle ({"cc": kind}); it was disconnected or ended (round_robin: the
   // free list).
   virtual void worker_listening(unsigned /*id*/, const childproc::channel&) {}
-  virtual void worker_control(unsigned /*id*/, std::string_view /*kind*/) {}
+  virtual void worker_control(unsigned /*id*/, const boost::json::object& /*control*/) {}
   virtual void worker_gone(unsigned /*id*/) {}
   // Closes what open() made (after the last worker).
   virtual void close() noexcept = 0;
@@ -99,6 +101,8 @@ struct cluster_listener_state {
   // round_robin: a connection the primary handed over; false when this listener takes none
   // (another mode, or closed).
   virtual bool take(owned_fd&) { return false; }
+  // round_robin: called (outside the listener's lock) when close() closes an open listener.
+  virtual void on_close(std::function<void()>) {}
 };
 
 // The listener of `env`'s mode (or, outside a cluster, a plain one on `endpoint`).

@@ -1,8 +1,11 @@
 // The worker's side of a cluster: is_worker(), its channel, listen() and cluster_listener.
+#include "channel_state.hpp"
 #include "cluster_scheduling.hpp"
 
 #include <childproc/error.hpp>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/json/object.hpp>
 
 #include <algorithm>
@@ -25,6 +28,7 @@ struct worker_registry {
   bool disconnected = false;
   int inherited_socket = detail::worker_env().listen_fd;
   std::vector<std::weak_ptr<detail::cluster_listener_state>> listeners;
+  std::weak_ptr<detail::channel_state> channel; // to the primary, once cluster::channel made it
 
   void stop_all() {
     std::vector<std::shared_ptr<detail::cluster_listener_state>> live;
@@ -44,21 +48,44 @@ struct worker_registry {
   }
 
   // round_robin: a connection from the primary goes to the first listener that takes it; the
-  // primary hands this worker the next one after the acknowledgement (Node's `accepted`). One
-  // that no listener takes (all closed) is closed.
+  // answer (Node's `accepted`) frees this worker for the next one. One that no listener takes
+  // (all closed) goes back: the primary kept its own copy and hands it to another worker.
   void handed_over(const message& m, childproc::channel& primary) {
     auto fd = m.take_handle();
-    std::vector<std::shared_ptr<detail::cluster_listener_state>> live;
+    bool taken = false;
+    for (auto& l : live_listeners())
+      if ((taken = l->take(fd)))
+        break;
+    // Not taken: the primary hands it to another worker (this copy closes here).
+    primary.send(
+        message(boost::json::value(boost::json::object{{"cc", "accepted"}, {"taken", taken}})));
+  }
+
+  // round_robin: the user closed a listener; once none is open the primary is told to hand
+  // this worker no more connections (Node's `close`), from the channel's strand.
+  void listener_closed() {
+    std::weak_ptr<detail::channel_state> weak;
     {
       std::lock_guard lock(mutex);
-      for (auto& weak : listeners)
-        if (auto l = weak.lock())
-          live.push_back(std::move(l));
+      weak = channel;
     }
-    for (auto& l : live)
-      if (l->take(fd))
-        break;
-    primary.send(detail::control_message("accepted"));
+    for (auto& l : live_listeners())
+      if (l->is_open())
+        return;
+    if (auto state = weak.lock())
+      asio::post(detail::channel_executor(*state), [weak] {
+        if (auto state = weak.lock())
+          childproc::channel(std::move(state)).send(detail::control_message("close"));
+      });
+  }
+
+  std::vector<std::shared_ptr<detail::cluster_listener_state>> live_listeners() {
+    std::vector<std::shared_ptr<detail::cluster_listener_state>> live;
+    std::lock_guard lock(mutex);
+    for (auto& weak : listeners)
+      if (auto l = weak.lock())
+        live.push_back(std::move(l));
+    return live;
   }
 };
 
@@ -90,12 +117,16 @@ childproc::channel cluster::channel(const asio::any_io_executor& ex) {
   if (!is_worker())
     throw std::system_error(make_error_code(errc::channel_closed),
                             "childproc: cluster::channel outside a cluster worker");
-  auto ch = parent_channel(ex);
+  // On a strand: with io.run() on several threads the channel's own handlers (and the
+  // handover of connections) must not run at once.
+  auto ch = parent_channel(asio::make_strand(ex));
   auto& r = registry();
   bool first = false;
   {
     std::lock_guard lock(r.mutex);
     first = !std::exchange(r.channel_hooked, true);
+    if (first)
+      r.channel = detail::channel_access::weak(ch);
   }
   if (first) {
     // The primary disconnecting this worker (or dying) stops its listeners: the worker then
@@ -135,6 +166,8 @@ cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::end
     else if ((state = detail::open_listener(ex, env, endpoint, ec)))
       r.listeners.push_back(state);
   }
+  if (state)
+    state->on_close([] { registry().listener_closed(); });
   if (ec)
     return {};
   {

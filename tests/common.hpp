@@ -43,6 +43,13 @@ bool run_until(asio::io_context& io, Pred pred,
   return true;
 }
 
+// The same, until `flag` is set.
+inline bool run_until(asio::io_context& io, const bool& flag,
+                      std::chrono::seconds bound = std::chrono::seconds(60)) {
+  return run_until(
+      io, [&] { return flag; }, bound);
+}
+
 // True under ASan or TSan (their runtimes reserve address space and hold freed memory).
 constexpr bool sanitized =
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -20,6 +20,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <cstdio>
+#include <fcntl.h>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -194,19 +195,7 @@ std::string distribution(const std::map<pid_t, std::size_t>& per_pid) {
   return text;
 }
 
-// Runs `io` until `done()` or a generous bound; returns done().
-template <class Predicate>
-bool run_until(asio::io_context& io, Predicate done, std::chrono::seconds bound = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  io.restart();
-  while (!done() && std::chrono::steady_clock::now() < deadline && !io.stopped())
-    io.run_for(50ms); // stopped: out of work, nothing can change done() any more
-  return done();
-}
-bool run_until(asio::io_context& io, const bool& flag, std::chrono::seconds bound = 60s) {
-  return run_until(
-      io, [&] { return flag; }, bound);
-}
+using test::run_until;
 
 struct recorded {
   std::vector<std::string> events; // "fork 1", "online 1", "listening 1", "exit 1 0 -" ...
@@ -1375,4 +1364,116 @@ TEST_CASE("round_robin hands no connection to a worker that disconnected its own
   CHECK(l->per_pid.size() == 1);
   CHECK(l->per_pid[staying] == 40);
   // The destructor kills both (worker 1 would hold on for 20 s).
+}
+
+// Before the fix (TSan): a data race on the listener's state between take() (the channel's
+// handler, on one thread) and accept() (the worker's accept loop, on another); the worker halted
+// on the report, and its connections failed.
+TEST_CASE("a round_robin worker may run its io_context on several threads", "[cluster][load]") {
+  asio::io_context io;
+  auto options = worker_options(scheduling::round_robin, 2);
+  options.args = std::vector<std::string>{"cluster-worker-threads", "4", "127.0.0.1", "0"};
+  cluster c(io, std::move(options));
+  recorded r;
+  start_listening(io, c, r, 2);
+  auto l = std::make_shared<load>(io, c.endpoint(), 2000, 16);
+  l->close_each = true; // a connection per request: a handover each
+  bool done = false;
+  l->on_done = [&] { done = true; };
+  l->start();
+  REQUIRE(run_until(io, done));
+  CHECK(l->errors == 0);
+  CHECK(l->answered == 2000);
+  CHECK(count_prefix(r.events, "exit") == 0);
+  shut_down(io, c);
+}
+
+// Before the fix: "l->errors == 0" failed: a worker whose listener was closed stayed on the
+// free list, and every connection handed to it was closed unanswered.
+TEST_CASE("round_robin passes a connection a worker's closed listeners do not take to another "
+          "worker",
+          "[cluster][load]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::round_robin, 2));
+  recorded r;
+  start_listening(io, c, r, 2);
+  auto workers = c.workers();
+  REQUIRE(workers.size() == 2);
+  const pid_t staying = workers[1].pid().value_or(0);
+  bool closed = false;
+  c.on_message([&](const cluster_worker&, const childproc::message&) { closed = true; });
+  // Under load: a connection in flight to worker 1 crosses its "close" and is answered
+  // not-taken, then served by worker 2.
+  auto l = std::make_shared<load>(io, c.endpoint(), 300, 8);
+  l->close_each = true;
+  l->on_answer = [&](std::size_t answered) {
+    if (answered == 50)
+      workers[0].send(boost::json::value{{"close-listener", true}});
+  };
+  bool done = false;
+  l->on_done = [&] { done = true; };
+  l->start();
+  REQUIRE(run_until(io, done));
+  CHECK(closed);
+  CHECK(l->errors == 0);
+  CHECK(l->answered == 300);
+  CHECK(l->per_pid[staying] >= 250);
+  // Worker 1 is still up, connected, and gets nothing after its close: a second load all goes
+  // to worker 2.
+  auto after = std::make_shared<load>(io, c.endpoint(), 40, 1);
+  after->close_each = true;
+  bool after_done = false;
+  after->on_done = [&] { after_done = true; };
+  after->start();
+  REQUIRE(run_until(io, after_done));
+  CHECK(after->errors == 0);
+  CHECK(after->per_pid.size() == 1);
+  CHECK(after->per_pid[staying] == 40);
+  CHECK(count_prefix(r.events, "exit") == 0);
+}
+
+// Before the fix: the primary's accepted connection was on fd 0 while stdin was closed (Asio's
+// accept() takes the lowest free number, without close-on-exec), where a worker forked then
+// would have taken it for its stdin.
+TEST_CASE("round_robin's primary keeps the connections it holds off descriptors 0-2", "[cluster]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::round_robin, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  // The one worker blocks on its first connection: the next ones stay in the primary.
+  tcp::socket blocker(io);
+  blocker.connect(c.endpoint());
+  asio::write(blocker, asio::buffer(std::string("GET /block/3000 HTTP/1.1\r\nHost: x\r\n\r\n")));
+  const pid_t worker = c.workers().at(0).pid().value_or(0);
+  REQUIRE(run_until(
+      io,
+      [&] { // asleep in its handler
+        std::ifstream wchan("/proc/" + std::to_string(worker) + "/wchan");
+        std::string where;
+        wchan >> where;
+        return where.find("nanosleep") != std::string::npos;
+      },
+      10s));
+  std::vector<tcp::socket> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back(io);
+    clients.back().open(tcp::v4()); // before fd 0 is closed: the clients do not take it
+  }
+  const int saved = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+  REQUIRE(saved >= 3);
+  ::close(0);
+  for (auto& client : clients)
+    client.async_connect(c.endpoint(), [](boost::system::error_code) {});
+  run_until(
+      io, [] { return false; }, 1s); // the primary accepts them meanwhile
+  tcp::endpoint on_zero;
+  socklen_t size = static_cast<socklen_t>(on_zero.capacity());
+  const bool zero_is_socket = ::getsockname(0, on_zero.data(), &size) == 0;
+  const bool zero_inheritable = ::fcntl(0, F_GETFD) == 0;
+  ::dup2(saved, 0);
+  ::close(saved);
+
+  CHECK_FALSE(
+      (zero_is_socket && size == sizeof(sockaddr_in) && on_zero.port() == c.endpoint().port()));
+  CHECK_FALSE((zero_is_socket && zero_inheritable));
 }

@@ -4,7 +4,8 @@
 //   /block/MS    sleeps MS milliseconds (blocking the worker), then the pid
 //   /leak/MB     allocates and touches MB MiB kept until exit, then the pid
 //   /exit        exits with code 1 at once, without answering
-// and sends back every user message of its channel but {"disconnect-self": MS} (below).
+// and sends back every user message of its channel but {"disconnect-self": MS} (below);
+// {"close-listener": true} closes its listener first.
 #pragma once
 
 #include <childproc/cluster.hpp>
@@ -88,8 +89,9 @@ inline void accept(childproc::cluster_listener& listener) {
   });
 }
 
-// argv: ADDRESS PORT
-inline int serve(const char* address, const char* port) {
+// argv: ADDRESS PORT; `threads` run the io_context (a server on several threads: the
+// listener and the channel meet across them).
+inline int serve(const char* address, const char* port, int threads = 1) {
   asio::io_context io;
   auto listener =
       childproc::cluster::listen(io, tcp::endpoint(asio::ip::make_address(address),
@@ -100,8 +102,10 @@ inline int serve(const char* address, const char* port) {
   // in a worker) and keeps the process alive MS milliseconds more.
   auto primary = childproc::cluster::channel(io);
   asio::steady_timer hold(io);
-  primary.on_message([primary, &hold](const childproc::message& m) mutable {
+  primary.on_message([primary, &hold, &listener](const childproc::message& m) mutable {
     const auto* o = m.is_json() && m.json().is_object() ? &m.json().as_object() : nullptr;
+    if (o && o->contains("close-listener"))
+      listener.close(); // and sent back, as any user message
     if (o && o->contains("disconnect-self")) {
       hold.expires_after(std::chrono::milliseconds(o->at("disconnect-self").to_number<int>()));
       hold.async_wait([](boost::system::error_code) {});
@@ -110,7 +114,12 @@ inline int serve(const char* address, const char* port) {
     if (!(o && o->contains("cc")))
       primary.send(m);
   });
+  std::vector<std::thread> more;
+  for (int i = 1; i < threads; ++i)
+    more.emplace_back([&io] { io.run(); });
   io.run();
+  for (auto& t : more)
+    t.join();
   return 0;
 }
 

@@ -92,6 +92,7 @@
 //   chan-many-fds      writes a plain frame ({}) with 8 descriptors to the channel fd, then
 //                      waits for EOF
 //   cluster-worker ADDR PORT  an HTTP server on cluster::listen (helpers/cluster_worker.hpp)
+//   cluster-worker-threads N ADDR PORT  cluster-worker with io.run() on N threads
 //   cluster-worker-crash      exits with 1 at once (a crash loop)
 //   cluster-worker-once FILE ADDR PORT  the first start (FILE absent: creates it) is a
 //                      cluster-worker; later ones take their channel but never listen
@@ -696,6 +697,8 @@ int run(int argc, char** argv) {
   }
   if (mode == "cluster-worker")
     return cluster_worker::serve(argv[2], argv[3]);
+  if (mode == "cluster-worker-threads")
+    return cluster_worker::serve(argv[3], argv[4], std::atoi(argv[2]));
   if (mode == "cluster-worker-crash")
     ::_exit(1);
   if (mode == "cluster-worker-once")

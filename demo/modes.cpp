@@ -170,6 +170,9 @@ public:
             io, childproc::cluster_options{
                     .workers = cpus(),
                     .args = std::vector<std::string>{cluster_worker_flag, std::to_string(config.n)},
+                    // A worker computing /heavy-task accepts nothing meanwhile, where round_robin
+                    // (the default) would hand it connections that then wait (docs/cluster.md).
+                    .scheduling = childproc::scheduling::shared,
                     .endpoint = {asio::ip::make_address("127.0.0.1"), 0}}) {
     primary_.start(); // the shared socket listens from here on: connections wait in its queue
   }

@@ -7,8 +7,9 @@
 // Run with a port to serve for ever (`cluster_server 9999`); without one (as the test does) it
 // takes port 0 on 127.0.0.1, makes a few requests itself, prints what it got and shuts down:
 // every answer comes from a worker, and the requests of one keep-alive connection all reach one
-// worker. (With the shared scheduling, connections made one after the other often all reach the
-// same idle worker: the kernel wakes whichever waits. Concurrent load spreads.)
+// worker. (Under round_robin, the default, connections made one after the other go to the
+// workers in turn; under shared they often all reach the same idle worker, the one the kernel
+// wakes.)
 #include "cluster_http.hpp"
 
 #include <boost/asio/io_context.hpp>

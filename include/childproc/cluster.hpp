@@ -75,10 +75,9 @@ struct cluster_options {
   /// variables to env_overrides and, for scheduling::shared, one stdio slot after the given
   /// ones. Default: fork()'s defaults (stdio inherited).
   fork_options worker_options{};
-  /// See scheduling. Default: shared. Node's default is round_robin (SCHED_RR); here it is not
-  /// the default yet: its worker side is one thread at a time, and a connection handed to a
-  /// worker whose listener was closed is dropped, not passed on (docs/cluster.md).
-  childproc::scheduling scheduling = childproc::scheduling::shared;
+  /// See scheduling. Default: round_robin, Node's on Linux (SCHED_RR). A server that blocks its
+  /// event loop in a handler should ask for shared: a busy worker then takes no new connection.
+  childproc::scheduling scheduling = childproc::scheduling::round_robin;
   /// The endpoint the workers serve; cluster::listen in a worker must name it (or its port 0
   /// may be the port it was given). Default: 0.0.0.0 port 0 (a port chosen at start()).
   boost::asio::ip::tcp::endpoint endpoint{boost::asio::ip::tcp::v4(), 0};

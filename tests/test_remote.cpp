@@ -408,16 +408,7 @@ namespace {
 // `b_options` and a short claim idle time. Returns the caller's completion.
 std::pair<boost::system::error_code, message>
 kill_holder_then_claim(redis_fixture& redis, std::vector<std::string> b_options, long& b_tasks) {
-  auto agent = [&](const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> args{
-        "--server", redis.socket(), "--consumer", name,           "--workers",
-        "1",        "--log-tasks",  "1",          "--claim-idle", "400"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.insert(args.end(), {"--", test::helper, "pool-worker"});
-    return std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
-  };
-  auto holder = agent("holder", {});
-  REQUIRE(run_until(redis.io, [&] { return holder->out.find("ready") != std::string::npos; }));
+  auto holder = start_agent(redis, "holder");
   childproc::remote_pool pool(redis.io, {.server = redis.socket()});
   // Shared with the handler: on a failed REQUIRE the pool's destroy() posts it after this frame.
   auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
@@ -428,7 +419,7 @@ kill_holder_then_claim(redis_fixture& redis, std::vector<std::string> b_options,
   REQUIRE(run_until(redis.io, [&] { return holder->out.find(": task ") != std::string::npos; }));
   REQUIRE(holder->stop(redis.io, SIGKILL));
   CHECK(holder->signal == SIGKILL);
-  auto claimer = agent("claimer", std::move(b_options));
+  auto claimer = start_agent(redis, "claimer", std::move(b_options));
   REQUIRE(run_until(
       redis.io, [&] { return got->has_value(); }, 60s));
   REQUIRE(claimer->stop(redis.io));
@@ -463,7 +454,9 @@ TEST_CASE("a result that arrives after destroy() leaves no reply stream behind",
   watched_child agent(redis->io, agent_program,
                       {"--server", redis->socket(), "--consumer", "late", "--workers", "1",
                        "--log-tasks", "1", "--", test::helper, "pool-worker"});
-  REQUIRE(run_until(redis->io, [&] { return agent.out.find("ready") != std::string::npos; }));
+  REQUIRE(agent.wait_ready(redis->io));
+  INFO(agent.err);
+  REQUIRE_FALSE(agent.closed);
   std::string reply_stream;
   {
     childproc::remote_pool pool(redis->io, {.server = redis->socket()});
@@ -540,7 +533,9 @@ TEST_CASE("an agent stopped while its result is being written still acknowledges
   watched_child agent(redis->io, agent_program,
                       {"--server", redis->socket(), "--consumer", "stopping", "--workers", "1",
                        "--log-tasks", "1", "--", test::helper, "pool-worker"});
-  REQUIRE(run_until(redis->io, [&] { return agent.out.find("ready") != std::string::npos; }));
+  REQUIRE(agent.wait_ready(redis->io));
+  INFO(agent.err);
+  REQUIRE_FALSE(agent.closed);
   childproc::remote_pool pool(redis->io, {.server = redis->socket()});
   auto got = std::make_shared<std::optional<boost::system::error_code>>();
   pool.async_run(message(100), childproc::run_options{.name = "async_sleep"},

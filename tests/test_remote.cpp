@@ -925,6 +925,40 @@ TEST_CASE("a remote run cancelled before an agent read it is never run", "[remot
   CHECK(tasks_of(*agent) == 1);
 }
 
+// Before the fix: "run_until(... XPENDING ... == 0 ...)" failed after 20 s: the two runs of task
+// 7 shared one record (by "<reply stream> <task id>"), the first run's end erased it, the cancel
+// then found no run and the second ran on; its completion cleared a cancellation slot in the
+// freed record.
+TEST_CASE("an agent cancels a task added twice after its first run ended", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  // The test is the caller: its reply stream, and two entries that carry the task id 7.
+  const std::string replies = "test:replies";
+  redis->cli({"XADD", replies, "*", "open", "1"});
+  for (const auto& [name, data] :
+       {std::pair{"async_sleep", "50"}, std::pair{"cancellable", "null"}})
+    redis->cli({"XADD", "childproc:tasks", "*", "id", "7", "name", name, "reply", replies, "kind",
+                "j", "data", data, "timeout", "0"});
+  auto agent = start_agent(*redis, "runner", {"--workers", "2"});
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 2; }));
+  // The first run's result: it ended, the second runs on.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", replies}) == "2"; }));
+  redis->cli({"PUBLISH", "childproc:tasks:cancel", replies + " 7"});
+  REQUIRE(run_until(
+      redis->io,
+      [&] {
+        return redis->cli({"XPENDING", "childproc:tasks", "childproc"}).rfind("0", 0) == 0;
+      },
+      20s));
+  CHECK(run_until(redis->io, [&] { return agent->out.find(": cancelled ") != std::string::npos; }));
+  CHECK(redis->cli({"XLEN", replies}) == "2"); // "open" and the first result: none for the cancel
+  REQUIRE(agent->stop(redis->io));
+  INFO(agent->out << agent->err);
+  CHECK(agent->code == 0);
+  CHECK(tasks_of(*agent) == 2);
+}
+
 // Runs by name only (hidden): a caller that lives until it is killed, on the server of
 // $CHILDPROC_TEST_REDIS_SOCKET, with a reply stream expiring after 1 s unless renewed. It
 // prints its reply stream's name. The test below runs and kills it.

@@ -236,6 +236,9 @@ void remote_state::deliver(const remote_wire::entry& e) {
     return;
   }
   const std::uint64_t id = found->first;
+  // An agent's --max-payload is its own: it may answer more than this pool takes.
+  if (data->size() > options.max_payload)
+    return finish(id, make_error_code(remote_errc::payload_too_large), {});
   message result;
   try {
     result = remote_wire::decode(*kind, *data);

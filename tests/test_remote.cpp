@@ -200,15 +200,18 @@ std::vector<std::unique_ptr<watched_child>> start_agents(redis_fixture& redis, i
 }
 
 // One agent `name` on the fixture's server (a local pool of one pool-worker, tasks logged, a
-// claim idle time of 400 ms), with `extra` options; returns once it said it is ready.
+// claim idle time of 400 ms), with `extra` options and `spawn`'s environment; returns once it
+// said it is ready.
 std::unique_ptr<watched_child> start_agent(redis_fixture& redis, const std::string& name,
-                                           std::vector<std::string> extra = {}) {
+                                           std::vector<std::string> extra = {},
+                                           childproc::spawn_options spawn = {}) {
   std::vector<std::string> args{
       "--server", redis.socket(), "--consumer", name,           "--workers",
       "1",        "--log-tasks",  "1",          "--claim-idle", "400"};
   args.insert(args.end(), extra.begin(), extra.end());
   args.insert(args.end(), {"--", test::helper, "pool-worker"});
-  auto agent = std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
+  auto agent =
+      std::make_unique<watched_child>(redis.io, agent_program, std::move(args), std::move(spawn));
   REQUIRE(agent->wait_ready(redis.io));
   INFO(agent->err);
   REQUIRE_FALSE(agent->closed);
@@ -1031,6 +1034,37 @@ TEST_CASE("a payload over max_payload fails with payload_too_large on either sid
   CHECK((*got)["agent"] == make_error_code(remote_errc::payload_too_large));
   CHECK(!(*got)["fits"]);
   CHECK(started_by(*agent) == 1); // the refused task never reached the local pool
+  REQUIRE(agent->stop(redis->io));
+}
+
+// Before the fix: "big->first == payload_too_large" was system:0 == childproc.remote:4 (and the
+// stats counted 2 completed, 0 failed): the 1000-byte result of an agent with the default
+// --max-payload was decoded and delivered unchecked.
+TEST_CASE("a result over the pool's max_payload fails its run with payload_too_large", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  // The worker answers "env BIG" with this value: a result much larger than its task.
+  childproc::spawn_options with_big;
+  with_big.env = childproc::current_env();
+  (*with_big.env)["BIG"] = std::string(1000, 'x');
+  auto agent = start_agent(*redis, "big", {}, std::move(with_big));
+  childproc::remote_options tight{.server = redis->socket()};
+  tight.max_payload = 100;
+  childproc::remote_pool pool(redis->io, tight);
+  const auto big = run_one(redis->io, pool, message("BIG"), childproc::run_options{.name = "env"});
+  REQUIRE(big.has_value());
+  CHECK(big->first == make_error_code(remote_errc::payload_too_large));
+  // A result that fits still arrives: only that run failed.
+  const auto fits = run_one(redis->io, pool, message(boost::json::value{{"a", 2}, {"b", 3}}),
+                            childproc::run_options{.name = "sum"});
+  REQUIRE(fits.has_value());
+  CHECK(!fits->first);
+  CHECK(fits->second.json() == 5);
+  const auto stats = pool.stats();
+  CHECK(stats.failed == 1);
+  CHECK(stats.completed == 1);
+  CHECK(stats.stray_replies == 0);
   REQUIRE(agent->stop(redis->io));
 }
 

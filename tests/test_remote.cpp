@@ -1137,6 +1137,42 @@ TEST_CASE("a reply stream gone from the server fails the runs in flight and is m
   REQUIRE(agent->stop(redis->io));
 }
 
+// Before the fix: "after->first == server_error" was childproc.remote:7 (reply_stream_lost) ==
+// childproc.remote:3, and no "OOM" in its message (null): the refused XADD that was to make the
+// reply stream again was ignored, the pool went on sending tasks, and the next renewal found the
+// stream still gone and failed the run sent meanwhile.
+TEST_CASE("a reply stream the server refuses to make again fails the pool with server_error",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_options options{.server = redis->socket()};
+  options.reply_expiry = 1s;
+  childproc::remote_pool pool(redis->io, options);
+  // No agent: the run stays in flight while the stream is lost and the server refuses writes.
+  auto lost = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(1), [lost](boost::system::error_code ec, message) { lost->emplace(ec); });
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "1"; }));
+  CHECK(redis->cli({"CONFIG", "SET", "maxmemory-policy", "noeviction"}) == "OK");
+  CHECK(redis->cli({"CONFIG", "SET", "maxmemory", "1"}) == "OK");
+  CHECK(redis->cli({"DEL", pool.reply_stream()}) == "1");
+  REQUIRE(run_until(
+      redis->io, [&] { return lost->has_value(); }, 30s));
+  CHECK(**lost == make_error_code(remote_errc::reply_stream_lost));
+  // Its XADD is answered after the one that was to make the stream again (one connection).
+  const auto refused = run_one(redis->io, pool, message(2), {});
+  REQUIRE(refused.has_value());
+  CHECK(refused->first == make_error_code(remote_errc::server_error));
+  // The server takes writes again; the pool has failed for good, with the server's text.
+  CHECK(redis->cli({"CONFIG", "SET", "maxmemory", "0"}) == "OK");
+  const auto after = run_one(redis->io, pool, message(3), {});
+  REQUIRE(after.has_value());
+  CHECK(after->first == make_error_code(remote_errc::server_error));
+  REQUIRE(after->second.is_json());
+  INFO(boost::json::serialize(after->second.json()));
+  CHECK(boost::json::serialize(after->second.json()).find("OOM") != std::string::npos);
+}
+
 // Before the fix: "orphan" completed last (at 40): the busy agent dropped every claim that came
 // while it was full, and under a steady backlog it was always full.
 TEST_CASE("a busy agent claims a dead agent's task under a steady backlog", "[remote]") {

@@ -316,16 +316,21 @@ void pool_state::enqueue(std::shared_ptr<pool_task> t) {
   balance();
 }
 
+// Posted: cancel() completes the task, and completing clears this slot, which would destroy the
+// handler while it runs (Asio forbids it). A task that completed meanwhile is left alone: cancel()
+// finds it done.
 void pool_state::watch_cancellation(const std::shared_ptr<pool_task>& t) {
   auto slot = t->done->cancellation_slot();
   if (!slot.is_connected())
     return;
-  slot.assign([weak_pool = weak_from_this(),
+  slot.assign([ex = ex, weak_pool = weak_from_this(),
                weak_task = std::weak_ptr<pool_task>(t)](asio::cancellation_type) {
-    auto self = weak_pool.lock();
-    auto task = weak_task.lock();
-    if (self && task)
-      self->cancel(task);
+    asio::post(ex, [weak_pool, weak_task] {
+      auto self = weak_pool.lock();
+      auto task = weak_task.lock();
+      if (self && task)
+        self->cancel(task);
+    });
   });
 }
 

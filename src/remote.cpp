@@ -82,6 +82,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void start();
   void read_replies();
   void renew_expiry();
+  void request_expiry();
   void on_expiry_renewed(std::error_code ec, redisReply* reply);
   void open_reply_stream();
   void on_replies(std::error_code ec, redisReply* reply);
@@ -143,27 +144,26 @@ void remote_state::start() {
 
 // The reply stream exists (empty) before the first task is sent: agents write results with
 // NOMKSTREAM, so that a result arriving after destroy() (which deletes the stream) cannot
-// create it again.
+// create it again. A refusal (OOM, NOPERM) fails the pool: no result could reach it.
 void remote_state::open_reply_stream() {
   commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
-                    [](std::error_code, redisReply*) {});
+                    [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
+                      auto self = weak.lock();
+                      if (!self || self->closed)
+                        return;
+                      if (ec)
+                        return self->fail_all(ec, self->commands->error_text());
+                      if (const auto text = remote_wire::error_text(reply); !text.empty())
+                        self->fail_all(make_error_code(remote_errc::server_error),
+                                       "XADD " + self->reply_stream + ": " + text);
+                    });
+  request_expiry();
 }
 
 // A caller that dies leaves no stream behind: the server deletes it once it was not renewed
 // for reply_expiry (XADD and XDEL keep a key's expiry).
 void remote_state::renew_expiry() {
-  // One renewal at a time: two answering 0 would make the stream twice and fail runs sent to
-  // the stream made by the first.
-  if (!renewing) {
-    renewing = true;
-    commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
-                      [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
-                        if (auto self = weak.lock(); self && !self->closed) {
-                          self->renewing = false;
-                          self->on_expiry_renewed(ec, reply);
-                        }
-                      });
-  }
+  request_expiry();
   expiry_timer->expires_after(options.reply_expiry / 3);
   expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
     if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
@@ -171,10 +171,27 @@ void remote_state::renew_expiry() {
   });
 }
 
+// One renewal at a time: two answering 0 would make the stream twice and fail runs sent to the
+// stream made by the first.
+void remote_state::request_expiry() {
+  if (renewing)
+    return;
+  renewing = true;
+  commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
+                    [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
+                      if (auto self = weak.lock(); self && !self->closed) {
+                        self->renewing = false;
+                        self->on_expiry_renewed(ec, reply);
+                      }
+                    });
+}
+
 // PEXPIRE answers 0 when the stream is gone (it expired while this loop was stalled, or the
 // server lost it): results sent meanwhile were dropped (NOMKSTREAM), so the runs in flight fail
 // rather than wait for ever, and the stream is made again for the runs to come.
 void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply) {
+  if (failure)
+    return; // the stream could not be made (its XADD was refused): nothing to renew
   if (ec)
     return fail_all(ec, commands->error_text());
   // A refusal (NOPERM: the ACL lacks PEXPIRE) lasts: the pool fails. Other errors (BUSY,
@@ -187,8 +204,6 @@ void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply) {
   if (reply == nullptr || reply->type != REDIS_REPLY_INTEGER || reply->integer != 0)
     return;
   open_reply_stream();
-  commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
-                    [](std::error_code, redisReply*) {});
   auto lost = std::move(in_flight);
   in_flight.clear();
   for (auto& [id, done] : lost) {
@@ -236,6 +251,9 @@ void remote_state::deliver(const remote_wire::entry& e) {
     return;
   }
   const std::uint64_t id = found->first;
+  // An agent's --max-payload is its own: it may answer more than this pool takes.
+  if (data->size() > options.max_payload)
+    return finish(id, make_error_code(remote_errc::payload_too_large), {});
   message result;
   try {
     result = remote_wire::decode(*kind, *data);

@@ -305,6 +305,7 @@ TEST_CASE("cancelling a queued task removes it with operation_aborted", "[pool][
   p.async_run(message(5), into(after));
   CHECK(p.queue_size() == 2);
   cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(io, [&] { return queued.done; })); // the cancel runs on a later turn
   CHECK(p.queue_size() == 1);
   REQUIRE(run_until(io, [&] { return running.done && queued.done && after.done; }));
   CHECK(queued.ec == asio::error::operation_aborted);
@@ -360,6 +361,46 @@ TEST_CASE("cancelling a running task that ignores the cancel kills and replaces 
   CHECK(as_int(after.msg) != as_int(before.msg));
   REQUIRE(exits.size() == 1);
   CHECK(exits[0].signal == SIGTERM);
+  finish(io, p);
+}
+
+// Before the fix: "cancel_queued.slot().has_handler()" was false and "p.stats().failed == 0" was
+// 1 == 0 right after emit(): the slot's handler completed the task inside itself, and completing
+// clears the slot, destroying the handler while it ran.
+TEST_CASE("a cancelled pool task completes after the cancellation slot's handler returned",
+          "[pool][cancel]") {
+  asio::io_context io;
+  childproc::pool p(io, helper_pool());
+  asio::cancellation_signal cancel_running, cancel_queued;
+  task_result running, queued, next;
+  p.async_run(message(), named("cancellable"),
+              asio::bind_cancellation_slot(cancel_running.slot(), into(running)));
+  REQUIRE(run_until(io, [&] { return p.stats().busy_workers == 1; }));
+  p.async_run(message(), named("pid"),
+              asio::bind_cancellation_slot(cancel_queued.slot(), into(queued)));
+  REQUIRE(p.queue_size() == 1);
+  cancel_queued.emit(asio::cancellation_type::terminal);
+  cancel_queued.emit(asio::cancellation_type::terminal); // twice: cancelled once
+  // Still the slot's, and not counted yet: the cancel runs on a later turn.
+  CHECK(cancel_queued.slot().has_handler());
+  CHECK(p.stats().failed == 0);
+  cancel_running.emit(asio::cancellation_type::terminal);
+  CHECK(cancel_running.slot().has_handler());
+  CHECK(p.stats().failed == 0);
+  REQUIRE(run_until(io, [&] { return running.done && queued.done; }));
+  CHECK(queued.ec == asio::error::operation_aborted);
+  CHECK(running.ec == asio::error::operation_aborted);
+  CHECK_FALSE(cancel_queued.slot().has_handler());
+  CHECK(p.stats().failed == 2);
+  CHECK(p.stats().completed == 0);
+  CHECK(p.queue_size() == 0);
+  // The worker answered its cancel and takes the next task.
+  p.async_run(message(), named("pid"), into(next));
+  REQUIRE(run_until(io, [&] { return next.done; }));
+  CHECK(!next.ec);
+  CHECK(p.stats().failed == 2);
+  CHECK(p.stats().completed == 1);
+  CHECK(p.stats().workers_started == 1);
   finish(io, p);
 }
 

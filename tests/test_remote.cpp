@@ -200,15 +200,18 @@ std::vector<std::unique_ptr<watched_child>> start_agents(redis_fixture& redis, i
 }
 
 // One agent `name` on the fixture's server (a local pool of one pool-worker, tasks logged, a
-// claim idle time of 400 ms), with `extra` options; returns once it said it is ready.
+// claim idle time of 400 ms), with `extra` options and `spawn`'s environment; returns once it
+// said it is ready.
 std::unique_ptr<watched_child> start_agent(redis_fixture& redis, const std::string& name,
-                                           std::vector<std::string> extra = {}) {
+                                           std::vector<std::string> extra = {},
+                                           childproc::spawn_options spawn = {}) {
   std::vector<std::string> args{
       "--server", redis.socket(), "--consumer", name,           "--workers",
       "1",        "--log-tasks",  "1",          "--claim-idle", "400"};
   args.insert(args.end(), extra.begin(), extra.end());
   args.insert(args.end(), {"--", test::helper, "pool-worker"});
-  auto agent = std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
+  auto agent =
+      std::make_unique<watched_child>(redis.io, agent_program, std::move(args), std::move(spawn));
   REQUIRE(agent->wait_ready(redis.io));
   INFO(agent->err);
   REQUIRE_FALSE(agent->closed);
@@ -408,16 +411,7 @@ namespace {
 // `b_options` and a short claim idle time. Returns the caller's completion.
 std::pair<boost::system::error_code, message>
 kill_holder_then_claim(redis_fixture& redis, std::vector<std::string> b_options, long& b_tasks) {
-  auto agent = [&](const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> args{
-        "--server", redis.socket(), "--consumer", name,           "--workers",
-        "1",        "--log-tasks",  "1",          "--claim-idle", "400"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.insert(args.end(), {"--", test::helper, "pool-worker"});
-    return std::make_unique<watched_child>(redis.io, agent_program, std::move(args));
-  };
-  auto holder = agent("holder", {});
-  REQUIRE(run_until(redis.io, [&] { return holder->out.find("ready") != std::string::npos; }));
+  auto holder = start_agent(redis, "holder");
   childproc::remote_pool pool(redis.io, {.server = redis.socket()});
   // Shared with the handler: on a failed REQUIRE the pool's destroy() posts it after this frame.
   auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
@@ -428,7 +422,7 @@ kill_holder_then_claim(redis_fixture& redis, std::vector<std::string> b_options,
   REQUIRE(run_until(redis.io, [&] { return holder->out.find(": task ") != std::string::npos; }));
   REQUIRE(holder->stop(redis.io, SIGKILL));
   CHECK(holder->signal == SIGKILL);
-  auto claimer = agent("claimer", std::move(b_options));
+  auto claimer = start_agent(redis, "claimer", std::move(b_options));
   REQUIRE(run_until(
       redis.io, [&] { return got->has_value(); }, 60s));
   REQUIRE(claimer->stop(redis.io));
@@ -463,7 +457,9 @@ TEST_CASE("a result that arrives after destroy() leaves no reply stream behind",
   watched_child agent(redis->io, agent_program,
                       {"--server", redis->socket(), "--consumer", "late", "--workers", "1",
                        "--log-tasks", "1", "--", test::helper, "pool-worker"});
-  REQUIRE(run_until(redis->io, [&] { return agent.out.find("ready") != std::string::npos; }));
+  REQUIRE(agent.wait_ready(redis->io));
+  INFO(agent.err);
+  REQUIRE_FALSE(agent.closed);
   std::string reply_stream;
   {
     childproc::remote_pool pool(redis->io, {.server = redis->socket()});
@@ -540,7 +536,9 @@ TEST_CASE("an agent stopped while its result is being written still acknowledges
   watched_child agent(redis->io, agent_program,
                       {"--server", redis->socket(), "--consumer", "stopping", "--workers", "1",
                        "--log-tasks", "1", "--", test::helper, "pool-worker"});
-  REQUIRE(run_until(redis->io, [&] { return agent.out.find("ready") != std::string::npos; }));
+  REQUIRE(agent.wait_ready(redis->io));
+  INFO(agent.err);
+  REQUIRE_FALSE(agent.closed);
   childproc::remote_pool pool(redis->io, {.server = redis->socket()});
   auto got = std::make_shared<std::optional<boost::system::error_code>>();
   pool.async_run(message(100), childproc::run_options{.name = "async_sleep"},
@@ -930,6 +928,40 @@ TEST_CASE("a remote run cancelled before an agent read it is never run", "[remot
   CHECK(tasks_of(*agent) == 1);
 }
 
+// Before the fix: "run_until(... XPENDING ... == 0 ...)" failed after 20 s: the two runs of task
+// 7 shared one record (by "<reply stream> <task id>"), the first run's end erased it, the cancel
+// then found no run and the second ran on; its completion cleared a cancellation slot in the
+// freed record.
+TEST_CASE("an agent cancels a task added twice after its first run ended", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  // The test is the caller: its reply stream, and two entries that carry the task id 7.
+  const std::string replies = "test:replies";
+  redis->cli({"XADD", replies, "*", "open", "1"});
+  for (const auto& [name, data] :
+       {std::pair{"async_sleep", "50"}, std::pair{"cancellable", "null"}})
+    redis->cli({"XADD", "childproc:tasks", "*", "id", "7", "name", name, "reply", replies, "kind",
+                "j", "data", data, "timeout", "0"});
+  auto agent = start_agent(*redis, "runner", {"--workers", "2"});
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 2; }));
+  // The first run's result: it ended, the second runs on.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", replies}) == "2"; }));
+  redis->cli({"PUBLISH", "childproc:tasks:cancel", replies + " 7"});
+  REQUIRE(run_until(
+      redis->io,
+      [&] {
+        return redis->cli({"XPENDING", "childproc:tasks", "childproc"}).rfind("0", 0) == 0;
+      },
+      20s));
+  CHECK(run_until(redis->io, [&] { return agent->out.find(": cancelled ") != std::string::npos; }));
+  CHECK(redis->cli({"XLEN", replies}) == "2"); // "open" and the first result: none for the cancel
+  REQUIRE(agent->stop(redis->io));
+  INFO(agent->out << agent->err);
+  CHECK(agent->code == 0);
+  CHECK(tasks_of(*agent) == 2);
+}
+
 // Runs by name only (hidden): a caller that lives until it is killed, on the server of
 // $CHILDPROC_TEST_REDIS_SOCKET, with a reply stream expiring after 1 s unless renewed. It
 // prints its reply stream's name. The test below runs and kills it.
@@ -1005,6 +1037,37 @@ TEST_CASE("a payload over max_payload fails with payload_too_large on either sid
   REQUIRE(agent->stop(redis->io));
 }
 
+// Before the fix: "big->first == payload_too_large" was system:0 == childproc.remote:4 (and the
+// stats counted 2 completed, 0 failed): the 1000-byte result of an agent with the default
+// --max-payload was decoded and delivered unchecked.
+TEST_CASE("a result over the pool's max_payload fails its run with payload_too_large", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  // The worker answers "env BIG" with this value: a result much larger than its task.
+  childproc::spawn_options with_big;
+  with_big.env = childproc::current_env();
+  (*with_big.env)["BIG"] = std::string(1000, 'x');
+  auto agent = start_agent(*redis, "big", {}, std::move(with_big));
+  childproc::remote_options tight{.server = redis->socket()};
+  tight.max_payload = 100;
+  childproc::remote_pool pool(redis->io, tight);
+  const auto big = run_one(redis->io, pool, message("BIG"), childproc::run_options{.name = "env"});
+  REQUIRE(big.has_value());
+  CHECK(big->first == make_error_code(remote_errc::payload_too_large));
+  // A result that fits still arrives: only that run failed.
+  const auto fits = run_one(redis->io, pool, message(boost::json::value{{"a", 2}, {"b", 3}}),
+                            childproc::run_options{.name = "sum"});
+  REQUIRE(fits.has_value());
+  CHECK(!fits->first);
+  CHECK(fits->second.json() == 5);
+  const auto stats = pool.stats();
+  CHECK(stats.failed == 1);
+  CHECK(stats.completed == 1);
+  CHECK(stats.stray_replies == 0);
+  REQUIRE(agent->stop(redis->io));
+}
+
 // An existing guarantee, tested here for the first time (it passed at once): the agent renews
 // the claim of the task it runs, so an idle agent never takes it while it runs past claim-idle.
 // With the renewal (refresh_claims) disabled: "tasks_of(*idle) == 0" was 1 == 0, and the task's
@@ -1072,6 +1135,42 @@ TEST_CASE("a reply stream gone from the server fails the runs in flight and is m
       redis->io, [&] { return after->has_value(); }, 30s));
   CHECK(!**after);
   REQUIRE(agent->stop(redis->io));
+}
+
+// Before the fix: "after->first == server_error" was childproc.remote:7 (reply_stream_lost) ==
+// childproc.remote:3, and no "OOM" in its message (null): the refused XADD that was to make the
+// reply stream again was ignored, the pool went on sending tasks, and the next renewal found the
+// stream still gone and failed the run sent meanwhile.
+TEST_CASE("a reply stream the server refuses to make again fails the pool with server_error",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_options options{.server = redis->socket()};
+  options.reply_expiry = 1s;
+  childproc::remote_pool pool(redis->io, options);
+  // No agent: the run stays in flight while the stream is lost and the server refuses writes.
+  auto lost = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(1), [lost](boost::system::error_code ec, message) { lost->emplace(ec); });
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "1"; }));
+  CHECK(redis->cli({"CONFIG", "SET", "maxmemory-policy", "noeviction"}) == "OK");
+  CHECK(redis->cli({"CONFIG", "SET", "maxmemory", "1"}) == "OK");
+  CHECK(redis->cli({"DEL", pool.reply_stream()}) == "1");
+  REQUIRE(run_until(
+      redis->io, [&] { return lost->has_value(); }, 30s));
+  CHECK(**lost == make_error_code(remote_errc::reply_stream_lost));
+  // Its XADD is answered after the one that was to make the stream again (one connection).
+  const auto refused = run_one(redis->io, pool, message(2), {});
+  REQUIRE(refused.has_value());
+  CHECK(refused->first == make_error_code(remote_errc::server_error));
+  // The server takes writes again; the pool has failed for good, with the server's text.
+  CHECK(redis->cli({"CONFIG", "SET", "maxmemory", "0"}) == "OK");
+  const auto after = run_one(redis->io, pool, message(3), {});
+  REQUIRE(after.has_value());
+  CHECK(after->first == make_error_code(remote_errc::server_error));
+  REQUIRE(after->second.is_json());
+  INFO(boost::json::serialize(after->second.json()));
+  CHECK(boost::json::serialize(after->second.json()).find("OOM") != std::string::npos);
 }
 
 // Before the fix: "orphan" completed last (at 40): the busy agent dropped every claim that came

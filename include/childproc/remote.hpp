@@ -39,7 +39,8 @@ enum class remote_errc {
   connection_lost,
   /// The server answered a command with an error (the message is the server's).
   server_error,
-  /// The task's payload is larger than remote_options::max_payload.
+  /// The task's payload, or its result's, is larger than remote_options::max_payload (or than
+  /// the agent's --max-payload).
   payload_too_large,
   /// The server refused the credentials (AUTH).
   auth_failed,
@@ -67,8 +68,9 @@ struct remote_options {
   /// The agents' consumer group (their --group); created at the stream's start if missing.
   /// Default: "childproc".
   std::string group = "childproc";
-  /// A task or result payload larger than this fails with remote_errc::payload_too_large (the
-  /// agents have their own --max-payload). Default: 64 MiB.
+  /// A task larger than this fails with remote_errc::payload_too_large before it is sent, and
+  /// so does a run whose result, read from the reply stream, is larger (the agents have their
+  /// own --max-payload, which may be larger). Default: 64 MiB.
   std::size_t max_payload = 64 * 1024 * 1024;
   /// The credentials, sent as the first command of each connection: `AUTH user password` (a
   /// Redis 6 ACL user), or `AUTH password` (requirepass) when `user` is empty; nothing is sent

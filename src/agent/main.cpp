@@ -251,16 +251,21 @@ private:
     });
   }
 
-  // Cancels the local run of that task, or remembers the cancel for when the task is read.
+  // Cancels the local runs of that task (every entry that carries it: a caller may have added
+  // it twice), or remembers the cancel for when the task is read.
   void cancel(const std::string& key) {
-    if (const auto found = running_.find(key); found != running_.end()) {
+    bool found = false;
+    for (auto& [entry, r] : running_) {
+      if (r->key != key)
+        continue;
       if (options_.log_tasks)
-        std::cout << "agent " << options_.consumer << ": cancelled " << found->second->entry
-                  << std::endl;
-      found->second->cancelled = true;
-      found->second->signal.emit(boost::asio::cancellation_type::terminal);
-      return;
+        std::cout << "agent " << options_.consumer << ": cancelled " << entry << std::endl;
+      found = true;
+      r->cancelled = true;
+      r->signal.emit(boost::asio::cancellation_type::terminal); // its completion is posted
     }
+    if (found)
+      return;
     if (cancelled_.insert(key).second)
       cancel_order_.push_back(key);
     if (cancel_order_.size() > 4096) { // bounded: a cancel is only useful for a short while
@@ -316,7 +321,8 @@ private:
     // would hide a dead agent's for as long as they run.
     claim_cursor_.assign(reply->element[0]->str, reply->element[0]->len);
     for (auto& e : entries)
-      check_attempts(std::move(e));
+      if (!held_.contains(e.id)) // one this agent runs (or answers) already: it runs once
+        check_attempts(std::move(e));
     if (stopping_)
       return finish_if_idle();
     read_more();
@@ -394,23 +400,22 @@ private:
     held_.insert(e.id);
     if (options_.log_tasks)
       std::cout << "agent " << options_.consumer << ": task " << e.id << std::endl;
-    auto& r = *running_.emplace(key, std::make_unique<running>(e.id)).first->second;
-    pool_.async_run(
-        std::move(*task), std::move(run),
-        boost::asio::bind_cancellation_slot(
-            r.signal.slot(), [this, key, entry = e.id, reply_stream = *reply,
-                              task_id = *id](boost::system::error_code ec, childproc::message m) {
-              finished(key, entry, reply_stream, task_id, ec, std::move(m));
-            }));
+    // Its own record: the run's cancellation slot lives in it until the run completes.
+    auto& r = *running_.emplace(e.id, std::make_unique<running>(key)).first->second;
+    pool_.async_run(std::move(*task), std::move(run),
+                    boost::asio::bind_cancellation_slot(
+                        r.signal.slot(), [this, entry = e.id, reply_stream = *reply, task_id = *id](
+                                             boost::system::error_code ec, childproc::message m) {
+                          finished(entry, reply_stream, task_id, ec, std::move(m));
+                        }));
   }
 
   // A cancelled task's caller forgot it: no result, only the acknowledgement.
-  void finished(const std::string& key, const std::string& entry, const std::string& reply_stream,
+  void finished(const std::string& entry, const std::string& reply_stream,
                 const std::string& task_id, boost::system::error_code ec,
                 childproc::message result) {
     bool cancelled = false;
-    if (const auto found = running_.find(key);
-        found != running_.end() && found->second->entry == entry) {
+    if (const auto found = running_.find(entry); found != running_.end()) {
       cancelled = found->second->cancelled;
       running_.erase(found);
     }
@@ -507,13 +512,14 @@ private:
   std::string claim_cursor_ = "0-0"; // where the next XAUTOCLAIM scan starts
   std::shared_ptr<redis_connection> reader_, writer_, control_;
   struct running {
-    explicit running(std::string e) : entry(std::move(e)) {}
-    std::string entry; // its stream entry
+    explicit running(std::string k) : key(std::move(k)) {}
+    std::string key; // "<reply stream> <task id>", what a cancel names
     boost::asio::cancellation_signal signal;
     bool cancelled = false;
   };
-  std::map<std::string, std::unique_ptr<running>> running_; // by "<reply stream> <task id>"
-  std::set<std::string> cancelled_;                         // cancels of tasks not read yet
+  // By stream entry id: two entries may carry one task (a caller's XADD sent twice).
+  std::map<std::string, std::unique_ptr<running>> running_;
+  std::set<std::string> cancelled_; // cancels of tasks not read yet
   std::deque<std::string> cancel_order_;
   std::size_t in_flight_ = 0;
   std::size_t answering_ = 0; // results written, their XACK/XDEL not queued yet

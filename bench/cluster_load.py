@@ -29,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONNECTIONS = 32
 # wrk counts whole seconds only.
-DURATION_S, QUICK_DURATION_S = 4, 1
+DURATION_S, QUICK_DURATION_S = 3, 1
 READY_TIMEOUT_S = 15
 STOP_TIMEOUT_S = 10
 

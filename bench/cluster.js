@@ -31,9 +31,12 @@ if (settings.scheduling !== 'shared' && settings.scheduling !== 'round_robin')
   usage(`no scheduling ${settings.scheduling} in Node ${process.version}`);
 
 if (cluster.isWorker) {
+  // With a Content-Length, as Beast's answer has: without it, writeHead() makes end() chunked.
+  const body = Buffer.from('hello world');
+  const headers = { 'Content-Type': 'text/plain', 'Content-Length': body.length };
   http.createServer((req, res) => {
-    res.writeHead(200, { 'Content-Type': 'text/plain' });
-    res.end('hello world');
+    res.writeHead(200, headers);
+    res.end(body);
   }).listen(settings.port, '127.0.0.1');
   return;
 }

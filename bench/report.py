@@ -166,7 +166,7 @@ def cluster_table(values):
                 f"{fmt(cells['node_p99'])} | {'n/a' if r_rps is None else f'{r_rps:.2f}'} | "
                 f"{'n/a' if r_p99 is None else f'{r_p99:.2f}'} |")
             if r_rps:
-                plot.append(f"\"cluster {scheduling}, {n} workers: requests/s\" nan {r_rps:.4f}")
+                plot.append(f"\"cluster {scheduling} ×{n}: req/s\" nan {r_rps:.4f}")
     return table, plot, rows
 
 

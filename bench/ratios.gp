@@ -10,6 +10,8 @@ set logscale y
 set yrange [0.05:100]
 set ylabel "childproc advantage, log scale (1 = same; > 1 = childproc better)"
 set xtics rotate by -30 scale 0
+# Room on the right for the last labels, which the rotation runs past the plot.
+set rmargin 16
 set grid ytics
 set key top left
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2

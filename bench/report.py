@@ -130,6 +130,46 @@ def workers_tables(values):
     return table, creation, plot, rows
 
 
+# The cluster workload (bench/cluster_load.py): a hello-world HTTP server under wrk, childproc's
+# cluster (a Beast server) against Node's cluster (node:http), per scheduling and worker count;
+# metrics rps_<scheduling>_<workers> and p99_<scheduling>_<workers>. Node's policy for each
+# scheduling; Node 20 has no reusePort (Node >= 22.12), so that row has no Node column.
+CLUSTER_SCHEDULINGS = (("shared", "SCHED_NONE"), ("reuse_port", "reusePort (Node ≥ 22.12): not run"),
+                       ("round_robin", "SCHED_RR"))
+
+
+def cluster_table(values):
+    counts = sorted({int(metric.rsplit("_", 1)[1]) for (peer, workload, metric) in values
+                     if workload == "cluster" and metric.startswith("rps_")})
+    table, plot, rows = [], [], []
+    for scheduling, node_policy in CLUSTER_SCHEDULINGS:
+        for n in counts:
+            cells = {}
+            for peer in ("childproc", "node"):
+                for metric in ("rps", "p99"):
+                    cells[f"{peer}_{metric}"] = summary(
+                        values, (peer, "cluster", f"{metric}_{scheduling}_{n}"))
+            if not cells["childproc_rps"] and not cells["node_rps"]:
+                continue
+
+            def ratio(metric):
+                ours, node = cells[f"childproc_{metric}"], cells[f"node_{metric}"]
+                return ours["median"] / node["median"] if ours and node and node["median"] \
+                    else None
+            r_rps, r_p99 = ratio("rps"), ratio("p99")
+            rows.append({"scheduling": scheduling, "node_policy": node_policy, "workers": n,
+                         **cells, "childproc_over_node_rps": r_rps,
+                         "childproc_over_node_p99": r_p99})
+            table.append(
+                f"| {scheduling} | {node_policy} | {n} | {fmt(cells['childproc_rps'])} | "
+                f"{fmt(cells['childproc_p99'])} | {fmt(cells['node_rps'])} | "
+                f"{fmt(cells['node_p99'])} | {'n/a' if r_rps is None else f'{r_rps:.2f}'} | "
+                f"{'n/a' if r_p99 is None else f'{r_p99:.2f}'} |")
+            if r_rps:
+                plot.append(f"\"cluster {scheduling} ×{n}: req/s\" nan {r_rps:.4f}")
+    return table, plot, rows
+
+
 def _ms_to_us(v):
     return None if v is None else v * 1e3
 
@@ -232,6 +272,8 @@ def main():
             plot.append(f"\"{label}\" {adv[0]:.4f} {adv[1]:.4f}")
 
     workers_table, creation_table, workers_plot, workers_rows = workers_tables(values)
+    cluster_rows_table, cluster_plot, cluster_rows = cluster_table(values)
+    plot += cluster_plot
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     kind = "quick pass (CI smoke test; short workloads, 1 repetition)" if args.quick else \
@@ -254,6 +296,16 @@ def main():
         "| childproc / Piscina | target | |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *pool_table,
+        "",
+        "A hello-world HTTP server under `wrk -t1 -c32 --latency` on 127.0.0.1 (bench/cluster_load.py, "
+        "the load generator on the same cores as the servers): childproc's cluster with a Beast "
+        "server (bench/cluster_hello.cpp) against Node's cluster with `node:http` "
+        "(bench/cluster.js), per scheduling and worker count. p99: the latency wrk measured.",
+        "",
+        "| scheduling | Node's policy | workers | childproc req/s | childproc p99, ms | Node req/s "
+        "| Node p99, ms | childproc / Node req/s | childproc / Node p99 |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *cluster_rows_table,
         "",
         "![ratios](ratios.png)",
         "",
@@ -282,7 +334,8 @@ def main():
     with open(f"{args.out_dir}/results.json", "w", encoding="utf-8") as f:
         json.dump({"when": when, "machine": args.machine, "reps": args.reps,
                    "quick": args.quick, "rows": rows, "pool_rows": pool_rows,
-                   "workers_rows": workers_rows}, f, indent=1)
+                   "workers_rows": workers_rows,
+                   "cluster_rows": cluster_rows}, f, indent=1)
     with open(f"{args.out_dir}/ratios.dat", "w", encoding="utf-8") as f:
         f.write("# label advantage_vs_raw advantage_vs_node\n" + "\n".join(plot) + "\n")
     with open(f"{args.out_dir}/workers.dat", "w", encoding="utf-8") as f:

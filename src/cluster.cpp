@@ -3,6 +3,7 @@
 #include "cluster_scheduling.hpp"
 #include "fork_stdio.hpp"
 #include "handed_over.hpp"
+#include "posix/resident.hpp"
 
 #include <childproc/detail/handler_list.hpp>
 #include <childproc/error.hpp>
@@ -114,14 +115,6 @@ struct cluster_state : std::enable_shared_from_this<cluster_state> {
 };
 
 namespace {
-
-// The worker's resident set in bytes, from /proc/<pid>/statm (0 when it cannot be read).
-std::size_t resident_set(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
-  std::size_t pages_total = 0, pages_resident = 0;
-  in >> pages_total >> pages_resident;
-  return pages_resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-}
 
 // This process's arguments after argv[0] (/proc/self/cmdline), Node's process.argv.slice(2).
 std::vector<std::string> own_arguments() {
@@ -400,7 +393,7 @@ void cluster_state::check_memory() {
   for (std::size_t i = 0; i < slots.size(); ++i) {
     auto w = slots[i]->current;
     if (w && w->listening && !slots[i]->replacing && w->pid &&
-        resident_set(*w->pid) > opt.max_memory_restart)
+        posix::resident_bytes(*w->pid) > opt.max_memory_restart)
       replace(i, [](std::error_code) {});
   }
 }

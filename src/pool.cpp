@@ -15,6 +15,7 @@
 #include "handed_over.hpp"
 #include "latency_histogram.hpp"
 #include "pool_protocol.hpp"
+#include "posix/resident.hpp"
 #include "serve_channel.hpp"
 
 #include <boost/asio/error.hpp>
@@ -194,15 +195,6 @@ std::uint64_t micros_between(clock_type::time_point a, clock_type::time_point b)
 auto find_running(pool_worker& w, std::uint64_t id) {
   return std::find_if(w.running.begin(), w.running.end(),
                       [id](const auto& t) { return t->id == id; });
-}
-
-// The worker's resident set in bytes (0 when it cannot be read).
-std::size_t resident_bytes(pid_t pid) {
-  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
-  std::size_t size = 0, resident = 0;
-  if (!(statm >> size >> resident))
-    return 0;
-  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 // What a task learns of its worker's end: {"pid", "code", "signal"}.
@@ -707,7 +699,7 @@ void pool_state::after_task(const std::shared_ptr<pool_worker>& worker) {
   if (w->phase == worker_phase::ready) {
     const bool worn_out = opt.max_tasks_per_worker > 0 && w->tasks_done >= opt.max_tasks_per_worker;
     const bool too_large = opt.max_worker_rss > 0 && opt.isolation == isolation::process &&
-                           w->tasks_done > 0 && resident_bytes(w->pid) > opt.max_worker_rss;
+                           w->tasks_done > 0 && posix::resident_bytes(w->pid) > opt.max_worker_rss;
     if (worn_out || too_large)
       retire(w);
   }

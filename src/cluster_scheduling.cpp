@@ -112,36 +112,67 @@ class round_robin_scheduler final : public primary_scheduler {
     std::deque<unsigned> free;                  // those with no connection in flight
     std::map<unsigned, tcp::socket> in_flight;  // handed over, not answered yet
     tcp protocol = tcp::v4();                   // of the endpoint
+    std::size_t limit = 511; // queued here at most (the backlog); then the kernel's queue
+    bool accepting = false;  // a wait, or its retry, is pending
 
+    // Accepts while fewer than `limit` wait here: with no worker listening (a crash loop, a
+    // backoff) the kernel's backlog holds the rest, and the primary keeps descriptors to fork.
+    void maybe_accept() {
+      if (!accepting && acceptor.is_open() && queued.size() < limit)
+        accept_next();
+    }
     void accept_next() {
-      acceptor.async_wait(tcp::acceptor::wait_read,
-                          [self = shared_from_this()](boost::system::error_code ec) {
-                            if (ec == asio::error::operation_aborted || !self->acceptor.is_open())
-                              return;
-                            if (!ec)
-                              ec = self->accept_ready();
-                            if (!ec)
-                              return self->accept_next();
-                            // EMFILE and the like: wait a moment rather than spin.
-                            self->retry.expires_after(std::chrono::milliseconds(50));
-                            self->retry.async_wait([self](boost::system::error_code wait) {
-                              if (!wait && self->acceptor.is_open())
-                                self->accept_next();
-                            });
-                          });
+      accepting = true;
+      acceptor.async_wait(
+          tcp::acceptor::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+            self->accepting = false;
+            if (ec == asio::error::operation_aborted || !self->acceptor.is_open())
+              return;
+            if (!ec)
+              ec = self->accept_ready();
+            if (!ec)
+              return self->maybe_accept();
+            // EMFILE and the like: wait a moment rather than spin.
+            self->accepting = true;
+            self->retry.expires_after(std::chrono::milliseconds(50));
+            self->retry.async_wait([self](boost::system::error_code) {
+              self->accepting = false;
+              self->maybe_accept(); // not after close(): the acceptor is closed then
+            });
+          });
+    }
+    // accept(2): the new connection's own pending network errors are retried, as EAGAIN is.
+    static bool transient(int error) {
+      switch (error) {
+      case ECONNABORTED:
+      case EINTR:
+      case EPROTO:
+      case ENETDOWN:
+      case ENOPROTOOPT:
+      case EHOSTDOWN:
+      case ENONET:
+      case EHOSTUNREACH:
+      case EOPNOTSUPP:
+      case ENETUNREACH:
+      case EPERM: // a firewall refused this one
+        return true;
+      default:
+        return false;
+      }
     }
     // Accepts what is pending: close-on-exec (a launch elsewhere in the process must not
     // inherit it) and above the stdio numbers (a worker's stdio would take fd 0-2 for its own).
+    // At most 64 a wake-up, so that a flood does not hold the loop.
     boost::system::error_code accept_ready() {
-      for (int n = 0; n < 64; ++n) { // then the next wait: a flood does not hold the loop
+      for (int n = 0; n < 64 && queued.size() < limit; ++n) {
         const int fd = posix::above_stdio(
             ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-        if (fd < 0) {
-          if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR ||
-              errno == EPROTO)
-            return {};
+        if (fd < 0 && transient(errno))
+          continue;
+        if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+          return {};
+        if (fd < 0)
           return {errno, boost::system::system_category()};
-        }
         boost::system::error_code ec;
         tcp::socket socket(acceptor.get_executor());
         socket.assign(protocol, fd, ec);
@@ -164,8 +195,10 @@ class round_robin_scheduler final : public primary_scheduler {
     // Node's handoff(): the next queued connection to worker `id`, or `id` joins the free list.
     void handoff(unsigned id) {
       const auto worker = all.find(id);
-      if (worker == all.end())
-        return; // disconnected, gone, or its listeners closed meanwhile
+      if (worker == all.end() || in_flight.count(id))
+        return; // gone or not listening; or one in flight still (it listened again)
+      if (!worker->second.connected())
+        return stop_handing(id); // its disconnect is on the way: lose no connection to it
       if (queued.empty()) {
         if (std::find(free.begin(), free.end(), id) == free.end())
           free.push_back(id);
@@ -173,6 +206,7 @@ class round_robin_scheduler final : public primary_scheduler {
       }
       auto socket = std::move(queued.front());
       queued.pop_front();
+      maybe_accept();
       // The channel owns the copy it sends (closed once sent, or if the worker is gone).
       std::error_code ec;
       auto copy = owned_fd::duplicate(socket.native_handle(), ec);
@@ -183,15 +217,18 @@ class round_robin_scheduler final : public primary_scheduler {
       worker->second.send(control_message("conn"), std::move(copy));
     }
     // The worker's answer for its connection in flight: taken (the primary's copy closes), or
-    // not (it goes to the next free worker); the worker is free again.
+    // not: none of its listeners is open (closed, or dropped without close()), so it leaves the
+    // free list until it listens again, and the connection goes to the next free worker.
     void answered(unsigned id, bool taken) {
       if (const auto it = in_flight.find(id); it != in_flight.end()) {
         if (!taken)
           queued.push_front(std::move(it->second));
         in_flight.erase(it);
       }
+      if (!taken)
+        stop_handing(id);
+      distribute(); // first: a refused connection goes to another worker
       handoff(id);
-      distribute();
     }
     // The worker takes no more connections. One in flight to it is still answered (the answer
     // follows on the channel), so in_flight keeps it.
@@ -208,6 +245,7 @@ public:
     auto fd = bound_socket(requested, false, backlog, ec);
     boost::system::error_code bec;
     core_->protocol = requested.protocol();
+    core_->limit = static_cast<std::size_t>(std::max(backlog, 1));
     if (!ec)
       core_->acceptor.assign(requested.protocol(), fd.get(), bec);
     if (!ec && !bec)
@@ -220,7 +258,7 @@ public:
       return {};
     const auto at = local_endpoint_of(core_->acceptor.native_handle(), ec);
     if (!ec)
-      core_->accept_next();
+      core_->maybe_accept();
     return at;
   }
   void prepare(fork_options&) override {}
@@ -309,7 +347,7 @@ public:
     std::error_code ec;
     auto socket = adopt<tcp::socket>(executor_, std::move(fd), ec);
     if (ec)
-      return true; // taken, and closed: not a connection any worker could serve
+      return true; // taken, and closed: not a connection this process can hold
     auto done = std::move(waiting_);
     if (!done) {
       ready_.push_back(std::move(socket));
@@ -335,7 +373,10 @@ public:
     if (done)
       done->complete(asio::error::operation_aborted, tcp::socket(executor_));
     if (closed)
-      closed();
+      try {
+        closed();
+      } catch (...) { // noexcept: the primary then learns it from the next refusal
+      }
   }
   void on_close(std::function<void()> f) override {
     std::lock_guard lock(mutex_);

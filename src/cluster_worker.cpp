@@ -62,20 +62,29 @@ struct worker_registry {
   }
 
   // round_robin: the user closed a listener; once none is open the primary is told to hand
-  // this worker no more connections (Node's `close`), from the channel's strand.
+  // this worker no more connections (Node's `close`).
   void listener_closed() {
+    for (auto& l : live_listeners())
+      if (l->is_open())
+        return;
+    send_in_order(detail::control_message("close"));
+  }
+
+  // Sends a control message from the channel's strand, where the connections' answers go
+  // from: "close" and a later "listening" keep their order whatever thread asks.
+  void send_in_order(message m) {
     std::weak_ptr<detail::channel_state> weak;
     {
       std::lock_guard lock(mutex);
       weak = channel;
     }
-    for (auto& l : live_listeners())
-      if (l->is_open())
-        return;
     if (auto state = weak.lock())
-      asio::post(detail::channel_executor(*state), [weak] {
-        if (auto state = weak.lock())
-          childproc::channel(std::move(state)).send(detail::control_message("close"));
+      asio::post(detail::channel_executor(*state), [weak, m = std::move(m)] {
+        if (auto state = weak.lock(); state) {
+          childproc::channel ch(std::move(state));
+          if (ch.connected())
+            ch.send(m);
+        }
       });
   }
 
@@ -155,7 +164,7 @@ cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::end
   auto env = detail::worker_env();
   if (!env.is_worker)
     return cluster_listener(detail::open_listener(ex, env, endpoint, ec));
-  auto ch = channel(ex);
+  channel(ex); // its first use reports "online", before this "listening"
   auto& r = registry();
   std::shared_ptr<detail::cluster_listener_state> state;
   {
@@ -170,11 +179,9 @@ cluster_listener cluster::listen(const asio::any_io_executor& ex, const tcp::end
     state->on_close([] { registry().listener_closed(); });
   if (ec)
     return {};
-  {
-    const auto local = state->local_endpoint();
-    ch.send(message(boost::json::value(boost::json::object{
-        {"cc", "listening"}, {"address", local.address().to_string()}, {"port", local.port()}})));
-  }
+  const auto local = state->local_endpoint();
+  r.send_in_order(message(boost::json::value(boost::json::object{
+      {"cc", "listening"}, {"address", local.address().to_string()}, {"port", local.port()}})));
   return cluster_listener(std::move(state));
 }
 

@@ -167,6 +167,20 @@ struct load : std::enable_shared_from_this<load> {
   };
 };
 
+// This process's sockets on `port` with a peer: the connections it accepted there.
+std::size_t accepted_on(unsigned short port) {
+  std::size_t held = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    tcp::endpoint local, peer;
+    socklen_t local_size = static_cast<socklen_t>(local.capacity());
+    socklen_t peer_size = static_cast<socklen_t>(peer.capacity());
+    if (::getsockname(fd, local.data(), &local_size) == 0 && local_size == sizeof(sockaddr_in) &&
+        local.port() == port && ::getpeername(fd, peer.data(), &peer_size) == 0)
+      ++held;
+  }
+  return held;
+}
+
 std::size_t resident_set(pid_t pid) {
   std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/statm").c_str(), "r");
   unsigned long pages = 0, resident = 0;
@@ -560,7 +574,7 @@ TEST_CASE("destroying a cluster without a shutdown kills its workers", "[cluster
 TEST_CASE("a crash loop backs off and gives up after max_restarts with the give_up event",
           "[cluster]") {
   asio::io_context io;
-  auto options = worker_options(scheduling::shared, 1);
+  auto options = worker_options(GENERATE(scheduling::shared, scheduling::round_robin), 1);
   options.args = std::vector<std::string>{"cluster-worker-crash"};
   options.max_restarts = 3;
   options.restart_backoff = 20ms;
@@ -617,7 +631,8 @@ TEST_CASE("exits after min_uptime are not unstable: the slot keeps restarting", 
 TEST_CASE("a graceful shutdown under load answers the requests in flight, then the workers exit",
           "[cluster][load]") {
   asio::io_context io;
-  cluster c(io, worker_options(scheduling::shared, 2));
+  const auto mode = GENERATE(scheduling::shared, scheduling::round_robin);
+  cluster c(io, worker_options(mode, 2));
   recorded r;
   start_listening(io, c, r, 2);
 
@@ -676,7 +691,7 @@ TEST_CASE("a worker above max_memory_restart is replaced: the new one listens be
           "is disconnected",
           "[cluster]") {
   asio::io_context io;
-  auto options = worker_options(scheduling::shared, 1);
+  auto options = worker_options(GENERATE(scheduling::shared, scheduling::round_robin), 1);
   options.memory_check_interval = 100ms;
   auto probe = worker_options(scheduling::shared, 1);
   // Measure an idle worker first, so that the limit holds under sanitizers too.
@@ -1477,10 +1492,98 @@ TEST_CASE("round_robin's primary keeps the connections it holds off descriptors 
   socklen_t size = static_cast<socklen_t>(on_zero.capacity());
   const bool zero_is_socket = ::getsockname(0, on_zero.data(), &size) == 0;
   const bool zero_inheritable = ::fcntl(0, F_GETFD) == 0;
+  const std::size_t held = accepted_on(c.endpoint().port()); // else the test saw nothing
   ::dup2(saved, 0);
   ::close(saved);
 
   CHECK_FALSE(
       (zero_is_socket && size == sizeof(sockaddr_in) && on_zero.port() == c.endpoint().port()));
   CHECK_FALSE((zero_is_socket && zero_inheritable));
+  CHECK(held >= 1);
+}
+
+namespace {
+// Runs a load of `n` requests, a connection each; true once every connection ended (20 s bound).
+std::shared_ptr<load> serve_requests(asio::io_context& io, const cluster& c, std::size_t n,
+                                     bool& done) {
+  auto l = std::make_shared<load>(io, c.endpoint(), n, 1);
+  l->close_each = true;
+  l->on_done = [&done] { done = true; };
+  l->start();
+  done = run_until(io, done, 20s);
+  return l;
+}
+
+// Sends `control` to worker `w` and runs `io` until the worker sent it back.
+void tell_and_wait(asio::io_context& io, cluster& c, const cluster_worker& w,
+                   boost::json::value control) {
+  auto echoed = std::make_shared<bool>(false); // the handler stays with the cluster
+  c.on_message([echoed](const cluster_worker&, const childproc::message&) { *echoed = true; });
+  w.send(std::move(control));
+  REQUIRE(run_until(io, [&] { return *echoed; }));
+}
+} // namespace
+
+// Before the fix: "REQUIRE( done )" failed: "close" was posted and "listening" sent at once, so
+// the primary heard them the other way round and never handed the worker another connection.
+TEST_CASE("a round_robin worker that closes its listener and listens again gets connections",
+          "[cluster][load]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::round_robin, 1));
+  recorded r;
+  start_listening(io, c, r, 1);
+  tell_and_wait(io, c, c.workers().at(0), boost::json::value{{"relisten", true}});
+  bool done = false;
+  auto l = serve_requests(io, c, 20, done);
+  REQUIRE(done);
+  CHECK(l->errors == 0);
+  CHECK(l->answered == 20);
+}
+
+// Before the fix: "REQUIRE( done )" failed: the worker refused each connection (no listener)
+// and the primary handed it back to the same worker, for ever.
+TEST_CASE("round_robin passes connections on from a worker whose listener was dropped without "
+          "close()",
+          "[cluster][load]") {
+  asio::io_context io;
+  cluster c(io, worker_options(scheduling::round_robin, 2));
+  recorded r;
+  start_listening(io, c, r, 2);
+  const auto workers = c.workers();
+  const pid_t staying = workers.at(1).pid().value_or(0);
+  tell_and_wait(io, c, workers.at(0), boost::json::value{{"drop-listener", true}});
+  bool done = false;
+  auto l = serve_requests(io, c, 40, done);
+  REQUIRE(done);
+  CHECK(l->errors == 0);
+  CHECK(l->per_pid.size() == 1);
+  CHECK(l->per_pid[staying] == 40);
+}
+
+// Before the fix: "held <= 8" failed (18 <= 8): every connection was accepted into the primary's
+// queue while no worker listened; a crash loop could run the primary out of descriptors to fork
+// with.
+TEST_CASE("round_robin's primary holds at most backlog connections while no worker listens",
+          "[cluster]") {
+  flag_file flag;
+  { std::ofstream(flag.path) << "x"; } // the worker starts as a later one: it never listens
+  asio::io_context io;
+  auto options = once_options("cluster-worker-once", flag);
+  options.scheduling = scheduling::round_robin;
+  options.backlog = 8;
+  cluster c(io, options);
+  bool online = false;
+  c.on_online([&](const cluster_worker&) { online = true; });
+  c.start();
+  REQUIRE(run_until(io, online));
+  std::vector<tcp::socket> clients;
+  for (int i = 0; i < 40; ++i) {
+    clients.emplace_back(io);
+    clients.back().async_connect(c.endpoint(), [](boost::system::error_code) {});
+  }
+  run_until(
+      io, [] { return false; }, 2s); // two rounds of SYNs: the kernel's own backlog drops some
+  const std::size_t held = accepted_on(c.endpoint().port());
+  CHECK(held <= 8);
+  CHECK(held > 0);
 }

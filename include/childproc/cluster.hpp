@@ -81,7 +81,8 @@ struct cluster_options {
   /// The endpoint the workers serve; cluster::listen in a worker must name it (or its port 0
   /// may be the port it was given). Default: 0.0.0.0 port 0 (a port chosen at start()).
   boost::asio::ip::tcp::endpoint endpoint{boost::asio::ip::tcp::v4(), 0};
-  /// The listen backlog. Default: 511 (Node's).
+  /// The listen backlog. Default: 511 (Node's). Under round_robin also the most connections
+  /// the primary holds while no worker is free (the rest wait in the kernel's queue).
   int backlog = 511;
 
   /// Supervision (PM2's). Restart a worker that exits without having been disconnected or

@@ -5,7 +5,8 @@
 //   /leak/MB     allocates and touches MB MiB kept until exit, then the pid
 //   /exit        exits with code 1 at once, without answering
 // and sends back every user message of its channel but {"disconnect-self": MS} (below);
-// {"close-listener": true} closes its listener first.
+// {"close-listener": true} closes its listener first, {"drop-listener": true} drops it without
+// close(), {"relisten": true} closes it and listens again at once.
 #pragma once
 
 #include <childproc/cluster.hpp>
@@ -93,27 +94,35 @@ inline void accept(childproc::cluster_listener& listener) {
 // listener and the channel meet across them).
 inline int serve(const char* address, const char* port, int threads = 1) {
   asio::io_context io;
-  auto listener =
-      childproc::cluster::listen(io, tcp::endpoint(asio::ip::make_address(address),
-                                                   static_cast<unsigned short>(std::atoi(port))));
+  const tcp::endpoint endpoint(asio::ip::make_address(address),
+                               static_cast<unsigned short>(std::atoi(port)));
+  auto listener = childproc::cluster::listen(io, endpoint);
   accept(listener);
   // User messages come back as they are; the cluster's own ({"cc": ...}) are not answered.
   // {"disconnect-self": MS} disconnects the channel from this side (Node's process.disconnect()
   // in a worker) and keeps the process alive MS milliseconds more.
   auto primary = childproc::cluster::channel(io);
   asio::steady_timer hold(io);
-  primary.on_message([primary, &hold, &listener](const childproc::message& m) mutable {
-    const auto* o = m.is_json() && m.json().is_object() ? &m.json().as_object() : nullptr;
-    if (o && o->contains("close-listener"))
-      listener.close(); // and sent back, as any user message
-    if (o && o->contains("disconnect-self")) {
-      hold.expires_after(std::chrono::milliseconds(o->at("disconnect-self").to_number<int>()));
-      hold.async_wait([](boost::system::error_code) {});
-      return primary.disconnect();
-    }
-    if (!(o && o->contains("cc")))
-      primary.send(m);
-  });
+  primary.on_message(
+      [primary, &hold, &listener, &io, endpoint](const childproc::message& m) mutable {
+        const auto* o = m.is_json() && m.json().is_object() ? &m.json().as_object() : nullptr;
+        if (o && o->contains("close-listener"))
+          listener.close(); // and sent back, as any user message
+        if (o && o->contains("drop-listener"))
+          listener = childproc::cluster_listener{}; // without close()
+        if (o && o->contains("relisten")) {
+          listener.close();
+          listener = childproc::cluster::listen(io, endpoint);
+          accept(listener);
+        }
+        if (o && o->contains("disconnect-self")) {
+          hold.expires_after(std::chrono::milliseconds(o->at("disconnect-self").to_number<int>()));
+          hold.async_wait([](boost::system::error_code) {});
+          return primary.disconnect();
+        }
+        if (!(o && o->contains("cc")))
+          primary.send(m);
+      });
   std::vector<std::thread> more;
   for (int i = 1; i < threads; ++i)
     more.emplace_back([&io] { io.run(); });

@@ -266,6 +266,17 @@ std::size_t count_prefix(const std::vector<std::string>& events, const std::stri
       events.begin(), events.end(), [&](const auto& e) { return e.rfind(prefix, 0) == 0; }));
 }
 
+// Runs a load of `n` requests, a connection each; true once every connection ended (20 s bound).
+std::shared_ptr<load> serve_requests(asio::io_context& io, const cluster& c, std::size_t n,
+                                     bool& done) {
+  auto l = std::make_shared<load>(io, c.endpoint(), n, 1);
+  l->close_each = true;
+  l->on_done = [&done] { done = true; };
+  l->start();
+  done = run_until(io, done, 20s);
+  return l;
+}
+
 } // namespace
 
 TEST_CASE("a cluster forks its workers with ids 1..N and reports fork, online and listening on "
@@ -1376,12 +1387,9 @@ TEST_CASE("round_robin hands no connection to a worker that disconnected its own
   const pid_t staying = workers[1].pid().value_or(0);
   workers[0].send(boost::json::value{{"disconnect-self", 20000}});
   REQUIRE(run_until(io, [&] { return has(r, "disconnect 1"); }));
-  auto l = std::make_shared<load>(io, c.endpoint(), 40, 1);
-  l->close_each = true;
   bool done = false;
-  l->on_done = [&] { done = true; };
-  l->start();
-  REQUIRE(run_until(io, done));
+  auto l = serve_requests(io, c, 40, done);
+  REQUIRE(done);
   CHECK(l->errors == 0);
   CHECK(l->per_pid.size() == 1);
   CHECK(l->per_pid[staying] == 40);
@@ -1442,12 +1450,9 @@ TEST_CASE("round_robin passes a connection a worker's closed listeners do not ta
   CHECK(l->per_pid[staying] >= 250);
   // Worker 1 is still up, connected, and gets nothing after its close: a second load all goes
   // to worker 2.
-  auto after = std::make_shared<load>(io, c.endpoint(), 40, 1);
-  after->close_each = true;
   bool after_done = false;
-  after->on_done = [&] { after_done = true; };
-  after->start();
-  REQUIRE(run_until(io, after_done));
+  auto after = serve_requests(io, c, 40, after_done);
+  REQUIRE(after_done);
   CHECK(after->errors == 0);
   CHECK(after->per_pid.size() == 1);
   CHECK(after->per_pid[staying] == 40);
@@ -1503,17 +1508,6 @@ TEST_CASE("round_robin's primary keeps the connections it holds off descriptors 
 }
 
 namespace {
-// Runs a load of `n` requests, a connection each; true once every connection ended (20 s bound).
-std::shared_ptr<load> serve_requests(asio::io_context& io, const cluster& c, std::size_t n,
-                                     bool& done) {
-  auto l = std::make_shared<load>(io, c.endpoint(), n, 1);
-  l->close_each = true;
-  l->on_done = [&done] { done = true; };
-  l->start();
-  done = run_until(io, done, 20s);
-  return l;
-}
-
 // Sends `control` to worker `w` and runs `io` until the worker sent it back.
 void tell_and_wait(asio::io_context& io, cluster& c, const cluster_worker& w,
                    boost::json::value control) {

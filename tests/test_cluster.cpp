@@ -266,6 +266,23 @@ std::size_t count_prefix(const std::vector<std::string>& events, const std::stri
       events.begin(), events.end(), [&](const auto& e) { return e.rfind(prefix, 0) == 0; }));
 }
 
+// A round_robin cluster of two listening workers: the tests tell worker 1 something and check
+// that worker 2 (`staying`) serves what follows.
+struct two_round_robin_workers {
+  asio::io_context io;
+  cluster c{io, worker_options(scheduling::round_robin, 2)};
+  recorded r;
+  std::vector<cluster_worker> workers;
+  pid_t staying = 0;
+
+  two_round_robin_workers() {
+    start_listening(io, c, r, 2);
+    workers = c.workers();
+    REQUIRE(workers.size() == 2);
+    staying = workers[1].pid().value_or(0);
+  }
+};
+
 // Runs a load of `n` requests, a connection each; true once every connection ended (20 s bound).
 std::shared_ptr<load> serve_requests(asio::io_context& io, const cluster& c, std::size_t n,
                                      bool& done) {
@@ -1376,15 +1393,9 @@ TEST_CASE("round_robin spreads connections within 20% of even over its workers",
 // Before the fix: "l->errors == 0" failed: the primary's on_disconnect left the worker on
 // round_robin's free list, and every other connection was handed to a channel that was gone
 // (closed unanswered) until the worker exited.
-TEST_CASE("round_robin hands no connection to a worker that disconnected its own channel",
-          "[cluster][load]") {
-  asio::io_context io;
-  cluster c(io, worker_options(scheduling::round_robin, 2));
-  recorded r;
-  start_listening(io, c, r, 2);
-  auto workers = c.workers();
-  REQUIRE(workers.size() == 2);
-  const pid_t staying = workers[1].pid().value_or(0);
+TEST_CASE_METHOD(two_round_robin_workers,
+                 "round_robin hands no connection to a worker that disconnected its own channel",
+                 "[cluster][load]") {
   workers[0].send(boost::json::value{{"disconnect-self", 20000}});
   REQUIRE(run_until(io, [&] { return has(r, "disconnect 1"); }));
   bool done = false;
@@ -1420,16 +1431,11 @@ TEST_CASE("a round_robin worker may run its io_context on several threads", "[cl
 
 // Before the fix: "l->errors == 0" failed: a worker whose listener was closed stayed on the
 // free list, and every connection handed to it was closed unanswered.
-TEST_CASE("round_robin passes a connection a worker's closed listeners do not take to another "
-          "worker",
-          "[cluster][load]") {
-  asio::io_context io;
-  cluster c(io, worker_options(scheduling::round_robin, 2));
-  recorded r;
-  start_listening(io, c, r, 2);
-  auto workers = c.workers();
-  REQUIRE(workers.size() == 2);
-  const pid_t staying = workers[1].pid().value_or(0);
+TEST_CASE_METHOD(
+    two_round_robin_workers,
+    "round_robin passes a connection a worker's closed listeners do not take to another "
+    "worker",
+    "[cluster][load]") {
   bool closed = false;
   c.on_message([&](const cluster_worker&, const childproc::message&) { closed = true; });
   // Under load: a connection in flight to worker 1 crosses its "close" and is answered
@@ -1536,15 +1542,11 @@ TEST_CASE("a round_robin worker that closes its listener and listens again gets 
 
 // Before the fix: "REQUIRE( done )" failed: the worker refused each connection (no listener)
 // and the primary handed it back to the same worker, for ever.
-TEST_CASE("round_robin passes connections on from a worker whose listener was dropped without "
-          "close()",
-          "[cluster][load]") {
-  asio::io_context io;
-  cluster c(io, worker_options(scheduling::round_robin, 2));
-  recorded r;
-  start_listening(io, c, r, 2);
-  const auto workers = c.workers();
-  const pid_t staying = workers.at(1).pid().value_or(0);
+TEST_CASE_METHOD(
+    two_round_robin_workers,
+    "round_robin passes connections on from a worker whose listener was dropped without "
+    "close()",
+    "[cluster][load]") {
   tell_and_wait(io, c, workers.at(0), boost::json::value{{"drop-listener", true}});
   bool done = false;
   auto l = serve_requests(io, c, 40, done);

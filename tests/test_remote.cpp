@@ -138,6 +138,14 @@ public:
     return text;
   }
 
+  // Stops the server (SIGTERM: it closes every connection and removes its socket), and starts
+  // it again on the same socket, empty (no persistence).
+  void stop_server() { REQUIRE(server_->stop(server_io_)); }
+  void start_server() {
+    server_.reset();
+    launch();
+  }
+
 private:
   std::unique_ptr<asio::io_context> test_io_ = std::make_unique<asio::io_context>();
   asio::io_context server_io_;
@@ -150,12 +158,15 @@ public:
 
 private:
   redis_fixture(const std::string& program, std::vector<std::string> extra)
-      : socket_(dir_.path + "/redis.sock") {
-    std::vector<std::string> args{"--port", "0",       "--unixsocket", socket_,
-                                  "--save", "",        "--appendonly", "no",
-                                  "--dir",  dir_.path, "--daemonize",  "no"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    server_.emplace(server_io_, program, std::move(args));
+      : program_(program), socket_(dir_.path + "/redis.sock") {
+    args_ = {"--port",       "0",  "--unixsocket", socket_,   "--save",      "",
+             "--appendonly", "no", "--dir",        dir_.path, "--daemonize", "no"};
+    args_.insert(args_.end(), extra.begin(), extra.end());
+    launch();
+  }
+
+  void launch() {
+    server_.emplace(server_io_, program_, args_);
     // The server says so on its log (stdout) once it accepts connections ("The server is now
     // ready to accept connections at <path>" with a unix socket, Redis 7.0).
     const bool ready = run_until(server_io_, [&] {
@@ -169,8 +180,10 @@ private:
     REQUIRE_FALSE(server_->closed);
   }
 
+  std::string program_;
   temp_dir dir_;
   std::string socket_;
+  std::vector<std::string> args_;
   std::optional<watched_child> server_;
 };
 
@@ -1201,4 +1214,37 @@ TEST_CASE("a busy agent claims a dead agent's task under a steady backlog", "[re
   CHECK(std::count(order->begin(), order->end(), "error") == 0);
   CHECK(orphan_at < 40);
   REQUIRE(busy->stop(redis->io));
+}
+
+namespace {
+
+using shared_result = std::shared_ptr<std::optional<std::pair<boost::system::error_code, message>>>;
+
+// Starts one run and returns where its completion will be (run_one without the waiting).
+shared_result start_run(childproc::remote_pool& pool, message task, childproc::run_options run) {
+  auto got = std::make_shared<std::optional<std::pair<boost::system::error_code, message>>>();
+  pool.async_run(std::move(task), std::move(run), [got](boost::system::error_code ec, message m) {
+    got->emplace(ec, std::move(m));
+  });
+  return got;
+}
+
+} // namespace
+
+// Before the fix: "run_until(redis->io, agent->closed)" failed after 60 s: the agent's reader
+// saw the server go and stopped it, and the stop then waited for the answer of the result it was
+// writing, which failed without telling it.
+TEST_CASE("an agent whose server goes away while it runs a task exits with 69", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "only");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  auto held = start_run(pool, message(1000), {.name = "async_sleep"});
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 1; }));
+  redis->stop_server();
+  REQUIRE(run_until(redis->io, agent->closed));
+  INFO(agent->out << agent->err);
+  CHECK(agent->code == 69);
+  CHECK(agent->err.find("the connection to the Redis server was lost") != std::string::npos);
 }

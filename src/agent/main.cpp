@@ -454,9 +454,12 @@ private:
     ++answering_;
     writer_->command(fields, [this, entry](std::error_code ec, redisReply* reply) {
       --answering_;
+      // A stop that came first (the reader saw the server go) waits for this answer: it must
+      // hear of it either way.
       if (ec || !wire::error_text(reply).empty())
-        return fail("writing a result: " + (ec ? ec.message() : wire::error_text(reply)));
-      acknowledge(entry);
+        fail("writing a result: " + (ec ? ec.message() : wire::error_text(reply)));
+      else
+        acknowledge(entry);
       if (stopping_)
         finish_if_idle();
     });

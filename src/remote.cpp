@@ -14,7 +14,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <random>
 #include <stdexcept>
@@ -63,29 +65,48 @@ const std::error_category& remote_category() noexcept {
 namespace detail {
 
 using run_completion = completion<boost::system::error_code, message>;
+using steady = std::chrono::steady_clock;
+
+struct pending_run {
+  std::unique_ptr<run_completion> done;
+  std::uint64_t generation = 0; // the connection its XADD was sent on
+  bool added = false;           // the server answered its XADD: the task is in the stream
+};
 
 struct remote_state : std::enable_shared_from_this<remote_state> {
   boost::asio::any_io_executor executor;
   remote_options options;
   std::string reply_stream;
   std::shared_ptr<redis_connection> commands, replies;
-  std::error_code failure; // the connections' error, once they failed
+  std::error_code failure; // the pool's lasting error, once it failed for good
   std::string failure_text;
-  std::unordered_map<std::uint64_t, std::unique_ptr<run_completion>> in_flight;
+  std::error_code offline; // why the pool is disconnected, while it waits to connect again
+  std::string offline_text;
+  std::unordered_map<std::uint64_t, pending_run> in_flight;
   std::uint64_t next_id = 1;
+  std::uint64_t generation = 0; // connections made so far
   std::string last_reply = "0-0";
   remote_stats counters;
   bool closed = false;
-  std::unique_ptr<boost::asio::steady_timer> expiry_timer;
-  bool renewing = false; // a PEXPIRE is unanswered
+  std::unique_ptr<boost::asio::steady_timer> expiry_timer, reconnect_timer, held_deadline;
+  bool renewing = false;             // a PEXPIRE is unanswered
+  steady::time_point last_renewal{}; // when the last PEXPIRE that found the stream was sent
+  std::chrono::milliseconds next_delay{};
+  std::minstd_rand jitter{std::random_device{}()};
 
   void start();
+  void connect();
+  void probe_reply_stream();
   void read_replies();
   void renew_expiry();
   void request_expiry();
-  void on_expiry_renewed(std::error_code ec, redisReply* reply);
+  void on_expiry_renewed(std::error_code ec, redisReply* reply, steady::time_point sent);
   void open_reply_stream();
   void on_replies(std::error_code ec, redisReply* reply);
+  void on_connection_error(std::error_code ec, const std::string& text);
+  void lose_connection(std::error_code ec, const std::string& text);
+  void schedule_reconnect();
+  void fail_held(std::uint64_t before, boost::system::error_code ec, const std::string& text);
   void deliver(const remote_wire::entry& e);
   void finish(std::uint64_t id, boost::system::error_code ec, message result);
   void cancel(std::uint64_t id);
@@ -121,25 +142,68 @@ std::string unique_reply_stream() {
 } // namespace
 
 void remote_state::start() {
+  expiry_timer = std::make_unique<boost::asio::steady_timer>(executor);
+  reconnect_timer = std::make_unique<boost::asio::steady_timer>(executor);
+  held_deadline = std::make_unique<boost::asio::steady_timer>(executor);
+  next_delay = options.reconnect_delay;
+  connect();
+  expiry_timer->expires_after(options.reply_expiry / 3);
+  expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
+      self->renew_expiry();
+  });
+}
+
+// The same sequence for the first connection and every later one: the commands below are the
+// first in the pipeline, so the runs sent from now on come after the reply stream is made.
+void remote_state::connect() {
   std::error_code ec;
   std::string why;
   const redis_credentials credentials{options.user, options.password};
+  ++generation;
   commands = redis_connection::open(executor, options.server, credentials, ec, why);
   if (!ec)
     replies = redis_connection::open(executor, options.server, credentials, ec, why);
   if (ec) {
-    failure = ec;
-    failure_text = why;
-    return;
+    if (commands)
+      commands->close();
+    commands.reset();
+    offline.clear(); // a new reason, from this attempt
+    return lose_connection(ec, why);
   }
+  offline.clear();
   // The group starts at the stream's beginning, so that tasks added before any agent ran are
-  // read; BUSYGROUP (it exists) is the usual answer.
+  // read; BUSYGROUP (it exists) is the usual answer. Sent each time: a server that restarted
+  // without persistence lost it.
   commands->command({"XGROUP", "CREATE", options.stream, options.group, "0", "MKSTREAM"},
                     [](std::error_code, redisReply*) {});
+  probe_reply_stream();
   open_reply_stream();
-  expiry_timer = std::make_unique<boost::asio::steady_timer>(executor);
-  renew_expiry();
   read_replies();
+}
+
+// Whether the reply stream outlived the time without a connection: when it is gone, the
+// results of the runs sent on an earlier connection were dropped (agents write with
+// NOMKSTREAM), and those runs fail. open_reply_stream() makes it again right after this.
+void remote_state::probe_reply_stream() {
+  const auto sent = steady::now();
+  const std::uint64_t current = generation;
+  commands->command(
+      {"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
+      [weak = weak_from_this(), sent, current](std::error_code ec, redisReply* reply) {
+        auto self = weak.lock();
+        if (!self || self->closed || self->failure)
+          return;
+        if (ec)
+          return self->on_connection_error(ec, self->commands->error_text());
+        self->held_deadline->cancel();
+        self->next_delay = self->options.reconnect_delay;
+        self->last_renewal = sent;
+        if (current > 1)
+          ++self->counters.reconnects;
+        if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
+          self->fail_held(current, make_error_code(remote_errc::reply_stream_lost), {});
+      });
 }
 
 // The reply stream exists (empty) before the first task is sent: agents write results with
@@ -152,7 +216,7 @@ void remote_state::open_reply_stream() {
                       if (!self || self->closed)
                         return;
                       if (ec)
-                        return self->fail_all(ec, self->commands->error_text());
+                        return self->on_connection_error(ec, self->commands->error_text());
                       if (const auto text = remote_wire::error_text(reply); !text.empty())
                         self->fail_all(make_error_code(remote_errc::server_error),
                                        "XADD " + self->reply_stream + ": " + text);
@@ -161,9 +225,11 @@ void remote_state::open_reply_stream() {
 }
 
 // A caller that dies leaves no stream behind: the server deletes it once it was not renewed
-// for reply_expiry (XADD and XDEL keep a key's expiry).
+// for reply_expiry (XADD and XDEL keep a key's expiry). Nothing is sent while disconnected:
+// the next connection's probe renews it.
 void remote_state::renew_expiry() {
-  request_expiry();
+  if (!offline)
+    request_expiry();
   expiry_timer->expires_after(options.reply_expiry / 3);
   expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
     if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
@@ -177,23 +243,25 @@ void remote_state::request_expiry() {
   if (renewing)
     return;
   renewing = true;
-  commands->command({"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
-                    [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
-                      if (auto self = weak.lock(); self && !self->closed) {
-                        self->renewing = false;
-                        self->on_expiry_renewed(ec, reply);
-                      }
-                    });
+  commands->command(
+      {"PEXPIRE", reply_stream, std::to_string(options.reply_expiry.count())},
+      [weak = weak_from_this(), sent = steady::now()](std::error_code ec, redisReply* reply) {
+        if (auto self = weak.lock(); self && !self->closed) {
+          self->renewing = false;
+          self->on_expiry_renewed(ec, reply, sent);
+        }
+      });
 }
 
 // PEXPIRE answers 0 when the stream is gone (it expired while this loop was stalled, or the
 // server lost it): results sent meanwhile were dropped (NOMKSTREAM), so the runs in flight fail
 // rather than wait for ever, and the stream is made again for the runs to come.
-void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply) {
+void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply,
+                                     steady::time_point sent) {
   if (failure)
     return; // the stream could not be made (its XADD was refused): nothing to renew
   if (ec)
-    return fail_all(ec, commands->error_text());
+    return on_connection_error(ec, commands->error_text());
   // A refusal (NOPERM: the ACL lacks PEXPIRE) lasts: the pool fails. Other errors (BUSY,
   // LOADING, READONLY during a fail-over) pass: the next renewal tries again.
   if (const auto text = remote_wire::error_text(reply); !text.empty()) {
@@ -201,15 +269,81 @@ void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply) {
       fail_all(make_error_code(remote_errc::server_error), "PEXPIRE: " + text);
     return;
   }
-  if (reply == nullptr || reply->type != REDIS_REPLY_INTEGER || reply->integer != 0)
+  if (reply == nullptr || reply->type != REDIS_REPLY_INTEGER || reply->integer != 0) {
+    last_renewal = sent;
     return;
-  open_reply_stream();
-  auto lost = std::move(in_flight);
-  in_flight.clear();
-  for (auto& [id, done] : lost) {
-    ++counters.failed;
-    done->complete(make_error_code(remote_errc::reply_stream_lost), {});
   }
+  open_reply_stream();
+  fail_held(generation + 1, make_error_code(remote_errc::reply_stream_lost), {});
+}
+
+// Fails the runs sent on a connection older than `before` (every run, for generation + 1).
+void remote_state::fail_held(std::uint64_t before, boost::system::error_code ec,
+                             const std::string& text) {
+  std::vector<std::unique_ptr<run_completion>> held;
+  for (auto it = in_flight.begin(); it != in_flight.end();) {
+    if (it->second.generation < before) {
+      held.push_back(std::move(it->second.done));
+      it = in_flight.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& done : held) {
+    ++counters.failed;
+    done->complete(ec, text.empty() ? message() : error_message("RedisError", text));
+  }
+}
+
+// Refused credentials are final, and so is any loss when reconnection is off.
+void remote_state::on_connection_error(std::error_code ec, const std::string& text) {
+  if (closed || failure)
+    return;
+  if (ec == make_error_code(remote_errc::auth_failed) ||
+      options.reconnect_delay == std::chrono::milliseconds::zero())
+    return fail_all(ec, text);
+  lose_connection(ec, text);
+}
+
+// Runs whose XADD was unanswered fail (the task may or may not be in the stream; if it is, its
+// result counts as a stray reply); the others keep waiting: their results wait in the reply
+// stream until it expires, reply_expiry after its last renewal, which bounds the wait.
+void remote_state::lose_connection(std::error_code ec, const std::string& text) {
+  if (offline)
+    return; // the other connection's commands, failing as it closes below
+  offline = ec;
+  offline_text = text;
+  for (auto& c : {commands, replies})
+    if (c)
+      c->close(); // their handlers run now, and come back above
+  renewing = false;
+  std::vector<std::uint64_t> unsent;
+  for (const auto& [id, run] : in_flight)
+    if (!run.added)
+      unsent.push_back(id);
+  for (const auto id : unsent)
+    finish(id, ec, error_message("RedisError", text));
+  if (!in_flight.empty()) {
+    held_deadline->expires_at(last_renewal + options.reply_expiry);
+    held_deadline->async_wait([weak = weak_from_this()](boost::system::error_code e) {
+      if (auto self = weak.lock(); self && !e && self->offline)
+        self->fail_held(self->generation + 1, make_error_code(remote_errc::connection_lost),
+                        self->offline_text + " (no connection before the reply stream expired)");
+    });
+  }
+  schedule_reconnect();
+}
+
+void remote_state::schedule_reconnect() {
+  const auto delay = next_delay;
+  next_delay = std::min(next_delay * 2, options.max_reconnect_delay);
+  const auto wait = std::chrono::milliseconds(
+      std::uniform_int_distribution<std::int64_t>(delay.count() / 2, delay.count())(jitter));
+  reconnect_timer->expires_after(wait);
+  reconnect_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
+      self->connect();
+  });
 }
 
 void remote_state::read_replies() {
@@ -222,7 +356,7 @@ void remote_state::read_replies() {
 
 void remote_state::on_replies(std::error_code ec, redisReply* reply) {
   if (ec)
-    return fail_all(ec, replies->error_text());
+    return on_connection_error(ec, replies->error_text());
   std::vector<remote_wire::entry> entries;
   if (!remote_wire::read_entries(reply, entries)) {
     const auto text = remote_wire::error_text(reply);
@@ -272,7 +406,7 @@ void remote_state::finish(std::uint64_t id, boost::system::error_code ec, messag
   const auto found = in_flight.find(id);
   if (found == in_flight.end())
     return;
-  auto done = std::move(found->second);
+  auto done = std::move(found->second.done);
   in_flight.erase(found);
   ++(ec ? counters.failed : counters.completed);
   done->complete(ec, std::move(result));
@@ -285,7 +419,7 @@ void remote_state::cancel(std::uint64_t id) {
   if (in_flight.find(id) == in_flight.end())
     return; // completed meanwhile
   finish(id, boost::asio::error::operation_aborted, {});
-  if (!closed && !failure)
+  if (!closed && !failure && !offline)
     commands->command(
         {"PUBLISH", options.stream + ":cancel", reply_stream + ' ' + std::to_string(id)},
         [](std::error_code, redisReply*) {});
@@ -298,9 +432,9 @@ void remote_state::fail_all(std::error_code ec, const std::string& text) {
   }
   auto pending = std::move(in_flight);
   in_flight.clear();
-  for (auto& [id, done] : pending) {
+  for (auto& [id, run] : pending) {
     ++counters.failed;
-    done->complete(ec, error_message("RedisError", text));
+    run.done->complete(ec, error_message("RedisError", text));
   }
 }
 
@@ -309,6 +443,8 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
     return done->complete(make_error_code(errc::pool_closed), {});
   if (failure)
     return done->complete(failure, error_message("RedisError", failure_text));
+  if (offline)
+    return done->complete(offline, error_message("RedisError", offline_text));
   auto body = remote_wire::encode(task);
   if (body.data.size() > options.max_payload)
     return done->complete(make_error_code(remote_errc::payload_too_large), {});
@@ -321,7 +457,7 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
           self->cancel(id);
       });
     });
-  in_flight.emplace(id, std::move(done));
+  in_flight.emplace(id, pending_run{std::move(done), generation});
   commands->command({"XADD", options.stream, "*", "id", std::to_string(id), "name", run.name,
                      "reply", reply_stream, "kind", body.kind, "data", std::move(body.data),
                      "timeout", std::to_string(run.timeout.count())},
@@ -330,10 +466,12 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
                       if (!self || self->closed)
                         return;
                       if (ec)
-                        return self->fail_all(ec, self->commands->error_text());
+                        return self->on_connection_error(ec, self->commands->error_text());
                       if (const auto text = remote_wire::error_text(reply); !text.empty())
-                        self->finish(id, make_error_code(remote_errc::server_error),
-                                     error_message("RedisError", text));
+                        return self->finish(id, make_error_code(remote_errc::server_error),
+                                            error_message("RedisError", text));
+                      if (const auto run = self->in_flight.find(id); run != self->in_flight.end())
+                        run->second.added = true;
                     });
 }
 
@@ -341,12 +479,13 @@ void remote_state::destroy() {
   if (closed)
     return;
   closed = true;
-  if (expiry_timer)
-    expiry_timer->cancel();
+  for (auto* timer : {expiry_timer.get(), reconnect_timer.get(), held_deadline.get()})
+    if (timer)
+      timer->cancel();
   auto pending = std::move(in_flight);
   in_flight.clear();
-  for (auto& [id, done] : pending)
-    done->complete(make_error_code(errc::pool_closed), {});
+  for (auto& [id, run] : pending)
+    run.done->complete(make_error_code(errc::pool_closed), {});
   if (replies)
     replies->close();
   if (commands) {
@@ -366,6 +505,11 @@ remote_pool::remote_pool(const boost::asio::any_io_executor& ex, remote_options 
                             "remote_pool: remote_options::server is empty");
   // Under a second, a loop busy for a moment loses the stream; a huge value overflows the
   // timer's nanoseconds, and over a day a dead caller's stream would stay too long to matter.
+  if (options.reconnect_delay < std::chrono::milliseconds::zero() ||
+      options.max_reconnect_delay < options.reconnect_delay)
+    throw std::system_error(make_error_code(errc::invalid_argument),
+                            "remote_pool: remote_options::reconnect_delay is negative or larger "
+                            "than max_reconnect_delay");
   if (options.reply_expiry < std::chrono::seconds(1) ||
       options.reply_expiry > std::chrono::hours(24))
     throw std::system_error(make_error_code(errc::invalid_argument),

@@ -1218,6 +1218,22 @@ TEST_CASE("a busy agent claims a dead agent's task under a steady backlog", "[re
 
 namespace {
 
+// The ids of the server's clients whose last command was `command` (CLIENT LIST's "cmd=").
+std::vector<std::string> clients_running(const redis_fixture& redis, const std::string& command) {
+  std::vector<std::string> ids;
+  std::istringstream lines(redis.cli({"CLIENT", "LIST"}));
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("id=", 0) == 0 && line.find(" cmd=" + command + ' ') != std::string::npos)
+      ids.push_back(line.substr(3, line.find(' ') - 3));
+  return ids;
+}
+
+// Runs `io` for `span` (what it does meanwhile is the test's).
+void run_for(asio::io_context& io, std::chrono::milliseconds span) {
+  const auto until = std::chrono::steady_clock::now() + span;
+  run_until(io, [&] { return std::chrono::steady_clock::now() >= until; });
+}
+
 using shared_result = std::shared_ptr<std::optional<std::pair<boost::system::error_code, message>>>;
 
 // Starts one run and returns where its completion will be (run_one without the waiting).
@@ -1229,7 +1245,160 @@ shared_result start_run(childproc::remote_pool& pool, message task, childproc::r
   return got;
 }
 
+bool is_offline_error(boost::system::error_code ec) {
+  return ec == make_error_code(remote_errc::connection_lost) ||
+         ec == make_error_code(remote_errc::server_unreachable);
+}
+
 } // namespace
+
+// Before the fix: "!held->first" failed with childproc.remote:2 (connection_lost): a lost
+// connection failed every run in flight, and every later run.
+TEST_CASE("a remote pool connects again after its connection is lost and its runs in flight "
+          "complete",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "only");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  const auto first = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
+  REQUIRE(first.has_value());
+  REQUIRE(!first->first);
+  auto held = start_run(pool, message(1500), {.name = "async_sleep"});
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 2; }));
+  // The pool's reply reader is the one client blocked in XREAD (the agent's is in XREADGROUP).
+  const auto readers = clients_running(*redis, "xread");
+  REQUIRE(readers.size() == 1);
+  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  REQUIRE(run_until(
+      redis->io, [&] { return held->has_value(); }, 30s));
+  CHECK(!(*held)->first);
+  REQUIRE((*held)->second.is_json());
+  CHECK((*held)->second.json() == 1500);
+  REQUIRE(run_until(redis->io, [&] { return pool.stats().reconnects == 1; }));
+  const auto after = run_one(redis->io, pool, message(2), {.name = "async_sleep"});
+  REQUIRE(after.has_value());
+  CHECK(!after->first);
+  const auto now_reading = clients_running(*redis, "xread");
+  REQUIRE(now_reading.size() == 1);
+  CHECK(now_reading.front() != readers.front());
+  CHECK(pool.stats().stray_replies == 0);
+  REQUIRE(agent->stop(redis->io));
+}
+
+// Before the fix: "CHECK_FALSE(held->has_value())" failed (the run in flight had failed with
+// connection_lost when the server went), and so did "!back->first" after the server came back:
+// every later run failed with connection_lost.
+TEST_CASE("remote runs fail at once while the server is down, and the pool connects again once "
+          "it is back",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "first");
+  childproc::remote_pool pool(
+      redis->io,
+      {.server = redis->socket(), .reconnect_delay = 50ms, .max_reconnect_delay = 200ms});
+  const auto first = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
+  REQUIRE(first.has_value());
+  REQUIRE(!first->first);
+  auto held = start_run(pool, message(1500), {.name = "async_sleep"});
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 2; }));
+  redis->stop_server();
+  // An agent whose connection drops finishes its task (its result cannot be written) and exits
+  // with 69.
+  REQUIRE(run_until(redis->io, agent->closed));
+  INFO(agent->out << agent->err);
+  CHECK(agent->code == 69);
+  const auto down = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
+  REQUIRE(down.has_value());
+  CHECK(is_offline_error(down->first));
+  REQUIRE(down->second.is_json());
+  CHECK(boost::json::serialize(down->second.json()).find("RedisError") != std::string::npos);
+  // Its task was in the stream: its result could still come, until the stream expires.
+  CHECK_FALSE(held->has_value());
+  redis->start_server();
+  auto second = start_agent(*redis, "second");
+  // The server came back empty: the reply stream is gone, with any result written to it.
+  REQUIRE(run_until(
+      redis->io, [&] { return held->has_value(); }, 30s));
+  CHECK((*held)->first == make_error_code(remote_errc::reply_stream_lost));
+  // Runs sent before the pool has connected again fail as `down` did; one after it succeeds.
+  std::optional<std::pair<boost::system::error_code, message>> back;
+  for (int attempt = 0; attempt < 100 && !(back && !back->first); ++attempt) {
+    back = run_one(redis->io, pool, message(3), {.name = "async_sleep"});
+    REQUIRE(back.has_value());
+    if (back->first) {
+      CHECK(is_offline_error(back->first));
+      run_for(redis->io, 50ms);
+    }
+  }
+  REQUIRE(back.has_value());
+  CHECK(!back->first);
+  CHECK(pool.stats().reconnects >= 1);
+  REQUIRE(second->stop(redis->io));
+}
+
+// Before the fix: the message had no "expired" in it: the run failed at once, when the server
+// went, rather than when its result could no longer come.
+TEST_CASE("a remote run in flight fails with connection_lost once its reply stream expired "
+          "without a connection",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket(), .reply_expiry = 1s});
+  // No agent: the task stays in the stream, its XADD answered.
+  auto held = start_run(pool, message(1), {});
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "1"; }));
+  run_for(redis->io, 100ms);
+  redis->stop_server();
+  REQUIRE(run_until(
+      redis->io, [&] { return held->has_value(); }, 30s));
+  CHECK((*held)->first == make_error_code(remote_errc::connection_lost));
+  REQUIRE((*held)->second.is_json());
+  INFO(boost::json::serialize((*held)->second.json()));
+  CHECK(boost::json::serialize((*held)->second.json()).find("expired") != std::string::npos);
+  const auto down = run_one(redis->io, pool, message(2), {});
+  REQUIRE(down.has_value());
+  CHECK(is_offline_error(down->first));
+  CHECK(pool.stats().reconnects == 0);
+}
+
+// Before the fix: both constructions were accepted (no such options).
+TEST_CASE("a remote pool with reconnect_delay zero fails every run once its connection is lost",
+          "[remote]") {
+  asio::io_context io;
+  CHECK_THROWS_AS(childproc::remote_pool(io, {.server = "/nowhere", .reconnect_delay = -1ms}),
+                  std::system_error);
+  CHECK_THROWS_AS(childproc::remote_pool(
+                      io, {.server = "/nowhere", .reconnect_delay = 2s, .max_reconnect_delay = 1s}),
+                  std::system_error);
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "only");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket(), .reconnect_delay = 0ms});
+  const auto first = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
+  REQUIRE(first.has_value());
+  REQUIRE(!first->first);
+  const auto readers = clients_running(*redis, "xread");
+  REQUIRE(readers.size() == 1);
+  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  std::optional<std::pair<boost::system::error_code, message>> lost;
+  for (int attempt = 0; attempt < 100 && !(lost && lost->first); ++attempt)
+    lost = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
+  REQUIRE(lost.has_value());
+  CHECK(lost->first == make_error_code(remote_errc::connection_lost));
+  run_for(redis->io, 500ms);
+  const auto later = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
+  REQUIRE(later.has_value());
+  CHECK(later->first == make_error_code(remote_errc::connection_lost));
+  CHECK(pool.stats().reconnects == 0);
+  CHECK(clients_running(*redis, "xread").empty());
+  REQUIRE(agent->stop(redis->io));
+}
 
 // Before the fix: "run_until(redis->io, agent->closed)" failed after 60 s: the agent's reader
 // saw the server go and stopped it, and the stop then waited for the answer of the result it was

@@ -83,6 +83,19 @@ struct remote_options {
   /// this. From one second to 24 hours (the constructor throws errc::invalid_argument outside
   /// them). Default: one minute.
   std::chrono::milliseconds reply_expiry = std::chrono::minutes(1);
+  /// After the connection to the server is lost (or the first connect fails), the pool
+  /// connects again after this delay, doubled after each failed attempt up to
+  /// max_reconnect_delay (each wait drawn between half the delay and the delay, so that many
+  /// callers do not come back in step). While it is disconnected, new runs fail at once with
+  /// remote_errc::connection_lost or server_unreachable (nothing is queued: retry in the
+  /// caller); runs whose task the server had taken wait for their results, which the reply
+  /// stream keeps, for as long as that stream's expiry allows (see docs/scale-out.md). Zero:
+  /// never connect again (the first lost connection fails every later run). Refused
+  /// credentials are never retried. The constructor throws errc::invalid_argument for a
+  /// negative delay or a max_reconnect_delay smaller than reconnect_delay. Default: 100 ms.
+  std::chrono::milliseconds reconnect_delay = std::chrono::milliseconds(100);
+  /// The longest wait between two attempts to connect again. Default: 5 s.
+  std::chrono::milliseconds max_reconnect_delay = std::chrono::seconds(5);
 };
 
 struct remote_stats {
@@ -91,6 +104,9 @@ struct remote_stats {
   std::size_t in_flight = 0;   ///< tasks sent and not answered yet
   /// Replies that matched no task in flight (a task answered twice, or after it was cancelled).
   std::uint64_t stray_replies = 0;
+  /// Times the pool connected again after its connection was lost (or its first connect failed)
+  /// and the server answered.
+  std::uint64_t reconnects = 0;
 };
 
 /// A pool whose workers are `childproc-agent` processes reached through a Redis server.

@@ -67,10 +67,14 @@ namespace detail {
 using run_completion = completion<boost::system::error_code, message>;
 using steady = std::chrono::steady_clock;
 
+using progress_handler = std::function<void(const message& update)>;
+
 struct pending_run {
   std::unique_ptr<run_completion> done;
   std::uint64_t generation = 0; // the connection its XADD was sent on
   bool added = false;           // the server answered its XADD: the task is in the stream
+  // run_options::on_progress, shared with the updates posted to the completion's executor.
+  std::shared_ptr<progress_handler> on_progress;
 };
 
 struct remote_state : std::enable_shared_from_this<remote_state> {
@@ -108,6 +112,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void schedule_reconnect();
   void fail_held(std::uint64_t before, boost::system::error_code ec, const std::string& text);
   void deliver(const remote_wire::entry& e);
+  void deliver_progress(pending_run& run, const std::string& kind, std::string data);
   void finish(std::uint64_t id, boost::system::error_code ec, message result);
   void cancel(std::uint64_t id);
   void fail_all(std::error_code ec, const std::string& text);
@@ -368,6 +373,8 @@ void remote_state::on_replies(std::error_code ec, redisReply* reply) {
     trim.push_back(e.id);
     deliver(e);
   }
+  if (closed)
+    return; // a progress handler destroyed the pool
   if (entries.size() > 0)
     commands->command(trim, [](std::error_code, redisReply*) {});
   read_replies();
@@ -381,10 +388,14 @@ void remote_state::deliver(const remote_wire::entry& e) {
   const auto found =
       id_text ? in_flight.find(std::strtoull(id_text->c_str(), nullptr, 10)) : in_flight.end();
   if (found == in_flight.end() || status == nullptr || kind == nullptr || data == nullptr) {
-    ++counters.stray_replies;
+    // A late progress message (its run was cancelled or failed here) is not a reply.
+    if (status == nullptr || *status != remote_wire::progress_status)
+      ++counters.stray_replies;
     return;
   }
   const std::uint64_t id = found->first;
+  if (*status == remote_wire::progress_status)
+    return deliver_progress(found->second, *kind, *data);
   // An agent's --max-payload is its own: it may answer more than this pool takes.
   if (data->size() > options.max_payload)
     return finish(id, make_error_code(remote_errc::payload_too_large), {});
@@ -400,6 +411,21 @@ void remote_state::deliver(const remote_wire::entry& e) {
   const std::string* code = e.find("code");
   finish(id, remote_wire::decode_error(category ? *category : "childproc", code ? *code : ""),
          std::move(result));
+}
+
+// Posted where the completion will be, so that it comes before it, as the local pool's updates
+// do. An update too large for max_payload, or undecodable, is dropped: progress is advisory,
+// and the run's own result decides how it ends.
+void remote_state::deliver_progress(pending_run& run, const std::string& kind, std::string data) {
+  if (!run.on_progress || data.size() > options.max_payload)
+    return;
+  try {
+    boost::asio::post(run.done->executor(), [handler = run.on_progress,
+                                             update = remote_wire::decode(kind, std::move(data))] {
+      (*handler)(update);
+    });
+  } catch (const std::system_error&) {
+  }
 }
 
 void remote_state::finish(std::uint64_t id, boost::system::error_code ec, message result) {
@@ -457,22 +483,39 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
           self->cancel(id);
       });
     });
-  in_flight.emplace(id, pending_run{std::move(done), generation});
-  commands->command({"XADD", options.stream, "*", "id", std::to_string(id), "name", run.name,
-                     "reply", reply_stream, "kind", body.kind, "data", std::move(body.data),
-                     "timeout", std::to_string(run.timeout.count())},
-                    [weak = weak_from_this(), id](std::error_code ec, redisReply* reply) {
-                      auto self = weak.lock();
-                      if (!self || self->closed)
-                        return;
-                      if (ec)
-                        return self->on_connection_error(ec, self->commands->error_text());
-                      if (const auto text = remote_wire::error_text(reply); !text.empty())
-                        return self->finish(id, make_error_code(remote_errc::server_error),
-                                            error_message("RedisError", text));
-                      if (const auto run = self->in_flight.find(id); run != self->in_flight.end())
-                        run->second.added = true;
-                    });
+  std::vector<std::string> fields{"XADD",
+                                  options.stream,
+                                  "*",
+                                  "id",
+                                  std::to_string(id),
+                                  "name",
+                                  run.name,
+                                  "reply",
+                                  reply_stream,
+                                  "kind",
+                                  body.kind,
+                                  "data",
+                                  std::move(body.data),
+                                  "timeout",
+                                  std::to_string(run.timeout.count())};
+  pending_run pending{std::move(done), generation, false, nullptr};
+  if (run.on_progress) {
+    fields.insert(fields.end(), {"progress", "1"});
+    pending.on_progress = std::make_shared<progress_handler>(std::move(run.on_progress));
+  }
+  in_flight.emplace(id, std::move(pending));
+  commands->command(fields, [weak = weak_from_this(), id](std::error_code ec, redisReply* reply) {
+    auto self = weak.lock();
+    if (!self || self->closed)
+      return;
+    if (ec)
+      return self->on_connection_error(ec, self->commands->error_text());
+    if (const auto text = remote_wire::error_text(reply); !text.empty())
+      return self->finish(id, make_error_code(remote_errc::server_error),
+                          error_message("RedisError", text));
+    if (const auto run = self->in_flight.find(id); run != self->in_flight.end())
+      run->second.added = true;
+  });
 }
 
 void remote_state::destroy() {

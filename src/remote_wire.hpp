@@ -17,10 +17,12 @@ struct redisReply;
 namespace childproc::detail::remote_wire {
 
 // Task entry fields: id (the caller's task id), name, reply (the caller's reply stream), kind,
-// data, timeout (ms, 0 none). Reply entry fields: id, status ("ok" or "error"), kind, data, and
-// for an error: category, code.
+// data, timeout (ms, 0 none), and progress ("1": the caller wants the task's progress messages).
+// Reply entry fields: id, status ("ok", "error", or "progress" for a progress message, which
+// comes before the task's own reply), kind, data, and for an error: category, code.
 inline constexpr std::string_view json_kind = "j";
 inline constexpr std::string_view bytes_kind = "b";
+inline constexpr std::string_view progress_status = "progress";
 
 struct payload {
   std::string kind;

@@ -1417,3 +1417,51 @@ TEST_CASE("an agent whose server goes away while it runs a task exits with 69", 
   CHECK(agent->code == 69);
   CHECK(agent->err.find("the connection to the Redis server was lost") != std::string::npos);
 }
+
+namespace {
+
+// How many entries were ever added to `stream` (XINFO STREAM's entries-added), or -1.
+long entries_added(const redis_fixture& redis, const std::string& stream) {
+  std::istringstream lines(redis.cli({"XINFO", "STREAM", stream}));
+  for (std::string line; std::getline(lines, line);)
+    if (line == "entries-added" && std::getline(lines, line))
+      return std::strtol(line.c_str(), nullptr, 10);
+  return -1;
+}
+
+} // namespace
+
+// Before the fix: seen was {"\"done\""}: progress messages were not forwarded.
+TEST_CASE("a remote task's progress messages reach on_progress in order, before its completion",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "only");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  std::vector<std::string> seen;
+  bool done = false;
+  pool.async_run(message(5),
+                 childproc::run_options{.name = "progress",
+                                        .on_progress =
+                                            [&](const message& m) {
+                                              seen.push_back(boost::json::serialize(m.json()));
+                                            }},
+                 [&](boost::system::error_code ec, message m) {
+                   CHECK(!ec);
+                   seen.push_back(m.is_json() ? boost::json::serialize(m.json()) : "bytes");
+                   done = true;
+                 });
+  REQUIRE(run_until(
+      redis->io, [&] { return done; }, 30s));
+  CHECK(seen == std::vector<std::string>{"0", "1", "2", "3", "4", "\"done\""});
+  // Without on_progress the agent writes none: one entry more in the reply stream, the result.
+  const auto added = entries_added(*redis, pool.reply_stream());
+  const auto quiet = run_one(redis->io, pool, message(3), {.name = "progress"});
+  REQUIRE(quiet.has_value());
+  CHECK(!quiet->first);
+  CHECK(entries_added(*redis, pool.reply_stream()) == added + 1);
+  CHECK(pool.stats().stray_replies == 0);
+  CHECK(pool.stats().completed == 2);
+  REQUIRE(agent->stop(redis->io));
+}

@@ -117,7 +117,9 @@ struct remote_stats {
 /// or remote_errc::server_unreachable / connection_lost / server_error / payload_too_large /
 /// auth_failed / dead_lettered / reply_stream_lost, errc::pool_closed after destroy(),
 /// asio::error::operation_aborted when cancelled (at once; the agent running the task is told to
-/// cancel it, and writes no result). Completions never run inside async_run.
+/// cancel it, and writes no result). Completions never run inside async_run. run_options's
+/// name, timeout (applied by the agent's pool) and on_progress (forwarded through the reply
+/// stream, before the completion) have their local meaning.
 ///
 /// Each remote_pool has its own reply stream (removed by destroy()). Use it from its executor's
 /// thread; its Redis connections are driven by that executor (no thread of its own).

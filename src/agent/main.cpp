@@ -396,6 +396,11 @@ private:
       run.name = *name;
     if (const std::string* timeout = e.find("timeout"))
       run.timeout = std::chrono::milliseconds(std::strtoll(timeout->c_str(), nullptr, 10));
+    if (const std::string* progress = e.find("progress"); progress && *progress == "1")
+      run.on_progress = [this, entry = e.id, reply_stream = *reply,
+                         task_id = *id](const childproc::message& update) {
+        send_progress(entry, reply_stream, task_id, update);
+      };
     ++in_flight_;
     held_.insert(e.id);
     if (options_.log_tasks)
@@ -428,6 +433,22 @@ private:
     if (stopping_)
       return finish_if_idle();
     read_more();
+  }
+
+  // Written on the writer connection, as the result will be: the caller reads them in order.
+  // Dropped when the caller forgot the task (cancelled) or when too large: progress is advisory.
+  void send_progress(const std::string& entry, const std::string& reply_stream,
+                     const std::string& task_id, const childproc::message& update) {
+    const auto found = running_.find(entry);
+    if (found == running_.end() || found->second->cancelled)
+      return;
+    auto body = wire::encode(update);
+    if (body.data.size() > options_.max_payload)
+      return;
+    writer_->command({"XADD", reply_stream, "NOMKSTREAM", "*", "id", task_id, "status",
+                      std::string(wire::progress_status), "kind", body.kind, "data",
+                      std::move(body.data)},
+                     [](std::error_code, redisReply*) {});
   }
 
   // The result goes to the caller first; the entry is acknowledged (and deleted) only once

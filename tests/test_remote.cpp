@@ -573,18 +573,26 @@ TEST_CASE("an agent stopped while its result is being written still acknowledges
 
 // Before the fix (the agent had no claim loop): not reached in that run (the test above crashed
 // on its failure path, since fixed); the same wait for the completion cannot end without a claim.
+// Before --dead-letter-max: the claimer refused the option (exit 64, "unknown option"), and
+// without it the dead-letter stream grew without a bound (XLEN 4).
 TEST_CASE("a task delivered more than max_attempts times is dead-lettered and fails its run",
           "[remote]") {
   auto redis = redis_fixture::start();
   if (!redis)
     return;
+  // Older dead letters: the stream keeps the last --dead-letter-max.
+  for (int i = 0; i < 3; ++i)
+    redis->cli({"XADD", "childproc:tasks:dead", "*", "old", std::to_string(i)});
   long claimer_tasks = -1;
-  const auto [ec, error] = kill_holder_then_claim(*redis, {"--max-attempts", "1"}, claimer_tasks);
+  const auto [ec, error] = kill_holder_then_claim(
+      *redis, {"--max-attempts", "1", "--dead-letter-max", "2"}, claimer_tasks);
   CHECK(ec == make_error_code(remote_errc::dead_lettered));
   REQUIRE(error.is_json());
   CHECK(error.json().at("name") == "DeadLetter");
   CHECK(claimer_tasks == 0); // never run again
-  CHECK(redis->cli({"XLEN", "childproc:tasks:dead"}) == "1");
+  CHECK(redis->cli({"XLEN", "childproc:tasks:dead"}) == "2");
+  const auto newest = redis->cli({"XREVRANGE", "childproc:tasks:dead", "+", "-", "COUNT", "1"});
+  CHECK(newest.find("deliveries") != std::string::npos);
   CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
 }
 

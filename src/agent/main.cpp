@@ -5,8 +5,8 @@
 //
 //   childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] [--consumer C]
 //                   [--workers N] [--concurrency K] [--max-payload BYTES] [--claim-idle MS]
-//                   [--max-attempts N] [--log-tasks 1] [--user NAME] [--password-file PATH]
-//                   -- PROGRAM [ARGS...]
+//                   [--max-attempts N] [--dead-letter-max N] [--log-tasks 1] [--user NAME]
+//                   [--password-file PATH] -- PROGRAM [ARGS...]
 //
 // The Redis password comes from the file (its first line) or from the environment variable
 // CHILDPROC_REDIS_PASSWORD, never from the command line (which `ps` shows to every user); with
@@ -14,7 +14,9 @@
 //
 // Entries another agent took and has not acknowledged for --claim-idle ms (it died) are claimed
 // with XAUTOCLAIM; one delivered more than --max-attempts times goes to "<stream>:dead" and its
-// caller gets remote_errc::dead_lettered. The entries this agent runs are re-claimed every
+// caller gets remote_errc::dead_lettered; that stream keeps the last --dead-letter-max entries
+// (10 000 by default), so a task that always kills its agent cannot fill the server's memory. The
+// entries this agent runs are re-claimed every
 // claim-idle / 2 (XCLAIM JUSTID), so that a long task is never taken from a live agent.
 //
 // It prints "agent <consumer>: ready" once connected. SIGTERM or SIGINT: stops reading, lets the
@@ -65,6 +67,7 @@ struct agent_options {
   std::size_t max_payload = 64 * 1024 * 1024;
   std::chrono::milliseconds claim_idle{30000};
   std::size_t max_attempts = 5;
+  std::size_t dead_letter_max = 10000;
   bool log_tasks = false;
   childproc::detail::redis_credentials credentials;
   std::string program;
@@ -75,7 +78,8 @@ struct agent_options {
   std::cerr << "childproc-agent: " << why
             << "\nusage: childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] "
                "[--consumer C] [--workers N] [--concurrency K] [--max-payload BYTES] "
-               "[--claim-idle MS] [--max-attempts N] [--log-tasks 1] [--user NAME] "
+               "[--claim-idle MS] [--max-attempts N] [--dead-letter-max N] [--log-tasks 1] "
+               "[--user NAME] "
                "[--password-file PATH] -- PROGRAM [ARGS...]\n"
                "(the password: the file's first line, or $CHILDPROC_REDIS_PASSWORD)\n";
   std::exit(64);
@@ -130,6 +134,8 @@ agent_options parse(int argc, char** argv) {
       o.claim_idle = std::chrono::milliseconds(count_of(value, flag));
     else if (flag == "--max-attempts")
       o.max_attempts = count_of(value, flag);
+    else if (flag == "--dead-letter-max")
+      o.dead_letter_max = count_of(value, flag);
     else if (flag == "--log-tasks")
       o.log_tasks = value == "1";
     else if (flag == "--user")
@@ -355,8 +361,15 @@ private:
   void dead_letter(wire::entry e, long long deliveries) {
     const std::string* reply = e.find("reply");
     const std::string* id = e.find("id");
-    std::vector<std::string> args{"XADD",       options_.stream + ":dead", "*", "entry", e.id,
-                                  "deliveries", std::to_string(deliveries)};
+    std::vector<std::string> args{"XADD",
+                                  options_.stream + ":dead",
+                                  "MAXLEN",
+                                  std::to_string(options_.dead_letter_max),
+                                  "*",
+                                  "entry",
+                                  e.id,
+                                  "deliveries",
+                                  std::to_string(deliveries)};
     for (auto& [key, value] : e.fields)
       args.insert(args.end(), {key, value});
     writer_->command(args, [](std::error_code, redisReply*) {});

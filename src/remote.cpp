@@ -73,6 +73,7 @@ struct pending_run {
   std::unique_ptr<run_completion> done;
   std::uint64_t generation = 0; // the connection its XADD was sent on
   bool added = false;           // the server answered its XADD: the task is in the stream
+  std::string entry;            // its entry id in the task stream, once added
   // run_options::on_progress, shared with the updates posted to the completion's executor.
   std::shared_ptr<progress_handler> on_progress;
 };
@@ -117,6 +118,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void cancel(std::uint64_t id);
   void fail_all(std::error_code ec, const std::string& text);
   void send(message task, run_options options, std::unique_ptr<run_completion> done);
+  void on_task_added(std::uint64_t id, std::error_code ec, redisReply* reply);
   void destroy();
 };
 
@@ -438,17 +440,23 @@ void remote_state::finish(std::uint64_t id, boost::system::error_code ec, messag
   done->complete(ec, std::move(result));
 }
 
-// The run completes here at once; the agents hear of it on "<stream>:cancel" ("<reply stream>
-// <id>"): the one running the task cancels its local run and writes no result, and one that
-// reads it later acknowledges it without running it.
+// The run completes here at once. Its entry is deleted from the task stream, so that no agent
+// reads it later, even one that starts after the cancel (a deleted entry an agent already read
+// stays pending: that agent runs it). The agents also hear of it on "<stream>:cancel" ("<reply
+// stream> <id>"): the one running the task cancels its local run and writes no result.
 void remote_state::cancel(std::uint64_t id) {
-  if (in_flight.find(id) == in_flight.end())
+  const auto found = in_flight.find(id);
+  if (found == in_flight.end())
     return; // completed meanwhile
+  const std::string entry = found->second.entry;
   finish(id, boost::asio::error::operation_aborted, {});
-  if (!closed && !failure && !offline)
-    commands->command(
-        {"PUBLISH", options.stream + ":cancel", reply_stream + ' ' + std::to_string(id)},
-        [](std::error_code, redisReply*) {});
+  if (closed || failure || offline)
+    return;
+  if (!entry.empty())
+    commands->command({"XDEL", options.stream, entry}, [](std::error_code, redisReply*) {});
+  commands->command(
+      {"PUBLISH", options.stream + ":cancel", reply_stream + ' ' + std::to_string(id)},
+      [](std::error_code, redisReply*) {});
 }
 
 void remote_state::fail_all(std::error_code ec, const std::string& text) {
@@ -498,24 +506,30 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
                                   std::move(body.data),
                                   "timeout",
                                   std::to_string(run.timeout.count())};
-  pending_run pending{std::move(done), generation, false, nullptr};
+  pending_run pending{std::move(done), generation, false, {}, nullptr};
   if (run.on_progress) {
     fields.insert(fields.end(), {"progress", "1"});
     pending.on_progress = std::make_shared<progress_handler>(std::move(run.on_progress));
   }
   in_flight.emplace(id, std::move(pending));
   commands->command(fields, [weak = weak_from_this(), id](std::error_code ec, redisReply* reply) {
-    auto self = weak.lock();
-    if (!self || self->closed)
-      return;
-    if (ec)
-      return self->on_connection_error(ec, self->commands->error_text());
-    if (const auto text = remote_wire::error_text(reply); !text.empty())
-      return self->finish(id, make_error_code(remote_errc::server_error),
-                          error_message("RedisError", text));
-    if (const auto run = self->in_flight.find(id); run != self->in_flight.end())
-      run->second.added = true;
+    if (auto self = weak.lock(); self && !self->closed)
+      self->on_task_added(id, ec, reply);
   });
+}
+
+// The XADD's answer: the entry id (what a cancel deletes), or why the task is not in the stream.
+void remote_state::on_task_added(std::uint64_t id, std::error_code ec, redisReply* reply) {
+  if (ec)
+    return on_connection_error(ec, commands->error_text());
+  if (const auto text = remote_wire::error_text(reply); !text.empty())
+    return finish(id, make_error_code(remote_errc::server_error),
+                  error_message("RedisError", text));
+  if (const auto run = in_flight.find(id); run != in_flight.end()) {
+    run->second.added = true;
+    if (reply != nullptr && reply->type == REDIS_REPLY_STRING)
+      run->second.entry.assign(reply->str, reply->len);
+  }
 }
 
 void remote_state::destroy() {

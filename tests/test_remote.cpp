@@ -1473,3 +1473,37 @@ TEST_CASE("a remote task's progress messages reach on_progress in order, before 
   CHECK(pool.stats().completed == 2);
   REQUIRE(agent->stop(redis->io));
 }
+
+// Before the fix: "XLEN childproc:tasks == 0" never held (run_until failed after 60 s): the
+// cancel was only published, no agent was there to hear it, and the entry stayed for the next
+// agent to run.
+TEST_CASE("a remote run cancelled while no agent is connected is never run", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  asio::cancellation_signal cancel;
+  boost::system::error_code cancelled;
+  bool done = false;
+  pool.async_run(
+      message(1), childproc::run_options{.name = "pid"},
+      asio::bind_cancellation_slot(cancel.slot(), [&](boost::system::error_code ec, message) {
+        cancelled = ec;
+        done = true;
+      }));
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "1"; }));
+  run_for(redis->io, 100ms); // the XADD's answer (the entry id) is read
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(
+      redis->io, [&] { return done; }, 30s));
+  CHECK(cancelled == asio::error::operation_aborted);
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
+  auto agent = start_agent(*redis, "late");
+  const auto after = run_one(redis->io, pool, message(2), {.name = "pid"});
+  REQUIRE(after.has_value());
+  CHECK(!after->first);
+  CHECK(started_by(*agent) == 1);
+  REQUIRE(agent->stop(redis->io));
+  CHECK(tasks_of(*agent) == 1);
+  CHECK(pool.stats().stray_replies == 0);
+}

@@ -1507,3 +1507,24 @@ TEST_CASE("a remote run cancelled while no agent is connected is never run", "[r
   CHECK(tasks_of(*agent) == 1);
   CHECK(pool.stats().stray_replies == 0);
 }
+
+// Before the fix: "the cancellation channel: the connection to the Redis server was lost: NOPERM
+// ...": the message did not name the channel to grant.
+TEST_CASE("an agent whose user may not subscribe to the cancel channel exits with a clear error",
+          "[remote]") {
+  auto redis =
+      redis_fixture::start({"--user", "bob", "on", ">builder", "~*", "resetchannels", "+@all"});
+  if (!redis)
+    return;
+  temp_dir dir;
+  const std::string password_file = dir.path + "/password";
+  std::ofstream(password_file) << "builder\n";
+  watched_child agent(redis->io, agent_program,
+                      {"--server", redis->socket(), "--user", "bob", "--password-file",
+                       password_file, "--workers", "1", "--", test::helper, "pool-worker"});
+  REQUIRE(run_until(redis->io, agent.closed));
+  INFO(agent.out << agent.err);
+  CHECK(agent.code == 69);
+  CHECK(agent.err.find("childproc:tasks:cancel") != std::string::npos);
+  CHECK(agent.err.find("NOPERM") != std::string::npos);
+}

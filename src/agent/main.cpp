@@ -249,8 +249,11 @@ private:
   // Callers publish "<reply stream> <task id>" on "<stream>:cancel" when a run is cancelled.
   void watch_cancellations() {
     control_->subscribe(options_.stream + ":cancel", [this](std::error_code ec, redisReply* r) {
+      // A refusal (NOPERM: the ACL user lacks the channel) ends the connection too; its text
+      // and the channel's name say what to grant.
       if (ec)
-        return fail("the cancellation channel: " + ec.message() + ": " + control_->error_text());
+        return fail("the cancellation channel " + options_.stream + ":cancel: " + ec.message() +
+                    ": " + control_->error_text());
       if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
           r->element[2]->type == REDIS_REPLY_STRING)
         cancel(std::string(r->element[2]->str, r->element[2]->len));

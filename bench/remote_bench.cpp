@@ -126,15 +126,20 @@ public:
         seen_->closed)
       fail("a child did not start: " + seen_->out + seen_->err);
   }
+  // Asks it to stop (SIGTERM) without waiting: the agents stop together.
+  void terminate() {
+    if (!seen_->closed && !terminated_)
+      child_.kill(SIGTERM);
+    terminated_ = true;
+  }
   // SIGTERM, then SIGKILL if it has not exited within 10 s; reaped either way.
   void stop() {
-    for (int sig : {SIGTERM, SIGKILL}) {
-      if (seen_->closed)
-        return;
-      child_.kill(sig);
-      run_until(
-          io_, [&] { return seen_->closed; }, 10s);
-    }
+    terminate();
+    if (!run_until(
+            io_, [&] { return seen_->closed; }, 10s))
+      child_.kill(SIGKILL);
+    run_until(
+        io_, [&] { return seen_->closed; }, 10s);
   }
 
 private:
@@ -145,6 +150,7 @@ private:
   asio::io_context& io_;
   std::shared_ptr<record> seen_ = std::make_shared<record>();
   childproc::child_process child_;
+  bool terminated_ = false;
 };
 
 std::unique_ptr<watched> start_server(asio::io_context& io, const temp_dir& dir,
@@ -451,7 +457,9 @@ int run(const schedule& plan) {
   {
     auto agents = start_agents(io, socket);
     measure(io, socket, plan);
-  } // the agents stop (SIGTERM) before the server
+    for (auto& a : agents)
+      a->terminate();
+  } // the agents stop before the server
   server.reset();
   return 0;
 }

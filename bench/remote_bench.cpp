@@ -25,12 +25,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <sys/resource.h>
 #include <thread>
+#include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -68,12 +74,17 @@ struct cell {
   std::uint64_t tasks = 0;
   double seconds = 0;
   std::vector<double> latency_us;
+  // What the tasks cost: the server's commands and CPU time, and the CPU time of the rest.
+  double commands = 0, server_cpu_us = 0, client_cpu_us = 0;
 };
 
 void report(const char* peer, int window, const cell& c) {
   std::printf("%s remote tasks_f%d %.6g tasks/s\n", peer, window, c.tasks / c.seconds);
   std::printf("%s remote p50_f%d %.6g us\n", peer, window, pct(c.latency_us, 0.5));
   std::printf("%s remote p99_f%d %.6g us\n", peer, window, pct(c.latency_us, 0.99));
+  std::printf("%s remote commands_f%d %.6g commands/task\n", peer, window, c.commands / c.tasks);
+  std::printf("%s remote server_cpu_f%d %.6g us/task\n", peer, window, c.server_cpu_us / c.tasks);
+  std::printf("%s remote client_cpu_f%d %.6g us/task\n", peer, window, c.client_cpu_us / c.tasks);
   std::fflush(stdout);
 }
 
@@ -119,6 +130,7 @@ public:
   watched(const watched&) = delete;
   watched& operator=(const watched&) = delete;
 
+  pid_t pid() const { return child_.original_pid().value_or(0); }
   void wait_for(const std::string& word) {
     if (!run_until(
             io_, [&] { return seen_->closed || seen_->out.find(word) != std::string::npos; },
@@ -418,6 +430,80 @@ void childproc_slice(asio::io_context& io, childproc::remote_pool& pool, int win
   into.tasks += static_cast<std::uint64_t>(st->done);
 }
 
+// utime + stime of a process (/proc/<pid>/stat), in seconds; 0 once it is gone.
+double process_cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto end_of_name = text.rfind(')'); // the command name may hold spaces
+  if (end_of_name == std::string::npos)
+    return 0;
+  std::istringstream rest(text.substr(end_of_name + 2));
+  std::string skipped;
+  for (int i = 0; i < 11; ++i) // state ... cmajflt: fields 3 to 13
+    rest >> skipped;
+  double user = 0, sys = 0;
+  rest >> user >> sys;
+  return (user + sys) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// The pids of `pid`'s children (the agents' workers).
+std::vector<pid_t> children_of(pid_t pid) {
+  const std::string p = std::to_string(pid);
+  std::ifstream list("/proc/" + p + "/task/" + p + "/children");
+  std::vector<pid_t> out;
+  for (pid_t child; list >> child;)
+    out.push_back(child);
+  return out;
+}
+
+// The counters around each slice: the server's commands and CPU time (INFO), and the CPU time
+// of everything else that serves the tasks: this process (the caller, and raw's consumer
+// threads), the agents and their workers.
+class probe {
+public:
+  probe(const std::string& socket, std::vector<pid_t> helpers)
+      : c_(connect(socket)), helpers_(std::move(helpers)) {
+    for (pid_t agent : std::vector<pid_t>(helpers_))
+      for (pid_t worker : children_of(agent))
+        helpers_.push_back(worker);
+  }
+  // Runs `slice` and adds the counters' growth over it to `into`.
+  template <class Slice>
+  void around(cell& into, Slice&& slice) {
+    const auto before = counters();
+    slice();
+    const auto after = counters();
+    into.commands += after.commands - before.commands - 1; // not the INFO itself
+    into.server_cpu_us += (after.server_cpu - before.server_cpu) * 1e6;
+    into.client_cpu_us += (after.client_cpu - before.client_cpu) * 1e6;
+  }
+
+private:
+  struct sample {
+    double commands, server_cpu, client_cpu;
+  };
+  sample counters() {
+    append(c_.get(), {"INFO", "everything"});
+    const std::string info = text(next_reply(c_.get()).get());
+    rusage self{};
+    ::getrusage(RUSAGE_SELF, &self);
+    double client = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+                    static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) / 1e6;
+    for (pid_t pid : helpers_)
+      client += process_cpu_seconds(pid);
+    return {number(info, "total_commands_processed:"),
+            number(info, "used_cpu_sys:") + number(info, "used_cpu_user:"), client};
+  }
+  static double number(const std::string& info, const std::string& key) {
+    const auto at = info.find("\n" + key);
+    if (at == std::string::npos)
+      fail("INFO without " + key);
+    return std::strtod(info.c_str() + at + 1 + key.size(), nullptr);
+  }
+  redis_ptr c_;
+  std::vector<pid_t> helpers_;
+};
+
 // --- the schedule ---------------------------------------------------------------------------
 
 struct schedule {
@@ -425,22 +511,27 @@ struct schedule {
   std::chrono::milliseconds slice, warmup;
 };
 
-void measure(asio::io_context& io, const std::string& socket, const schedule& plan) {
+void measure(asio::io_context& io, const std::string& socket, std::vector<pid_t> agents,
+             const schedule& plan) {
   childproc::remote_pool pool(io, {.server = socket, .stream = "bench:tasks"});
   for (int w : windows) { // warm-up: connections, workers, the server's allocations
     cell scratch;
     raw_slice(socket, w, plan.warmup, scratch);
     childproc_slice(io, pool, w, plan.warmup, scratch);
   }
+  probe probe(socket, std::move(agents)); // after the warm-up: the workers run
   cell raw[2], ours[2];
+  const auto raw_at = [&](int k) {
+    probe.around(raw[k], [&] { raw_slice(socket, windows[k], plan.slice, raw[k]); });
+  };
   for (int round = 0; round < plan.rounds; ++round)
     for (int k = 0; k < 2; ++k) {
       // The order of the modes alternates every round: neither always runs first.
       if (round % 2 == 0)
-        raw_slice(socket, windows[k], plan.slice, raw[k]);
-      childproc_slice(io, pool, windows[k], plan.slice, ours[k]);
+        raw_at(k);
+      probe.around(ours[k], [&] { childproc_slice(io, pool, windows[k], plan.slice, ours[k]); });
       if (round % 2 == 1)
-        raw_slice(socket, windows[k], plan.slice, raw[k]);
+        raw_at(k);
     }
   for (int k = 0; k < 2; ++k) {
     report("hiredis", windows[k], raw[k]);
@@ -456,7 +547,10 @@ int run(const schedule& plan) {
   auto server = start_server(io, dir, socket);
   {
     auto agents = start_agents(io, socket);
-    measure(io, socket, plan);
+    std::vector<pid_t> pids;
+    for (auto& a : agents)
+      pids.push_back(a->pid());
+    measure(io, socket, std::move(pids), plan);
     for (auto& a : agents)
       a->terminate();
   } // the agents stop before the server

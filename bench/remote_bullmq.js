@@ -134,6 +134,49 @@ function pct(v, p) {
   return s[lo] + (s[hi] - s[lo]) * (idx - lo);
 }
 
+// utime + stime of a process in seconds (/proc/<pid>/stat); 0 once it is gone.
+function cpuSeconds(pid) {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ, 100 on Linux
+  } catch (e) {
+    return 0;
+  }
+}
+
+function childrenOf(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch (e) {
+    return [];
+  }
+}
+
+// The counters around each slice, as remote_bench's: the server's commands and CPU time (INFO),
+// and the CPU time of this process, the Workers and their sandbox children.
+async function counters(redis, workers) {
+  const info = await redis.info('everything');
+  const number = (key) => Number(info.match(new RegExp(`\\r\\n${key}:([0-9.]+)`))[1]);
+  const self = process.cpuUsage();
+  let client = (self.user + self.system) / 1e6;
+  for (const w of workers) {
+    client += cpuSeconds(w.pid);
+    for (const child of childrenOf(w.pid)) client += cpuSeconds(child);
+  }
+  return { commands: number('total_commands_processed'),
+    server: number('used_cpu_sys') + number('used_cpu_user'), client };
+}
+
+async function around(redis, workers, cell, run) {
+  const before = await counters(redis, workers);
+  await run();
+  const after = await counters(redis, workers);
+  cell.commands += after.commands - before.commands - 1; // not the INFO itself
+  cell.serverCpu += (after.server - before.server) * 1e6;
+  cell.clientCpu += (after.client - before.client) * 1e6;
+}
+
 // One closed-loop slice of `window` jobs for `sliceMs`; adds to `cell`.
 function slice(queue, waiting, window, sliceMs, cell) {
   const t0 = process.hrtime.bigint();
@@ -162,25 +205,33 @@ function slice(queue, waiting, window, sliceMs, cell) {
   });
 }
 
-async function measure(socket, quick) {
+async function measure(socket, workers, quick) {
   const { Queue, QueueEvents } = require('bullmq');
+  const IORedis = require('ioredis');
   const queue = new Queue(QUEUE, { connection: connectionOf(socket) });
   const events = new QueueEvents(QUEUE, { connection: connectionOf(socket) });
   const waiting = new Waiting();
   events.on('completed', ({ jobId, returnvalue }) => waiting.complete(jobId, returnvalue));
   events.on('failed', ({ jobId, failedReason }) => console.error(`bullmq: job ${jobId} failed: ${failedReason}`));
+  const probe = new IORedis(connectionOf(socket));
   await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
   const [rounds, sliceMs, warmupMs] = quick ? [1, 600, 150] : [3, 1000, 300];
-  const cells = WINDOWS.map(() => ({ tasks: 0, seconds: 0, latency: [] }));
-  for (const w of WINDOWS) await slice(queue, waiting, w, warmupMs, { tasks: 0, seconds: 0, latency: [] });
+  const newCell = () => ({ tasks: 0, seconds: 0, latency: [], commands: 0, serverCpu: 0, clientCpu: 0 });
+  const cells = WINDOWS.map(newCell);
+  for (const w of WINDOWS) await slice(queue, waiting, w, warmupMs, newCell());
   for (let r = 0; r < rounds; ++r)
-    for (let k = 0; k < WINDOWS.length; ++k) await slice(queue, waiting, WINDOWS[k], sliceMs, cells[k]);
+    for (let k = 0; k < WINDOWS.length; ++k)
+      await around(probe, workers, cells[k], () => slice(queue, waiting, WINDOWS[k], sliceMs, cells[k]));
   WINDOWS.forEach((w, k) => {
     const c = cells[k];
     console.log(`bullmq remote tasks_f${w} ${(c.tasks / c.seconds).toFixed(1)} tasks/s`);
     console.log(`bullmq remote p50_f${w} ${pct(c.latency, 0.5).toFixed(1)} us`);
     console.log(`bullmq remote p99_f${w} ${pct(c.latency, 0.99).toFixed(1)} us`);
+    console.log(`bullmq remote commands_f${w} ${(c.commands / c.tasks).toFixed(2)} commands/task`);
+    console.log(`bullmq remote server_cpu_f${w} ${(c.serverCpu / c.tasks).toFixed(1)} us/task`);
+    console.log(`bullmq remote client_cpu_f${w} ${(c.clientCpu / c.tasks).toFixed(1)} us/task`);
   });
+  probe.disconnect();
   await events.close();
   await queue.close();
 }
@@ -193,7 +244,7 @@ async function main(quick) {
   try {
     server = await startServer(dir, socket);
     workers = await startWorkers(socket);
-    await measure(socket, quick);
+    await measure(socket, workers, quick);
   } finally {
     await Promise.all(workers.map((w) => stop(w, () => w.connected && w.send('stop'))));
     for (const w of workers) killGroup(w.pid);

@@ -181,6 +181,10 @@ REMOTE_METRICS = (
     ("tasks/s", "tasks", "tasks/s", True, "≥ 0.8 × raw", lambda o, r: o >= 0.8 * r),
     ("p50 latency", "p50", "µs", False, None, None),
     ("p99 latency", "p99", "µs", False, None, None),
+    ("Redis commands per task", "commands", "commands", False, None, None),
+    ("server CPU per task", "server_cpu", "µs", False, None, None),
+    ("CPU per task of the rest (caller, consumers, workers)", "client_cpu", "µs", False, None,
+     None),
 )
 
 
@@ -355,7 +359,9 @@ def main():
         "process each, 32 tasks at once per agent); raw: the same round trip with hiredis (XADD, "
         "2 consumer threads doing XREADGROUP, XADD of the reply and XACK, the caller's blocking "
         "XREAD), interleaved with childproc in the same run; BullMQ: a Queue, QueueEvents and 2 "
-        "Worker processes with a sandboxed processor file (concurrency 32 each).",
+        "Worker processes with a sandboxed processor file (concurrency 32 each). The last rows "
+        "explain the others: the server's commands and CPU time per task (its `INFO`), and the "
+        "CPU time per task of the processes serving the tasks, the server aside.",
         "",
         "| workload | unit | childproc | raw (hiredis) | BullMQ | childproc / raw "
         "| childproc / BullMQ | target | |",

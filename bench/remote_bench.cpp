@@ -115,8 +115,8 @@ bool run_until(asio::io_context& io, const std::function<bool()>& done,
   return true;
 }
 
-// A child whose output is kept until it says `ready`; killed and reaped by stop() or the
-// destructor, so that no process outlives the bench.
+// A child whose output is kept (wait_for() looks for its `ready` line); stopped and reaped by
+// stop() or the destructor, so that no process outlives the bench.
 class watched {
 public:
   watched(asio::io_context& io, const std::string& program, std::vector<std::string> args)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns bench/run's raw lines into the report: a Markdown table of medians (min-max) with the
 ratios childproc / raw baseline and childproc / Node, a second one for the pool with Piscina
-beside them, a JSON file, and the data of the plot.
+beside them, one for the cluster and one for the remote pool (raw hiredis and BullMQ beside it),
+a JSON file, and the data of the plot.
 
 Raw line: `<rep> <peer> <workload> <metric> <value> <unit>`.
 """
@@ -170,6 +171,50 @@ def cluster_table(values):
     return table, plot, rows
 
 
+# The remote workload (bench/remote_bench.cpp, bench/remote_bullmq.js): a task's round trip
+# through Redis Streams, 1 and 64 in flight; childproc's remote_pool on 2 agents against the same
+# round trip written with hiredis (the floor) and BullMQ (sandboxed processor, 2 Workers). Metrics
+# tasks_f<N>, p50_f<N>, p99_f<N> of the peers "childproc", "hiredis" and "bullmq": label suffix,
+# metric prefix, unit, higher is better, target text, target check (ours, raw) -> bool, or None.
+REMOTE_WINDOWS = (1, 64)
+REMOTE_METRICS = (
+    ("tasks/s", "tasks", "tasks/s", True, "≥ 0.8 × raw", lambda o, r: o >= 0.8 * r),
+    ("p50 latency", "p50", "µs", False, None, None),
+    ("p99 latency", "p99", "µs", False, None, None),
+    ("Redis commands per task", "commands", "commands", False, None, None),
+    ("server CPU per task", "server_cpu", "µs", False, None, None),
+    ("CPU per task of the rest (caller, consumers, workers)", "client_cpu", "µs", False, None,
+     None),
+)
+
+
+def remote_table(values):
+    table, rows = [], []
+    for n in REMOTE_WINDOWS:
+        for label, prefix, unit, higher, target, check in REMOTE_METRICS:
+            metric = f"{prefix}_f{n}"
+            ours, raw, bull = (summary(values, (peer, "remote", metric))
+                               for peer in ("childproc", "hiredis", "bullmq"))
+            if not ours and not raw and not bull:
+                continue
+
+            def ratio(peer):
+                return ours["median"] / peer["median"] if ours and peer and peer["median"] \
+                    else None
+            r_raw, r_bull = ratio(raw), ratio(bull)
+            met = check(ours["median"], raw["median"]) if target and ours and raw else None
+            full = f"remote, {n} in flight: {label}"
+            rows.append({"label": full, "unit": unit, "higher_is_better": higher,
+                         "childproc": ours, "raw": raw, "bullmq": bull,
+                         "childproc_over_raw": r_raw, "childproc_over_bullmq": r_bull,
+                         "target": target, "target_met": met})
+            verdict = "" if met is None else ("met" if met else "**missed**")
+            shown = [f"{r:.2f}" if r is not None else "n/a" for r in (r_raw, r_bull)]
+            table.append(f"| {full} | {unit} | {fmt(ours)} | {fmt(raw)} | {fmt(bull)} | "
+                         f"{shown[0]} | {shown[1]} | {target or ''} | {verdict} |")
+    return table, rows
+
+
 def _ms_to_us(v):
     return None if v is None else v * 1e3
 
@@ -273,6 +318,7 @@ def main():
 
     workers_table, creation_table, workers_plot, workers_rows = workers_tables(values)
     cluster_rows_table, cluster_plot, cluster_rows = cluster_table(values)
+    remote_rows_table, remote_rows = remote_table(values)
     plot += cluster_plot
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -307,6 +353,21 @@ def main():
         "|---|---|---|---|---|---|---|---|---|",
         *cluster_rows_table,
         "",
+        "The remote pool: a task's round trip through Redis Streams on a private redis-server "
+        "(unix socket, no persistence), 16-byte echo tasks in a closed loop with 1 and 64 in "
+        "flight. childproc: `remote_pool::async_run` served by 2 `childproc-agent`s (1 worker "
+        "process each, 32 tasks at once per agent); raw: the same round trip with hiredis (XADD, "
+        "2 consumer threads doing XREADGROUP, XADD of the reply and XACK, the caller's blocking "
+        "XREAD), interleaved with childproc in the same run; BullMQ: a Queue, QueueEvents and 2 "
+        "Worker processes with a sandboxed processor file (concurrency 32 each). The last rows "
+        "explain the others: the server's commands and CPU time per task (its `INFO`), and the "
+        "CPU time per task of the processes serving the tasks, the server aside.",
+        "",
+        "| workload | unit | childproc | raw (hiredis) | BullMQ | childproc / raw "
+        "| childproc / BullMQ | target | |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *remote_rows_table,
+        "",
         "![ratios](ratios.png)",
         "",
         "Seed 004's memory table, measured: n idle workers forked at once (C++ workers: this "
@@ -335,7 +396,7 @@ def main():
         json.dump({"when": when, "machine": args.machine, "reps": args.reps,
                    "quick": args.quick, "rows": rows, "pool_rows": pool_rows,
                    "workers_rows": workers_rows,
-                   "cluster_rows": cluster_rows}, f, indent=1)
+                   "cluster_rows": cluster_rows, "remote_rows": remote_rows}, f, indent=1)
     with open(f"{args.out_dir}/ratios.dat", "w", encoding="utf-8") as f:
         f.write("# label advantage_vs_raw advantage_vs_node\n" + "\n".join(plot) + "\n")
     with open(f"{args.out_dir}/workers.dat", "w", encoding="utf-8") as f:

@@ -6,6 +6,9 @@
 
 #include <boost/asio/post.hpp>
 
+extern "C" { // first: hiredis.h includes sds.h, which declares no C linkage of its own
+#include <hiredis/sds.h>
+}
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -13,6 +16,7 @@
 #include <csignal>
 #include <ctime>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <utility>
 
 namespace childproc::detail {
@@ -275,7 +279,7 @@ bool sigpipe_pending() {
 // refusing an unauthenticated command) that raises SIGPIPE, and the library never changes the
 // process's disposition. The signal is blocked in this thread for the write, and one that the
 // write raised is taken before the mask is restored; hiredis sees EPIPE.
-void handle_write_without_sigpipe(redisAsyncContext* context) {
+void guarded_handle_write(redisAsyncContext* context) {
   sigset_t pipe_only, previous;
   ::sigemptyset(&pipe_only);
   ::sigaddset(&pipe_only, SIGPIPE);
@@ -287,6 +291,23 @@ void handle_write_without_sigpipe(redisAsyncContext* context) {
     ::sigtimedwait(&pipe_only, nullptr, &now);
   }
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+// The usual flush: the output buffer sent with MSG_NOSIGNAL, which cannot raise SIGPIPE, then
+// hiredis's own handler with nothing left to write (it updates its hooks and writes nothing).
+// Four signal-mask calls a flush are saved. What this cannot finish (not connected yet, a
+// partial write, an error: hiredis must see it to disconnect) goes through the guarded path.
+void handle_write_without_sigpipe(redisAsyncContext* context) {
+  redisContext* c = &context->c;
+  if ((c->flags & REDIS_CONNECTED) != 0 && c->err == 0 && sdslen(c->obuf) > 0) {
+    const std::size_t length = sdslen(c->obuf);
+    const ssize_t sent = ::send(c->fd, c->obuf, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent > 0)
+      sdsrange(c->obuf, static_cast<int>(sent), -1);
+  }
+  if ((c->flags & REDIS_CONNECTED) != 0 && sdslen(c->obuf) == 0)
+    return redisAsyncHandleWrite(context);
+  guarded_handle_write(context);
 }
 
 } // namespace

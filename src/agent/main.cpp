@@ -32,6 +32,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/value.hpp>
@@ -502,11 +503,27 @@ private:
     });
   }
 
+  // The entries acknowledged in one turn of the loop (the results whose XADD replies were read
+  // together) go in one XACK and one XDEL: two commands a batch, not two a task.
   void acknowledge(const std::string& entry) {
     held_.erase(entry);
-    writer_->command({"XACK", options_.stream, options_.group, entry},
-                     [](std::error_code, redisReply*) {});
-    writer_->command({"XDEL", options_.stream, entry}, [](std::error_code, redisReply*) {});
+    unacknowledged_.push_back(entry);
+    if (unacknowledged_.size() == 1)
+      boost::asio::post(io_, [this] { flush_acknowledgements(); });
+  }
+
+  void flush_acknowledgements() {
+    std::vector<std::string> ack{"XACK", options_.stream, options_.group};
+    std::vector<std::string> del{"XDEL", options_.stream};
+    for (auto& entry : unacknowledged_) {
+      ack.push_back(entry);
+      del.push_back(std::move(entry));
+    }
+    unacknowledged_.clear();
+    writer_->command(ack, [](std::error_code, redisReply*) {});
+    writer_->command(del, [](std::error_code, redisReply*) {});
+    if (stopping_)
+      finish_if_idle();
   }
 
   void fail(const std::string& why) {
@@ -529,7 +546,8 @@ private:
   // The pool closes, then the connections, once nothing is running, being answered, read or
   // claimed: entries an outstanding XREADGROUP or XAUTOCLAIM delivers are this agent's to run.
   void finish_if_idle() {
-    if (in_flight_ > 0 || answering_ > 0 || reading_ || claiming_ || closing_)
+    if (in_flight_ > 0 || answering_ > 0 || !unacknowledged_.empty() || reading_ || claiming_ ||
+        closing_)
       return;
     closing_ = true;
     pool_.async_close([this](boost::system::error_code) {
@@ -562,7 +580,8 @@ private:
   std::set<std::string> cancelled_; // cancels of tasks not read yet
   std::deque<std::string> cancel_order_;
   std::size_t in_flight_ = 0;
-  std::size_t answering_ = 0; // results written, their XACK/XDEL not queued yet
+  std::size_t answering_ = 0;               // results written, their XACK/XDEL not queued yet
+  std::vector<std::string> unacknowledged_; // their XACK/XDEL go with the next flush
   std::uint64_t completed_ = 0;
   bool reading_ = false, stopping_ = false, closing_ = false;
   int status_ = 0;

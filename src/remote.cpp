@@ -176,7 +176,7 @@ void remote_state::connect() {
       commands->close();
     commands.reset();
     offline.clear(); // a new reason, from this attempt
-    return lose_connection(ec, why);
+    return on_connection_error(ec, why);
   }
   offline.clear();
   // The group starts at the stream's beginning, so that tasks added before any agent ran are
@@ -215,18 +215,21 @@ void remote_state::probe_reply_stream() {
 
 // The reply stream exists (empty) before the first task is sent: agents write results with
 // NOMKSTREAM, so that a result arriving after destroy() (which deletes the stream) cannot
-// create it again. A refusal (OOM, NOPERM) fails the pool: no result could reach it.
+// create it again. A refusal (OOM, NOPERM) fails the pool: no result could reach it. XGROUP
+// CREATE ... MKSTREAM makes it only when it is missing (BUSYGROUP: it is there): on a new
+// connection it holds the results written while the pool was away, which must stay.
 void remote_state::open_reply_stream() {
-  commands->command({"XADD", reply_stream, "MAXLEN", "0", "*", "open", "1"},
+  commands->command({"XGROUP", "CREATE", reply_stream, "open", "$", "MKSTREAM"},
                     [weak = weak_from_this()](std::error_code ec, redisReply* reply) {
                       auto self = weak.lock();
                       if (!self || self->closed)
                         return;
                       if (ec)
                         return self->on_connection_error(ec, self->commands->error_text());
-                      if (const auto text = remote_wire::error_text(reply); !text.empty())
+                      if (const auto text = remote_wire::error_text(reply);
+                          !text.empty() && text.rfind("BUSYGROUP", 0) != 0)
                         self->fail_all(make_error_code(remote_errc::server_error),
-                                       "XADD " + self->reply_stream + ": " + text);
+                                       "XGROUP CREATE " + self->reply_stream + ": " + text);
                     });
   request_expiry();
 }

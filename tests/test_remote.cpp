@@ -1374,7 +1374,8 @@ TEST_CASE("a remote run in flight fails with connection_lost once its reply stre
   CHECK(pool.stats().reconnects == 0);
 }
 
-// Before the fix: both constructions were accepted (no such options).
+// Before the fix: both constructions were accepted (no such options). Then, "handlers < 50" was
+// thousands: a first connect that failed at once was retried on every turn of the loop.
 TEST_CASE("a remote pool with reconnect_delay zero fails every run once its connection is lost",
           "[remote]") {
   asio::io_context io;
@@ -1383,6 +1384,20 @@ TEST_CASE("a remote pool with reconnect_delay zero fails every run once its conn
   CHECK_THROWS_AS(childproc::remote_pool(
                       io, {.server = "/nowhere", .reconnect_delay = 2s, .max_reconnect_delay = 1s}),
                   std::system_error);
+  {
+    // Unreachable at once: no attempt after the first (each would be a handler run).
+    childproc::remote_pool unreachable(io,
+                                       {.server = "/nowhere/redis.sock", .reconnect_delay = 0ms});
+    std::optional<boost::system::error_code> first;
+    unreachable.async_run(message(1), [&](boost::system::error_code ec, message) { first = ec; });
+    REQUIRE(run_until(io, [&] { return first.has_value(); }));
+    CHECK(*first == make_error_code(remote_errc::server_unreachable));
+    std::size_t handlers = 0;
+    const auto until = std::chrono::steady_clock::now() + 300ms;
+    while (std::chrono::steady_clock::now() < until)
+      handlers += io.run_one_for(10ms);
+    CHECK(handlers < 50);
+  }
   auto redis = redis_fixture::start();
   if (!redis)
     return;
@@ -1527,4 +1542,30 @@ TEST_CASE("an agent whose user may not subscribe to the cancel channel exits wit
   CHECK(agent.code == 69);
   CHECK(agent.err.find("childproc:tasks:cancel") != std::string::npos);
   CHECK(agent.err.find("NOPERM") != std::string::npos);
+}
+
+// Before the fix: "run_until(... held->has_value() ...)" failed after 30 s: the new connection's
+// XADD MAXLEN 0, which was to make the reply stream, emptied it of the result the agent had
+// written while the pool was away, and the run waited for ever.
+TEST_CASE("a result written while the remote pool was disconnected is read once it is back",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto agent = start_agent(*redis, "only");
+  // The pool comes back 0.5-1 s after the loss; the result is written 0.2 s after the task began.
+  childproc::remote_pool pool(
+      redis->io, {.server = redis->socket(), .reconnect_delay = 1s, .max_reconnect_delay = 1s});
+  auto held = start_run(pool, message(200), {.name = "async_sleep"});
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 1; }));
+  const auto readers = clients_running(*redis, "xread");
+  REQUIRE(readers.size() == 1);
+  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  REQUIRE(run_until(
+      redis->io, [&] { return held->has_value(); }, 30s));
+  CHECK(!(*held)->first);
+  REQUIRE((*held)->second.is_json());
+  CHECK((*held)->second.json() == 200);
+  CHECK(run_until(redis->io, [&] { return pool.stats().reconnects == 1; }));
+  REQUIRE(agent->stop(redis->io));
 }

@@ -492,12 +492,9 @@ private:
     ++answering_;
     writer_->command(fields, [this, entry](std::error_code ec, redisReply* reply) {
       --answering_;
-      // A stop that came first (the reader saw the server go) waits for this answer: it must
-      // hear of it either way.
       if (ec || !wire::error_text(reply).empty())
-        fail("writing a result: " + (ec ? ec.message() : wire::error_text(reply)));
-      else
-        acknowledge(entry);
+        return fail("writing a result: " + (ec ? ec.message() : wire::error_text(reply)));
+      acknowledge(entry);
       if (stopping_)
         finish_if_idle();
     });
@@ -526,9 +523,11 @@ private:
       finish_if_idle();
   }
 
+  // A failure while stopping (the server went: every connection fails in turn) still ends the
+  // stop that waited for what failed.
   void fail(const std::string& why) {
     if (stopping_)
-      return;
+      return finish_if_idle();
     std::cerr << "childproc-agent " << options_.consumer << ": " << why << '\n';
     status_ = 69;
     stop();

@@ -109,6 +109,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void open_reply_stream();
   void on_replies(std::error_code ec, redisReply* reply);
   void on_connection_error(std::error_code ec, const std::string& text);
+  void on_error_reply(const std::string& command, const std::string& text);
   void lose_connection(std::error_code ec, const std::string& text);
   void schedule_reconnect();
   void fail_held(std::uint64_t before, boost::system::error_code ec, const std::string& text);
@@ -203,6 +204,8 @@ void remote_state::probe_reply_stream() {
           return;
         if (ec)
           return self->on_connection_error(ec, self->commands->error_text());
+        if (const auto text = remote_wire::error_text(reply); !text.empty())
+          return self->on_error_reply("PEXPIRE " + self->reply_stream, text);
         self->held_deadline->cancel();
         self->next_delay = self->options.reconnect_delay;
         self->last_renewal = sent;
@@ -228,8 +231,7 @@ void remote_state::open_reply_stream() {
                         return self->on_connection_error(ec, self->commands->error_text());
                       if (const auto text = remote_wire::error_text(reply);
                           !text.empty() && text.rfind("BUSYGROUP", 0) != 0)
-                        self->fail_all(make_error_code(remote_errc::server_error),
-                                       "XGROUP CREATE " + self->reply_stream + ": " + text);
+                        self->on_error_reply("XGROUP CREATE " + self->reply_stream, text);
                     });
   request_expiry();
 }
@@ -305,6 +307,16 @@ void remote_state::fail_held(std::uint64_t before, boost::system::error_code ec,
   }
 }
 
+// An error reply where the pool needs an answer: one that passes (LOADING after a restart with
+// persistence, BUSY, a replica during a fail-over) is a lost connection, tried again later; a
+// refusal (NOPERM, OOM) fails the pool, as a new connection would meet it again.
+void remote_state::on_error_reply(const std::string& command, const std::string& text) {
+  if (remote_wire::is_transient(text))
+    return on_connection_error(make_error_code(remote_errc::connection_lost),
+                               command + ": " + text);
+  fail_all(make_error_code(remote_errc::server_error), command + ": " + text);
+}
+
 // Refused credentials are final, and so is any loss when reconnection is off.
 void remote_state::on_connection_error(std::error_code ec, const std::string& text) {
   if (closed || failure)
@@ -368,10 +380,8 @@ void remote_state::on_replies(std::error_code ec, redisReply* reply) {
   if (ec)
     return on_connection_error(ec, replies->error_text());
   std::vector<remote_wire::entry> entries;
-  if (!remote_wire::read_entries(reply, entries)) {
-    const auto text = remote_wire::error_text(reply);
-    return fail_all(make_error_code(remote_errc::server_error), text);
-  }
+  if (!remote_wire::read_entries(reply, entries))
+    return on_error_reply("XREAD " + reply_stream, remote_wire::error_text(reply));
   std::vector<std::string> trim{"XDEL", reply_stream};
   for (const auto& e : entries) {
     last_reply = e.id;

@@ -1,6 +1,7 @@
 // hiredis's async API on Asio: the five event hooks map onto async_wait on the connection's
 // descriptor, run by the caller's executor.
 #include "remote_redis.hpp"
+#include "remote_wire.hpp"
 
 #include <childproc/remote.hpp>
 
@@ -90,7 +91,10 @@ std::shared_ptr<redis_connection> redis_connection::open(const boost::asio::any_
 
 void redis_connection::refuse(std::string text) {
   if (!error_) {
-    error_ = make_error_code(remote_errc::auth_failed);
+    // An AUTH answered with an error that passes (the server has no room for another client, or
+    // loads its data) refuses no credentials: the connection is lost, and made again later.
+    error_ = make_error_code(remote_wire::is_transient(text) ? remote_errc::connection_lost
+                                                             : remote_errc::auth_failed);
     error_text_ = std::move(text);
   }
   close(); // inside a reply callback: hiredis frees the context once the callback returns

@@ -117,4 +117,13 @@ std::string error_text(const redisReply* reply) {
                                                               : std::string();
 }
 
+bool is_transient(std::string_view text) noexcept {
+  for (const std::string_view passing :
+       {"LOADING", "BUSY ", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY",
+        "ERR max number of clients reached"})
+    if (text.starts_with(passing))
+      return true;
+  return false;
+}
+
 } // namespace childproc::detail::remote_wire

@@ -50,5 +50,9 @@ bool read_entry_list(const redisReply* list, std::vector<entry>& out);
 
 // The text of an error reply, or empty.
 std::string error_text(const redisReply* reply);
+// Whether an error reply passes by itself (the server loads its data, runs a long script, is a
+// replica during a fail-over, or has no room for another client): worth a new connection later,
+// unlike a refusal (NOPERM, OOM, WRONGTYPE).
+bool is_transient(std::string_view error_text) noexcept;
 
 } // namespace childproc::detail::remote_wire

@@ -1569,3 +1569,41 @@ TEST_CASE("a result written while the remote pool was disconnected is read once 
   CHECK(run_until(redis->io, [&] { return pool.stats().reconnects == 1; }));
   REQUIRE(agent->stop(redis->io));
 }
+
+// Before the fix: "is_offline_error(back->first)" failed on every attempt, with server_error ("the
+// Redis server answered with an error"): the BUSY answers the pool met on its new connection (a
+// script was running) had failed it for good.
+TEST_CASE("a remote pool that meets a busy server while it reconnects tries again", "[remote]") {
+  auto redis = redis_fixture::start({"--busy-reply-threshold", "50"});
+  if (!redis)
+    return;
+  childproc::remote_pool pool(
+      redis->io,
+      {.server = redis->socket(), .reconnect_delay = 400ms, .max_reconnect_delay = 400ms});
+  REQUIRE(run_until(redis->io, [&] { return clients_running(*redis, "xread").size() == 1; }));
+  const auto readers = clients_running(*redis, "xread");
+  REQUIRE(readers.size() == 1);
+  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  // A script that holds the server for 2 s: every other command is answered BUSY meanwhile.
+  watched_child script(redis->io, "redis-cli",
+                       {"-s", redis->socket(), "EVAL",
+                        "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 2 do "
+                        "end return 1",
+                        "0"});
+  REQUIRE(run_until(redis->io, script.closed));
+  auto agent = start_agent(*redis, "late");
+  std::optional<std::pair<boost::system::error_code, message>> back;
+  for (int attempt = 0; attempt < 100 && !(back && !back->first); ++attempt) {
+    back = run_one(redis->io, pool, message(3), {.name = "pid"});
+    REQUIRE(back.has_value());
+    if (back->first) {
+      INFO(back->first.message());
+      CHECK(is_offline_error(back->first));
+      run_for(redis->io, 100ms);
+    }
+  }
+  REQUIRE(back.has_value());
+  CHECK(!back->first);
+  CHECK(pool.stats().reconnects >= 1);
+  REQUIRE(agent->stop(redis->io));
+}

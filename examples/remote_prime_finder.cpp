@@ -1,5 +1,5 @@
-// The prime finder of pool_prime_finder.cpp, on many hosts: the same worker function and the same
-// async_run calls, with a childproc::remote_pool in place of the childproc::pool (one line). The
+// The prime finder of pool_prime_finder.cpp, on many hosts: the same kind of worker function and
+// async_run calls, with a childproc::remote_pool in place of the childproc::pool. The
 // tasks go through a Redis stream to childproc-agent processes, each running this program as its
 // pool's worker (`childproc-agent --server ... -- remote_prime_finder --childproc-pool-worker`).
 //
@@ -18,7 +18,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -26,6 +28,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -111,7 +114,9 @@ class private_cluster {
 public:
   explicit private_cluster(boost::asio::io_context& io) : io_(io) {
     char pattern[] = "/tmp/remote-prime-finder-XXXXXX";
-    dir_ = ::mkdtemp(pattern);
+    if (::mkdtemp(pattern) == nullptr)
+      throw std::system_error(errno, std::generic_category(), "mkdtemp");
+    dir_ = pattern;
     socket_ = dir_ + "/redis.sock";
     redis_ = std::make_unique<watched>(
         io, "redis-server",
@@ -156,11 +161,23 @@ private:
 
 } // namespace
 
+int run(boost::asio::io_context& io, int argc, char** argv);
+
 int main(int argc, char** argv) {
   boost::asio::io_context io;
   if (childproc::is_pool_worker())
     return childproc::serve(io, prime_finder);
+  // Caught here, an error unwinds through the private cluster's destructor: its agents and
+  // server are stopped and its directory removed.
+  try {
+    return run(io, argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "remote_prime_finder: {}\n", e.what());
+    return 1;
+  }
+}
 
+int run(boost::asio::io_context& io, int argc, char** argv) {
   std::optional<private_cluster> cluster;
   std::string server;
   if (argc == 3 && std::string(argv[1]) == "--server") {
@@ -184,4 +201,5 @@ int main(int argc, char** argv) {
                pool.stats().completed);
   }
   // (the cluster's destructor prints each agent's task count)
+  return 0;
 }

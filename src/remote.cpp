@@ -388,8 +388,6 @@ void remote_state::on_replies(std::error_code ec, redisReply* reply) {
     trim.push_back(e.id);
     deliver(e);
   }
-  if (closed)
-    return; // a progress handler destroyed the pool
   if (entries.size() > 0)
     commands->command(trim, [](std::error_code, redisReply*) {});
   read_replies();
@@ -575,11 +573,14 @@ remote_pool::remote_pool(const boost::asio::any_io_executor& ex, remote_options 
                             "remote_pool: remote_options::server is empty");
   // Under a second, a loop busy for a moment loses the stream; a huge value overflows the
   // timer's nanoseconds, and over a day a dead caller's stream would stay too long to matter.
+  // Over an hour between attempts, a pool would not notice its server was back for longer than
+  // any outage worth waiting out; the doubling would overflow far beyond it.
   if (options.reconnect_delay < std::chrono::milliseconds::zero() ||
-      options.max_reconnect_delay < options.reconnect_delay)
+      options.max_reconnect_delay < options.reconnect_delay ||
+      options.max_reconnect_delay > std::chrono::hours(1))
     throw std::system_error(make_error_code(errc::invalid_argument),
                             "remote_pool: remote_options::reconnect_delay is negative or larger "
-                            "than max_reconnect_delay");
+                            "than max_reconnect_delay, or max_reconnect_delay is over an hour");
   if (options.reply_expiry < std::chrono::seconds(1) ||
       options.reply_expiry > std::chrono::hours(24))
     throw std::system_error(make_error_code(errc::invalid_argument),

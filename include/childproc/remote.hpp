@@ -35,7 +35,9 @@ inline namespace v1 {
 enum class remote_errc {
   /// The Redis server could not be reached (connect failed): the message says why.
   server_unreachable = 1,
-  /// The connection to the server was lost with the task in flight.
+  /// The connection to the server was lost: the task's XADD was unanswered, or no connection
+  /// came back before its reply stream expired, or the run started while the pool was
+  /// disconnected (it connects again by itself: remote_options::reconnect_delay).
   connection_lost,
   /// The server answered a command with an error (the message is the server's).
   server_error,
@@ -94,7 +96,10 @@ struct remote_options {
   /// credentials are never retried. The constructor throws errc::invalid_argument for a
   /// negative delay or a max_reconnect_delay smaller than reconnect_delay. Default: 100 ms.
   std::chrono::milliseconds reconnect_delay = std::chrono::milliseconds(100);
-  /// The longest wait between two attempts to connect again. Default: 5 s.
+  /// The longest wait between two attempts to connect again: at least reconnect_delay, at
+  /// most an hour (the constructor throws errc::invalid_argument otherwise); unused when
+  /// reconnect_delay is zero. Runs held across a loss wait for reply_expiry at most, so a value
+  /// near or above it lets them fail before the next attempt. Default: 5 s.
   std::chrono::milliseconds max_reconnect_delay = std::chrono::seconds(5);
 };
 

@@ -180,6 +180,14 @@ void remote_state::connect() {
     return on_connection_error(ec, why);
   }
   offline.clear();
+  // A connection that ends with nothing in flight (the server's idle timeout, CLIENT KILL) is
+  // found out now, not by the next run's command.
+  for (const auto& c : {commands, replies})
+    c->on_end([weak = weak_from_this(), current = generation](std::error_code e,
+                                                              const std::string& text) {
+      if (auto self = weak.lock(); self && current == self->generation)
+        self->on_connection_error(e, text);
+    });
   // The group starts at the stream's beginning, so that tasks added before any agent ran are
   // read; BUSYGROUP (it exists) is the usual answer. Sent each time: a server that restarted
   // without persistence lost it.

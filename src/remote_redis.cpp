@@ -71,6 +71,10 @@ std::shared_ptr<redis_connection> redis_connection::open(const boost::asio::any_
     redisAsyncFree(context);
     return nullptr;
   }
+  // A server that vanished (a host down, a cable cut) is found out by TCP keep-alive, where a
+  // blocking XREAD would wait for ever.
+  if (server.front() != '/')
+    redisEnableKeepAlive(&context->c);
   ec.clear();
   auto connection = std::make_shared<redis_connection>(ex, context);
   connection->attach(); // after make_shared: hiredis may call add_write() at once
@@ -122,6 +126,7 @@ redis_connection::~redis_connection() {
 }
 
 void redis_connection::close() {
+  ended_ = nullptr;
   if (context_ == nullptr)
     return;
   if (!error_)
@@ -130,6 +135,7 @@ void redis_connection::close() {
 }
 
 void redis_connection::disconnect() {
+  ended_ = nullptr;
   if (context_ != nullptr)
     redisAsyncDisconnect(context_);
 }
@@ -223,9 +229,16 @@ void redis_connection::on_connect(const redisAsyncContext* context, int status) 
     self->record_error(context->errstr);
 }
 
+// Posted: hiredis calls this while it frees the context, where closing it again would free it
+// twice.
 void redis_connection::on_disconnect(const redisAsyncContext* context, int status) {
-  if (status != REDIS_OK)
-    owner_of(context)->record_error(context->errstr);
+  auto* self = owner_of(context);
+  if (status == REDIS_OK)
+    return;
+  self->record_error(context->errstr);
+  if (self->ended_)
+    boost::asio::post(self->executor_, [handler = std::move(self->ended_), ec = self->error_,
+                                        text = self->error_text_] { handler(ec, text); });
 }
 
 void redis_connection::add_read(void* self) {

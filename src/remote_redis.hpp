@@ -53,6 +53,12 @@ public:
   void close();
   // Closes once the replies of the commands sent so far have arrived (new commands fail).
   void disconnect();
+  // `handler` runs once, from the executor, if the connection ends with an error (the server
+  // closed it or it broke), even with no command in flight; never after close() or
+  // disconnect().
+  void on_end(std::function<void(std::error_code ec, const std::string& text)> handler) {
+    ended_ = std::move(handler);
+  }
   bool is_open() const noexcept { return context_ != nullptr; }
   // Why the connection ended (empty while open).
   std::error_code error() const noexcept { return error_; }
@@ -91,6 +97,7 @@ private:
   bool connected_ = false;
   std::error_code error_;
   std::string error_text_;
+  std::function<void(std::error_code, const std::string&)> ended_;
 };
 
 } // namespace childproc::detail

@@ -1607,3 +1607,28 @@ TEST_CASE("a remote pool that meets a busy server while it reconnects tries agai
   CHECK(pool.stats().reconnects >= 1);
   REQUIRE(agent->stop(redis->io));
 }
+
+// Before the fix: "reconnects == 1" did not hold within 10 s: with no command in flight, the
+// closed command connection went unnoticed until a command failed on it (the next renewal, 20 s
+// later, or a run's XADD).
+TEST_CASE("a remote pool finds out at once that its idle command connection was closed",
+          "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  REQUIRE(run_until(redis->io, [&] { return clients_running(*redis, "xread").size() == 1; }));
+  // The pool's other client: neither its reader nor this redis-cli.
+  std::string command_connection;
+  std::istringstream lines(redis->cli({"CLIENT", "LIST"}));
+  for (std::string line; std::getline(lines, line);)
+    if (line.find(" cmd=xread ") == std::string::npos &&
+        line.find(" cmd=client|list ") == std::string::npos)
+      command_connection = line.substr(3, line.find(' ') - 3);
+  REQUIRE_FALSE(command_connection.empty());
+  CHECK(redis->cli({"CLIENT", "KILL", "ID", command_connection}) == "1");
+  // Well before the next renewal (a third of the default minute), which would find out too.
+  REQUIRE(run_until(
+      redis->io, [&] { return pool.stats().reconnects == 1; }, 10s));
+  CHECK(clients_running(*redis, "xread").size() == 1);
+}

@@ -27,6 +27,8 @@
 //                bench/workers.js
 // Output: one line per measurement, `childproc <workload> <metric> <value> <unit>`, the format
 // of the peers' programs.
+#include "process_cpu.hpp"
+
 #include <childproc/childproc.hpp>
 #include <childproc/pool.hpp>
 #include <childproc/serve.hpp>
@@ -81,29 +83,6 @@ double cpu_seconds() {
   ::getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
-
-// The CPU time `pid` has used (user + system), from /proc/<pid>/stat; 0 when it is gone.
-double process_cpu_seconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto end_of_name = text.rfind(')'); // the command name may hold spaces
-  if (end_of_name == std::string::npos)
-    return 0;
-  std::vector<std::string> fields;
-  std::string field;
-  for (char c : text.substr(end_of_name + 2)) {
-    if (c == ' ') {
-      fields.push_back(field);
-      field.clear();
-    } else {
-      field += c;
-    }
-  }
-  if (fields.size() < 13) // utime and stime are fields 14 and 15, the 12th and 13th after ')'
-    return 0;
-  return static_cast<double>(std::stoull(fields[11]) + std::stoull(fields[12])) /
-         static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 long max_rss_kib() {

@@ -11,6 +11,8 @@
 // Usage: childproc_bench_remote [quick]
 // Output: `<peer> remote <metric> <value> <unit>` with metrics tasks_f<N> (tasks/s), p50_f<N>
 // and p99_f<N> (µs), N the tasks in flight: bench/report.py's format.
+#include "process_cpu.hpp"
+
 #include <childproc/childproc.hpp>
 #include <childproc/remote.hpp>
 
@@ -428,22 +430,6 @@ void childproc_slice(asio::io_context& io, childproc::remote_pool& pool, int win
     fail("childproc: tasks still in flight 30 s after the slice");
   into.seconds += us_since(t0) / 1e6;
   into.tasks += static_cast<std::uint64_t>(st->done);
-}
-
-// utime + stime of a process (/proc/<pid>/stat), in seconds; 0 once it is gone.
-double process_cpu_seconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto end_of_name = text.rfind(')'); // the command name may hold spaces
-  if (end_of_name == std::string::npos)
-    return 0;
-  std::istringstream rest(text.substr(end_of_name + 2));
-  std::string skipped;
-  for (int i = 0; i < 11; ++i) // state ... cmajflt: fields 3 to 13
-    rest >> skipped;
-  double user = 0, sys = 0;
-  rest >> user >> sys;
-  return (user + sys) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // The pids of `pid`'s children (the agents' workers).

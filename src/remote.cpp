@@ -104,6 +104,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void probe_reply_stream();
   void read_replies();
   void renew_expiry();
+  void arm_renewal();
   void request_expiry();
   void on_expiry_renewed(std::error_code ec, redisReply* reply, steady::time_point sent);
   void open_reply_stream();
@@ -155,11 +156,7 @@ void remote_state::start() {
   held_deadline = std::make_unique<boost::asio::steady_timer>(executor);
   next_delay = options.reconnect_delay;
   connect();
-  expiry_timer->expires_after(options.reply_expiry / 3);
-  expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
-    if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)
-      self->renew_expiry();
-  });
+  arm_renewal();
 }
 
 // The same sequence for the first connection and every later one: the commands below are the
@@ -250,6 +247,10 @@ void remote_state::open_reply_stream() {
 void remote_state::renew_expiry() {
   if (!offline)
     request_expiry();
+  arm_renewal();
+}
+
+void remote_state::arm_renewal() {
   expiry_timer->expires_after(options.reply_expiry / 3);
   expiry_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
     if (auto self = weak.lock(); self && !ec && !self->closed && !self->failure)

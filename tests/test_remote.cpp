@@ -1236,6 +1236,15 @@ std::vector<std::string> clients_running(const redis_fixture& redis, const std::
   return ids;
 }
 
+// Closes the pool's reply reader, the one client blocked in XREAD (an agent's is in
+// XREADGROUP), as the server would; returns its client id.
+std::string kill_pool_reader(const redis_fixture& redis) {
+  const auto readers = clients_running(redis, "xread");
+  REQUIRE(readers.size() == 1);
+  CHECK(redis.cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  return readers.front();
+}
+
 // Runs `io` for `span` (what it does meanwhile is the test's).
 void run_for(asio::io_context& io, std::chrono::milliseconds span) {
   const auto until = std::chrono::steady_clock::now() + span;
@@ -1275,10 +1284,7 @@ TEST_CASE("a remote pool connects again after its connection is lost and its run
   REQUIRE(!first->first);
   auto held = start_run(pool, message(1500), {.name = "async_sleep"});
   REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 2; }));
-  // The pool's reply reader is the one client blocked in XREAD (the agent's is in XREADGROUP).
-  const auto readers = clients_running(*redis, "xread");
-  REQUIRE(readers.size() == 1);
-  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  const auto reader = kill_pool_reader(*redis);
   REQUIRE(run_until(
       redis->io, [&] { return held->has_value(); }, 30s));
   CHECK(!(*held)->first);
@@ -1290,7 +1296,7 @@ TEST_CASE("a remote pool connects again after its connection is lost and its run
   CHECK(!after->first);
   const auto now_reading = clients_running(*redis, "xread");
   REQUIRE(now_reading.size() == 1);
-  CHECK(now_reading.front() != readers.front());
+  CHECK(now_reading.front() != reader);
   CHECK(pool.stats().stray_replies == 0);
   REQUIRE(agent->stop(redis->io));
 }
@@ -1406,9 +1412,7 @@ TEST_CASE("a remote pool with reconnect_delay zero fails every run once its conn
   const auto first = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
   REQUIRE(first.has_value());
   REQUIRE(!first->first);
-  const auto readers = clients_running(*redis, "xread");
-  REQUIRE(readers.size() == 1);
-  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  kill_pool_reader(*redis);
   std::optional<std::pair<boost::system::error_code, message>> lost;
   for (int attempt = 0; attempt < 100 && !(lost && lost->first); ++attempt)
     lost = run_one(redis->io, pool, message(1), {.name = "async_sleep"});
@@ -1558,9 +1562,7 @@ TEST_CASE("a result written while the remote pool was disconnected is read once 
       redis->io, {.server = redis->socket(), .reconnect_delay = 1s, .max_reconnect_delay = 1s});
   auto held = start_run(pool, message(200), {.name = "async_sleep"});
   REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 1; }));
-  const auto readers = clients_running(*redis, "xread");
-  REQUIRE(readers.size() == 1);
-  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  kill_pool_reader(*redis);
   REQUIRE(run_until(
       redis->io, [&] { return held->has_value(); }, 30s));
   CHECK(!(*held)->first);
@@ -1581,9 +1583,7 @@ TEST_CASE("a remote pool that meets a busy server while it reconnects tries agai
       redis->io,
       {.server = redis->socket(), .reconnect_delay = 400ms, .max_reconnect_delay = 400ms});
   REQUIRE(run_until(redis->io, [&] { return clients_running(*redis, "xread").size() == 1; }));
-  const auto readers = clients_running(*redis, "xread");
-  REQUIRE(readers.size() == 1);
-  CHECK(redis->cli({"CLIENT", "KILL", "ID", readers.front()}) == "1");
+  kill_pool_reader(*redis);
   // A script that holds the server for 2 s: every other command is answered BUSY meanwhile.
   watched_child script(redis->io, "redis-cli",
                        {"-s", redis->socket(), "EVAL",

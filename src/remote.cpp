@@ -72,8 +72,9 @@ using progress_handler = std::function<void(const message& update)>;
 struct pending_run {
   std::unique_ptr<run_completion> done;
   std::uint64_t generation = 0; // the connection its XADD was sent on
-  bool added = false;           // the server answered its XADD: the task is in the stream
-  std::string entry;            // its entry id in the task stream, once added
+  // Its entry id in the task stream, once the server answered its XADD (empty until then: the
+  // task may not be in the stream).
+  std::string entry;
   // run_options::on_progress, shared with the updates posted to the completion's executor.
   std::shared_ptr<progress_handler> on_progress;
 };
@@ -350,7 +351,7 @@ void remote_state::lose_connection(std::error_code ec, const std::string& text) 
   renewing = false;
   std::vector<std::uint64_t> unsent;
   for (const auto& [id, run] : in_flight)
-    if (!run.added)
+    if (run.entry.empty())
       unsent.push_back(id);
   for (const auto id : unsent)
     finish(id, ec, error_message("RedisError", text));
@@ -526,7 +527,7 @@ void remote_state::send(message task, run_options run, std::unique_ptr<run_compl
                                   std::move(body.data),
                                   "timeout",
                                   std::to_string(run.timeout.count())};
-  pending_run pending{std::move(done), generation, false, {}, nullptr};
+  pending_run pending{std::move(done), generation, {}, nullptr};
   if (run.on_progress) {
     fields.insert(fields.end(), {"progress", "1"});
     pending.on_progress = std::make_shared<progress_handler>(std::move(run.on_progress));
@@ -545,11 +546,9 @@ void remote_state::on_task_added(std::uint64_t id, std::error_code ec, redisRepl
   if (const auto text = remote_wire::error_text(reply); !text.empty())
     return finish(id, make_error_code(remote_errc::server_error),
                   error_message("RedisError", text));
-  if (const auto run = in_flight.find(id); run != in_flight.end()) {
-    run->second.added = true;
-    if (reply != nullptr && reply->type == REDIS_REPLY_STRING)
-      run->second.entry.assign(reply->str, reply->len);
-  }
+  if (const auto run = in_flight.find(id);
+      run != in_flight.end() && reply != nullptr && reply->type == REDIS_REPLY_STRING)
+    run->second.entry.assign(reply->str, reply->len);
 }
 
 void remote_state::destroy() {

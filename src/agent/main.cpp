@@ -15,9 +15,9 @@
 // Entries another agent took and has not acknowledged for --claim-idle ms (it died) are claimed
 // with XAUTOCLAIM; one delivered more than --max-attempts times goes to "<stream>:dead" and its
 // caller gets remote_errc::dead_lettered; that stream keeps the last --dead-letter-max entries
-// (10 000 by default), so a task that always kills its agent cannot fill the server's memory. The
-// entries this agent runs are re-claimed every
-// claim-idle / 2 (XCLAIM JUSTID), so that a long task is never taken from a live agent.
+// (10 000 by default), so a task that always kills its agent cannot fill the server's memory.
+// The entries this agent runs are re-claimed every claim-idle / 2 (XCLAIM JUSTID), so that a
+// long task is never taken from a live agent.
 //
 // It prints "agent <consumer>: ready" once connected. SIGTERM or SIGINT: stops reading, lets the
 // running tasks finish, closes the pool and exits 0, printing "agent <consumer>: <n> tasks" on
@@ -80,8 +80,7 @@ struct agent_options {
             << "\nusage: childproc-agent --server PATH|HOST:PORT [--stream S] [--group G] "
                "[--consumer C] [--workers N] [--concurrency K] [--max-payload BYTES] "
                "[--claim-idle MS] [--max-attempts N] [--dead-letter-max N] [--log-tasks 1] "
-               "[--user NAME] "
-               "[--password-file PATH] -- PROGRAM [ARGS...]\n"
+               "[--user NAME] [--password-file PATH] -- PROGRAM [ARGS...]\n"
                "(the password: the file's first line, or $CHILDPROC_REDIS_PASSWORD)\n";
   std::exit(64);
 }

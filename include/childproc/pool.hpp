@@ -149,7 +149,9 @@ struct run_options {
   /// Overrides pool_options::task_timeout for this task; 0 keeps the pool's. Default: 0.
   std::chrono::milliseconds timeout{0};
   /// Receives the task's progress messages (task_context::progress), in order, before the
-  /// completion. Default: none.
+  /// completion: each is posted to the completion handler's executor, so the order holds where
+  /// that executor runs handlers in order (a strand, an io_context run by one thread). Default:
+  /// none.
   std::function<void(const message& update)> on_progress{};
 };
 

@@ -114,7 +114,7 @@ struct remote_state : std::enable_shared_from_this<remote_state> {
   void on_error_reply(const std::string& command, const std::string& text);
   void lose_connection(std::error_code ec, const std::string& text);
   void schedule_reconnect();
-  void fail_held(std::uint64_t before, boost::system::error_code ec, const std::string& text);
+  void fail_held(std::uint64_t before, boost::system::error_code ec, const message& error);
   void deliver(const remote_wire::entry& e);
   void deliver_progress(pending_run& run, const std::string& kind, std::string data);
   void finish(std::uint64_t id, boost::system::error_code ec, message result);
@@ -299,9 +299,10 @@ void remote_state::on_expiry_renewed(std::error_code ec, redisReply* reply,
   fail_held(generation + 1, make_error_code(remote_errc::reply_stream_lost), {});
 }
 
-// Fails the runs sent on a connection older than `before` (every run, for generation + 1).
+// Fails the runs sent on a connection older than `before` (every run, for generation + 1),
+// each with `error` as its message.
 void remote_state::fail_held(std::uint64_t before, boost::system::error_code ec,
-                             const std::string& text) {
+                             const message& error) {
   std::vector<std::unique_ptr<run_completion>> held;
   for (auto it = in_flight.begin(); it != in_flight.end();) {
     if (it->second.generation < before) {
@@ -313,7 +314,7 @@ void remote_state::fail_held(std::uint64_t before, boost::system::error_code ec,
   }
   for (auto& done : held) {
     ++counters.failed;
-    done->complete(ec, text.empty() ? message() : error_message("RedisError", text));
+    done->complete(ec, error);
   }
 }
 
@@ -360,7 +361,9 @@ void remote_state::lose_connection(std::error_code ec, const std::string& text) 
     held_deadline->async_wait([weak = weak_from_this()](boost::system::error_code e) {
       if (auto self = weak.lock(); self && !e && self->offline)
         self->fail_held(self->generation + 1, make_error_code(remote_errc::connection_lost),
-                        self->offline_text + " (no connection before the reply stream expired)");
+                        error_message("RedisError", self->offline_text +
+                                                        " (no connection before the reply "
+                                                        "stream expired)"));
     });
   }
   schedule_reconnect();
@@ -485,12 +488,7 @@ void remote_state::fail_all(std::error_code ec, const std::string& text) {
     failure = ec;
     failure_text = text;
   }
-  auto pending = std::move(in_flight);
-  in_flight.clear();
-  for (auto& [id, run] : pending) {
-    ++counters.failed;
-    run.done->complete(ec, error_message("RedisError", text));
-  }
+  fail_held(generation + 1, ec, error_message("RedisError", text));
 }
 
 void remote_state::send(message task, run_options run, std::unique_ptr<run_completion> done) {

@@ -117,6 +117,16 @@ std::string error_text(const redisReply* reply) {
                                                               : std::string();
 }
 
+std::vector<std::string> reply_command(const std::string& reply_stream, const std::string& task_id,
+                                       std::string_view status, payload body) {
+  return {"XADD",       reply_stream,
+          "NOMKSTREAM", "*",
+          "id",         task_id,
+          "status",     std::string(status),
+          "kind",       std::move(body.kind),
+          "data",       std::move(body.data)};
+}
+
 bool is_transient(std::string_view text) noexcept {
   for (const std::string_view passing :
        {"LOADING", "BUSY ", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY",

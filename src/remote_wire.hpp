@@ -32,6 +32,12 @@ payload encode(const message& m);
 // Throws std::system_error(errc::malformed_message) for an unknown kind or invalid JSON.
 message decode(std::string_view kind, std::string data);
 
+// The XADD that writes a reply entry (a result or a progress message) to `reply_stream`, with
+// NOMKSTREAM: a stream its caller deleted is never made again. An error's category and code
+// are appended by the caller.
+std::vector<std::string> reply_command(const std::string& reply_stream, const std::string& task_id,
+                                       std::string_view status, payload body);
+
 // An error code as two fields, and back: childproc's and the remote categories by name, the
 // system category's codes (asio::error::operation_aborted among them) as errno values.
 std::pair<std::string, std::string> encode_error(const boost::system::error_code& ec);

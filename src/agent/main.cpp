@@ -461,10 +461,9 @@ private:
     auto body = wire::encode(update);
     if (body.data.size() > options_.max_payload)
       return;
-    writer_->command({"XADD", reply_stream, "NOMKSTREAM", "*", "id", task_id, "status",
-                      std::string(wire::progress_status), "kind", body.kind, "data",
-                      std::move(body.data)},
-                     [](std::error_code, redisReply*) {});
+    writer_->command(
+        wire::reply_command(reply_stream, task_id, wire::progress_status, std::move(body)),
+        [](std::error_code, redisReply*) {});
   }
 
   // The result goes to the caller first; the entry is acknowledged (and deleted) only once
@@ -478,9 +477,7 @@ private:
     }
     // NOMKSTREAM: a caller that destroyed its pool deleted its reply stream; a late result
     // must not create it again (nobody would ever delete it). A nil reply then: acknowledged.
-    std::vector<std::string> fields{"XADD", reply_stream, "NOMKSTREAM", "*",
-                                    "id",   task_id,      "status",     ec ? "error" : "ok",
-                                    "kind", body.kind,    "data",       std::move(body.data)};
+    auto fields = wire::reply_command(reply_stream, task_id, ec ? "error" : "ok", std::move(body));
     if (ec) {
       auto [category, code] = wire::encode_error(ec);
       fields.insert(fields.end(), {"category", category, "code", code});

@@ -1390,6 +1390,10 @@ TEST_CASE("a remote pool with reconnect_delay zero fails every run once its conn
   CHECK_THROWS_AS(childproc::remote_pool(
                       io, {.server = "/nowhere", .reconnect_delay = 2s, .max_reconnect_delay = 1s}),
                   std::system_error);
+  CHECK_THROWS_AS(childproc::remote_pool(io, {.server = "/nowhere",
+                                              .reconnect_delay = 1s,
+                                              .max_reconnect_delay = std::chrono::hours(2)}),
+                  std::system_error);
   {
     // Unreachable at once: no attempt after the first (each would be a handler run).
     childproc::remote_pool unreachable(io,

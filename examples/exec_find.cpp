@@ -6,15 +6,22 @@
 //       if (error) { console.log(`error: ${error.message}`); return }
 //       ...
 //   })
+//
+// An argument names another directory to run find over (the test's, whose output is known to pass
+// 1 MiB: on a small machine, `find /` may print less).
 #include <childproc/childproc.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <fmt/core.h>
 
-int main() {
-  boost::asio::io_context io;
+#include <string>
 
-  childproc::async_exec(io, "find /",
+int main(int argc, char** argv) {
+  boost::asio::io_context io;
+  // (single quotes: the shell takes the directory as one word, whatever it holds but a quote)
+  const std::string command = argc > 1 ? fmt::format("find '{}'", argv[1]) : "find /";
+
+  childproc::async_exec(io, command,
                         [](boost::system::error_code ec, childproc::exec_result result) {
                           if (ec) {
                             fmt::print("error: {}\n", childproc::exec_error(ec, result).what());

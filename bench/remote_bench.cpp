@@ -526,7 +526,43 @@ void measure(asio::io_context& io, const std::string& socket, std::vector<pid_t>
   pool.destroy();
 }
 
-int run(const schedule& plan) {
+// `profile <in flight> <seconds>`: childproc alone, in one long slice, and where its CPU time
+// goes by process: the server, this caller, the agents, their workers (µs per task). A run to
+// profile with perf, not part of the table.
+void profile(asio::io_context& io, const std::string& socket, const std::vector<pid_t>& agents,
+             int window, std::chrono::milliseconds length) {
+  childproc::remote_pool pool(io, {.server = socket, .stream = "bench:tasks"});
+  cell scratch, c;
+  childproc_slice(io, pool, window, 300ms, scratch);
+  std::vector<pid_t> workers;
+  for (pid_t agent : agents)
+    for (pid_t worker : children_of(agent))
+      workers.push_back(worker);
+  const auto cpu_of = [](const std::vector<pid_t>& pids) {
+    double sum = 0;
+    for (pid_t pid : pids)
+      sum += process_cpu_seconds(pid);
+    return sum;
+  };
+  const auto self_cpu = [] {
+    rusage self{};
+    ::getrusage(RUSAGE_SELF, &self);
+    return static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+           static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) / 1e6;
+  };
+  const double caller0 = self_cpu(), agents0 = cpu_of(agents), workers0 = cpu_of(workers);
+  probe server(socket, {});
+  server.around(c, [&] { childproc_slice(io, pool, window, length, c); });
+  const auto per_task = [&](double seconds) { return seconds * 1e6 / c.tasks; };
+  std::printf("profile f%d: %.6g tasks/s, p50 %.6g us, %.4g commands/task; CPU us/task: server "
+              "%.4g, caller %.4g, agents %.4g, workers %.4g\n",
+              window, c.tasks / c.seconds, pct(c.latency_us, 0.5), c.commands / c.tasks,
+              c.server_cpu_us / c.tasks, per_task(self_cpu() - caller0),
+              per_task(cpu_of(agents) - agents0), per_task(cpu_of(workers) - workers0));
+  pool.destroy();
+}
+
+int run(const schedule& plan, int profile_window = 0) {
   asio::io_context io;
   temp_dir dir;
   const std::string socket = dir.path + "/redis.sock";
@@ -536,7 +572,10 @@ int run(const schedule& plan) {
     std::vector<pid_t> pids;
     for (auto& a : agents)
       pids.push_back(a->pid());
-    measure(io, socket, std::move(pids), plan);
+    if (profile_window > 0)
+      profile(io, socket, pids, profile_window, plan.slice);
+    else
+      measure(io, socket, std::move(pids), plan);
     for (auto& a : agents)
       a->terminate();
   } // the agents stop before the server
@@ -547,7 +586,12 @@ int run(const schedule& plan) {
 } // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string_view(argv[1]) == "profile") {
+    const schedule plan{1, std::chrono::milliseconds(std::atoi(argv[3]) * 1000), 0ms};
+    return run(plan, std::max(1, std::atoi(argv[2])));
+  }
   const bool quick = argc > 1 && std::string_view(argv[1]) == "quick";
+  // (usage: [quick] | profile <in flight> <seconds>)
   // Full: 3 s per cell in 3 slices; quick: one 0.6 s slice per cell.
   const schedule plan = quick ? schedule{1, 600ms, 150ms} : schedule{3, 1000ms, 300ms};
   try {

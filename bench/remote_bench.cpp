@@ -442,6 +442,14 @@ std::vector<pid_t> children_of(pid_t pid) {
   return out;
 }
 
+// This process's CPU time (every thread), in seconds.
+double self_cpu_seconds() {
+  rusage self{};
+  ::getrusage(RUSAGE_SELF, &self);
+  return static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+         static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) / 1e6;
+}
+
 // The counters around each slice: the server's commands and CPU time (INFO), and the CPU time
 // of everything else that serves the tasks: this process (the caller, and raw's consumer
 // threads), the agents and their workers.
@@ -471,10 +479,7 @@ private:
   sample counters() {
     append(c_.get(), {"INFO", "everything"});
     const std::string info = text(next_reply(c_.get()).get());
-    rusage self{};
-    ::getrusage(RUSAGE_SELF, &self);
-    double client = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
-                    static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) / 1e6;
+    double client = self_cpu_seconds();
     for (pid_t pid : helpers_)
       client += process_cpu_seconds(pid);
     return {number(info, "total_commands_processed:"),
@@ -544,20 +549,14 @@ void profile(asio::io_context& io, const std::string& socket, const std::vector<
       sum += process_cpu_seconds(pid);
     return sum;
   };
-  const auto self_cpu = [] {
-    rusage self{};
-    ::getrusage(RUSAGE_SELF, &self);
-    return static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
-           static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) / 1e6;
-  };
-  const double caller0 = self_cpu(), agents0 = cpu_of(agents), workers0 = cpu_of(workers);
+  const double caller0 = self_cpu_seconds(), agents0 = cpu_of(agents), workers0 = cpu_of(workers);
   probe server(socket, {});
   server.around(c, [&] { childproc_slice(io, pool, window, length, c); });
   const auto per_task = [&](double seconds) { return seconds * 1e6 / c.tasks; };
   std::printf("profile f%d: %.6g tasks/s, p50 %.6g us, %.4g commands/task; CPU us/task: server "
               "%.4g, caller %.4g, agents %.4g, workers %.4g\n",
               window, c.tasks / c.seconds, pct(c.latency_us, 0.5), c.commands / c.tasks,
-              c.server_cpu_us / c.tasks, per_task(self_cpu() - caller0),
+              c.server_cpu_us / c.tasks, per_task(self_cpu_seconds() - caller0),
               per_task(cpu_of(agents) - agents0), per_task(cpu_of(workers) - workers0));
   pool.destroy();
 }

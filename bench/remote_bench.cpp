@@ -531,11 +531,35 @@ void measure(asio::io_context& io, const std::string& socket, std::vector<pid_t>
   pool.destroy();
 }
 
-// `profile <in flight> <seconds>`: childproc alone, in one long slice, and where its CPU time
-// goes by process: the server, this caller, the agents, their workers (µs per task). A run to
-// profile with perf, not part of the table.
+// The server's per-command counters (INFO commandstats) since the last reset: one line per
+// command, its calls per task and µs per call.
+void print_command_stats(const std::string& socket, std::uint64_t tasks) {
+  auto c = connect(socket);
+  append(c.get(), {"INFO", "commandstats"});
+  std::istringstream lines(text(next_reply(c.get()).get()));
+  for (std::string line; std::getline(lines, line);) {
+    // cmdstat_xadd:calls=N,usec=N,usec_per_call=F,...
+    unsigned long long calls = 0, usec = 0;
+    char name[64] = {};
+    if (std::sscanf(line.c_str(), "cmdstat_%63[^:]:calls=%llu,usec=%llu", name, &calls, &usec) == 3)
+      std::printf("  %-12s %8.4g calls/task %8.4g us/call %8.4g us/task\n", name,
+                  static_cast<double>(calls) / static_cast<double>(tasks),
+                  static_cast<double>(usec) / static_cast<double>(calls),
+                  static_cast<double>(usec) / static_cast<double>(tasks));
+  }
+}
+
+void reset_command_stats(const std::string& socket) {
+  auto c = connect(socket);
+  append(c.get(), {"CONFIG", "RESETSTAT"});
+  next_reply(c.get());
+}
+
+// `profile <in flight> <seconds> [raw]`: one mode alone, in one long slice, and where its CPU
+// time goes: by process (the server, this caller, the agents, their workers; µs per task), and
+// on the server by command. A run to profile with perf, not part of the table.
 void profile(asio::io_context& io, const std::string& socket, const std::vector<pid_t>& agents,
-             int window, std::chrono::milliseconds length) {
+             int window, std::chrono::milliseconds length, bool raw) {
   childproc::remote_pool pool(io, {.server = socket, .stream = "bench:tasks"});
   cell scratch, c;
   childproc_slice(io, pool, window, 300ms, scratch);
@@ -551,17 +575,25 @@ void profile(asio::io_context& io, const std::string& socket, const std::vector<
   };
   const double caller0 = self_cpu_seconds(), agents0 = cpu_of(agents), workers0 = cpu_of(workers);
   probe server(socket, {});
-  server.around(c, [&] { childproc_slice(io, pool, window, length, c); });
+  reset_command_stats(socket);
+  server.around(c, [&] {
+    if (raw)
+      raw_slice(socket, window, length, c);
+    else
+      childproc_slice(io, pool, window, length, c);
+  });
   const auto per_task = [&](double seconds) { return seconds * 1e6 / c.tasks; };
-  std::printf("profile f%d: %.6g tasks/s, p50 %.6g us, %.4g commands/task; CPU us/task: server "
+  std::printf("profile %s f%d: %.6g tasks/s, p50 %.6g us, %.4g commands/task; CPU us/task: server "
               "%.4g, caller %.4g, agents %.4g, workers %.4g\n",
-              window, c.tasks / c.seconds, pct(c.latency_us, 0.5), c.commands / c.tasks,
-              c.server_cpu_us / c.tasks, per_task(self_cpu_seconds() - caller0),
-              per_task(cpu_of(agents) - agents0), per_task(cpu_of(workers) - workers0));
+              raw ? "hiredis" : "childproc", window, c.tasks / c.seconds, pct(c.latency_us, 0.5),
+              c.commands / c.tasks, c.server_cpu_us / c.tasks,
+              per_task(self_cpu_seconds() - caller0), per_task(cpu_of(agents) - agents0),
+              per_task(cpu_of(workers) - workers0));
+  print_command_stats(socket, c.tasks);
   pool.destroy();
 }
 
-int run(const schedule& plan, int profile_window = 0) {
+int run(const schedule& plan, int profile_window = 0, bool profile_raw = false) {
   asio::io_context io;
   temp_dir dir;
   const std::string socket = dir.path + "/redis.sock";
@@ -572,7 +604,7 @@ int run(const schedule& plan, int profile_window = 0) {
     for (auto& a : agents)
       pids.push_back(a->pid());
     if (profile_window > 0)
-      profile(io, socket, pids, profile_window, plan.slice);
+      profile(io, socket, pids, profile_window, plan.slice, profile_raw);
     else
       measure(io, socket, std::move(pids), plan);
     for (auto& a : agents)
@@ -585,12 +617,13 @@ int run(const schedule& plan, int profile_window = 0) {
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 4 && std::string_view(argv[1]) == "profile") {
+  if ((argc == 4 || argc == 5) && std::string_view(argv[1]) == "profile") {
     const schedule plan{1, std::chrono::milliseconds(std::atoi(argv[3]) * 1000), 0ms};
-    return run(plan, std::max(1, std::atoi(argv[2])));
+    return run(plan, std::max(1, std::atoi(argv[2])),
+               argc == 5 && std::string_view(argv[4]) == "raw");
   }
   const bool quick = argc > 1 && std::string_view(argv[1]) == "quick";
-  // (usage: [quick] | profile <in flight> <seconds>)
+  // (usage: [quick] | profile <in flight> <seconds> [raw])
   // Full: 3 s per cell in 3 slices; quick: one 0.6 s slice per cell.
   const schedule plan = quick ? schedule{1, 600ms, 150ms} : schedule{3, 1000ms, 300ms};
   try {

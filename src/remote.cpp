@@ -395,14 +395,15 @@ void remote_state::on_replies(std::error_code ec, redisReply* reply) {
   std::vector<remote_wire::entry> entries;
   if (!remote_wire::read_entries(reply, entries))
     return on_error_reply("XREAD " + reply_stream, remote_wire::error_text(reply));
-  std::vector<std::string> trim{"XDEL", reply_stream};
   for (const auto& e : entries) {
     last_reply = e.id;
-    trim.push_back(e.id);
     deliver(e);
   }
-  if (entries.size() > 0)
-    commands->command(trim, [](std::error_code, redisReply*) {});
+  // Only this pool reads its stream: what it read goes, in one XTRIM from the stream's head
+  // (an XDEL by id costs the server a search per id, several times more).
+  if (!entries.empty())
+    commands->command({"XTRIM", reply_stream, "MINID", remote_wire::next_id(last_reply)},
+                      [](std::error_code, redisReply*) {});
   read_replies();
 }
 

@@ -11,6 +11,9 @@
 #include <hiredis/hiredis.h>
 
 #include <charconv>
+#include <cstdint>
+#include <limits>
+#include <string>
 #include <string_view>
 
 namespace childproc::detail::remote_wire {
@@ -110,6 +113,30 @@ bool read_entry_list(const redisReply* list, std::vector<entry>& out) {
     if (!read_entry(list->element[i], out.emplace_back()))
       return false;
   return true;
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_id(std::string_view id) noexcept {
+  const auto parse = [](std::string_view text, std::uint64_t& to) {
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), to);
+    return !text.empty() && ec == std::errc() && end == text.data() + text.size();
+  };
+  const auto dash = id.find('-');
+  std::uint64_t ms = 0, seq = 0;
+  if (dash == std::string_view::npos || !parse(id.substr(0, dash), ms) ||
+      !parse(id.substr(dash + 1), seq))
+    return std::nullopt;
+  return std::pair{ms, seq};
+}
+
+std::string next_id(std::string_view id) {
+  constexpr auto last = std::numeric_limits<std::uint64_t>::max();
+  const auto parsed = parse_id(id);
+  if (!parsed || (parsed->first == last && parsed->second == last))
+    return {}; // not an id, or the last id there can be: nothing comes after it
+  const auto [ms, seq] = *parsed;
+  if (seq != last)
+    return std::to_string(ms) + '-' + std::to_string(seq + 1);
+  return std::to_string(ms + 1) + "-0";
 }
 
 std::string error_text(const redisReply* reply) {

@@ -6,6 +6,8 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -53,6 +55,12 @@ struct entry {
 bool read_entries(const redisReply* reply, std::vector<entry>& out);
 // The entries of an entry list (XRANGE's reply, XAUTOCLAIM's second element), appended.
 bool read_entry_list(const redisReply* list, std::vector<entry>& out);
+
+// A stream entry id ("<ms>-<seq>") as its two numbers, which order ids; nullopt if `id` is not one.
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_id(std::string_view id) noexcept;
+// The id right after `id`: what XTRIM MINID takes to drop the entries up to `id` and keep the
+// rest. Empty if `id` is not an entry id.
+std::string next_id(std::string_view id);
 
 // The text of an error reply, or empty.
 std::string error_text(const redisReply* reply);

@@ -3,6 +3,8 @@
 // worker program. Skipped with a WARN when redis-server is not installed.
 #include "common.hpp"
 
+#include "../src/remote_wire.hpp"
+
 #include <childproc/remote.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -269,6 +271,19 @@ long tasks_of(const watched_child& agent) {
 
 // Before the fix (async_run stubbed to complete at once with success): "ec == server_unreachable"
 // failed with 0 (success) == 1, for both the unix socket and the TCP port.
+// No server needed: the id a trim from the stream's head takes to drop the entries up to `id`.
+TEST_CASE("the id after a stream entry id, for XTRIM MINID", "[remote]") {
+  namespace wire = childproc::detail::remote_wire;
+  CHECK(wire::next_id("1700000000000-0") == "1700000000000-1");
+  CHECK(wire::next_id("5-41") == "5-42");
+  CHECK(wire::next_id("5-18446744073709551615") == "6-0");
+  CHECK(wire::next_id("18446744073709551615-18446744073709551615").empty());
+  for (const char* bad : {"", "5", "5-", "-5", "a-1", "5-1x", "5--1", "18446744073709551616-0"})
+    CHECK(wire::next_id(bad).empty());
+  CHECK(wire::parse_id("3-9") < wire::parse_id("10-0"));
+  CHECK(wire::parse_id("3-9") < wire::parse_id("3-10"));
+}
+
 TEST_CASE("a remote pool whose server cannot be reached fails its runs with server_unreachable",
           "[remote]") {
   asio::io_context io;
@@ -345,6 +360,8 @@ TEST_CASE("10000 remote tasks on 3 agents complete exactly once each", "[remote]
   CHECK(stats.completed == count);
   CHECK(stats.in_flight == 0);
   CHECK(stats.stray_replies == 0);
+  // What the pool read left its reply stream.
+  CHECK(run_until(redis->io, [&] { return redis->cli({"XLEN", pool.reply_stream()}) == "0"; }));
 
   long total = 0;
   for (auto& a : agents) {
@@ -911,7 +928,7 @@ TEST_CASE("a remote run cancelled at the caller is cancelled on the agent that r
   // No result was written: none read (stray), none left in the reply stream.
   CHECK(pool.stats().stray_replies == 0);
   CHECK(redis->cli({"XLEN", pool.reply_stream()}) == "0");
-  CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "0");
+  CHECK(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
   REQUIRE(agent->stop(redis->io));
   CHECK(agent->code == 0);
 }
@@ -1112,6 +1129,48 @@ TEST_CASE("a long task keeps its claim while it runs past the claim idle time", 
   CHECK(tasks_of(*holder) == 1);
   CHECK(tasks_of(*idle) == 0);
   CHECK(pool.stats().stray_replies == 0);
+}
+
+// Before the fix (the trim's bound was the group's last delivered entry alone): XLEN was "0" ==
+// "1": the trim dropped the entry the holder still ran, which no agent could claim again had the
+// holder died. Without the XDEL of the entries the trim cannot reach, XLEN stayed "6".
+TEST_CASE("an agent's trim keeps the task entries another agent still runs", "[remote]") {
+  auto redis = redis_fixture::start();
+  if (!redis)
+    return;
+  auto holder = start_agent(*redis, "holder");
+  childproc::remote_pool pool(redis->io, {.server = redis->socket()});
+  // Runs until cancelled: the holder's entry stays pending for as long as the test needs.
+  asio::cancellation_signal cancel;
+  auto held = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(
+      message(), childproc::run_options{.name = "cancellable"},
+      asio::bind_cancellation_slot(
+          cancel.slot(), [held](boost::system::error_code ec, message) { held->emplace(ec); }));
+  REQUIRE(run_until(redis->io, [&] { return started_by(*holder) == 1; }));
+  auto quick = start_agent(*redis, "quick");
+  int done = 0;
+  for (int i = 0; i < 5; ++i)
+    pool.async_run(message(1), childproc::run_options{.name = "async_sleep"},
+                   [&done](boost::system::error_code ec, message) { done += ec ? 100 : 1; });
+  REQUIRE(run_until(redis->io, [&] { return done == 5; }));
+  // The quick agent's trims (each within 100 ms of its acknowledgements) took its five entries
+  // and left the one the holder runs.
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) != "6"; }));
+  redis->io.run_for(300ms);
+  INFO("holder: " << holder->out << holder->err << "\nquick: " << quick->out << quick->err);
+  INFO("held: " << (held->has_value() ? (*held)->message() : "running"));
+  CHECK(redis->cli({"XLEN", "childproc:tasks"}) == "1");
+  CHECK(redis->cli({"XPENDING", "childproc:tasks", "childproc"}).rfind("1", 0) == 0);
+  REQUIRE_FALSE(held->has_value());
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(redis->io, [&] { return held->has_value(); }));
+  CHECK(**held == asio::error::operation_aborted);
+  REQUIRE(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
+  REQUIRE(holder->stop(redis->io));
+  REQUIRE(quick->stop(redis->io));
+  CHECK(tasks_of(*holder) == 1);
+  CHECK(tasks_of(*quick) == 5);
 }
 
 // Before the fix: the run never completed (run_until failed after 30 s): PEXPIRE's 0 was

@@ -46,6 +46,7 @@
 #include <deque>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -177,7 +178,7 @@ public:
                                           .min_workers = options_.workers,
                                           .max_workers = options_.workers,
                                           .concurrent_tasks_per_worker = options_.concurrency}),
-        signals_(io, SIGTERM, SIGINT), claim_timer_(io) {}
+        signals_(io, SIGTERM, SIGINT), claim_timer_(io), trim_timer_(io) {}
 
   int run() {
     std::error_code ec;
@@ -466,7 +467,7 @@ private:
         [](std::error_code, redisReply*) {});
   }
 
-  // The result goes to the caller first; the entry is acknowledged (and deleted) only once
+  // The result goes to the caller first; the entry is acknowledged (and trimmed) only once
   // the server has it, so a crash in between leaves the entry pending, never lost.
   void answer(const std::string& entry, const std::string& reply_stream, const std::string& task_id,
               boost::system::error_code ec, childproc::message result) {
@@ -482,7 +483,7 @@ private:
       auto [category, code] = wire::encode_error(ec);
       fields.insert(fields.end(), {"category", category, "code", code});
     }
-    // Counted until its XACK and XDEL are queued: a stop that closed the connection before
+    // Counted until its XACK is queued: a stop that closed the connection before
     // this reply would lose them (hiredis refuses commands once disconnecting), and the entry,
     // left pending, would be claimed and run a second time.
     ++answering_;
@@ -497,7 +498,8 @@ private:
   }
 
   // The entries acknowledged in one turn of the loop (the results whose XADD replies were read
-  // together) go in one XACK and one XDEL: two commands a batch, not two a task.
+  // together) go in one XACK: one command a batch, not one a task. They leave the stream with
+  // the next trim.
   void acknowledge(const std::string& entry) {
     held_.erase(entry);
     unacknowledged_.push_back(entry);
@@ -507,16 +509,132 @@ private:
 
   void flush_acknowledgements() {
     std::vector<std::string> ack{"XACK", options_.stream, options_.group};
-    std::vector<std::string> del{"XDEL", options_.stream};
-    for (auto& entry : unacknowledged_) {
-      ack.push_back(entry);
-      del.push_back(std::move(entry));
-    }
+    ack.insert(ack.end(), unacknowledged_.begin(), unacknowledged_.end());
+    std::move(unacknowledged_.begin(), unacknowledged_.end(), std::back_inserter(untrimmed_));
     unacknowledged_.clear();
     writer_->command(ack, [](std::error_code, redisReply*) {});
-    writer_->command(del, [](std::error_code, redisReply*) {});
+    trim_later();
     if (stopping_)
       finish_if_idle();
+  }
+
+  // Acknowledged entries leave the task stream at most once per trim_interval, most of them in
+  // one XTRIM MINID from its head: an XDEL by id costs the server a search per id, several
+  // times more. Those the trim cannot reach (newer than an entry still pending: a long task
+  // holds the head) go by id.
+  void trim_later() {
+    if (trimming_ || trim_armed_)
+      return;
+    trim_armed_ = true;
+    trim_timer_.expires_after(trim_interval);
+    trim_timer_.async_wait([this](boost::system::error_code ec) {
+      trim_armed_ = false;
+      if (!ec)
+        trim_tasks();
+    });
+  }
+
+  // The trim's bound: past the group's last delivered entry nothing was read; below its oldest
+  // pending entry everything read was acknowledged. The last delivered id is read first: what
+  // it covers can only leave the pending list (XCLAIM moves entries, never adds them), so the
+  // XPENDING that follows cannot miss one. Other groups on the stream are not consulted: the
+  // task stream serves one group (docs/scale-out.md).
+  void trim_tasks() {
+    if (trimming_ || untrimmed_.empty() || closing_)
+      return;
+    trimming_ = true;
+    auto acknowledged = std::make_shared<std::vector<std::string>>(std::move(untrimmed_));
+    untrimmed_.clear();
+    writer_->command({"XINFO", "GROUPS", options_.stream}, [this, acknowledged](std::error_code ec,
+                                                                                redisReply* reply) {
+      const std::string delivered = ec ? "" : last_delivered(reply);
+      if (delivered.empty())
+        return trim_ended("XINFO GROUPS: " + problem_of(ec, reply));
+      writer_->command({"XPENDING", options_.stream, options_.group},
+                       [this, delivered, acknowledged](std::error_code ec, redisReply* reply) {
+                         on_pending_summary(delivered, *acknowledged, ec, reply);
+                       });
+    });
+  }
+
+  void on_pending_summary(const std::string& delivered,
+                          const std::vector<std::string>& acknowledged, std::error_code ec,
+                          redisReply* reply) {
+    if (ec || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
+      return trim_ended("XPENDING: " + problem_of(ec, reply));
+    std::string below = wire::next_id(delivered);
+    if (const redisReply* oldest = reply->element[1]; oldest->type == REDIS_REPLY_STRING) {
+      const std::string_view pending(oldest->str, oldest->len);
+      if (wire::parse_id(pending) < wire::parse_id(below))
+        below = pending;
+    }
+    std::vector<std::string> unreached{"XDEL", options_.stream};
+    for (const auto& id : acknowledged)
+      if (wire::parse_id(id) >= wire::parse_id(below))
+        unreached.push_back(id);
+    // The round ends with the last command's reply; the first refusal, if any, is kept for it.
+    auto refusal = std::make_shared<std::string>();
+    const auto check = [this, refusal](const char* command, std::error_code ec,
+                                       const redisReply* reply) {
+      if (refusal->empty() && (ec || reply->type != REDIS_REPLY_INTEGER))
+        *refusal = command + (": " + problem_of(ec, reply));
+    };
+    const bool last = unreached.size() == 2;
+    writer_->command({"XTRIM", options_.stream, "MINID", below},
+                     [this, check, refusal, last](std::error_code ec, redisReply* reply) {
+                       check("XTRIM", ec, reply);
+                       if (last)
+                         trim_ended(*refusal);
+                     });
+    if (!last)
+      writer_->command(unreached, [this, check, refusal](std::error_code ec, redisReply* reply) {
+        check("XDEL", ec, reply);
+        trim_ended(*refusal);
+      });
+  }
+
+  void trim_ended(const std::string& refusal) {
+    trimming_ = false;
+    // A refusal (NOPERM: the ACL user lacks XINFO, XTRIM or XDEL) would let the stream grow for
+    // ever: the agent stops and says what to grant. While stopping (the server went) it ends.
+    if (!refusal.empty())
+      return fail("trimming the task stream: " + refusal);
+    if (!untrimmed_.empty())
+      trim_later();
+    if (stopping_)
+      finish_if_idle();
+  }
+
+  std::string problem_of(std::error_code ec, const redisReply* reply) const {
+    if (ec)
+      return ec.message() + ": " + writer_->error_text();
+    const std::string text = wire::error_text(reply);
+    return text.empty() ? "unexpected reply" : text;
+  }
+
+  // This group's last-delivered-id in an XINFO GROUPS reply (RESP2: each group a flat list of
+  // names and values), or empty.
+  std::string last_delivered(const redisReply* reply) const {
+    if (reply->type != REDIS_REPLY_ARRAY)
+      return {};
+    for (std::size_t g = 0; g < reply->elements; ++g) {
+      const redisReply* group = reply->element[g];
+      std::string_view name, delivered;
+      for (std::size_t i = 0; group->type == REDIS_REPLY_ARRAY && i + 1 < group->elements; i += 2) {
+        const redisReply* key = group->element[i];
+        const redisReply* value = group->element[i + 1];
+        if (key->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING)
+          continue;
+        const std::string_view k(key->str, key->len), v(value->str, value->len);
+        if (k == "name")
+          name = v;
+        else if (k == "last-delivered-id")
+          delivered = v;
+      }
+      if (name == options_.group)
+        return std::string(delivered);
+    }
+    return {};
   }
 
   // A failure while stopping (the server went: every connection fails in turn) still ends the
@@ -542,9 +660,15 @@ private:
   // claimed: entries an outstanding XREADGROUP or XAUTOCLAIM delivers are this agent's to run.
   void finish_if_idle() {
     if (in_flight_ > 0 || answering_ > 0 || !unacknowledged_.empty() || reading_ || claiming_ ||
-        closing_)
+        trimming_ || closing_)
       return;
+    if (!untrimmed_
+             .empty()) { // the last trim, at once: what this agent acknowledged leaves the stream
+      trim_timer_.cancel();
+      return trim_tasks();
+    }
     closing_ = true;
+    trim_timer_.cancel();
     pool_.async_close([this](boost::system::error_code) {
       std::cout << "agent " << options_.consumer << ": " << completed_ << " tasks" << std::endl;
       reader_->close();
@@ -575,8 +699,13 @@ private:
   std::set<std::string> cancelled_; // cancels of tasks not read yet
   std::deque<std::string> cancel_order_;
   std::size_t in_flight_ = 0;
-  std::size_t answering_ = 0;               // results written, their XACK/XDEL not queued yet
-  std::vector<std::string> unacknowledged_; // their XACK/XDEL go with the next flush
+  std::size_t answering_ = 0;               // results written, their XACK not queued yet
+  std::vector<std::string> unacknowledged_; // their XACK goes with the next flush
+  static constexpr std::chrono::milliseconds trim_interval{100};
+  boost::asio::steady_timer trim_timer_;
+  bool trim_armed_ = false;            // trim_timer_ waits
+  bool trimming_ = false;              // an XINFO, XPENDING or XTRIM is unanswered
+  std::vector<std::string> untrimmed_; // acknowledged since the last trim began
   std::uint64_t completed_ = 0;
   bool reading_ = false, stopping_ = false, closing_ = false;
   int status_ = 0;

@@ -1611,6 +1611,105 @@ TEST_CASE("an agent whose user may not subscribe to the cancel channel exits wit
   CHECK(agent.err.find("NOPERM") != std::string::npos);
 }
 
+namespace {
+
+// The grants docs/scale-out.md gives its ACL user (one user for both sides, the default
+// stream), less `drop`: what a test's server sets up for the user "childproc", password "pw".
+std::vector<std::string> documented_acl(const std::string& drop = "") {
+  std::vector<std::string> args{"--user",
+                                "childproc",
+                                "on",
+                                ">pw",
+                                "resetkeys",
+                                "~childproc:*",
+                                "resetchannels",
+                                "&childproc:tasks:cancel",
+                                "-@all"};
+  for (const char* grant : {"+auth", "+xgroup", "+xreadgroup", "+xautoclaim", "+xclaim",
+                            "+xpending", "+xinfo|groups", "+xack", "+xtrim", "+xdel", "+xadd",
+                            "+xread", "+del", "+pexpire", "+subscribe", "+publish"})
+    if (grant != drop)
+      args.push_back(grant);
+  return args;
+}
+
+std::unique_ptr<watched_child> start_agent_as_childproc(redis_fixture& redis,
+                                                        const std::string& password_file) {
+  return std::make_unique<watched_child>(
+      redis.io, agent_program,
+      std::vector<std::string>{"--server", redis.socket(), "--user", "childproc", "--password-file",
+                               password_file, "--workers", "2", "--log-tasks", "1", "--",
+                               test::helper, "pool-worker"});
+}
+
+} // namespace
+
+// Before XINFO and XTRIM were in docs/scale-out.md's grants: the agent exited 69 ("trimming the
+// task stream: XINFO GROUPS: NOPERM ...") after its first task.
+TEST_CASE("an agent and a remote pool run as the ACL user the docs grant", "[remote]") {
+  auto redis = redis_fixture::start(documented_acl());
+  if (!redis)
+    return;
+  temp_dir dir;
+  const std::string password_file = dir.path + "/password";
+  std::ofstream(password_file) << "pw\n";
+  auto agent = start_agent_as_childproc(*redis, password_file);
+  REQUIRE(agent->wait_ready(redis->io));
+  childproc::remote_pool pool(redis->io,
+                              {.server = redis->socket(), .user = "childproc", .password = "pw"});
+  int sums = 0;
+  for (int i = 0; i < 20; ++i)
+    pool.async_run(message(boost::json::value{{"a", i}, {"b", 1}}),
+                   childproc::run_options{.name = "sum"},
+                   [&sums, i](boost::system::error_code ec, message m) {
+                     if (!ec && m.is_json() && m.json() == i + 1)
+                       ++sums;
+                   });
+  asio::cancellation_signal cancel;
+  auto cancelled = std::make_shared<std::optional<boost::system::error_code>>();
+  pool.async_run(message(), childproc::run_options{.name = "cancellable"},
+                 asio::bind_cancellation_slot(cancel.slot(),
+                                              [cancelled](boost::system::error_code ec, message) {
+                                                cancelled->emplace(ec);
+                                              }));
+  REQUIRE(run_until(redis->io, [&] { return sums == 20; }));
+  REQUIRE(run_until(redis->io, [&] { return started_by(*agent) == 21; }));
+  cancel.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(redis->io, [&] { return cancelled->has_value(); }));
+  CHECK(**cancelled == asio::error::operation_aborted);
+  CHECK(run_until(redis->io, [&] { return redis->cli({"XLEN", "childproc:tasks"}) == "0"; }));
+  CHECK(run_until(redis->io, [&] { return redis->cli({"XLEN", pool.reply_stream()}) == "0"; }));
+  REQUIRE(agent->stop(redis->io));
+  INFO(agent->out << agent->err);
+  CHECK(agent->code == 0);
+  CHECK(pool.stats().stray_replies == 0);
+}
+
+// Before the fix (the trim's replies were not read): the agent ran on with its task stream
+// growing, and "run_until(... agent->closed ...)" failed.
+TEST_CASE("an agent whose user may not trim the task stream exits with a clear error", "[remote]") {
+  auto redis = redis_fixture::start(documented_acl("+xtrim"));
+  if (!redis)
+    return;
+  temp_dir dir;
+  const std::string password_file = dir.path + "/password";
+  std::ofstream(password_file) << "pw\n";
+  auto agent = start_agent_as_childproc(*redis, password_file);
+  REQUIRE(agent->wait_ready(redis->io));
+  childproc::remote_pool pool(redis->io,
+                              {.server = redis->socket(), .user = "childproc", .password = "pw"});
+  const auto got = run_one(redis->io, pool, message(boost::json::value{{"a", 2}, {"b", 3}}),
+                           childproc::run_options{.name = "sum"});
+  REQUIRE(got.has_value());
+  CHECK(!got->first); // the result came first: only the housekeeping after it is refused
+  REQUIRE(run_until(
+      redis->io, [&] { return agent->closed; }, 30s));
+  INFO(agent->out << agent->err);
+  CHECK(agent->code == 69);
+  CHECK(agent->err.find("trimming the task stream: XTRIM") != std::string::npos);
+  CHECK(agent->err.find("NOPERM") != std::string::npos);
+}
+
 // Before the fix: "run_until(... held->has_value() ...)" failed after 30 s: the new connection's
 // XADD MAXLEN 0, which was to make the reply stream, emptied it of the result the agent had
 // written while the pool was away, and the run waited for ever.

@@ -483,9 +483,9 @@ private:
       auto [category, code] = wire::encode_error(ec);
       fields.insert(fields.end(), {"category", category, "code", code});
     }
-    // Counted until its XACK is queued: a stop that closed the connection before
-    // this reply would lose them (hiredis refuses commands once disconnecting), and the entry,
-    // left pending, would be claimed and run a second time.
+    // Counted until its XACK is queued: a stop that closed the connection before this reply
+    // would lose it (hiredis refuses commands once disconnecting), and the entry, left pending,
+    // would be claimed and run a second time.
     ++answering_;
     writer_->command(fields, [this, entry](std::error_code ec, redisReply* reply) {
       --answering_;
@@ -662,8 +662,8 @@ private:
     if (in_flight_ > 0 || answering_ > 0 || !unacknowledged_.empty() || reading_ || claiming_ ||
         trimming_ || closing_)
       return;
-    if (!untrimmed_
-             .empty()) { // the last trim, at once: what this agent acknowledged leaves the stream
+    // The last trim, at once: what this agent acknowledged leaves the stream before it goes.
+    if (!untrimmed_.empty()) {
       trim_timer_.cancel();
       return trim_tasks();
     }

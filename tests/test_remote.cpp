@@ -1633,13 +1633,34 @@ std::vector<std::string> documented_acl(const std::string& drop = "") {
   return args;
 }
 
-std::unique_ptr<watched_child> start_agent_as_childproc(redis_fixture& redis,
-                                                        const std::string& password_file) {
-  return std::make_unique<watched_child>(
+// A server whose user "childproc" has documented_acl(drop), an agent and a pool run as it.
+// Members in this order: the pool and the agent go before the server and its io_context.
+struct documented_user_run {
+  std::unique_ptr<redis_fixture> redis;
+  temp_dir dir;
+  std::unique_ptr<watched_child> agent;
+  std::unique_ptr<childproc::remote_pool> pool;
+};
+
+// Null when redis-server is not installed (the test is skipped).
+std::unique_ptr<documented_user_run> start_as_documented_user(const std::string& drop = "") {
+  auto run = std::make_unique<documented_user_run>();
+  run->redis = redis_fixture::start(documented_acl(drop));
+  if (!run->redis)
+    return nullptr;
+  auto& redis = *run->redis;
+  const std::string password_file = run->dir.path + "/password";
+  std::ofstream(password_file) << "pw\n";
+  run->agent = std::make_unique<watched_child>(
       redis.io, agent_program,
       std::vector<std::string>{"--server", redis.socket(), "--user", "childproc", "--password-file",
                                password_file, "--workers", "2", "--log-tasks", "1", "--",
                                test::helper, "pool-worker"});
+  REQUIRE(run->agent->wait_ready(redis.io));
+  run->pool = std::make_unique<childproc::remote_pool>(
+      redis.io,
+      childproc::remote_options{.server = redis.socket(), .user = "childproc", .password = "pw"});
+  return run;
 }
 
 } // namespace
@@ -1647,16 +1668,12 @@ std::unique_ptr<watched_child> start_agent_as_childproc(redis_fixture& redis,
 // Before XINFO and XTRIM were in docs/scale-out.md's grants: the agent exited 69 ("trimming the
 // task stream: XINFO GROUPS: NOPERM ...") after its first task.
 TEST_CASE("an agent and a remote pool run as the ACL user the docs grant", "[remote]") {
-  auto redis = redis_fixture::start(documented_acl());
-  if (!redis)
+  auto run = start_as_documented_user();
+  if (!run)
     return;
-  temp_dir dir;
-  const std::string password_file = dir.path + "/password";
-  std::ofstream(password_file) << "pw\n";
-  auto agent = start_agent_as_childproc(*redis, password_file);
-  REQUIRE(agent->wait_ready(redis->io));
-  childproc::remote_pool pool(redis->io,
-                              {.server = redis->socket(), .user = "childproc", .password = "pw"});
+  auto& redis = run->redis;
+  auto& agent = run->agent;
+  auto& pool = *run->pool;
   int sums = 0;
   for (int i = 0; i < 20; ++i)
     pool.async_run(message(boost::json::value{{"a", i}, {"b", 1}}),
@@ -1688,16 +1705,12 @@ TEST_CASE("an agent and a remote pool run as the ACL user the docs grant", "[rem
 // Before the fix (the trim's replies were not read): the agent ran on with its task stream
 // growing, and "run_until(... agent->closed ...)" failed.
 TEST_CASE("an agent whose user may not trim the task stream exits with a clear error", "[remote]") {
-  auto redis = redis_fixture::start(documented_acl("+xtrim"));
-  if (!redis)
+  auto run = start_as_documented_user("+xtrim");
+  if (!run)
     return;
-  temp_dir dir;
-  const std::string password_file = dir.path + "/password";
-  std::ofstream(password_file) << "pw\n";
-  auto agent = start_agent_as_childproc(*redis, password_file);
-  REQUIRE(agent->wait_ready(redis->io));
-  childproc::remote_pool pool(redis->io,
-                              {.server = redis->socket(), .user = "childproc", .password = "pw"});
+  auto& redis = run->redis;
+  auto& agent = run->agent;
+  auto& pool = *run->pool;
   const auto got = run_one(redis->io, pool, message(boost::json::value{{"a", 2}, {"b", 3}}),
                            childproc::run_options{.name = "sum"});
   REQUIRE(got.has_value());

@@ -143,18 +143,16 @@ void redis_connection::disconnect() {
 void redis_connection::command(const std::vector<std::string>& args, redis_handler handler) {
   if (context_ == nullptr)
     return fail_later(std::move(handler));
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lengths;
-  argv.reserve(args.size());
-  lengths.reserve(args.size());
+  argv_.clear();
+  lengths_.clear();
   for (const auto& a : args) {
-    argv.push_back(a.data());
-    lengths.push_back(a.size());
+    argv_.push_back(a.data());
+    lengths_.push_back(a.size());
   }
   auto* pending = new redis_handler(std::move(handler));
   if (redisAsyncCommandArgv(context_, &redis_connection::on_reply, pending,
-                            static_cast<int>(argv.size()), argv.data(),
-                            lengths.data()) != REDIS_OK) {
+                            static_cast<int>(argv_.size()), argv_.data(),
+                            lengths_.data()) != REDIS_OK) {
     redis_handler refused = std::move(*pending);
     delete pending;
     fail_later(std::move(refused));

@@ -508,11 +508,12 @@ private:
   }
 
   void flush_acknowledgements() {
-    std::vector<std::string> ack{"XACK", options_.stream, options_.group};
-    ack.insert(ack.end(), unacknowledged_.begin(), unacknowledged_.end());
+    // Kept between flushes, as command() keeps its arrays: see redis_connection.
+    ack_command_.assign({"XACK", options_.stream, options_.group});
+    ack_command_.insert(ack_command_.end(), unacknowledged_.begin(), unacknowledged_.end());
     std::move(unacknowledged_.begin(), unacknowledged_.end(), std::back_inserter(untrimmed_));
     unacknowledged_.clear();
-    writer_->command(ack, [](std::error_code, redisReply*) {});
+    writer_->command(ack_command_, [](std::error_code, redisReply*) {});
     trim_later();
     if (stopping_)
       finish_if_idle();
@@ -701,6 +702,7 @@ private:
   std::size_t in_flight_ = 0;
   std::size_t answering_ = 0;               // results written, their XACK not queued yet
   std::vector<std::string> unacknowledged_; // their XACK goes with the next flush
+  std::vector<std::string> ack_command_;
   static constexpr std::chrono::milliseconds trim_interval{100};
   boost::asio::steady_timer trim_timer_;
   bool trim_armed_ = false;            // trim_timer_ waits

@@ -143,20 +143,18 @@ void redis_connection::disconnect() {
 void redis_connection::command(const std::vector<std::string>& args, redis_handler handler) {
   if (context_ == nullptr)
     return fail_later(std::move(handler));
-  argv_.clear();
-  lengths_.clear();
-  for (const auto& a : args) {
-    argv_.push_back(a.data());
-    lengths_.push_back(a.size());
-  }
+  request_.assign("*").append(std::to_string(args.size())).append("\r\n");
+  for (const auto& a : args)
+    request_.append("$").append(std::to_string(a.size())).append("\r\n").append(a).append("\r\n");
   auto* pending = new redis_handler(std::move(handler));
-  if (redisAsyncCommandArgv(context_, &redis_connection::on_reply, pending,
-                            static_cast<int>(argv_.size()), argv_.data(),
-                            lengths_.data()) != REDIS_OK) {
+  if (redisAsyncFormattedCommand(context_, &redis_connection::on_reply, pending, request_.data(),
+                                 request_.size()) != REDIS_OK) {
     redis_handler refused = std::move(*pending);
     delete pending;
     fail_later(std::move(refused));
   }
+  if (request_.capacity() > kept_request_capacity) // a large payload's buffer is not kept
+    std::string().swap(request_);
 }
 
 void redis_connection::subscribe(const std::string& channel, redis_handler handler) {

@@ -235,7 +235,8 @@ private:
 
   void on_entries(std::error_code ec, redisReply* reply) {
     reading_ = false;
-    std::vector<wire::entry> entries;
+    auto& entries = read_entries_; // its buffer kept: see redis_connection's request_
+    entries.clear();
     if (ec || !wire::read_entries(reply, entries))
       return stopping_
                  ? finish_if_idle()
@@ -703,6 +704,7 @@ private:
   std::size_t answering_ = 0;               // results written, their XACK not queued yet
   std::vector<std::string> unacknowledged_; // their XACK goes with the next flush
   std::vector<std::string> ack_command_;
+  std::vector<wire::entry> read_entries_; // the last XREADGROUP's, moved out by start()
   static constexpr std::chrono::milliseconds trim_interval{100};
   boost::asio::steady_timer trim_timer_;
   bool trim_armed_ = false;            // trim_timer_ waits

@@ -98,9 +98,9 @@ private:
   std::error_code error_;
   std::string error_text_;
   std::function<void(std::error_code, const std::string&)> ended_;
-  // command()'s request in the protocol's form, kept between calls: formatted by hiredis, each
-  // batch's fresh buffer passed 1 KiB, and each such allocation made glibc consolidate its fast
-  // bins (perf: 5 % of an agent's time).
+  // command()'s request in the protocol's form, kept between calls. hiredis's own formatting
+  // made a fresh buffer per command; a batch's passes 1 KiB, and each such allocation made glibc
+  // consolidate its fast bins (perf: 3 to 5 % of an agent's time, docs/design.md).
   std::string request_;
   static constexpr std::size_t kept_request_capacity = 64 * 1024;
 };

@@ -509,7 +509,7 @@ private:
   }
 
   void flush_acknowledgements() {
-    // Kept between flushes, as command() keeps its arrays: see redis_connection.
+    // Kept between flushes: a batch's vector passes 1 KiB (see redis_connection's request_).
     ack_command_.assign({"XACK", options_.stream, options_.group});
     ack_command_.insert(ack_command_.end(), unacknowledged_.begin(), unacknowledged_.end());
     std::move(unacknowledged_.begin(), unacknowledged_.end(), std::back_inserter(untrimmed_));
@@ -570,9 +570,10 @@ private:
       if (wire::parse_id(pending) < wire::parse_id(below))
         below = pending;
     }
+    const auto bound = wire::parse_id(below);
     std::vector<std::string> unreached{"XDEL", options_.stream};
     for (const auto& id : acknowledged)
-      if (wire::parse_id(id) >= wire::parse_id(below))
+      if (wire::parse_id(id) >= bound)
         unreached.push_back(id);
     // The round ends with the last command's reply; the first refusal, if any, is kept for it.
     auto refusal = std::make_shared<std::string>();
@@ -708,7 +709,7 @@ private:
   static constexpr std::chrono::milliseconds trim_interval{100};
   boost::asio::steady_timer trim_timer_;
   bool trim_armed_ = false;            // trim_timer_ waits
-  bool trimming_ = false;              // an XINFO, XPENDING or XTRIM is unanswered
+  bool trimming_ = false;              // a trim's XINFO, XPENDING, XTRIM or XDEL is unanswered
   std::vector<std::string> untrimmed_; // acknowledged since the last trim began
   std::uint64_t completed_ = 0;
   bool reading_ = false, stopping_ = false, closing_ = false;

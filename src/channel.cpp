@@ -17,7 +17,7 @@
 namespace childproc::detail {
 namespace {
 
-// At most this many queued messages go into one gathered write (one sendmsg).
+// At most this many queued writes go into one gathered write (one sendmsg).
 constexpr std::size_t max_gather = 64;
 
 // Node's name for the kind of handle `fd` is, or empty for what Node cannot receive (libuv
@@ -307,26 +307,66 @@ bool channel_state::send(const message& m, send_handler done, owned_fd handle) {
     post_error(make_error_code(errc::invalid_argument), std::move(done));
     return false;
   }
-  pending_write w;
+  // A descriptor starts a write of its own, and a large bytes message goes from its own buffer;
+  // anything else joins the run of bytes at the queue's end (one buffer, one iovec).
+  const bool shared = format == wire::framed && m.is_bytes() && m.bytes().size() >= copy_below;
+  const bool apart = with_handle || shared;
+  pending_write& w = apart ? queue_.emplace_back() : run_for_append();
+  const std::size_t start = w.bytes.size();
+  const auto take_back = [&] { // leaves the queue as it was
+    w.bytes.resize(start);
+    if (apart || start == 0) { // the write was made for it (an existing run is never empty)
+      if (!apart)
+        spare_ = std::move(w.bytes);
+      queue_.pop_back();
+    }
+  };
   std::size_t size;
-  if (format == wire::framed && m.is_bytes()) {
+  if (shared) {
     w.payload = message_access::payload(m); // shared, immutable: no copy
     size = w.payload->size();
     if (size <= incoming.max_message_size())
       w.bytes = bytes_frame_header(size, with_handle);
   } else {
-    encode(m, format, w.bytes, with_handle, node_type);
-    size = limited_size(format, w.bytes.size());
+    try {
+      encode(m, format, w.bytes, with_handle, node_type);
+    } catch (...) {
+      take_back();
+      throw;
+    }
+    size = limited_size(format, w.bytes.size() - start);
   }
-  w.handle = std::move(handle);
   // The peer applies the same limit (a childproc peer is told it), and a frame cannot carry more.
   if (size > incoming.max_message_size()) {
+    take_back();
     post_error(make_error_code(errc::message_too_large), std::move(done));
     return false;
   }
+  w.handle = std::move(handle);
   w.done = std::move(done);
-  pending_bytes += w.size();
-  queue_.push_back(std::move(w));
+  pending_bytes += w.size() - start;
+  return queued();
+}
+
+bool channel_state::send_copy(std::string_view data) {
+  if (format != wire::framed)
+    return send(message::bytes(std::string(data)), {});
+  if (!connected) {
+    post_error(make_error_code(errc::channel_closed), {});
+    return false;
+  }
+  if (data.size() > incoming.max_message_size()) {
+    post_error(make_error_code(errc::message_too_large), {});
+    return false;
+  }
+  pending_write& w = run_for_append();
+  w.bytes += bytes_frame_header(data.size());
+  w.bytes += data;
+  pending_bytes += frame_header_size + data.size();
+  return queued();
+}
+
+bool channel_state::queued() {
   if (!writing_ && corked_ == 0) { // else the socket's writability (or the uncork) writes it
     if (batch_sends)
       post_flush();
@@ -338,6 +378,19 @@ bool channel_state::send(const message& m, send_handler done, owned_fd handle) {
     return false; // queued all the same (Node's rule)
   }
   return true;
+}
+
+channel_state::pending_write& channel_state::run_for_append() {
+  if (!queue_.empty()) {
+    pending_write& last = queue_.back();
+    if (!last.handle && !last.payload && !last.done && !last.control &&
+        last.bytes.size() < run_limit)
+      return last;
+  }
+  pending_write& w = queue_.emplace_back();
+  w.bytes = std::move(spare_); // a written run's buffer: its capacity, no allocation
+  spare_ = std::string();
+  return w;
 }
 
 void channel_state::post_flush() {
@@ -485,6 +538,9 @@ void channel_state::finish_written(std::size_t n, std::vector<send_handler>& wri
       // Kept (with its bytes, for a NACK) until Node acknowledges it.
       awaiting_ack_ = true;
       unacked_ = std::move(w);
+    } else if (!w.payload && !w.control && w.bytes.capacity() <= run_limit * 2) {
+      spare_ = std::move(w.bytes);
+      spare_.clear();
     }
     queue_.pop_front(); // a framed message's descriptor is closed: the peer has its own
   }

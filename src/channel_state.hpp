@@ -28,6 +28,9 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   void start(); // begins reading
   // `handle`: a descriptor sent with the message (closed once sent, or when it cannot be).
   bool send(const message& m, send_handler done, owned_fd handle = {});
+  // send() of a bytes message made of `data`, copied now (no message, no buffer of its own): the
+  // pool's envelopes. Errors go to the channel's handlers.
+  bool send_copy(std::string_view data);
   // async_receive: hands over the next queued message, or waits for one.
   void receive(std::unique_ptr<receive_completion> done);
   void cancel_receive(receive_completion* which);
@@ -103,6 +106,11 @@ private:
   // handler throws, the rest is delivered by a posted continuation, and the exception goes on.
   bool deliver_inbox(bool emit_now);
   void resume_later();
+  // The write whose bytes a message joins: the queue's last while it is a plain run (no handle,
+  // no completion, no shared payload, not a control line) under run_limit, else a new one.
+  pending_write& run_for_append();
+  // After a message joined the queue: writes or schedules it; false above the high-water mark.
+  bool queued();
   void write_next();
   void post_flush();
   bool write_once(std::vector<send_handler>& written); // false: wait (or stop)
@@ -121,7 +129,12 @@ private:
   void fail_receives(); // the channel closed: pending receives get channel_closed
   void drained();       // after writes: `drain` when send() returned false and the queue fell
 
+  // A run takes no more messages once it holds this much; bytes messages from copy_below up are
+  // sent from their own buffer rather than copied into a run.
+  static constexpr std::size_t run_limit = 64 * 1024;
+  static constexpr std::size_t copy_below = 1024;
   std::deque<pending_write> queue_;
+  std::string spare_; // a written run's buffer, kept for the next run (up to 2 * run_limit)
   std::size_t front_written_ = 0; // bytes of queue_.front() already written
   std::vector<iovec> gather_;
   bool writing_ = false;           // a write is waiting for the socket to become writable

@@ -3,6 +3,7 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/json/serializer.hpp>
 
 #include <cassert>
 #include <cctype>
@@ -104,8 +105,11 @@ std::string_view node_command(const boost::json::value& v) {
   return cmd.starts_with("NODE_") ? cmd : std::string_view();
 }
 
-std::string serialize_json(const boost::json::value& v) {
-  return has_non_finite(v) ? boost::json::serialize(finite_json(v)) : boost::json::serialize(v);
+// Appends `v` (non-finite doubles as null) to `out`, serialized in place: no string of its own.
+void append_finite_json(std::string& out, const boost::json::value& v) {
+  if (has_non_finite(v))
+    return append_json(out, finite_json(v));
+  append_json(out, v);
 }
 
 // Node's Buffer.toJSON() shape: {"type":"Buffer","data":[0,255,...]}.
@@ -181,7 +185,7 @@ void encode(const message& m, wire w, std::string& out, bool with_handle,
       out += ",\"msg\":";
     }
     if (m.is_json())
-      out += serialize_json(m.json());
+      append_finite_json(out, m.json());
     else
       append_buffer_json(m.bytes(), out);
     if (with_handle)
@@ -193,18 +197,28 @@ void encode(const message& m, wire w, std::string& out, bool with_handle,
   out.append(frame_header_size, '\0');
   frame_kind kind;
   if (m.is_json()) {
-    out += serialize_json(m.json());
+    append_finite_json(out, m.json());
     kind = frame_kind::json;
   } else {
     out += m.bytes();
     kind = frame_kind::bytes;
   }
-  std::string header;
   assert(out.size() - start - frame_header_size <= max_frame_payload);
-  put_u32le(header, static_cast<std::uint32_t>(out.size() - start - frame_header_size));
-  header +=
+  const auto length = static_cast<std::uint32_t>(out.size() - start - frame_header_size);
+  for (int i = 0; i < 4; ++i)
+    out[start + i] = static_cast<char>(length >> (8 * i));
+  out[start + 4] =
       static_cast<char>(static_cast<std::uint8_t>(kind) | (with_handle ? frame_has_handle : 0));
-  out.replace(start, frame_header_size, header);
+}
+
+void append_json(std::string& out, const boost::json::value& v) {
+  boost::json::serializer writer;
+  writer.reset(&v);
+  while (!writer.done()) {
+    const std::size_t at = out.size();
+    out.resize(std::max(out.capacity(), at + 64));
+    out.resize(at + writer.read(out.data() + at, out.size() - at).size());
+  }
 }
 
 std::error_code decoder::next(std::string_view data, message& m, std::size_t& consumed,

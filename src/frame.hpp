@@ -83,6 +83,8 @@ std::string bytes_frame_header(std::size_t size, bool with_handle = false);
 // wrapper, of Node's handle type `node_type`).
 void encode(const message& m, wire w, std::string& out, bool with_handle = false,
             std::string_view node_type = "net.Socket");
+// Appends the JSON text of `v` to `out`, serialized in place (no string of its own).
+void append_json(std::string& out, const boost::json::value& v);
 // The size the decoder's limit applies to, of a message encoded by encode() in `encoded` (the
 // frame's payload, or the line without its '\n').
 inline std::size_t limited_size(wire w, std::size_t encoded) noexcept {

@@ -1,6 +1,7 @@
 // The pool's envelope (see pool_protocol.hpp).
 #include "pool_protocol.hpp"
 
+#include "channel_state.hpp"
 #include "frame.hpp"
 
 #include <childproc/error.hpp>
@@ -97,22 +98,13 @@ std::uint64_t get_le(std::string_view in, std::size_t at, int size) {
   return value;
 }
 
-// Serializes `v` at the end of `out`, without an intermediate string.
-void append_json(std::string& out, const boost::json::value& v) {
-  boost::json::serializer writer;
-  writer.reset(&v);
-  while (!writer.done()) {
-    const std::size_t at = out.size();
-    out.resize(std::max(out.capacity(), at + 64));
-    out.resize(at + writer.read(out.data() + at, out.size() - at).size());
-  }
-}
-
 bool send_binary(channel& ch, envelope& e) {
   const bool bytes = e.data.is_bytes();
   const bool json = !bytes && (has_data(e.kind) || e.kind == op::fail);
-  std::string head;
-  head.reserve(binary_head + e.name.size() + 48);
+  // Built in this thread's scratch buffer and copied into the channel's queue: no allocation
+  // per envelope once the buffer has grown (a large one is let go after use).
+  static thread_local std::string head;
+  head.clear();
   head.push_back(static_cast<char>(e.kind));
   head.push_back(static_cast<char>((json ? json_data : 0) | (bytes ? bytes_follow_flag : 0)));
   put_le(head, e.id, 8);
@@ -120,7 +112,10 @@ bool send_binary(channel& ch, envelope& e) {
   head += e.name;
   if (json)
     append_json(head, e.data.json());
-  const bool sent = ch.send(message::bytes(std::move(head)));
+  auto* state = channel_access::state(ch);
+  const bool sent = state ? state->send_copy(head) : ch.send(message::bytes(head));
+  if (head.capacity() > 64 * 1024)
+    std::string().swap(head);
   return bytes ? ch.send(e.data) : sent;
 }
 

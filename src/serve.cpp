@@ -14,6 +14,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,7 @@
 #include <optional>
 #include <typeinfo>
 #include <utility>
+#include <vector>
 
 namespace childproc::detail {
 
@@ -82,6 +84,38 @@ struct work_item {
   message data;                      // op::init, op::broadcast
 };
 
+// The tasks received and not finished, by id. The pool numbers its tasks in the order it sends
+// them, so an insert is a push_back and a lookup a binary search: no node to allocate per task.
+class live_tasks {
+public:
+  bool insert(std::shared_ptr<served_task> task) { // false: a task with its id is live
+    const auto at = lower_bound(task->id);
+    if (at != tasks_.end() && (*at)->id == task->id)
+      return false;
+    tasks_.insert(at, std::move(task));
+    return true;
+  }
+  served_task* find(std::uint64_t id) const {
+    const auto at = lower_bound(id);
+    return at != tasks_.end() && (*at)->id == id ? at->get() : nullptr;
+  }
+  void erase(std::uint64_t id) {
+    if (const auto at = lower_bound(id); at != tasks_.end() && (*at)->id == id)
+      tasks_.erase(at);
+  }
+  auto begin() const { return tasks_.begin(); }
+  auto end() const { return tasks_.end(); }
+
+private:
+  std::vector<std::shared_ptr<served_task>>::const_iterator lower_bound(std::uint64_t id) const {
+    if (tasks_.empty() || tasks_.back()->id < id) // the usual case: a new task
+      return tasks_.end();
+    return std::lower_bound(tasks_.begin(), tasks_.end(), id,
+                            [](const auto& task, std::uint64_t v) { return task->id < v; });
+  }
+  std::vector<std::shared_ptr<served_task>> tasks_; // in id order
+};
+
 } // namespace
 
 struct serve_state : std::enable_shared_from_this<serve_state> {
@@ -114,7 +148,7 @@ struct serve_state : std::enable_shared_from_this<serve_state> {
   serve_options options;
   pool_wire::reader reader;
   std::deque<work_item> queue;
-  std::map<std::uint64_t, std::shared_ptr<served_task>> live; // received, not finished
+  live_tasks live; // received, not finished
   bool got_init = false;
   bool pump_posted = false;
   bool pump_due = false; // queued during a read burst: the channel's after_reads runs the pump
@@ -179,12 +213,12 @@ bool serve_state::accept(envelope e) {
     task->id = e.id;
     task->data = std::move(e.data);
     task->server = weak_from_this();
-    if (!live.emplace(task->id, task).second)
+    if (!live.insert(task))
       return false; // the id of a task still running
     queue.push_back({op::task, std::move(task), {}});
   } else if (e.kind == op::cancel) {
-    if (auto it = live.find(e.id); it != live.end())
-      cancel(*it->second);
+    if (auto* task = live.find(e.id))
+      cancel(*task);
     return true; // a cancel for a finished task crossed its result: ignored
   } else if (e.kind == op::broadcast) {
     queue.push_back({op::broadcast, nullptr, std::move(e.data)});
@@ -362,7 +396,7 @@ void serve_state::on_disconnect() {
   stopping = true;
   queue.clear();
   // Nobody waits for the results any more: a handler polling cancelled() stops.
-  for (auto& [id, task] : live)
+  for (const auto& task : live)
     task->cancelled = true;
   io.stop(); // serve() returns even if the user left other work on the io_context
 }

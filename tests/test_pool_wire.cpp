@@ -187,3 +187,41 @@ TEST_CASE("a batched channel's posted flush writes the whole turn at once", "[po
   pair.io.run();
   CHECK(received == 100);
 }
+
+// A turn's small sends share one buffer; a message refused as too large, a large bytes message
+// (sent from its own buffer) and a copied envelope between them keep every boundary and the order.
+TEST_CASE("sends that share a queued buffer arrive whole and in order around a refused one",
+          "[pool_wire]") {
+  channel_pair pair;
+  pair.a->batch_sends = true;
+  const std::size_t limit = 1 << 20;
+  std::vector<message> got;
+  pair.b->message_handlers.add([&](const message& m, childproc::channel) { got.push_back(m); });
+  std::vector<std::string> completions;
+  const auto note = [&](std::string what) {
+    return [&completions, what](std::error_code ec) {
+      std::string line = what;
+      if (ec)
+        line.append(" ").append(ec.message());
+      completions.push_back(std::move(line));
+    };
+  };
+  CHECK(pair.a->send(message(boost::json::value(0)), note("0"))); // a completion ends a buffer
+  CHECK(pair.a->send(message(1), {}));
+  CHECK_FALSE(pair.a->send(message(std::string(limit, 'x')), note("too large")));
+  CHECK(pair.a->send(message::bytes("small"), {}));
+  CHECK(pair.a->send(message::bytes(std::string(4096, 'z')), note("large bytes")));
+  CHECK(pair.a->send_copy("copied"));
+  CHECK(pair.a->send(message(2), note("2")));
+  pair.a->disconnect();
+  pair.io.run();
+  REQUIRE(got.size() == 6);
+  CHECK(got[0].json() == 0);
+  CHECK(got[1].json() == 1);
+  CHECK(got[2].bytes() == "small");
+  CHECK(got[3].bytes() == std::string(4096, 'z'));
+  CHECK(got[4].bytes() == "copied");
+  CHECK(got[5].json() == 2);
+  CHECK(completions ==
+        std::vector<std::string>{"too large message too large", "0", "large bytes", "2"});
+}

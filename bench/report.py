@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns bench/run's raw lines into the report: a Markdown table of medians (min-max) with the
-ratios childproc / raw baseline and childproc / Node, a second one for the pool with Piscina
-beside them, one for the cluster and one for the remote pool (raw hiredis and BullMQ beside it),
+ratios childproc / raw baseline, childproc / Node and childproc / Python, a second one for the pool
+with Piscina beside them, one for the cluster and one for the remote pool (raw hiredis and BullMQ beside it),
 a JSON file, and the data of the plot.
 
 Raw line: `<rep> <peer> <workload> <metric> <value> <unit>`.
@@ -12,77 +12,85 @@ import json
 import statistics
 from collections import defaultdict
 
-# label, workload, childproc metric, C metric, Node metric, unit, higher is better,
-# target text, target check (ours, raw) -> bool, or None
+# label, workload, childproc metric, C metric, Node metric, Python metric, unit, higher is better,
+# target text, target check (ours, raw) -> bool, or None. Python's IPC rows are its idiomatic
+# Connection.send/recv (pickled), as Node's are process.send; its send_bytes runs ("_bytes"), its
+# stdout "dd1M" (dd's 1 MiB writes into a default pipe, not a 1 MiB pipe) and its forkmem with the
+# "spawn" start method have no row.
 ROWS = [
-    ("spawn rate", "spawn", "rate", "rate", "rate", "spawns/s", True,
+    ("spawn rate", "spawn", "rate", "rate", "rate", "rate", "spawns/s", True,
      "≥ 0.95 × raw", lambda o, r: o >= 0.95 * r),
-    ("parent CPU per spawn", "spawn", "parent_cpu", "parent_cpu", "parent_cpu", "ms", False,
-     None, None),
-    ("exec median", "exec", "median", "median", "median", "ms", False,
+    ("parent CPU per spawn", "spawn", "parent_cpu", "parent_cpu", "parent_cpu", "parent_cpu",
+     "ms", False, None, None),
+    ("exec median", "exec", "median", "median", "median", "median", "ms", False,
      "≤ 1.1 × raw", lambda o, r: o <= 1.1 * r),
-    ("exec p99", "exec", "p99", "p99", "p99", "ms", False,
+    ("exec p99", "exec", "p99", "p99", "p99", "p99", "ms", False,
      "≤ 1.2 × raw", lambda o, r: o <= 1.2 * r),
-    ("500 concurrent sleeps: wall", "concurrency", "wall", "wall", "wall", "s", False,
+    ("500 concurrent sleeps: wall", "concurrency", "wall", "wall", "wall", "wall", "s", False,
      "≤ 1.1 × raw", lambda o, r: o <= 1.1 * r),
     ("500 concurrent sleeps: parent peak RSS", "concurrency", "peak_rss", "peak_rss",
-     "peak_rss", "MB", False, "≤ 5 MB", lambda o, r: o <= 5),
-    ("stdout stream, 64 KiB pipe", "stdout", "head", "head", "head", "GB/s", True,
+     "peak_rss", "peak_rss", "MB", False, "≤ 5 MB", lambda o, r: o <= 5),
+    ("stdout stream, 64 KiB pipe", "stdout", "head", "head", "head", "head", "GB/s", True,
      "≥ 0.95 × raw", lambda o, r: o >= 0.95 * r),
-    ("stdout stream, 1 MiB pipe", "stdout", "head_pipe1M", "head_pipe1M", None, "GB/s", True,
-     "≥ 0.95 × raw", lambda o, r: o >= 0.95 * r),
-    ("IPC round trip, median", "ipc", "rtt_median", "rtt_median", "rtt_median", "µs", False,
-     "≤ 1.1 × raw", lambda o, r: o <= 1.1 * r),
-    ("IPC round trips", "ipc", "roundtrips", "roundtrips", "roundtrips", "rt/s", True,
-     None, None),
-    ("IPC 1 MiB messages, one way", "ipc", "oneway_1MiB", "oneway_1MiB", "oneway_1MiB", "MB/s",
-     True, "≥ 0.5 × raw", lambda o, r: o >= 0.5 * r),
+    ("stdout stream, 1 MiB pipe", "stdout", "head_pipe1M", "head_pipe1M", None, None, "GB/s",
+     True, "≥ 0.95 × raw", lambda o, r: o >= 0.95 * r),
+    ("IPC round trip, median", "ipc", "rtt_median", "rtt_median", "rtt_median", "rtt_median",
+     "µs", False, "≤ 1.1 × raw", lambda o, r: o <= 1.1 * r),
+    ("IPC round trips", "ipc", "roundtrips", "roundtrips", "roundtrips", "roundtrips", "rt/s",
+     True, None, None),
+    ("IPC 1 MiB messages, one way", "ipc", "oneway_1MiB", "oneway_1MiB", "oneway_1MiB",
+     "oneway_1MiB", "MB/s", True, "≥ 0.5 × raw", lambda o, r: o >= 0.5 * r),
     ("fork → first message", "forkmem", "fork_startup_median", "fork_startup_median",
-     "fork_startup_median", "ms", False, "≤ 1.3 × raw", lambda o, r: o <= 1.3 * r),
-    ("idle worker RSS", "forkmem", "fork_rss", "fork_rss", "fork_rss", "MB", False,
+     "fork_startup_median", "fork_startup_median", "ms", False, "≤ 1.3 × raw",
+     lambda o, r: o <= 1.3 * r),
+    ("idle worker RSS", "forkmem", "fork_rss", "fork_rss", "fork_rss", "fork_rss", "MB", False,
      "≤ 3 MB", lambda o, r: o <= 3),
-    ("idle worker PSS", "forkmem", "fork_pss", "fork_pss", "fork_pss", "MB", False, None, None),
-    ("fork → first message, childproc_add_worker", "forkmem", "worker_startup_median",
-     "fork_startup_median", None, "ms", False, None, None),
-    ("worker CPU to its first message, default link", "forkmem", "fork_startup_cpu", None,
-     None, "ms", False, None, None),
-    ("worker CPU to its first message, childproc_add_worker", "forkmem", "worker_startup_cpu",
-     None, None, "ms", False, None, None),
-    ("idle worker RSS, childproc_add_worker", "forkmem", "worker_rss", "fork_rss", None, "MB",
-     False, "≤ 1.5 MB", lambda o, r: o <= 1.5),
-    ("idle worker PSS, childproc_add_worker", "forkmem", "worker_pss", "fork_pss", None, "MB",
-     False, None, None),
-    ("spawn rate, 1 GiB parent / small parent", "bigparent", "ratio", None, None, "×", True,
-     "≥ 0.9", lambda o, r: o >= 0.9),
-    ("pipe() into cat: throughput", "pipe", "throughput", None, "throughput", "GB/s", True,
+    ("idle worker PSS", "forkmem", "fork_pss", "fork_pss", "fork_pss", "fork_pss", "MB", False,
      None, None),
+    ("fork → first message, childproc_add_worker", "forkmem", "worker_startup_median",
+     "fork_startup_median", None, None, "ms", False, None, None),
+    ("worker CPU to its first message, default link", "forkmem", "fork_startup_cpu", None,
+     None, None, "ms", False, None, None),
+    ("worker CPU to its first message, childproc_add_worker", "forkmem", "worker_startup_cpu",
+     None, None, None, "ms", False, None, None),
+    ("idle worker RSS, childproc_add_worker", "forkmem", "worker_rss", "fork_rss", None, None,
+     "MB", False, "≤ 1.5 MB", lambda o, r: o <= 1.5),
+    ("idle worker PSS, childproc_add_worker", "forkmem", "worker_pss", "fork_pss", None, None,
+     "MB", False, None, None),
+    ("spawn rate, 1 GiB parent / small parent", "bigparent", "ratio", None, None, None, "×",
+     True, "≥ 0.9", lambda o, r: o >= 0.9),
+    ("pipe() into cat: throughput", "pipe", "throughput", None, "throughput", None, "GB/s",
+     True, None, None),
     ("pipe() of 1 GiB through a slow reader: parent peak RSS growth", "pipe", "slow_rss_growth",
-     None, "slow_rss_growth", "MB", False, "≤ 5 MB", lambda o, r: o <= 5),
+     None, "slow_rss_growth", None, "MB", False, "≤ 5 MB", lambda o, r: o <= 5),
 ]
 
 # The pool (workload "pool" of every peer: 2 workers, tiny {a, b} add tasks): label, childproc
-# metric, C metric, Piscina metric, Node (a pool over child_process.fork) metric, unit, higher is
-# better, target text, target check (ours, raw, piscina) -> bool, or None. Piscina has no run
-# with 64 in flight per worker (its concurrentTasksPerWorker is 1 and its submitter unbounded: its
-# pipelined run is "all queued at once"); no peer has the 1 MiB bytes task. The same rows for
+# metric, C metric, Piscina metric, Node (a pool over child_process.fork) metric, Python
+# (multiprocessing.Pool) metric, unit, higher is better, target text, target check (ours, raw,
+# piscina) -> bool, or None. Piscina has no run with 64 in flight per worker (its
+# concurrentTasksPerWorker is 1 and its submitter unbounded: its pipelined run is "all queued at
+# once"); no peer has the 1 MiB bytes task. Python's one run is pool.map(chunksize=1), every task
+# queued at once; its 1000-task warm-up is not timed, and it measures no CPU. The same rows for
 # isolation::thread (metrics "threads_*"), against the same peers.
 POOL_ROWS = []
 for kind, prefix in (("processes", ""), ("isolation::thread", "threads_")):
     POOL_ROWS += [
         (f"pool, {kind}: tiny tasks, 1 in flight per worker", prefix + "tasks_w1", "tasks_w1",
-         "tasks_w1", "fork_tasks_w1", "tasks/s", True, "≥ 0.9 × raw, ≥ 2 × Piscina",
+         "tasks_w1", "fork_tasks_w1", None, "tasks/s", True, "≥ 0.9 × raw, ≥ 2 × Piscina",
          lambda o, r, p: o >= 0.9 * r and o >= 2 * p),
         (f"pool, {kind}: tiny tasks, 64 in flight per worker", prefix + "tasks_w64", "tasks_w64",
-         None, "fork_tasks_w64", "tasks/s", True, "≥ 0.9 × raw", lambda o, r, p: o >= 0.9 * r),
+         None, "fork_tasks_w64", None, "tasks/s", True, "≥ 0.9 × raw",
+         lambda o, r, p: o >= 0.9 * r),
         (f"pool, {kind}: tiny tasks, all queued at once", prefix + "tasks", None, "tasks", None,
-         "tasks/s", True, "≥ 2 × Piscina", lambda o, r, p: o >= 2 * p),
+         "tasks", "tasks/s", True, "≥ 2 × Piscina", lambda o, r, p: o >= 2 * p),
         (f"pool, {kind}: CPU per tiny task, all queued at once (pool + workers)",
-         prefix + "cpu_per_task", None, "cpu_per_task", None, "µs", False, "≤ 0.5 × Piscina",
-         lambda o, r, p: o <= 0.5 * p),
+         prefix + "cpu_per_task", None, "cpu_per_task", None, None, "µs", False,
+         "≤ 0.5 × Piscina", lambda o, r, p: o <= 0.5 * p),
         (f"pool, {kind}: start + first 1000 tasks", prefix + "startup_plus_1k", None,
-         "startup_plus_1k", None, "ms", False, None, None),
+         "startup_plus_1k", None, None, "ms", False, None, None),
         (f"pool, {kind}: 1 MiB bytes task round trips (each way)", prefix + "bytes_1MiB", None,
-         None, None, "MB/s", True, None, None),
+         None, None, None, "MB/s", True, None, None),
     ]
 
 # Seed 004's tables, measured (workload "workers"): n idle workers forked at once, the sums of
@@ -263,24 +271,27 @@ def main():
 
     values = load(args.raw)
     rows, table, plot = [], [], []
-    for label, workload, ours_m, c_m, node_m, unit, higher, target, check in ROWS:
+    for label, workload, ours_m, c_m, node_m, py_m, unit, higher, target, check in ROWS:
         ours = summary(values, ("childproc", workload, ours_m))
         raw = summary(values, ("c", workload, c_m)) if c_m else None
         node = summary(values, ("node", workload, node_m)) if node_m else None
+        py = summary(values, ("python", workload, py_m)) if py_m else None
         r_raw = ours["median"] / raw["median"] if ours and raw and raw["median"] else None
         r_node = ours["median"] / node["median"] if ours and node and node["median"] else None
+        r_py = ours["median"] / py["median"] if ours and py and py["median"] else None
         met = None
         if target and ours and (raw or c_m is None):
             met = check(ours["median"], raw["median"] if raw else 0)
         rows.append({"label": label, "unit": unit, "higher_is_better": higher,
-                     "childproc": ours, "raw": raw, "node": node,
+                     "childproc": ours, "raw": raw, "node": node, "python": py,
                      "childproc_over_raw": r_raw, "childproc_over_node": r_node,
-                     "target": target, "target_met": met})
+                     "childproc_over_python": r_py, "target": target, "target_met": met})
         verdict = "" if met is None else ("met" if met else "**missed**")
         table.append(
-            f"| {label} | {unit} | {fmt(ours)} | {fmt(raw)} | {fmt(node)} | "
+            f"| {label} | {unit} | {fmt(ours)} | {fmt(raw)} | {fmt(node)} | {fmt(py)} | "
             f"{'n/a' if r_raw is None else f'{r_raw:.2f}'} | "
-            f"{'n/a' if r_node is None else f'{r_node:.2f}'} | {target or ''} | {verdict} |")
+            f"{'n/a' if r_node is None else f'{r_node:.2f}'} | "
+            f"{'n/a' if r_py is None else f'{r_py:.2f}'} | {target or ''} | {verdict} |")
         # The plot: advantage (> 1 = childproc better), NaN where there is no peer.
         def adv(r):
             if not r:
@@ -290,28 +301,30 @@ def main():
             plot.append(f"\"{label}\" {adv(r_raw):.4f} {adv(r_node):.4f}")
 
     pool_rows, pool_table = [], []
-    for label, ours_m, c_m, pis_m, node_m, unit, higher, target, check in POOL_ROWS:
+    for label, ours_m, c_m, pis_m, node_m, py_m, unit, higher, target, check in POOL_ROWS:
         ours = summary(values, ("childproc", "pool", ours_m))
         raw = summary(values, ("c", "pool", c_m)) if c_m else None
         pis = summary(values, ("piscina", "pool", pis_m)) if pis_m else None
         node = summary(values, ("node", "pool", node_m)) if node_m else None
+        py = summary(values, ("python", "pool", py_m)) if py_m else None
 
         def ratio(peer):
             return ours["median"] / peer["median"] if ours and peer and peer["median"] else None
-        r_raw, r_pis, r_node = ratio(raw), ratio(pis), ratio(node)
+        r_raw, r_pis, r_node, r_py = ratio(raw), ratio(pis), ratio(node), ratio(py)
         met = None
         # Checked only when every peer the target names was measured.
         if target and ours and (raw or not c_m) and (pis or not pis_m):
             met = check(ours["median"], raw["median"] if raw else 0, pis["median"] if pis else 0)
         pool_rows.append({"label": label, "unit": unit, "higher_is_better": higher,
                           "childproc": ours, "raw": raw, "piscina": pis, "node": node,
-                          "childproc_over_raw": r_raw, "childproc_over_piscina": r_pis,
-                          "childproc_over_node": r_node, "target": target, "target_met": met})
+                          "python": py, "childproc_over_raw": r_raw,
+                          "childproc_over_piscina": r_pis, "childproc_over_node": r_node,
+                          "childproc_over_python": r_py, "target": target, "target_met": met})
         verdict = "" if met is None else ("met" if met else "**missed**")
-        shown = [f"{r:.2f}" if r is not None else "n/a" for r in (r_raw, r_pis)]
+        shown = [f"{r:.2f}" if r is not None else "n/a" for r in (r_raw, r_pis, r_py)]
         pool_table.append(
             f"| {label} | {unit} | {fmt(ours)} | {fmt(raw)} | {fmt(pis)} | {fmt(node)} | "
-            f"{shown[0]} | {shown[1]} | {target or ''} | {verdict} |")
+            f"{fmt(py)} | {shown[0]} | {shown[1]} | {shown[2]} | {target or ''} | {verdict} |")
         if raw or node:
             adv = [float("nan") if not r else (r if higher else 1 / r) for r in (r_raw, r_node)]
             plot.append(f"\"{label}\" {adv[0]:.4f} {adv[1]:.4f}")
@@ -330,17 +343,25 @@ def main():
         f"Machine: {args.machine}. Run: {kind}. Peers run interleaved in the same run, order "
         "rotated every repetition; compare ratios, not absolute times from different runs.",
         "",
-        "| workload | unit | childproc | raw POSIX (C) | Node | childproc / raw | childproc / Node "
-        "| target | |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Python is `subprocess` and `multiprocessing` (the `fork` start method, a `Pipe` whose "
+        "IPC rows are `Connection.send`/`recv` of pickled objects, as Node's are `process.send`). "
+        "Its stdout run with dd's 1 MiB writes goes through a default pipe, not a 1 MiB one: it "
+        "has no row.",
+        "",
+        "| workload | unit | childproc | raw POSIX (C) | Node | Python | childproc / raw "
+        "| childproc / Node | childproc / Python | target | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *table,
         "",
         "The pool: 2 workers each, as the peers' pools; Node is a pool over "
-        "`child_process.fork`, Piscina a pool of worker threads.",
+        "`child_process.fork`, Piscina a pool of worker threads, Python a `multiprocessing.Pool` "
+        "of 2 forked processes. Python's one run is `pool.map` of tuple tasks with `chunksize=1`, "
+        "every task queued at once; it has no run with 1 or 64 in flight per worker, and measures "
+        "neither CPU per task nor the start (its 1000-task warm-up is not timed).",
         "",
-        "| workload | unit | childproc | raw POSIX (C) | Piscina | Node | childproc / raw "
-        "| childproc / Piscina | target | |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | unit | childproc | raw POSIX (C) | Piscina | Node | Python | childproc / raw "
+        "| childproc / Piscina | childproc / Python | target | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *pool_table,
         "",
         "A hello-world HTTP server under `wrk -t1 -c32 --latency` on 127.0.0.1 (bench/cluster_load.py, "

@@ -123,9 +123,17 @@ bool channel_state::read_once(char* buffer, bool until_empty) {
       return false;
     }
     if (n > 0) {
-      const std::error_code ec =
-          incoming.feed(std::string_view(buffer, static_cast<std::size_t>(n)), std::move(fds),
-                        [this](message&& m) { inbox_.push_back(std::move(m)); });
+      struct to_inbox {
+        struct takes_views {};
+        channel_state& s;
+        void operator()(message&& m) const { s.inbox_.push_back({std::move(m)}); }
+        void operator()(bytes_frame_view v) const {
+          s.inbox_.push_back({{}, s.inbox_bytes_.size(), v.payload.size(), true});
+          s.inbox_bytes_ += v.payload;
+        }
+      };
+      const std::error_code ec = incoming.feed(
+          std::string_view(buffer, static_cast<std::size_t>(n)), std::move(fds), to_inbox{*this});
       for (auto c : incoming.take_node_controls())
         node_control(c);
       if (ec)
@@ -213,11 +221,18 @@ bool channel_state::deliver_inbox(bool emit_now) {
     while (!inbox_.empty()) {
       // Taken out of the inbox first: a handler that throws, or that runs the event loop, leaves
       // the rest of the inbox consistent.
-      message m = std::move(inbox_.front());
+      inbox_entry e = std::move(inbox_.front());
       inbox_.pop_front();
-      if (!disconnect_called_) // nothing is delivered after disconnect()
-        route(std::move(m));
+      if (disconnect_called_) // nothing is delivered after disconnect()
+        continue;
+      if (!e.view)
+        route(std::move(e.m));
+      else if (bytes_frame_handler)
+        bytes_frame_handler(std::string_view(inbox_bytes_).substr(e.view_at, e.view_size));
     }
+    inbox_bytes_.clear();
+    if (inbox_bytes_.capacity() > read_buffer_lease::capacity)
+      std::string().swap(inbox_bytes_);
   } catch (...) {
     resume_later();
     throw;
@@ -577,6 +592,7 @@ void channel_state::close(std::error_code reason, bool emit_now) {
   boost::system::error_code ignored;
   socket.close(ignored);
   inbox_.clear();
+  inbox_bytes_.clear();
   close_reason_.reset();
   incoming.drop_handles(); // descriptors no message took
   unacked_.reset();

@@ -62,6 +62,14 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   // `close` waits for the channel to close.
   std::function<void(std::error_code)> error_sink;
   std::function<void()> closed_hook;
+  // The pool's and serve()'s envelopes: small bytes frames go to `handler` as views, in order
+  // with the messages (decoder::deliver_views), instead of becoming messages. The handler must
+  // not run the event loop (the view is of the inbox's buffer, which a nested read may move).
+  void take_bytes_frames(std::function<void(std::string_view)> handler) {
+    bytes_frame_handler = std::move(handler);
+    incoming.deliver_views(true);
+  }
+  std::function<void(std::string_view)> bytes_frame_handler;
 
   bool connected = true; // from the user's point of view: send() accepted
   bool open = true;      // the socket is open
@@ -142,7 +150,15 @@ private:
   int corked_ = 0;                 // cork() calls not yet uncorked
   bool waiting_ = false;           // a read is waiting for the socket to become readable
   bool disconnect_called_ = false; // by the user: later calls report already_disconnected
-  std::deque<message> inbox_;      // decoded, not yet delivered
+  // Decoded, not yet delivered: a message, or a small bytes frame for bytes_frame_handler, whose
+  // bytes are in inbox_bytes_ (kept until the inbox is empty: no allocation per frame).
+  struct inbox_entry {
+    message m;
+    std::size_t view_at = 0, view_size = 0;
+    bool view = false;
+  };
+  std::deque<inbox_entry> inbox_;
+  std::string inbox_bytes_;
   std::optional<std::error_code> close_reason_; // the reads reached the end (or bad input)
   bool pulled_ = false;          // async_receive was called: messages go to the receive queue
   std::deque<message> received_; // queued for async_receive

@@ -280,7 +280,10 @@ std::error_code decoder::next_frame(std::string_view data, message& m, std::size
   if (!claim(with_handle, handle))
     return make_error_code(errc::malformed_message);
   const std::string_view payload = data.substr(frame_header_size, length);
-  if (kind == frame_kind::bytes) {
+  if (kind == frame_kind::bytes && views_now_ && !handle && length < large_frame_) {
+    view_ = payload;
+    view_ready_ = true;
+  } else if (kind == frame_kind::bytes) {
     m = bytes_message(payload);
   } else {
     boost::json::value v;

@@ -36,6 +36,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -95,6 +96,18 @@ inline std::size_t limited_size(wire w, std::size_t encoded) noexcept {
 boost::json::value finite_json(const boost::json::value& v);
 bool has_non_finite(const boost::json::value& v) noexcept;
 
+// A complete small bytes frame's payload, for a sink that takes views (decoder::deliver_views):
+// valid only during the sink's call.
+struct bytes_frame_view {
+  std::string_view payload;
+};
+// A sink that takes views says so (a member type `takes_views`, and a call operator for
+// bytes_frame_view): a generic lambda could not be asked whether it can.
+template <class Sink>
+concept view_sink = requires {
+  typename std::remove_cvref_t<Sink>::takes_views;
+};
+
 class decoder {
 public:
   // Bytes frames of at least `large_frame` bytes are collected straight into the message's own
@@ -111,6 +124,10 @@ public:
   std::error_code feed(std::string_view data, Sink&& sink) {
     return feed(data, {}, std::forward<Sink>(sink));
   }
+  // On: complete bytes frames under large_frame that carry no descriptor reach a view_sink as a
+  // bytes_frame_view, not as a message, in order with the messages: for a reader that parses
+  // them at once (the pool's envelopes), with no message to allocate.
+  void deliver_views(bool on) noexcept { views_ = on; }
   // The same, with the descriptors that came with `data` (closed if no frame claims them).
   template <class Sink>
   std::error_code feed(std::string_view data, std::vector<owned_fd> fds, Sink&& sink) {
@@ -143,6 +160,7 @@ public:
       view = pending_;
     }
     std::size_t used = 0;
+    views_now_ = views_ && view_sink<Sink>;
     for (;;) {
       message m;
       std::size_t consumed = 0;
@@ -158,6 +176,12 @@ public:
       if (consumed == 0)
         break; // incomplete: wait for more
       used += consumed;
+      if constexpr (view_sink<Sink>) {
+        if (std::exchange(view_ready_, false)) {
+          sink(bytes_frame_view{view_});
+          continue;
+        }
+      }
       if (deliver)
         sink(std::move(m));
     }
@@ -216,6 +240,10 @@ private:
   // The buffer of the last large bytes message, reused for the next one when the application
   // did not keep the message: its pages stay mapped, so large messages do not page-fault.
   std::shared_ptr<std::string> spare_;
+  bool views_ = false;     // deliver_views
+  bool views_now_ = false; // this feed's sink takes views
+  bool view_ready_ = false;
+  std::string_view view_; // the payload next_frame left for the sink, when view_ready_
 
   // Descriptors: each read's, with the stream offsets of its bytes [from, to).
   struct fd_batch {

@@ -139,7 +139,9 @@ private:
   std::shared_ptr<pool_worker> launch_thread(const std::shared_ptr<pool_worker>& w);
   void attach_channel(const std::shared_ptr<pool_worker>& w);
   void apply_limits(pool_worker& w);
-  void on_message(const std::shared_ptr<pool_worker>& w, const message& m);
+  // What the worker's reader made of a message or a bytes frame.
+  void on_read(const std::shared_ptr<pool_worker>& w, std::optional<envelope> e,
+               std::error_code ec);
   void on_envelope(const std::shared_ptr<pool_worker>& w, envelope e);
   void on_ready(const std::shared_ptr<pool_worker>& w);
   void on_answer(const std::shared_ptr<pool_worker>& w, envelope e);
@@ -588,8 +590,19 @@ void pool_state::attach_channel(const std::shared_ptr<pool_worker>& w) {
   w->ch.on_message([weak_pool, weak_worker](const message& m) {
     auto self = weak_pool.lock();
     auto worker = weak_worker.lock();
-    if (self && worker)
-      self->on_message(worker, m);
+    if (self && worker && worker->phase != worker_phase::killed) {
+      std::error_code ec;
+      self->on_read(worker, worker->reader.feed(m, ec), ec);
+    }
+  });
+  // The binary envelopes, read from the frames themselves: no message per envelope.
+  channel_access::state(w->ch)->take_bytes_frames([weak_pool, weak_worker](std::string_view b) {
+    auto self = weak_pool.lock();
+    auto worker = weak_worker.lock();
+    if (self && worker && worker->phase != worker_phase::killed) {
+      std::error_code ec;
+      self->on_read(worker, worker->reader.feed_bytes(b, ec), ec);
+    }
   });
   // A worker whose channel closed can take no task and answer none: it is expected to end by
   // itself, and is killed if it has not after max(kill_after, 1 s).
@@ -620,11 +633,8 @@ void pool_state::apply_limits(pool_worker& w) {
     post_event([failure](pool_state& s) { s.error_handlers.emit(failure); });
 }
 
-void pool_state::on_message(const std::shared_ptr<pool_worker>& w, const message& m) {
-  if (w->phase == worker_phase::killed)
-    return;
-  std::error_code ec;
-  auto e = w->reader.feed(m, ec);
+void pool_state::on_read(const std::shared_ptr<pool_worker>& w, std::optional<envelope> e,
+                         std::error_code ec) {
   if (ec)
     return malformed(w);
   if (e)

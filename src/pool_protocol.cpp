@@ -179,29 +179,41 @@ bool send(channel ch, envelope e, form f) {
 }
 
 std::optional<envelope> reader::feed(const message& m, std::error_code& ec) {
-  if (head_) {
-    envelope e = std::move(*head_);
-    head_.reset();
-    if (m.is_bytes()) {
-      e.data = m;
-      return e;
-    }
-    if (auto bytes = buffer_json_bytes(m.json())) {
-      e.data = std::move(*bytes);
-      return e;
-    }
-    ec = make_error_code(errc::malformed_message);
-    return std::nullopt;
-  }
+  if (head_)
+    return complete(m.is_bytes() ? std::optional<message>(m) : buffer_json_bytes(m.json()), ec);
+  if (m.is_bytes())
+    return feed_bytes(m.bytes(), ec);
   bool bytes_follow = false;
   std::optional<envelope> e;
-  if (m.is_bytes()) {
-    form_ = form::binary;
-    e = parse_binary(m.bytes(), bytes_follow);
-  } else if (const auto* obj = m.json().if_object()) {
+  if (const auto* obj = m.json().if_object()) {
     form_ = form::json;
     e = parse(*obj, bytes_follow);
   }
+  return begun(std::move(e), bytes_follow, ec);
+}
+
+std::optional<envelope> reader::feed_bytes(std::string_view bytes, std::error_code& ec) {
+  if (head_)
+    return complete(message::bytes(std::string(bytes)), ec);
+  form_ = form::binary;
+  bool bytes_follow = false;
+  auto e = parse_binary(bytes, bytes_follow);
+  return begun(std::move(e), bytes_follow, ec);
+}
+
+std::optional<envelope> reader::complete(std::optional<message> payload, std::error_code& ec) {
+  envelope e = std::move(*head_);
+  head_.reset();
+  if (!payload) {
+    ec = make_error_code(errc::malformed_message);
+    return std::nullopt;
+  }
+  e.data = std::move(*payload);
+  return e;
+}
+
+std::optional<envelope> reader::begun(std::optional<envelope> e, bool bytes_follow,
+                                      std::error_code& ec) {
   if (!e) {
     ec = make_error_code(errc::malformed_message);
     return std::nullopt;

@@ -56,10 +56,16 @@ public:
   // bytes payload is still to come). Sets `ec` to malformed_message for anything that is not an
   // envelope; the reader must not be fed again then.
   std::optional<envelope> feed(const message& m, std::error_code& ec);
+  // The same for a bytes message given as its bytes (channel_state::take_bytes_frames).
+  std::optional<envelope> feed_bytes(std::string_view bytes, std::error_code& ec);
   // The form of the last envelope begun.
   form last_form() const noexcept { return form_; }
 
 private:
+  // The payload of the envelope in head_, or nullopt when `payload` is not bytes.
+  std::optional<envelope> complete(std::optional<message> payload, std::error_code& ec);
+  // An envelope parsed (nullopt: malformed), held back when its payload follows.
+  std::optional<envelope> begun(std::optional<envelope> e, bool bytes_follow, std::error_code& ec);
   std::optional<envelope> head_; // an envelope waiting for its bytes payload
   form form_ = form::json;
 };

@@ -126,6 +126,10 @@ struct serve_state : std::enable_shared_from_this<serve_state> {
 
   void attach();
   void on_message(const message& m) noexcept;
+  void on_bytes(std::string_view bytes) noexcept; // a bytes frame (take_bytes_frames)
+  // Feeds the reader through `feed`, then takes the envelope that completes.
+  template <class Feed>
+  void on_read(Feed feed) noexcept;
   bool accept(envelope e);
   void cancel(served_task& task);
   void schedule();
@@ -171,6 +175,11 @@ void serve_state::attach() {
     if (auto self = weak.lock())
       self->on_message(m);
   });
+  // The binary envelopes, read from the frames themselves: no message per envelope.
+  state->take_bytes_frames([weak](std::string_view bytes) {
+    if (auto self = weak.lock())
+      self->on_bytes(bytes);
+  });
   ch.on_error([weak](std::error_code ec) {
     // The channel's own decoding failed: the pool sent something that is not a frame.
     if (auto self = weak.lock();
@@ -186,11 +195,20 @@ void serve_state::attach() {
 // Only bookkeeping here: user code runs from posted work (pump), never inside the channel's
 // delivery, which may itself be inside a handler's task_context::cancelled().
 void serve_state::on_message(const message& m) noexcept {
+  on_read([&](std::error_code& ec) { return reader.feed(m, ec); });
+}
+
+void serve_state::on_bytes(std::string_view bytes) noexcept {
+  on_read([&](std::error_code& ec) { return reader.feed_bytes(bytes, ec); });
+}
+
+template <class Feed>
+void serve_state::on_read(Feed feed) noexcept {
   if (stopping)
     return;
   try {
     std::error_code ec;
-    auto e = reader.feed(m, ec);
+    auto e = feed(ec);
     if (ec || (e && !accept(std::move(*e))))
       end(2);
   } catch (...) { // out of memory while queueing: nothing sane can follow

@@ -2,6 +2,7 @@
 #include "../src/frame.hpp"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -232,4 +233,46 @@ TEST_CASE("node_json scans each byte of a long line once, however it is cut", "[
     REQUIRE_FALSE(d.feed(std::string_view(line).substr(i, 2048), [&](message&&) { ++delivered; }));
   CHECK(delivered == 1);
   CHECK(d.scanned_bytes() == line.size());
+}
+
+// The pool's envelopes are read from the frames themselves (decoder::deliver_views): each small
+// bytes frame reaches the sink as a view, in order with the messages around it; large bytes
+// frames stay messages (their own reused buffer), as do frames fed to a sink without views.
+TEST_CASE("a decoder delivering views gives small bytes frames as views in order with messages",
+          "[frame]") {
+  std::string bytes;
+  childproc::detail::encode(message(boost::json::value(1)), wire::framed, bytes);
+  childproc::detail::encode(message::bytes("ab"), wire::framed, bytes);
+  childproc::detail::encode(message::bytes(std::string(100, 'L')), wire::framed, bytes);
+  childproc::detail::encode(message::bytes(""), wire::framed, bytes);
+  childproc::detail::encode(message(boost::json::value(2)), wire::framed, bytes);
+  struct recorder {
+    struct takes_views {};
+    std::vector<std::string>& seen;
+    void operator()(message&& m) const {
+      seen.push_back(m.is_bytes() ? "message bytes " + std::to_string(m.bytes().size())
+                                  : "message " + boost::json::serialize(m.json()));
+    }
+    void operator()(childproc::detail::bytes_frame_view v) const {
+      seen.push_back("view " + std::string(v.payload));
+    }
+  };
+  const std::vector<std::string> expected{"message 1", "view ab", "message bytes 100", "view ",
+                                          "message 2"};
+  for (std::size_t step : {bytes.size(), std::size_t(1), std::size_t(7)}) {
+    decoder d(wire::framed, 1 << 20, /*large_frame=*/64);
+    d.deliver_views(true);
+    std::vector<std::string> seen;
+    for (std::size_t i = 0; i < bytes.size(); i += step)
+      REQUIRE_FALSE(d.feed(std::string_view(bytes).substr(i, step), recorder{seen}));
+    CHECK(seen == expected);
+  }
+  decoder plain(wire::framed, 1 << 20, 64);
+  plain.deliver_views(true); // a sink that takes only messages still gets messages
+  std::error_code ec;
+  const auto all = decode_all(plain, bytes, bytes.size(), ec);
+  CHECK_FALSE(ec);
+  REQUIRE(all.size() == 5);
+  CHECK(all[1].bytes() == "ab");
+  CHECK(all[3].bytes().empty());
 }

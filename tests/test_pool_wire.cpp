@@ -74,36 +74,44 @@ bool same(const message& x, const message& y) {
 
 TEST_CASE("both envelope forms carry every op, its id, name and data over a channel",
           "[pool_wire]") {
-  for (const auto form : {pool_wire::form::binary, pool_wire::form::json}) {
-    INFO((form == pool_wire::form::binary ? "binary" : "json"));
-    channel_pair pair;
-    pool_wire::reader reader;
-    std::vector<envelope> got;
-    std::error_code ec;
-    pair.b->message_handlers.add([&](const message& m, childproc::channel) {
-      if (auto e = reader.feed(m, ec))
-        got.push_back(std::move(*e));
-    });
-    const auto sent = all_envelopes();
-    for (const auto& e : sent)
-      pool_wire::send(childproc::channel(pair.a), e, form);
-    pair.a->disconnect();
-    pair.io.run();
-    REQUIRE_FALSE(ec);
-    CHECK(reader.last_form() == form);
-    REQUIRE(got.size() == sent.size());
-    for (std::size_t i = 0; i < sent.size(); ++i) {
-      INFO(i);
-      CHECK(got[i].kind == sent[i].kind);
-      CHECK(got[i].name == sent[i].name);
-      const bool has_id =
-          sent[i].kind != op::init && sent[i].kind != op::broadcast && sent[i].kind != op::ready;
-      if (has_id)
-        CHECK(got[i].id == sent[i].id);
-      if (sent[i].kind != op::cancel && sent[i].kind != op::ready)
-        CHECK(same(got[i].data, sent[i].data));
+  for (const auto form : {pool_wire::form::binary, pool_wire::form::json})
+    for (const bool views : {false, true}) { // views: as the pool and serve() read them
+      INFO((form == pool_wire::form::binary ? "binary" : "json") << (views ? ", views" : ""));
+      channel_pair pair;
+      pool_wire::reader reader;
+      std::vector<envelope> got;
+      std::error_code ec;
+      pair.b->message_handlers.add([&](const message& m, childproc::channel) {
+        if (auto e = reader.feed(m, ec))
+          got.push_back(std::move(*e));
+      });
+      if (views)
+        pair.b->take_bytes_frames([&](std::string_view bytes) {
+          if (auto e = reader.feed_bytes(bytes, ec))
+            got.push_back(std::move(*e));
+        });
+      auto sent = all_envelopes();
+      // A payload too large for a view (a message of its own) between small ones.
+      sent.insert(sent.begin() + 3, {op::task, 5, "big", message::bytes(std::string(70000, 'q'))});
+      for (const auto& e : sent)
+        pool_wire::send(childproc::channel(pair.a), e, form);
+      pair.a->disconnect();
+      pair.io.run();
+      REQUIRE_FALSE(ec);
+      CHECK(reader.last_form() == form);
+      REQUIRE(got.size() == sent.size());
+      for (std::size_t i = 0; i < sent.size(); ++i) {
+        INFO(i);
+        CHECK(got[i].kind == sent[i].kind);
+        CHECK(got[i].name == sent[i].name);
+        const bool has_id =
+            sent[i].kind != op::init && sent[i].kind != op::broadcast && sent[i].kind != op::ready;
+        if (has_id)
+          CHECK(got[i].id == sent[i].id);
+        if (sent[i].kind != op::cancel && sent[i].kind != op::ready)
+          CHECK(same(got[i].data, sent[i].data));
+      }
     }
-  }
 }
 
 TEST_CASE("a malformed binary envelope is malformed_message, never a crash", "[pool_wire]") {
@@ -224,4 +232,26 @@ TEST_CASE("sends that share a queued buffer arrive whole and in order around a r
   CHECK(got[5].json() == 2);
   CHECK(completions ==
         std::vector<std::string>{"too large message too large", "0", "large bytes", "2"});
+}
+
+// take_bytes_frames: small bytes frames reach the frame handler as views, in order with the
+// messages around them; large ones (collected in their own buffer) stay messages.
+TEST_CASE("a channel taking bytes frames gives them to its handler in order with its messages",
+          "[pool_wire]") {
+  channel_pair pair;
+  std::vector<std::string> seen;
+  pair.b->message_handlers.add([&](const message& m, childproc::channel) {
+    seen.push_back(m.is_bytes() ? "message bytes " + std::to_string(m.bytes().size())
+                                : "message " + std::to_string(m.json().as_int64()));
+  });
+  pair.b->take_bytes_frames([&](std::string_view b) { seen.push_back("frame " + std::string(b)); });
+  pair.a->send(message(boost::json::value(1)), {});
+  pair.a->send(message::bytes("ab"), {});
+  pair.a->send(message::bytes(std::string(70000, 'q')), {});
+  pair.a->send_copy("c");
+  pair.a->send(message(boost::json::value(2)), {});
+  pair.a->disconnect();
+  pair.io.run();
+  CHECK(seen == std::vector<std::string>{"message 1", "frame ab", "message bytes 70000", "frame c",
+                                         "message 2"});
 }

@@ -82,17 +82,27 @@ struct decoded {
 };
 
 // Decodes `input` cut into reads: cut(i) gives the size of the read that starts at offset i.
+// `views`: small bytes frames come as views (decoder::deliver_views), kept here as messages.
 template <class Cut>
-decoded decode(wire format, std::string_view input, Cut cut) {
+decoded decode(wire format, std::string_view input, Cut cut, bool views = false) {
   decoder d(format, fuzz_limit, /*large_frame=*/16); // small, so the large-frame path is fuzzed
+  d.deliver_views(views);
   decoded out;
-  for (std::size_t i = 0; i < input.size();) {
-    const std::size_t n = std::min(cut(i), input.size() - i);
-    std::error_code ec = d.feed(input.substr(i, n), [&](message&& m) {
+  struct sink {
+    struct takes_views {};
+    decoded& out;
+    void operator()(message&& m) const {
       if (out.error)
         std::abort(); // nothing may be delivered after an error
       out.messages.push_back(std::move(m));
-    });
+    }
+    void operator()(childproc::detail::bytes_frame_view v) const {
+      (*this)(message::bytes(std::string(v.payload)));
+    }
+  };
+  for (std::size_t i = 0; i < input.size();) {
+    const std::size_t n = std::min(cut(i), input.size() - i);
+    std::error_code ec = d.feed(input.substr(i, n), sink{out});
     if (out.error && ec != out.error)
       std::abort(); // an error is final
     if (ec)
@@ -167,6 +177,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::abort();
   if (!whole.error && whole.partial != cut.partial)
     std::abort();
+  // Views of small bytes frames give the same messages.
+  const decoded viewed = decode(
+      format, input,
+      [&](std::size_t i) {
+        return 1 + ((static_cast<unsigned char>(input[i]) * 17u + seed * 5u + i) % 96u);
+      },
+      true);
+  if (whole.error != viewed.error || whole.messages.size() != viewed.messages.size())
+    std::abort();
+  for (std::size_t i = 0; i < whole.messages.size(); ++i)
+    if (!same_exactly(whole.messages[i], viewed.messages[i]))
+      std::abort();
   decode_with_fds(
       format, input,
       [&](std::size_t i) {

@@ -92,6 +92,11 @@ for kind, prefix in (("processes", ""), ("isolation::thread", "threads_")):
         (f"pool, {kind}: 1 MiB bytes task round trips (each way)", prefix + "bytes_1MiB", None,
          None, None, None, "MB/s", True, None, None),
     ]
+# The one-in-flight row again, its C column the same C pool waiting in epoll_wait as an Asio
+# program must (bench/pool_epoll.c): the part of the gap that is the wait itself.
+POOL_ROWS.insert(1, ("pool, processes: tiny tasks, 1 in flight per worker, against C waiting in "
+                     "epoll (bench/pool_epoll.c)", "tasks_w1", "tasks_w1_epoll", None, None, None,
+                     "tasks/s", True, None, None))
 
 # Seed 004's tables, measured (workload "workers"): n idle workers forked at once, the sums of
 # their PSS and RSS and the time until all were ready, childproc's C++ workers against Node's

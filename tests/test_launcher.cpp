@@ -2,6 +2,8 @@
 // exit watcher modes, and no zombies after failed launches in bulk.
 #include "common.hpp"
 
+#include "../src/posix/launcher.hpp"
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -204,4 +206,18 @@ TEST_CASE("the pidfd never takes the application's free fd 0", "[launcher][fds]"
                                  {.env_overrides = {{"CHILDPROC_EXIT_WATCH", std::nullopt}}});
   CHECK(r.out == "fd0 closed\nexit 0\n");
   CHECK(r.status == 0);
+}
+
+// execvp's order: every PATH entry in turn, a trailing slash not doubled, an empty entry (leading,
+// inner or trailing) as the current directory; a name with a slash is not searched.
+TEST_CASE("the PATH search tries each entry in order, an empty one as the current directory",
+          "[launcher]") {
+  using childproc::detail::posix::exec_candidates;
+  CHECK(exec_candidates("tool", std::string(":/a:/b/::c:")) ==
+        std::vector<std::string>{"tool", "/a/tool", "/b/tool", "tool", "c/tool", "tool"});
+  CHECK(exec_candidates("tool", std::string("/only")) == std::vector<std::string>{"/only/tool"});
+  CHECK(exec_candidates("./tool", std::string("/a:/b")) == std::vector<std::string>{"./tool"});
+  const auto unset = exec_candidates("tool", std::nullopt); // confstr(_CS_PATH): /bin:/usr/bin
+  REQUIRE_FALSE(unset.empty());
+  CHECK(unset.front() == "/bin/tool");
 }

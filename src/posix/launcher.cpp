@@ -11,12 +11,14 @@
 
 #include "child_plan.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
+#include <string_view>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -241,28 +243,36 @@ std::vector<std::string> exec_candidates(const std::string& file,
                                          const std::optional<std::string>& path_env) {
   if (file.find('/') != std::string::npos)
     return {file};
-  std::string path;
-  if (path_env) {
-    path = *path_env;
-  } else {
+  std::string fallback;
+  if (!path_env) {
     // execvp's default search path when PATH is unset.
-    std::size_t n = ::confstr(_CS_PATH, nullptr, 0);
-    path.resize(n);
+    const std::size_t n = ::confstr(_CS_PATH, nullptr, 0);
+    fallback.resize(n);
     if (n > 0) {
-      ::confstr(_CS_PATH, path.data(), n);
-      path.resize(n - 1);
+      ::confstr(_CS_PATH, fallback.data(), n);
+      fallback.resize(n - 1);
     } else {
-      path = "/bin:/usr/bin";
+      fallback = "/bin:/usr/bin";
     }
   }
+  const std::string_view path = path_env ? std::string_view(*path_env) : fallback;
+  // One allocation per candidate (and one for the list): each is built where it stays.
   std::vector<std::string> out;
-  std::size_t begin = 0;
-  for (;;) {
-    std::size_t end = path.find(':', begin);
-    std::string dir = path.substr(begin, end == std::string::npos ? end : end - begin);
+  out.reserve(static_cast<std::size_t>(std::count(path.begin(), path.end(), ':')) + 1);
+  for (std::size_t begin = 0;;) {
+    const std::size_t end = path.find(':', begin);
+    const std::string_view dir =
+        path.substr(begin, end == std::string_view::npos ? end : end - begin);
+    std::string& candidate = out.emplace_back();
     // An empty entry means the current directory, as with execvp.
-    out.push_back(dir.empty() ? file : dir + (dir.back() == '/' ? "" : "/") + file);
-    if (end == std::string::npos)
+    if (!dir.empty()) {
+      candidate.reserve(dir.size() + 1 + file.size());
+      candidate += dir;
+      if (dir.back() != '/')
+        candidate += '/';
+    }
+    candidate += file;
+    if (end == std::string_view::npos)
       break;
     begin = end + 1;
   }

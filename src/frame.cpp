@@ -5,6 +5,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/serializer.hpp>
 
+#include <atomic>
 #include <cassert>
 #include <cctype>
 #include <cmath>
@@ -12,6 +13,22 @@
 
 namespace childproc::detail {
 namespace {
+
+// True when `p` is the only owner left, so its buffer may be written again. use_count() is a
+// relaxed load: the fence orders this thread's writes after the last other owner's release (a
+// message the application dropped on another thread), as an acquire load would.
+// TSan does not model fences (GCC refuses them under -fsanitize=thread): there, no reuse.
+bool sole_owner(const std::shared_ptr<std::string>& p) noexcept {
+#if defined(__SANITIZE_THREAD__)
+  (void)p;
+  return false;
+#else
+  if (p.use_count() != 1)
+    return false;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return true;
+#endif
+}
 
 void put_u32le(std::string& out, std::uint32_t v) {
   const char bytes[4] = {static_cast<char>(v & 0xff), static_cast<char>((v >> 8) & 0xff),
@@ -303,7 +320,7 @@ std::error_code decoder::start_large_frame(std::string_view data, std::uint32_t 
   // From now on the frame is collected in the message's buffer (see feed()).
   if (!claim(with_handle, large_handle_))
     return make_error_code(errc::malformed_message);
-  if (spare_ && spare_.use_count() == 1) {
+  if (spare_ && sole_owner(spare_)) {
     large_ = std::move(spare_);
     large_->clear(); // keeps the capacity: warm pages
   } else {
@@ -321,7 +338,7 @@ std::error_code decoder::start_large_frame(std::string_view data, std::uint32_t 
 message decoder::bytes_message(std::string_view payload) {
   if (payload.size() < large_frame_)
     return message::bytes(std::string(payload));
-  if (spare_ && spare_.use_count() == 1)
+  if (spare_ && sole_owner(spare_))
     spare_->assign(payload); // warm pages, no allocation
   else
     spare_ = std::make_shared<std::string>(payload);

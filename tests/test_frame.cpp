@@ -276,3 +276,15 @@ TEST_CASE("a decoder delivering views gives small bytes frames as views in order
   CHECK(all[1].bytes() == "ab");
   CHECK(all[3].bytes().empty());
 }
+
+// Before the fix message(0) chose message(const char*) (0 is a null pointer constant) and
+// crashed in strlen; numbers and booleans are now an exact match, and nullptr is JSON null.
+TEST_CASE("message(0) is the number 0, message(nullptr) null, message(true) true", "[frame]") {
+  CHECK(message(0).json() == 0);
+  CHECK(message(-7L).json() == -7);
+  CHECK(message(2.5).json() == 2.5);
+  CHECK(message(true).json() == true);
+  CHECK(message(nullptr).json().is_null());
+  CHECK(message("text").json() == "text");
+  CHECK(message(std::size_t(3)).json().to_number<std::uint64_t>() == 3);
+}

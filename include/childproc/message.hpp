@@ -5,6 +5,7 @@
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -77,6 +78,12 @@ public:
   message() = default;
   /// A JSON value.
   message(boost::json::value value) : content_(std::move(value)) {}
+  /// A JSON number or boolean (Node's `send(42)`, `send(true)`): an exact match, so that
+  /// `message(0)` is the number 0 and not a null `const char*`.
+  template <class T>
+  requires std::is_arithmetic_v<T> message(T value) : content_(boost::json::value(value)) {}
+  /// A JSON null (Node's `send(null)`).
+  message(std::nullptr_t) : message() {}
   /// A JSON string (Node's `send("text")`).
   message(const char* text) : content_(boost::json::value(boost::json::string(text))) {}
   message(std::string_view text) : content_(boost::json::value(boost::json::string(text))) {}

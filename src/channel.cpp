@@ -128,8 +128,9 @@ bool channel_state::read_once(char* buffer, bool until_empty) {
         channel_state& s;
         void operator()(message&& m) const { s.inbox_.push_back({std::move(m)}); }
         void operator()(bytes_frame_view v) const {
-          s.inbox_.push_back({{}, s.inbox_bytes_.size(), v.payload.size(), true});
-          s.inbox_bytes_ += v.payload;
+          const std::size_t at = s.inbox_bytes_.size();
+          s.inbox_bytes_ += v.payload; // first: an entry never points past the buffer
+          s.inbox_.push_back({{}, at, v.payload.size(), true});
         }
       };
       const std::error_code ec = incoming.feed(
@@ -375,6 +376,7 @@ bool channel_state::send_copy(std::string_view data) {
     return false;
   }
   pending_write& w = run_for_append();
+  w.bytes.reserve(w.bytes.size() + frame_header_size + data.size()); // no half frame on bad_alloc
   w.bytes += bytes_frame_header(data.size());
   w.bytes += data;
   pending_bytes += frame_header_size + data.size();

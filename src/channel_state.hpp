@@ -87,7 +87,7 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 
 private:
   struct pending_write {
-    std::string bytes;                    // the whole frame, or a bytes message's header
+    std::string bytes; // the whole frame (a run: several), or a bytes message's header
     std::shared_ptr<std::string> payload; // a bytes message's own buffer (sent without a copy)
     send_handler done;
     owned_fd handle; // sent with the first byte

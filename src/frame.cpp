@@ -17,9 +17,17 @@ namespace {
 // True when `p` is the only owner left, so its buffer may be written again. use_count() is a
 // relaxed load: the fence orders this thread's writes after the last other owner's release (a
 // message the application dropped on another thread), as an acquire load would.
+#if defined(__SANITIZE_THREAD__)
+#define CHILDPROC_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHILDPROC_UNDER_TSAN 1
+#endif
+#endif
+
 // TSan does not model fences (GCC refuses them under -fsanitize=thread): there, no reuse.
 bool sole_owner(const std::shared_ptr<std::string>& p) noexcept {
-#if defined(__SANITIZE_THREAD__)
+#if defined(CHILDPROC_UNDER_TSAN)
   (void)p;
   return false;
 #else
@@ -229,13 +237,13 @@ void encode(const message& m, wire w, std::string& out, bool with_handle,
 }
 
 void append_json(std::string& out, const boost::json::value& v) {
+  // Through a small buffer: growing `out` to its capacity and serializing into it would zero-fill
+  // the whole spare capacity of a kept buffer (up to 128 KiB) for every small value.
   boost::json::serializer writer;
   writer.reset(&v);
-  while (!writer.done()) {
-    const std::size_t at = out.size();
-    out.resize(std::max(out.capacity(), at + 64));
-    out.resize(at + writer.read(out.data() + at, out.size() - at).size());
-  }
+  char chunk[4096];
+  while (!writer.done())
+    out.append(writer.read(chunk, sizeof chunk));
 }
 
 std::error_code decoder::next(std::string_view data, message& m, std::size_t& consumed,

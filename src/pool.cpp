@@ -592,7 +592,8 @@ void pool_state::attach_channel(const std::shared_ptr<pool_worker>& w) {
     auto worker = weak_worker.lock();
     if (self && worker && worker->phase != worker_phase::killed) {
       std::error_code ec;
-      self->on_read(worker, worker->reader.feed(m, ec), ec);
+      auto e = worker->reader.feed(m, ec); // before on_read's arguments copy `ec`
+      self->on_read(worker, std::move(e), ec);
     }
   });
   // The binary envelopes, read from the frames themselves: no message per envelope.
@@ -601,7 +602,8 @@ void pool_state::attach_channel(const std::shared_ptr<pool_worker>& w) {
     auto worker = weak_worker.lock();
     if (self && worker && worker->phase != worker_phase::killed) {
       std::error_code ec;
-      self->on_read(worker, worker->reader.feed_bytes(b, ec), ec);
+      auto e = worker->reader.feed_bytes(b, ec);
+      self->on_read(worker, std::move(e), ec);
     }
   });
   // A worker whose channel closed can take no task and answer none: it is expected to end by

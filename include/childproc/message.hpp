@@ -79,9 +79,11 @@ public:
   /// A JSON value.
   message(boost::json::value value) : content_(std::move(value)) {}
   /// A JSON number or boolean (Node's `send(42)`, `send(true)`): an exact match, so that
-  /// `message(0)` is the number 0 and not a null `const char*`.
+  /// `message(0)` is the number 0 and not a null `const char*`. A `char` is a number too.
   template <class T>
-  requires std::is_arithmetic_v<T> message(T value) : content_(boost::json::value(value)) {}
+  requires(std::is_arithmetic_v<T>&& std::is_constructible_v<boost::json::value, T>)
+      message(T value)
+      : content_(boost::json::value(value)) {}
   /// A JSON null (Node's `send(null)`).
   message(std::nullptr_t) : message() {}
   /// A JSON string (Node's `send("text")`).

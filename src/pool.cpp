@@ -214,6 +214,8 @@ std::error_code failure_code(const message& error) {
   const auto* name = obj ? obj->if_contains("name") : nullptr;
   if (name && name->is_string() && name->get_string() == "UnknownTask")
     return make_error_code(errc::unknown_task);
+  if (name && name->is_string() && name->get_string() == "MessageTooLarge")
+    return make_error_code(errc::message_too_large);
   return make_error_code(errc::task_failed);
 }
 
@@ -397,13 +399,16 @@ std::shared_ptr<pool_worker> pool_state::pick_worker() {
 }
 
 void pool_state::start_task(const std::shared_ptr<pool_worker>& w, std::shared_ptr<pool_task> t) {
+  // Sent first: a task over the channel's limit fails alone and leaves the worker as it was (the
+  // send only queues; no answer can come before the bookkeeping below).
+  envelope e{op::task, t->id, t->options.name, std::move(t->payload)};
+  if (const auto refused = pool_wire::send(w->ch, std::move(e), w->wire_form))
+    return finish(*t, refused);
   t->dispatched = clock_type::now();
   w->timer.cancel(); // an idle timeout
   t->worker = w;
   arm_timeout(t);
-  envelope e{op::task, t->id, t->options.name, std::move(t->payload)};
   w->running.push_back(std::move(t));
-  pool_wire::send(w->ch, std::move(e), w->wire_form);
 }
 
 void pool_state::arm_timeout(const std::shared_ptr<pool_task>& t) {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <utility>
 
 namespace childproc::detail::pool_wire {
@@ -98,7 +99,13 @@ std::uint64_t get_le(std::string_view in, std::size_t at, int size) {
   return value;
 }
 
-bool send_binary(channel& ch, envelope& e) {
+// The largest message `ch` sends (the peer's limit too).
+std::size_t limit_of(const channel& ch) {
+  const auto* state = channel_access::state(ch);
+  return state ? state->incoming.max_message_size() : SIZE_MAX;
+}
+
+std::error_code send_binary(channel& ch, envelope& e) {
   const bool bytes = e.data.is_bytes();
   const bool json = !bytes && (has_data(e.kind) || e.kind == op::fail);
   // Built in this thread's scratch buffer and copied into the channel's queue: no allocation
@@ -112,11 +119,19 @@ bool send_binary(channel& ch, envelope& e) {
   head += e.name;
   if (json)
     append_json(head, e.data.json());
-  auto* state = channel_access::state(ch);
-  const bool sent = state ? state->send_copy(head) : ch.send(message::bytes(head));
+  const std::size_t limit = limit_of(ch);
+  const bool fits = head.size() <= limit && (!bytes || e.data.bytes().size() <= limit);
+  if (fits) {
+    if (auto* state = channel_access::state(ch))
+      state->send_copy(head);
+    else
+      ch.send(message::bytes(head));
+    if (bytes)
+      ch.send(e.data);
+  }
   if (head.capacity() > 64 * 1024)
     std::string().swap(head);
-  return bytes ? ch.send(e.data) : sent;
+  return fits ? std::error_code() : make_error_code(errc::message_too_large);
 }
 
 // The binary envelope in `in`, or nullopt when it is not one. Sets `bytes_follow`.
@@ -147,7 +162,7 @@ std::optional<envelope> parse_binary(std::string_view in, bool& bytes_follow) {
   return e;
 }
 
-bool send_json(channel& ch, envelope& e) {
+std::error_code send_json(channel& ch, envelope& e) {
   boost::json::object obj;
   obj.reserve(4);
   obj.emplace("cp", name_of(e.kind));
@@ -156,12 +171,17 @@ bool send_json(channel& ch, envelope& e) {
   if (!e.name.empty())
     obj.emplace("name", e.name);
   const bool bytes = e.data.is_bytes();
+  if (bytes && e.data.bytes().size() > limit_of(ch))
+    return make_error_code(errc::message_too_large);
   if (bytes)
     obj.emplace("bytes", true);
   else if (has_data(e.kind) || e.kind == op::fail)
     obj.emplace(e.kind == op::fail ? "error" : "data", std::move(message_access::json(e.data)));
-  const bool sent = ch.send(message(boost::json::value(std::move(obj))));
-  return bytes ? ch.send(e.data) : sent;
+  // An envelope whose JSON is over the limit is refused by the channel (its handlers hear it).
+  ch.send(message(boost::json::value(std::move(obj))));
+  if (bytes)
+    ch.send(e.data);
+  return {};
 }
 
 } // namespace
@@ -174,7 +194,7 @@ std::string_view name_of(op kind) noexcept {
   return op_names[static_cast<std::size_t>(kind)];
 }
 
-bool send(channel ch, envelope e, form f) {
+std::error_code send(channel ch, envelope e, form f) {
   return f == form::binary ? send_binary(ch, e) : send_json(ch, e);
 }
 

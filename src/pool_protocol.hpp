@@ -45,9 +45,11 @@ struct envelope {
 enum class form { json, binary };
 form form_for(const channel& ch);
 
-// Sends `e` through `ch` (one message, or the header and then the bytes). Returns what
-// channel::send returns for the last message; errors go to the channel's handlers as usual.
-bool send(channel ch, envelope e, form f);
+// Sends `e` through `ch` (one message, or the header and then the bytes). An envelope or payload
+// over the channel's limit is refused whole, before anything is sent (a head without its payload
+// would make the peer take the next envelope for it): message_too_large, and nothing reaches the
+// channel's handlers. The other errors of a send go to the channel's handlers as usual.
+std::error_code send(channel ch, envelope e, form f);
 
 // Reassembles envelopes from the messages of a channel, in order.
 class reader {

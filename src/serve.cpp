@@ -395,7 +395,17 @@ void serve_state::finish(served_task& task, op kind, message data) {
     return;
   task.finished = true;
   live.erase(task.id);
-  pool_wire::send(ch, envelope{kind, task.id, {}, std::move(data)}, reader.last_form());
+  if (pool_wire::send(ch, envelope{kind, task.id, {}, std::move(data)}, reader.last_form()))
+    // Over the channel's limit: the caller hears why instead of waiting for it forever.
+    pool_wire::send(ch,
+                    envelope{op::fail,
+                             task.id,
+                             {},
+                             message(boost::json::value{
+                                 {"name", "MessageTooLarge"},
+                                 {"message", "the task's answer is larger than the channel's "
+                                             "max_message_size"}})},
+                    reader.last_form());
 }
 
 // A malformed envelope (code 2) or a failed on_init (code 1): the worker stops taking work and

@@ -1161,3 +1161,36 @@ TEST_CASE("isolation::thread: on_init gets worker_data and broadcasts reach ever
   finish(io, p);
   CHECK(*seen == std::vector<std::string>{"reload", "reload"});
 }
+
+// Before the fix a task whose payload was over the channel's limit sent its envelope without the
+// payload (the worker took the next envelope for it), a task whose envelope was over it was sent
+// nowhere and an answer over it never came: those runs waited forever.
+TEST_CASE("a task or an answer over the channel's limit fails alone with message_too_large",
+          "[pool]") {
+  asio::io_context io;
+  auto options = helper_pool();
+  options.worker_options.max_message_size = 4096;
+  childproc::pool p(io, options);
+  std::vector<std::string> got;
+  const auto note = [&got](std::string what) {
+    return [&got, what](boost::system::error_code ec, message m) {
+      std::string line = what + ": ";
+      if (ec)
+        line += ec.message();
+      else
+        line += m.is_bytes() ? m.bytes() : boost::json::serialize(m.json());
+      got.push_back(std::move(line));
+    };
+  };
+  p.async_run(message::bytes(std::string(8000, 'x')), named("reverse"), note("bytes task"));
+  p.async_run(message(std::string(8000, 'y')), note("json task"));
+  p.async_run(message(boost::json::value(10000)), named("grow"), note("large answer"));
+  p.async_run(message::bytes("abc"), named("reverse"), note("small"));
+  REQUIRE(run_until(
+      io, [&] { return got.size() == 4; }, 20s));
+  CHECK(got == std::vector<std::string>{"bytes task: message too large",
+                                        "json task: message too large",
+                                        "large answer: message too large", "small: cba"});
+  CHECK(p.stats().workers_started == 1); // the worker was never out of step, nor killed
+  finish(io, p);
+}

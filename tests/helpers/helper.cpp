@@ -74,7 +74,7 @@
 //                      SIGPIPE is still at its default ("SIGPIPE default" / "SIGPIPE ignored")
 //   pool-worker        serve()s the pool's test tasks (helpers/pool_worker.hpp): "" echo, sum, pid,
 //                      sleep, async_sleep, exit, signal, throw, progress, cancellable,
-//                      ignore_cancel, garbage, wrong_id, alloc, reverse, worker_data,
+//                      ignore_cancel, garbage, wrong_id, alloc, grow, reverse, worker_data,
 //                      broadcasts, env; its on_broadcast throws after recording "throw"
 //   pool-worker-init-throws  serve()s them with an on_init that throws "init failed"
 //   pool-worker-exit-at-start  exits with 3 before serve() (never ready)

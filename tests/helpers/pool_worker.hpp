@@ -115,6 +115,9 @@ inline childproc::task_table tasks(boost::asio::io_context& io) {
     return message();
   });
   table.emplace("alloc", alloc);
+  table.emplace("grow", [](const message& m) { // N bytes back for a small task
+    return message::bytes(std::string(static_cast<std::size_t>(int_of(m)), 'g'));
+  });
   table.emplace("reverse", [](const message& m) {
     return message::bytes(std::string(m.bytes().rbegin(), m.bytes().rend()));
   });

@@ -14,9 +14,6 @@
 namespace childproc::detail {
 namespace {
 
-// True when `p` is the only owner left, so its buffer may be written again. use_count() is a
-// relaxed load: the fence orders this thread's writes after the last other owner's release (a
-// message the application dropped on another thread), as an acquire load would.
 #if defined(__SANITIZE_THREAD__)
 #define CHILDPROC_UNDER_TSAN 1
 #elif defined(__has_feature)
@@ -25,7 +22,10 @@ namespace {
 #endif
 #endif
 
-// TSan does not model fences (GCC refuses them under -fsanitize=thread): there, no reuse.
+// True when `p` is the only owner left, so its buffer may be written again. use_count() is a
+// relaxed load: the fence orders this thread's writes after the last other owner's release (a
+// message the application dropped on another thread), as an acquire load would. TSan does not
+// model fences (GCC refuses them under -fsanitize=thread): there, no reuse.
 bool sole_owner(const std::shared_ptr<std::string>& p) noexcept {
 #if defined(CHILDPROC_UNDER_TSAN)
   (void)p;
@@ -38,9 +38,14 @@ bool sole_owner(const std::shared_ptr<std::string>& p) noexcept {
 #endif
 }
 
+void store_u32le(char* at, std::uint32_t v) noexcept {
+  for (int i = 0; i < 4; ++i)
+    at[i] = static_cast<char>(v >> (8 * i));
+}
+
 void put_u32le(std::string& out, std::uint32_t v) {
-  const char bytes[4] = {static_cast<char>(v & 0xff), static_cast<char>((v >> 8) & 0xff),
-                         static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 24) & 0xff)};
+  char bytes[4];
+  store_u32le(bytes, v);
   out.append(bytes, 4);
 }
 
@@ -229,9 +234,8 @@ void encode(const message& m, wire w, std::string& out, bool with_handle,
     kind = frame_kind::bytes;
   }
   assert(out.size() - start - frame_header_size <= max_frame_payload);
-  const auto length = static_cast<std::uint32_t>(out.size() - start - frame_header_size);
-  for (int i = 0; i < 4; ++i)
-    out[start + i] = static_cast<char>(length >> (8 * i));
+  store_u32le(out.data() + start,
+              static_cast<std::uint32_t>(out.size() - start - frame_header_size));
   out[start + 4] =
       static_cast<char>(static_cast<std::uint8_t>(kind) | (with_handle ? frame_has_handle : 0));
 }

@@ -212,9 +212,11 @@ message death_report(pid_t pid, const exit_status& status) {
 std::error_code failure_code(const message& error) {
   const auto* obj = error.is_json() ? error.json().if_object() : nullptr;
   const auto* name = obj ? obj->if_contains("name") : nullptr;
-  if (name && name->is_string() && name->get_string() == "UnknownTask")
+  const std::string_view named =
+      name && name->is_string() ? std::string_view(name->get_string()) : std::string_view();
+  if (named == "UnknownTask")
     return make_error_code(errc::unknown_task);
-  if (name && name->is_string() && name->get_string() == "MessageTooLarge")
+  if (named == "MessageTooLarge")
     return make_error_code(errc::message_too_large);
   return make_error_code(errc::task_failed);
 }
